@@ -1,0 +1,44 @@
+// Plain parameter block handed from the torch binding to every kernel. No torch, no CUTLASS:
+// pointers, 64-bit element strides and sizes, so any tensor over 2^31 elements indexes correctly.
+#pragma once
+
+#include <cstdint>
+
+namespace flash {
+
+struct FwdParams {
+  // Inputs, in the caller's dtype. Rows are seqlen positions; the last (head) dim is contiguous.
+  void const* __restrict__ q_ptr = nullptr;
+  void const* __restrict__ k_ptr = nullptr;
+  void const* __restrict__ v_ptr = nullptr;
+  void* __restrict__ o_ptr = nullptr;
+  // Natural-log logsumexp per (batch, head, query row), fp32.
+  float* __restrict__ softmax_lse_ptr = nullptr;
+
+  // Element strides. Batch strides are unused in varlen mode (rows are offset by cu_seqlens).
+  int64_t q_batch_stride = 0, q_row_stride = 0, q_head_stride = 0;
+  int64_t k_batch_stride = 0, k_row_stride = 0, k_head_stride = 0;
+  int64_t v_batch_stride = 0, v_row_stride = 0, v_head_stride = 0;
+  int64_t o_batch_stride = 0, o_row_stride = 0, o_head_stride = 0;
+  // lse is (b, h, sq) dense or (h, total_q) varlen; rows are always contiguous.
+  int64_t lse_batch_stride = 0, lse_head_stride = 0;
+
+  int batch = 0;
+  int num_heads = 0;     // query heads
+  int num_heads_k = 0;   // key/value heads; num_heads % num_heads_k == 0
+  int head_ratio = 1;    // num_heads / num_heads_k (GQA group size)
+  int seqlen_q = 0;      // dense: the length; varlen: max_seqlen_q (sizes the grid)
+  int seqlen_k = 0;      // dense: the length; varlen: max_seqlen_k
+  int head_dim = 0;      // actual head dim (multiple of 8, <= the kernel's bucket)
+
+  float softmax_scale = 1.f;
+  float softmax_scale_log2 = 1.f;  // softmax_scale * log2(e): exp(x*scale) == exp2(x*scale_log2)
+
+  // Varlen: int32 (batch + 1,) prefix sums of sequence lengths; nullptr for dense inputs.
+  int const* __restrict__ cu_seqlens_q = nullptr;
+  int const* __restrict__ cu_seqlens_k = nullptr;
+
+  bool is_causal = false;
+};
+
+}  // namespace flash

@@ -1,0 +1,23 @@
+// Reductions across the threads that share one accumulator row. On both the m16n8 (sm80) and the
+// wgmma (sm90) accumulator layouts a row is spread over the 4 lanes of a quad.
+#pragma once
+
+#include <cutlass/cutlass.h>
+
+namespace flash {
+
+struct MaxOp {
+  CUTLASS_DEVICE float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+struct SumOp {
+  CUTLASS_DEVICE float operator()(float a, float b) const { return a + b; }
+};
+
+template <class Op>
+CUTLASS_DEVICE float quad_allreduce(float x, Op op) {
+  x = op(x, __shfl_xor_sync(0xffffffffu, x, 2));
+  x = op(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return x;
+}
+
+}  // namespace flash

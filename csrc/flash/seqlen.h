@@ -1,0 +1,43 @@
+// Per-(batch) sequence bookkeeping shared by every kernel: where a sequence starts and how long it
+// is, for dense (fixed length, batch stride) and varlen (cu_seqlens prefix sums) inputs alike.
+#pragma once
+
+#include <cstdint>
+#include <cutlass/cutlass.h>
+
+#include "params.h"
+
+namespace flash {
+
+struct SeqlenInfo {
+  int seqlen_q;
+  int seqlen_k;
+  int start_q;   // first row of this sequence in a varlen (total, h, d) tensor; 0 when dense
+  int start_k;
+  bool varlen_q;
+  bool varlen_k;
+
+  template <class Params>
+  CUTLASS_DEVICE SeqlenInfo(Params const& params, int batch_idx) {
+    varlen_q = params.cu_seqlens_q != nullptr;
+    varlen_k = params.cu_seqlens_k != nullptr;
+    start_q = varlen_q ? params.cu_seqlens_q[batch_idx] : 0;
+    start_k = varlen_k ? params.cu_seqlens_k[batch_idx] : 0;
+    seqlen_q = varlen_q ? params.cu_seqlens_q[batch_idx + 1] - start_q : params.seqlen_q;
+    seqlen_k = varlen_k ? params.cu_seqlens_k[batch_idx + 1] - start_k : params.seqlen_k;
+  }
+
+  // Element offset of (batch_idx, row 0) given the tensor's batch and row strides.
+  CUTLASS_DEVICE int64_t q_offset(int64_t batch_stride, int64_t row_stride, int batch_idx) const {
+    return varlen_q ? int64_t(start_q) * row_stride : int64_t(batch_idx) * batch_stride;
+  }
+  CUTLASS_DEVICE int64_t k_offset(int64_t batch_stride, int64_t row_stride, int batch_idx) const {
+    return varlen_k ? int64_t(start_k) * row_stride : int64_t(batch_idx) * batch_stride;
+  }
+  // lse rows are contiguous: dense (b, h, sq) uses the batch stride, varlen (h, total_q) the start row.
+  CUTLASS_DEVICE int64_t lse_offset(int64_t batch_stride, int batch_idx) const {
+    return varlen_q ? int64_t(start_q) : int64_t(batch_idx) * batch_stride;
+  }
+};
+
+}  // namespace flash

@@ -1,0 +1,176 @@
+// FlashAttention forward on sm80 instructions (cp.async, ldmatrix, mma.sync); runs on sm80+.
+//
+// One CTA computes one (query block, head, batch) tile. Key blocks are visited from the last to the
+// first so that the only tiles needing element-wise masks (the sequence end, the causal diagonal)
+// come first. K and V each have one shared-memory buffer: V(n) is fetched while S = Q·K(n)ᵀ is
+// computed, and K(n-1) while softmax and P·V(n) run.
+#pragma once
+
+#include <type_traits>
+
+#include <cute/tensor.hpp>
+
+#include "../block.h"
+#include "../mask.h"
+#include "../params.h"
+#include "../seqlen.h"
+#include "../softmax.h"
+#include "copy.h"
+#include "fragment_layouts.h"
+#include "fwd_epilogue.h"
+#include "gemm.h"
+
+namespace flash::sm80 {
+
+using namespace cute;
+
+template <class Traits, bool kIsCausal, bool kEvenCols>
+struct FwdKernel {
+  using Element = typename Traits::Element;
+  static constexpr int kBlockM = Traits::kBlockM;
+  static constexpr int kBlockN = Traits::kBlockN;
+  static constexpr int kHeadDim = Traits::kHeadDim;
+  using Range = BlockRange<kBlockM, kBlockN, kIsCausal>;
+
+  CUTE_DEVICE static void run(FwdParams const& params, char* smem) {
+    int const tidx = threadIdx.x;
+    int const m_block = int(gridDim.x) - 1 - int(blockIdx.x);  // longest causal rows start first
+    int const head = blockIdx.y;
+    int const batch = blockIdx.z;
+
+    SeqlenInfo const seq(params, batch);
+    int const row_base = m_block * kBlockM;
+    if (row_base >= seq.seqlen_q) { return; }
+    int const rows_left = seq.seqlen_q - row_base;
+    int n_block_min, n_block_max;
+    Range::key_blocks(m_block, seq.seqlen_q, seq.seqlen_k, n_block_min, n_block_max);
+
+    // Global tiles. Offsets are 64-bit; K/V are (kBlockN, d, n_blocks) views of one (batch, kv head).
+    int const kv_head = head / params.head_ratio;
+    Element const* q_base = static_cast<Element const*>(params.q_ptr) +
+                            seq.q_offset(params.q_batch_stride, params.q_row_stride, batch) +
+                            head * params.q_head_stride + int64_t(row_base) * params.q_row_stride;
+    Element const* k_base = static_cast<Element const*>(params.k_ptr) +
+                            seq.k_offset(params.k_batch_stride, params.k_row_stride, batch) +
+                            kv_head * params.k_head_stride;
+    Element const* v_base = static_cast<Element const*>(params.v_ptr) +
+                            seq.k_offset(params.v_batch_stride, params.v_row_stride, batch) +
+                            kv_head * params.v_head_stride;
+    Element* o_base = static_cast<Element*>(params.o_ptr) +
+                      seq.q_offset(params.o_batch_stride, params.o_row_stride, batch) +
+                      head * params.o_head_stride + int64_t(row_base) * params.o_row_stride;
+    float* lse_base = params.softmax_lse_ptr + seq.lse_offset(params.lse_batch_stride, batch) +
+                      head * params.lse_head_stride + row_base;
+
+    auto const tile_q = Shape<Int<kBlockM>, Int<kHeadDim>>{};
+    int const num_kv_blocks = n_block_max > 0 ? n_block_max : 1;
+    Tensor gQ = make_tensor(make_gmem_ptr(q_base), tile_q, make_stride(params.q_row_stride, _1{}));
+    Tensor gK = make_tensor(make_gmem_ptr(k_base), make_shape(Int<kBlockN>{}, Int<kHeadDim>{}, num_kv_blocks),
+                            make_stride(params.k_row_stride, _1{}, int64_t(kBlockN) * params.k_row_stride));
+    Tensor gV = make_tensor(make_gmem_ptr(v_base), make_shape(Int<kBlockN>{}, Int<kHeadDim>{}, num_kv_blocks),
+                            make_stride(params.v_row_stride, _1{}, int64_t(kBlockN) * params.v_row_stride));
+    Tensor gO = make_tensor(make_gmem_ptr(o_base), tile_q, make_stride(params.o_row_stride, _1{}));
+    Tensor gLse = make_tensor(make_gmem_ptr(lse_base), Shape<Int<kBlockM>>{});
+
+    // Shared memory: Q | K | V.
+    Element* smem_q = reinterpret_cast<Element*>(smem);
+    Tensor sQ = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutQ{});
+    Tensor sK = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutKV{});
+    Tensor sV = make_tensor(sK.data() + size(sK), typename Traits::SmemLayoutKV{});
+    Tensor sVt = make_tensor(sV.data(), typename Traits::SmemLayoutVt{});
+
+    // Global -> shared (cp.async), with predicates on rows and on the real head dim.
+    typename Traits::GmemTiledCopyQKV gmem_copy;
+    auto gmem_thr_copy = gmem_copy.get_thread_slice(tidx);
+    Tensor tQgQ = gmem_thr_copy.partition_S(gQ);
+    Tensor tQsQ = gmem_thr_copy.partition_D(sQ);
+    Tensor tKgK = gmem_thr_copy.partition_S(gK);  // (CPY, CPY_N, CPY_K, n_blocks)
+    Tensor tKsK = gmem_thr_copy.partition_D(sK);
+    Tensor tVgV = gmem_thr_copy.partition_S(gV);
+    Tensor tVsV = gmem_thr_copy.partition_D(sV);
+    Tensor tQcQ = gmem_thr_copy.partition_S(make_identity_tensor(tile_q));
+    Tensor tKVcKV = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+    Tensor q_col_pred = make_col_predicate(tQcQ, params.head_dim);
+    Tensor kv_col_pred = make_col_predicate(tKVcKV, params.head_dim);
+
+    // Shared -> registers (ldmatrix) and the MMAs.
+    typename Traits::TiledMma tiled_mma;
+    auto thr_mma = tiled_mma.get_thread_slice(tidx);
+    Tensor tSrQ = thr_mma.partition_fragment_A(sQ);
+    Tensor tSrK = thr_mma.partition_fragment_B(sK);
+    Tensor tOrVt = thr_mma.partition_fragment_B(sVt);
+    auto smem_copy_q = make_tiled_copy_A(typename Traits::SmemCopyAtomQK{}, tiled_mma);
+    auto smem_thr_copy_q = smem_copy_q.get_thread_slice(tidx);
+    Tensor tSsQ = smem_thr_copy_q.partition_S(sQ);
+    auto smem_copy_k = make_tiled_copy_B(typename Traits::SmemCopyAtomQK{}, tiled_mma);
+    auto smem_thr_copy_k = smem_copy_k.get_thread_slice(tidx);
+    Tensor tSsK = smem_thr_copy_k.partition_S(sK);
+    auto smem_copy_v = make_tiled_copy_B(typename Traits::SmemCopyAtomVt{}, tiled_mma);
+    auto smem_thr_copy_v = smem_copy_v.get_thread_slice(tidx);
+    Tensor tOsVt = smem_thr_copy_v.partition_S(sVt);
+
+    Tensor acc_o = partition_fragment_C(tiled_mma, tile_q);
+    clear(acc_o);
+    Tensor acc_o_rows = make_tensor(acc_o.data(), acc_to_rowcol(acc_o.layout()));
+    OnlineSoftmax<decltype(size<0>(acc_o_rows))::value> softmax(params.softmax_scale_log2);
+
+    // Tile-relative (row, col) of each score this thread holds, for masking.
+    Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
+    Tensor score_coords = make_tensor(tScS.data(), acc_to_rowcol(tScS.layout()));
+
+    auto process_key_block = [&](int n_block, auto is_first) {
+      constexpr bool kIsFirst = decltype(is_first)::value;
+      Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
+      clear(acc_s);
+      cp_async_wait<0>();
+      __syncthreads();  // K(n) has landed; every warp is done reading V(n+1)
+      // Only the first block visited can end past seqlen_k.
+      copy_tile<kEvenCols, /*kCheckRows=*/kIsFirst, /*kZeroFill=*/true>(
+          gmem_copy, tVgV(_, _, _, n_block), tVsV, tKVcKV, kv_col_pred, seq.seqlen_k - n_block * kBlockN);
+      cp_async_fence();
+
+      gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK, tiled_mma, smem_copy_q, smem_copy_k, smem_thr_copy_q,
+                     smem_thr_copy_k);
+      Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
+      if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k)) {
+        apply_mask<kIsCausal>(scores, score_coords, row_base, n_block * kBlockN, seq.seqlen_q, seq.seqlen_k);
+      }
+
+      cp_async_wait<0>();
+      __syncthreads();  // V(n) has landed; every warp is done reading K(n)
+      if (n_block > n_block_min) {
+        copy_tile<kEvenCols, /*kCheckRows=*/false, /*kZeroFill=*/true>(
+            gmem_copy, tKgK(_, _, _, n_block - 1), tKsK, tKVcKV, kv_col_pred, kBlockN);
+        cp_async_fence();
+      }
+
+      softmax.template update<kIsFirst>(scores, acc_o_rows);
+      Tensor rP = convert_fragment<Element>(acc_s);
+      Tensor tOrP = make_tensor(rP.data(), acc_to_a_operand(rP.layout()));
+      gemm_reg_smem(acc_o, tOrP, tOrVt, tOsVt, tiled_mma, smem_copy_v, smem_thr_copy_v);
+    };
+
+    if (n_block_max > n_block_min) {
+      copy_tile<kEvenCols, true, true>(gmem_copy, tQgQ, tQsQ, tQcQ, q_col_pred, rows_left);
+      copy_tile<kEvenCols, true, true>(gmem_copy, tKgK(_, _, _, n_block_max - 1), tKsK, tKVcKV, kv_col_pred,
+                                       seq.seqlen_k - (n_block_max - 1) * kBlockN);
+      cp_async_fence();
+      process_key_block(n_block_max - 1, std::true_type{});
+      for (int n_block = n_block_max - 2; n_block >= n_block_min; --n_block) {
+        process_key_block(n_block, std::false_type{});
+      }
+    }
+
+    // Rows that saw no key (no key blocks at all, or all masked) end with output 0 and lse +inf.
+    Tensor lse = softmax.finalize(acc_o_rows, params.softmax_scale);
+    FwdEpilogue<Traits, kEvenCols>::store(acc_o, lse, gO, gLse, smem_q, rows_left, params.head_dim, tidx);
+  }
+};
+
+template <class Traits, bool kIsCausal, bool kEvenCols>
+__global__ void __launch_bounds__(Traits::kNThreads) fwd_kernel(__grid_constant__ const FwdParams params) {
+  extern __shared__ __align__(128) char smem[];
+  FwdKernel<Traits, kIsCausal, kEvenCols>::run(params, smem);
+}
+
+}  // namespace flash::sm80

@@ -1,0 +1,44 @@
+// Host-side launch of the sm80-instruction forward kernel for one (dtype, head-dim bucket, causal)
+// combination. Included only by the generated instantiation files.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "../launch_check.h"
+#include "../params.h"
+#include "fwd_kernel.h"
+#include "fwd_tile_config.h"
+#include "fwd_traits.h"
+
+namespace flash::sm80 {
+
+template <class Kernel, int kSmemBytes>
+void launch_fwd_kernel(Kernel kernel, dim3 grid, int threads, FwdParams const& params, cudaStream_t stream) {
+  if constexpr (kSmemBytes > 48 * 1024) {
+    check_smem_fits(kSmemBytes, "flash_attn forward");
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes),
+               "cudaFuncSetAttribute (forward kernel shared memory)");
+  }
+  kernel<<<grid, threads, kSmemBytes, stream>>>(params);
+  check_cuda(cudaGetLastError(), "flash_attn forward kernel launch");
+}
+
+template <class Element, int kHeadDim, bool kIsCausal>
+void run_fwd(FwdParams const& params, cudaStream_t stream) {
+  using Config = FwdTileConfig<kHeadDim, kIsCausal>;
+  using Traits = FwdTraits<kHeadDim, Config::kBlockM, Config::kBlockN, Config::kNWarps, Element>;
+  dim3 const grid((params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, params.num_heads, params.batch);
+  if (grid.x == 0) { return; }
+  if (params.head_dim == kHeadDim) {
+    launch_fwd_kernel<decltype(&fwd_kernel<Traits, kIsCausal, true>), Traits::kSmemBytes>(
+        &fwd_kernel<Traits, kIsCausal, true>, grid, Traits::kNThreads, params, stream);
+  } else {
+    launch_fwd_kernel<decltype(&fwd_kernel<Traits, kIsCausal, false>), Traits::kSmemBytes>(
+        &fwd_kernel<Traits, kIsCausal, false>, grid, Traits::kNThreads, params, stream);
+  }
+}
+
+}  // namespace flash::sm80

@@ -1,0 +1,83 @@
+// Online softmax over streamed key tiles (the core of FlashAttention). Per query row it keeps the
+// running max m of the raw scores and a running sum l of exp(scale * (s - m)); when m grows the
+// partial output is rescaled by exp(scale * (m_old - m_new)). Scores are raw Q·Kᵀ values; the
+// softmax scale is folded into exp2 with one FMA per element.
+//
+// Tensors are (rows, cols) views of a thread's registers (see sm80/fragment_layouts.h); row sums are
+// kept per thread and reduced across the quad only once, in finalize().
+#pragma once
+
+#include <cmath>
+#include <cute/tensor.hpp>
+
+#include "reduce.h"
+
+namespace flash {
+
+template <int kRows>
+struct OnlineSoftmax {
+  cute::Tensor<cute::ArrayEngine<float, kRows>, cute::Layout<cute::Shape<cute::Int<kRows>>>> row_max;
+  cute::Tensor<cute::ArrayEngine<float, kRows>, cute::Layout<cute::Shape<cute::Int<kRows>>>> row_sum;
+  float const scale_log2;
+
+  CUTLASS_DEVICE explicit OnlineSoftmax(float scale_log2_) : scale_log2(scale_log2_) {
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      row_max(r) = -INFINITY;
+      row_sum(r) = 0.f;
+    }
+  }
+
+  // Turns scores into unnormalised probabilities in place and rescales acc_o for the new row max.
+  // kIsFirst: no earlier tile contributed, so there is nothing to rescale.
+  template <bool kIsFirst, class Scores, class AccO>
+  CUTLASS_DEVICE void update(Scores& scores, AccO& acc_o) {
+    using namespace cute;
+    static_assert(decltype(size<0>(scores))::value == kRows);
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      float const prev_max = row_max(r);
+      float tile_max = kIsFirst ? -INFINITY : prev_max;
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(scores); ++c) { tile_max = fmaxf(tile_max, scores(r, c)); }
+      float const new_max = quad_allreduce(tile_max, MaxOp{});
+      row_max(r) = new_max;
+      // A row that has seen only masked keys keeps max -inf; use 0 so exp2 gives 0, not NaN.
+      float const max_scaled = new_max == -INFINITY ? 0.f : new_max * scale_log2;
+      if constexpr (!kIsFirst) {
+        float const correction = exp2f(prev_max * scale_log2 - max_scaled);
+        row_sum(r) *= correction;
+        CUTE_UNROLL
+        for (int c = 0; c < size<1>(acc_o); ++c) { acc_o(r, c) *= correction; }
+      }
+      float tile_sum = 0.f;
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(scores); ++c) {
+        float const p = exp2f(scores(r, c) * scale_log2 - max_scaled);
+        scores(r, c) = p;
+        tile_sum += p;
+      }
+      row_sum(r) = kIsFirst ? tile_sum : row_sum(r) + tile_sum;
+    }
+  }
+
+  // Normalises acc_o by the row sums and returns lse = scale * m + log(l) per row (+inf when the row
+  // saw no key; its output is then 0).
+  template <class AccO>
+  CUTLASS_DEVICE auto finalize(AccO& acc_o, float softmax_scale) {
+    using namespace cute;
+    auto lse = make_tensor<float>(Shape<Int<kRows>>{});
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      float const sum = quad_allreduce(row_sum(r), SumOp{});
+      bool const empty = sum == 0.f || sum != sum;
+      float const inv_sum = empty ? 0.f : 1.f / sum;
+      lse(r) = empty ? INFINITY : row_max(r) * softmax_scale + __logf(sum);
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(acc_o); ++c) { acc_o(r, c) *= inv_sum; }
+    }
+    return lse;
+  }
+};
+
+}  // namespace flash

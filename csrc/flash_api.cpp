@@ -1,0 +1,183 @@
+// The torch binding: the only translation unit that includes torch headers. It validates tensors
+// (the Python layer has already checked arguments; these checks guard direct callers), fills a
+// flash::FwdParams and dispatches to the compiled kernels.
+#include <torch/extension.h>  // no ATen/cuda headers: they need cuSPARSE/cuBLAS headers that a bare toolkit lacks
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <cmath>
+#include <optional>
+#include <vector>
+
+#include "flash/dispatch.h"
+#include "flash/params.h"
+
+namespace {
+
+flash::DType kernel_dtype(at::ScalarType t) {
+  TORCH_CHECK(t == at::kHalf || t == at::kBFloat16, "flash_attn: q must be float16 or bfloat16, got ", t);
+  return t == at::kHalf ? flash::DType::kFloat16 : flash::DType::kBFloat16;
+}
+
+void check_input(at::Tensor const& t, char const* name, at::Tensor const& q, int64_t ndim) {
+  TORCH_CHECK(t.is_cuda(), "flash_attn: ", name, " must be a CUDA tensor");
+  TORCH_CHECK(t.device() == q.device(), "flash_attn: ", name, " must be on the same device as q");
+  TORCH_CHECK(t.scalar_type() == q.scalar_type(), "flash_attn: ", name, " must have the same dtype as q");
+  TORCH_CHECK(t.dim() == ndim, "flash_attn: ", name, " must have ", ndim, " dims, got ", t.dim());
+  TORCH_CHECK(t.stride(-1) == 1 || t.size(-1) <= 1, "flash_attn: ", name, " must have a contiguous last dim");
+}
+
+void check_cu_seqlens(at::Tensor const& t, char const* name, at::Tensor const& q) {
+  TORCH_CHECK(t.scalar_type() == at::kInt, "flash_attn: ", name, " must be int32");
+  TORCH_CHECK(t.is_cuda() && t.device() == q.device(), "flash_attn: ", name, " must be on q's device");
+  TORCH_CHECK(t.dim() == 1 && t.is_contiguous(), "flash_attn: ", name, " must be a contiguous 1-D tensor");
+}
+
+// Features later issues add. window (-1, 0) is plain causal attention.
+void check_supported(double p_dropout, bool& is_causal, int64_t window_left, int64_t window_right,
+                     int64_t seqlen_k, double softcap, std::optional<at::Tensor> const& alibi_slopes) {
+  TORCH_CHECK_NOT_IMPLEMENTED(p_dropout == 0.0, "flash_attn: dropout_p > 0 is not supported yet");
+  TORCH_CHECK_NOT_IMPLEMENTED(softcap == 0.0, "flash_attn: softcap != 0 is not supported yet");
+  TORCH_CHECK_NOT_IMPLEMENTED(!alibi_slopes.has_value(), "flash_attn: alibi_slopes are not supported yet");
+  if (window_left >= seqlen_k) { window_left = -1; }
+  if (window_right >= seqlen_k) { window_right = -1; }
+  if (is_causal) { window_right = 0; }
+  if (window_left < 0 && window_right == 0) { is_causal = true; }
+  TORCH_CHECK_NOT_IMPLEMENTED(window_left < 0 && (window_right < 0 || is_causal),
+                              "flash_attn: window_size other than (-1, -1) is not supported yet");
+}
+
+at::Tensor prepare_out(std::optional<at::Tensor> const& out_, at::Tensor const& q) {
+  if (!out_.has_value()) { return at::empty_like(q); }
+  at::Tensor out = out_.value();
+  check_input(out, "out", q, q.dim());
+  TORCH_CHECK(out.sizes() == q.sizes(), "flash_attn: out must have the same shape as q");
+  return out;
+}
+
+void set_common_params(flash::FwdParams& p, at::Tensor const& q, at::Tensor const& k, at::Tensor const& v,
+                       at::Tensor const& out, at::Tensor const& lse, double softmax_scale, bool is_causal) {
+  p.q_ptr = q.data_ptr();
+  p.k_ptr = k.data_ptr();
+  p.v_ptr = v.data_ptr();
+  p.o_ptr = out.data_ptr();
+  p.softmax_lse_ptr = lse.data_ptr<float>();
+  // Row and head strides are the last three dims' strides for both layouts.
+  p.q_row_stride = q.stride(-3), p.q_head_stride = q.stride(-2);
+  p.k_row_stride = k.stride(-3), p.k_head_stride = k.stride(-2);
+  p.v_row_stride = v.stride(-3), p.v_head_stride = v.stride(-2);
+  p.o_row_stride = out.stride(-3), p.o_head_stride = out.stride(-2);
+  p.num_heads = static_cast<int>(q.size(-2));
+  p.num_heads_k = static_cast<int>(k.size(-2));
+  p.head_ratio = p.num_heads / p.num_heads_k;
+  p.head_dim = static_cast<int>(q.size(-1));
+  p.softmax_scale = static_cast<float>(softmax_scale);
+  p.softmax_scale_log2 = static_cast<float>(softmax_scale * M_LOG2E);
+  p.is_causal = is_causal;
+}
+
+void check_head_dims(at::Tensor const& q, at::Tensor const& k, at::Tensor const& v) {
+  int64_t const d = q.size(-1);
+  TORCH_CHECK(d % 8 == 0, "flash_attn: head dim must be a multiple of 8 here (the Python wrapper pads it), got ", d);
+  TORCH_CHECK(d <= 256, "flash_attn: head dim must be <= 256, got ", d);
+  TORCH_CHECK(k.size(-1) == d && v.size(-1) == d, "flash_attn: q, k and v must have the same head dim");
+  TORCH_CHECK(k.size(-2) > 0 && q.size(-2) % k.size(-2) == 0,
+              "flash_attn: number of query heads must be a multiple of number of key/value heads");
+  TORCH_CHECK(v.size(-2) == k.size(-2), "flash_attn: k and v must have the same number of heads");
+}
+
+std::vector<at::Tensor> finish(at::Tensor out, at::Tensor lse, at::Tensor const& q) {
+  at::Tensor s_dmask = at::empty({0}, q.options());
+  at::Tensor rng_state = at::zeros({2}, q.options().dtype(at::kLong));
+  return {out, lse, s_dmask, rng_state};
+}
+
+std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Tensor const& v,
+                                std::optional<at::Tensor> out_, std::optional<at::Tensor> alibi_slopes_,
+                                double p_dropout, double softmax_scale, bool is_causal, int64_t window_size_left,
+                                int64_t window_size_right, double softcap, bool return_softmax,
+                                std::optional<at::Generator> gen_) {
+  flash::DType const dtype = kernel_dtype(q.scalar_type());
+  check_input(q, "q", q, 4);
+  check_input(k, "k", q, 4);
+  check_input(v, "v", q, 4);
+  check_head_dims(q, k, v);
+  int64_t const batch = q.size(0), seqlen_q = q.size(1), num_heads = q.size(2);
+  int64_t const seqlen_k = k.size(1);
+  TORCH_CHECK(batch > 0, "flash_attn: batch size must be positive");
+  TORCH_CHECK(k.size(0) == batch && v.size(0) == batch, "flash_attn: q, k and v must have the same batch size");
+  TORCH_CHECK(v.size(1) == seqlen_k, "flash_attn: k and v must have the same sequence length");
+  check_supported(p_dropout, is_causal, window_size_left, window_size_right, seqlen_k, softcap, alibi_slopes_);
+  (void)return_softmax;
+  (void)gen_;
+
+  c10::cuda::CUDAGuard device_guard{q.device()};
+  at::Tensor out = prepare_out(out_, q);
+  at::Tensor lse = at::empty({batch, num_heads, seqlen_q}, q.options().dtype(at::kFloat));
+
+  flash::FwdParams p;
+  set_common_params(p, q, k, v, out, lse, softmax_scale, is_causal);
+  p.q_batch_stride = q.stride(0), p.k_batch_stride = k.stride(0), p.v_batch_stride = v.stride(0);
+  p.o_batch_stride = out.stride(0);
+  p.lse_batch_stride = num_heads * seqlen_q, p.lse_head_stride = seqlen_q;
+  p.batch = static_cast<int>(batch);
+  p.seqlen_q = static_cast<int>(seqlen_q);
+  p.seqlen_k = static_cast<int>(seqlen_k);
+  if (seqlen_q > 0) { flash::run_fwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream()); }
+  return finish(out, lse, q);
+}
+
+std::vector<at::Tensor> mha_varlen_fwd(
+    at::Tensor const& q, at::Tensor const& k, at::Tensor const& v, std::optional<at::Tensor> out_,
+    at::Tensor const& cu_seqlens_q, at::Tensor const& cu_seqlens_k, std::optional<at::Tensor> seqused_k,
+    std::optional<at::Tensor> leftpad_k, std::optional<at::Tensor> block_table,
+    std::optional<at::Tensor> alibi_slopes_, int64_t max_seqlen_q, int64_t max_seqlen_k, double p_dropout,
+    double softmax_scale, bool zero_tensors, bool is_causal, int64_t window_size_left, int64_t window_size_right,
+    double softcap, bool return_softmax, std::optional<at::Generator> gen_) {
+  flash::DType const dtype = kernel_dtype(q.scalar_type());
+  check_input(q, "q", q, 3);
+  check_input(k, "k", q, 3);
+  check_input(v, "v", q, 3);
+  check_head_dims(q, k, v);
+  check_cu_seqlens(cu_seqlens_q, "cu_seqlens_q", q);
+  check_cu_seqlens(cu_seqlens_k, "cu_seqlens_k", q);
+  int64_t const batch = cu_seqlens_q.numel() - 1;
+  TORCH_CHECK(batch > 0, "flash_attn: cu_seqlens_q must have at least 2 entries");
+  TORCH_CHECK(cu_seqlens_k.numel() == batch + 1, "flash_attn: cu_seqlens_k must have the same length as cu_seqlens_q");
+  TORCH_CHECK(v.size(0) == k.size(0), "flash_attn: k and v must have the same number of tokens");
+  TORCH_CHECK(max_seqlen_q >= 0 && max_seqlen_k >= 0, "flash_attn: max_seqlen_q/k must be non-negative");
+  TORCH_CHECK_NOT_IMPLEMENTED(!seqused_k.has_value(), "flash_attn: seqused_k is not supported yet");
+  TORCH_CHECK_NOT_IMPLEMENTED(!leftpad_k.has_value(), "flash_attn: leftpad_k is not supported yet");
+  TORCH_CHECK_NOT_IMPLEMENTED(!block_table.has_value(), "flash_attn: block_table (paged KV) is not supported yet");
+  check_supported(p_dropout, is_causal, window_size_left, window_size_right, max_seqlen_k, softcap, alibi_slopes_);
+  (void)return_softmax;
+  (void)gen_;
+
+  c10::cuda::CUDAGuard device_guard{q.device()};
+  int64_t const total_q = q.size(0), num_heads = q.size(1);
+  at::Tensor out = prepare_out(out_, q);
+  at::Tensor lse = at::empty({num_heads, total_q}, q.options().dtype(at::kFloat));
+  if (zero_tensors) {
+    out.zero_();
+    lse.fill_(-std::numeric_limits<float>::infinity());
+  }
+
+  flash::FwdParams p;
+  set_common_params(p, q, k, v, out, lse, softmax_scale, is_causal);
+  p.lse_head_stride = total_q;
+  p.cu_seqlens_q = cu_seqlens_q.data_ptr<int>();
+  p.cu_seqlens_k = cu_seqlens_k.data_ptr<int>();
+  p.batch = static_cast<int>(batch);
+  p.seqlen_q = static_cast<int>(max_seqlen_q);
+  p.seqlen_k = static_cast<int>(max_seqlen_k);
+  if (total_q > 0 && max_seqlen_q > 0) { flash::run_fwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream()); }
+  return finish(out, lse, q);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "flash_attn CUDA kernels (FlashAttention-2 API)";
+  m.def("fwd", &mha_fwd, "Forward pass (dense)");
+  m.def("varlen_fwd", &mha_varlen_fwd, "Forward pass (variable-length sequences)");
+}
