@@ -1,0 +1,471 @@
+"""Argument validation shared by every flash_attn entry point.
+
+Everything here runs before any kernel launch and works on CPU and meta tensors (and on fake tensors while
+torch.compile traces), so the checks themselves are testable without a GPU. Device checks come last and can
+be turned off with ``check_device=False``; the build-configuration check (:func:`check_build`) is separate
+because it needs the real device.
+
+Errors name the offending argument and what was expected. Value/shape/device problems raise
+:class:`FlashAttnValueError` and dtype/type problems :class:`FlashAttnTypeError`; both also derive from
+``RuntimeError`` because the 2.x C++ extension raised ``RuntimeError`` for all of them. Features that are
+not implemented yet raise ``NotImplementedError``.
+"""
+
+import math
+import operator
+from typing import NamedTuple, Optional, Sequence, Tuple
+
+import torch
+
+MAX_HEADDIM = 256
+HEADDIM_BUCKETS = (32, 64, 96, 128, 192, 256)
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16)
+DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+class FlashAttnValueError(ValueError, RuntimeError):
+    """Bad value, shape or device of an argument."""
+
+
+class FlashAttnTypeError(TypeError, RuntimeError):
+    """Bad dtype or Python type of an argument."""
+
+
+class FwdConfig(NamedTuple):
+    """Normalised forward options (what the kernel gets)."""
+
+    softmax_scale: float
+    causal: bool
+    window_size_left: int
+    window_size_right: int
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Small helpers
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _shape(t: torch.Tensor) -> Tuple[int, ...]:
+    return tuple(t.shape)
+
+
+def _require_tensor(name: str, t) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise FlashAttnTypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+
+
+def as_int(name: str, value) -> int:
+    """Python int from an int-like argument (int, 0-d/1-element integer tensor, numpy integer)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise FlashAttnValueError(
+                f"{name} must be an int or a 0-d integer tensor, got a tensor of shape {_shape(value)}"
+            )
+        if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
+            raise FlashAttnTypeError(f"{name} must be an int or a 0-d integer tensor, got dtype {value.dtype}")
+        return int(value.item())
+    if isinstance(value, bool):
+        raise FlashAttnTypeError(f"{name} must be an int, got bool")
+    if isinstance(value, (int, torch.SymInt)):
+        return value
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise FlashAttnTypeError(f"{name} must be an int, got {type(value).__name__}") from None
+
+
+def _as_float(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.SymInt, torch.SymFloat)):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise FlashAttnTypeError(f"{name} must be a float, got {type(value).__name__}") from None
+    return value
+
+
+def padded_head_dim(head_dim: int) -> int:
+    """Head dim rounded up to a multiple of 8 (what the wrappers pass to the kernel)."""
+    return (head_dim + 7) // 8 * 8
+
+
+def head_dim_bucket(head_dim: int) -> int:
+    """Smallest kernel head-dim bucket that holds ``head_dim`` (after padding to a multiple of 8)."""
+    d = padded_head_dim(head_dim)
+    for b in HEADDIM_BUCKETS:
+        if d <= b:
+            return b
+    raise FlashAttnValueError(f"head_dim must be <= {MAX_HEADDIM}, got {head_dim}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tensor checks
+# ----------------------------------------------------------------------------------------------------------
+
+
+def check_dtypes(q: torch.Tensor, others: Sequence[Tuple[str, torch.Tensor]], q_name: str = "q") -> None:
+    if q.dtype not in SUPPORTED_DTYPES:
+        raise FlashAttnTypeError(
+            f"{q_name} must have dtype torch.float16 or torch.bfloat16, got {q.dtype} "
+            "(FlashAttention only supports fp16 and bf16)"
+        )
+    for name, t in others:
+        if t.dtype != q.dtype:
+            raise FlashAttnTypeError(
+                f"{name} must have the same dtype as {q_name} ({q.dtype}), got {t.dtype}"
+            )
+
+
+def _check_last_dim_contiguous(named: Sequence[Tuple[str, torch.Tensor]]) -> None:
+    for name, t in named:
+        if t.stride(-1) != 1 and t.shape[-1] != 1:
+            raise FlashAttnValueError(
+                f"{name} must have contiguous last dimension (stride(-1) == 1), got strides {tuple(t.stride())}"
+            )
+
+
+def _check_head_dims(head_dim: int, q_name: str, require_padded: bool) -> None:
+    if head_dim <= 0:
+        raise FlashAttnValueError(f"{q_name} head dim (last dimension) must be positive, got {head_dim}")
+    if head_dim > MAX_HEADDIM:
+        raise FlashAttnValueError(
+            f"{q_name} head dim (last dimension) must be <= {MAX_HEADDIM}, got {head_dim}"
+        )
+    if require_padded and head_dim % 8 != 0:
+        raise FlashAttnValueError(
+            f"{q_name} head dim must be a multiple of 8 at the op level, got {head_dim} "
+            "(the public flash_attn_* functions pad it)"
+        )
+
+
+def _check_heads(nheads: int, nheads_k: int) -> None:
+    if nheads <= 0:
+        raise FlashAttnValueError(f"q must have at least one head, got nheads={nheads}")
+    if nheads_k <= 0:
+        raise FlashAttnValueError(f"k must have at least one head, got nheads_k={nheads_k}")
+    if nheads % nheads_k != 0:
+        raise FlashAttnValueError(
+            f"number of heads in q ({nheads}) must be divisible by the number of heads in k/v ({nheads_k})"
+        )
+
+
+def check_dense_tensors(q, k, v, *, require_padded: bool = False) -> None:
+    """Shape/dtype/layout of dense q (b, sq, h, d), k and v (b, sk, hk, d)."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _require_tensor(name, t)
+    check_dtypes(q, (("k", k), ("v", v)))
+    if q.dim() != 4:
+        raise FlashAttnValueError(
+            f"q must be 4-D (batch, seqlen_q, nheads, headdim), got shape {_shape(q)}"
+        )
+    for name, t in (("k", k), ("v", v)):
+        if t.dim() != 4:
+            raise FlashAttnValueError(
+                f"{name} must be 4-D (batch, seqlen_k, nheads_k, headdim), got shape {_shape(t)}"
+            )
+    batch, _, nheads, head_dim = q.shape
+    if batch <= 0:
+        raise FlashAttnValueError(f"q batch size must be positive, got shape {_shape(q)}")
+    if k.shape[0] != batch:
+        raise FlashAttnValueError(f"k batch size ({k.shape[0]}) must match q batch size ({batch})")
+    if v.shape[0] != batch:
+        raise FlashAttnValueError(f"v batch size ({v.shape[0]}) must match q batch size ({batch})")
+    if v.shape[1] != k.shape[1]:
+        raise FlashAttnValueError(f"v seqlen_k ({v.shape[1]}) must match k seqlen_k ({k.shape[1]})")
+    if v.shape[2] != k.shape[2]:
+        raise FlashAttnValueError(f"v nheads_k ({v.shape[2]}) must match k nheads_k ({k.shape[2]})")
+    _check_head_dims(head_dim, "q", require_padded)
+    if k.shape[3] != head_dim:
+        raise FlashAttnValueError(f"k head dim ({k.shape[3]}) must match q head dim ({head_dim})")
+    if v.shape[3] != head_dim:
+        raise FlashAttnValueError(f"v head dim ({v.shape[3]}) must match q head dim ({head_dim})")
+    _check_heads(nheads, k.shape[2])
+    _check_last_dim_contiguous((("q", q), ("k", k), ("v", v)))
+
+
+def check_varlen_tensors(
+    q, k, v, cu_seqlens_q, cu_seqlens_k, *, require_padded: bool = False
+) -> None:
+    """Shape/dtype/layout of varlen q (total_q, h, d), k/v (total_k, hk, d) and cu_seqlens (b+1,) int32."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _require_tensor(name, t)
+    check_dtypes(q, (("k", k), ("v", v)))
+    if q.dim() != 3:
+        raise FlashAttnValueError(f"q must be 3-D (total_q, nheads, headdim), got shape {_shape(q)}")
+    for name, t in (("k", k), ("v", v)):
+        if t.dim() != 3:
+            raise FlashAttnValueError(
+                f"{name} must be 3-D (total_k, nheads_k, headdim), got shape {_shape(t)}"
+            )
+    _, nheads, head_dim = q.shape
+    if v.shape[0] != k.shape[0]:
+        raise FlashAttnValueError(f"v total_k ({v.shape[0]}) must match k total_k ({k.shape[0]})")
+    if v.shape[1] != k.shape[1]:
+        raise FlashAttnValueError(f"v nheads_k ({v.shape[1]}) must match k nheads_k ({k.shape[1]})")
+    _check_head_dims(head_dim, "q", require_padded)
+    if k.shape[2] != head_dim:
+        raise FlashAttnValueError(f"k head dim ({k.shape[2]}) must match q head dim ({head_dim})")
+    if v.shape[2] != head_dim:
+        raise FlashAttnValueError(f"v head dim ({v.shape[2]}) must match q head dim ({head_dim})")
+    _check_heads(nheads, k.shape[1])
+    _check_last_dim_contiguous((("q", q), ("k", k), ("v", v)))
+    for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+        _require_tensor(name, cu)
+        if cu.dtype != torch.int32:
+            raise FlashAttnTypeError(f"{name} must have dtype torch.int32, got {cu.dtype}")
+        if cu.dim() != 1:
+            raise FlashAttnValueError(f"{name} must be 1-D (batch + 1,), got shape {_shape(cu)}")
+        if cu.shape[0] < 2:
+            raise FlashAttnValueError(
+                f"{name} must have length batch + 1 >= 2 (batch must be positive), got shape {_shape(cu)}"
+            )
+        if not cu.is_contiguous():
+            raise FlashAttnValueError(f"{name} must be contiguous, got strides {tuple(cu.stride())}")
+    if cu_seqlens_k.shape[0] != cu_seqlens_q.shape[0]:
+        raise FlashAttnValueError(
+            f"cu_seqlens_k must have length batch + 1 = {cu_seqlens_q.shape[0]} (the length of cu_seqlens_q), "
+            f"got {cu_seqlens_k.shape[0]}"
+        )
+
+
+def check_devices(q: torch.Tensor, others: Sequence[Tuple[str, Optional[torch.Tensor]]]) -> None:
+    """q must be a CUDA tensor; every other tensor (None entries skipped) on q's device."""
+    if q.device.type != "cuda":
+        raise FlashAttnValueError(f"q must be a CUDA tensor, got device '{q.device}'")
+    for name, t in others:
+        if t is not None and t.device != q.device:
+            raise FlashAttnValueError(
+                f"{name} must be on the same device as q ({q.device}), got device '{t.device}'"
+            )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Option checks
+# ----------------------------------------------------------------------------------------------------------
+
+
+def check_max_seqlen(name: str, value) -> int:
+    n = as_int(name, value)
+    if n < 0:
+        raise FlashAttnValueError(f"{name} must be >= 0, got {n}")
+    return n
+
+
+def _normalize_window(window_size, causal: bool, seqlen_k) -> Tuple[bool, int, int]:
+    """(causal, left, right) in kernel terms; raises NotImplementedError for a real (bounded) window."""
+    if isinstance(window_size, torch.Tensor):
+        if window_size.numel() != 2 or window_size.dtype.is_floating_point or window_size.dtype == torch.bool:
+            raise FlashAttnValueError(
+                "window_size must be a pair of ints (left, right) or a 2-element integer tensor, "
+                f"got a tensor of shape {_shape(window_size)} and dtype {window_size.dtype}"
+            )
+        left, right = (int(x) for x in window_size.flatten().tolist())
+    else:
+        if not isinstance(window_size, (tuple, list)) or len(window_size) != 2:
+            raise FlashAttnValueError(f"window_size must be a pair of ints (left, right), got {window_size!r}")
+        left = as_int("window_size[0]", window_size[0])
+        right = as_int("window_size[1]", window_size[1])
+    # Negative = unbounded; values >= seqlen_k reach every key, i.e. are unbounded too.
+    left_unbounded = left < 0 or left >= seqlen_k
+    right_unbounded = right < 0 or right >= seqlen_k
+    if causal:
+        right_unbounded, right = False, 0
+    if left_unbounded and right_unbounded:
+        return False, -1, -1
+    if left_unbounded and right == 0:
+        return True, -1, -1  # (-1, 0) is exactly causal (bottom-right aligned)
+    raise NotImplementedError(
+        f"window_size={(left, right)} (local / sliding-window attention) is not supported yet; "
+        "only window_size=(-1, -1) (or causal=True with window_size=(-1, 0)) is"
+    )
+
+
+def check_fwd_options(
+    head_dim: int,
+    seqlen_k,
+    dropout_p=0.0,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),
+    softcap=0.0,
+    alibi_slopes=None,
+) -> FwdConfig:
+    """Validate and normalise the scalar options of a forward call (head_dim = the caller's, unpadded)."""
+    dropout_p = _as_float("dropout_p", dropout_p)
+    if not (0.0 <= dropout_p < 1.0):
+        raise FlashAttnValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    if dropout_p > 0.0:
+        raise NotImplementedError(f"dropout_p > 0 is not supported yet (got dropout_p={dropout_p})")
+    softcap = _as_float("softcap", softcap)
+    if softcap > 0.0:  # <= 0 means "off", as in 2.x
+        raise NotImplementedError(f"softcap != 0 is not supported yet (got softcap={softcap})")
+    if alibi_slopes is not None:
+        raise NotImplementedError("alibi_slopes is not supported yet (pass alibi_slopes=None)")
+    if not isinstance(causal, (bool, torch.SymBool)):
+        if isinstance(causal, int) and causal in (0, 1):
+            causal = bool(causal)
+        else:
+            raise FlashAttnTypeError(f"causal must be a bool, got {type(causal).__name__}")
+    if softmax_scale is None:
+        softmax_scale = 1.0 / math.sqrt(head_dim)
+    else:
+        softmax_scale = _as_float("softmax_scale", softmax_scale)
+    causal, left, right = _normalize_window(window_size, causal, seqlen_k)
+    return FwdConfig(softmax_scale, causal, left, right)
+
+
+def check_block_table(block_table) -> None:
+    if block_table is not None:
+        raise NotImplementedError("block_table (paged KV cache) is not supported yet (pass block_table=None)")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Entry-point validators
+# ----------------------------------------------------------------------------------------------------------
+
+
+def validate_fwd_args(
+    q,
+    k,
+    v,
+    dropout_p=0.0,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),
+    softcap=0.0,
+    alibi_slopes=None,
+    *,
+    check_device: bool = True,
+) -> FwdConfig:
+    """Everything a dense forward call needs checked; returns the normalised options."""
+    check_dense_tensors(q, k, v)
+    cfg = check_fwd_options(
+        q.shape[-1], k.shape[1], dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes
+    )
+    if check_device:
+        check_devices(q, (("k", k), ("v", v)))
+    return cfg
+
+
+def validate_varlen_fwd_args(
+    q,
+    k,
+    v,
+    cu_seqlens_q,
+    cu_seqlens_k,
+    max_seqlen_q,
+    max_seqlen_k,
+    dropout_p=0.0,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),
+    softcap=0.0,
+    alibi_slopes=None,
+    block_table=None,
+    *,
+    check_device: bool = True,
+) -> Tuple[FwdConfig, int, int]:
+    """Everything a varlen forward call needs checked; returns (options, max_seqlen_q, max_seqlen_k) as ints."""
+    check_varlen_tensors(q, k, v, cu_seqlens_q, cu_seqlens_k)
+    max_seqlen_q = check_max_seqlen("max_seqlen_q", max_seqlen_q)
+    max_seqlen_k = check_max_seqlen("max_seqlen_k", max_seqlen_k)
+    check_block_table(block_table)
+    cfg = check_fwd_options(
+        q.shape[-1], max_seqlen_k, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes
+    )
+    if check_device:
+        check_devices(q, (("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)))
+    return cfg, max_seqlen_q, max_seqlen_k
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Build configuration (which kernels were compiled)
+# ----------------------------------------------------------------------------------------------------------
+
+
+class BuildConfig(NamedTuple):
+    cuda_archs: Tuple[int, ...]
+    ptx_archs: Tuple[int, ...]
+    headdims: Tuple[int, ...]
+    dtypes: Tuple[str, ...]
+    found: bool  # False: flash_attn/_build_config.py missing (source tree) -> nothing built
+
+
+def parse_build_config(module) -> BuildConfig:
+    """BuildConfig from the generated ``flash_attn._build_config`` module (or None if it is missing)."""
+    if module is None:
+        return BuildConfig((), (), (), (), False)
+    return BuildConfig(
+        tuple(int(a) for a in getattr(module, "CUDA_ARCHS", ())),
+        tuple(int(a) for a in getattr(module, "PTX_ARCHS", ())),
+        tuple(int(d) for d in getattr(module, "HEADDIMS", ())),
+        tuple(str(d) for d in getattr(module, "DTYPES", ())),
+        True,
+    )
+
+
+_BUILD_CONFIG: Optional[BuildConfig] = None
+
+
+def get_build_config() -> BuildConfig:
+    global _BUILD_CONFIG
+    if _BUILD_CONFIG is None:
+        try:
+            from flash_attn import _build_config as module  # generated by setup.py
+        except ImportError:
+            module = None
+        _BUILD_CONFIG = parse_build_config(module)
+    return _BUILD_CONFIG
+
+
+def _env_suggestion(var: str, current, extra) -> str:
+    values = [str(x) for x in current]
+    if str(extra) not in values:
+        values.append(str(extra))
+    return f'{var}="{";".join(values)}"'
+
+
+def _arch_runs(cfg: BuildConfig, major: int, minor: int) -> bool:
+    cc = major * 10 + minor
+    # SASS runs on the same major version with an equal or newer minor; PTX JIT-compiles for any newer arch.
+    if any(a // 10 == major and a <= cc for a in cfg.cuda_archs):
+        return True
+    return any(p <= cc for p in cfg.ptx_archs)
+
+
+def check_build(dtype: torch.dtype, head_dim: int, device: Optional[torch.device] = None) -> None:
+    """RuntimeError if the kernel for (dtype, head dim bucket, device arch) was not compiled in."""
+    cfg = get_build_config()
+    note = "" if cfg.found else " (no build configuration found: flash_attn/_build_config.py is missing)"
+    bucket = head_dim_bucket(head_dim)
+    if bucket not in cfg.headdims:
+        raise RuntimeError(
+            f"flash_attn was built without head dim {bucket} kernels (head_dim={head_dim}); rebuild with "
+            f"{_env_suggestion('FLASH_ATTN_HEADDIMS', cfg.headdims, bucket)}{note}"
+        )
+    dname = DTYPE_NAMES.get(dtype)
+    if dname is None:
+        raise FlashAttnTypeError(f"q must have dtype torch.float16 or torch.bfloat16, got {dtype}")
+    if dname not in cfg.dtypes:
+        raise RuntimeError(
+            f"flash_attn was built without {dname} kernels (dtype={dtype}); rebuild with "
+            f"{_env_suggestion('FLASH_ATTN_DTYPES', cfg.dtypes, dname)}{note}"
+        )
+    if device is not None and torch.device(device).type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if major < 8:
+            raise RuntimeError(
+                f"FlashAttention requires an Ampere (sm80) or newer GPU, got compute capability {major}.{minor}"
+            )
+        if not _arch_runs(cfg, major, minor):
+            raise RuntimeError(
+                f"flash_attn was built without kernels for this GPU (compute capability {major}.{minor}, "
+                f"built SASS {list(cfg.cuda_archs)}, PTX {list(cfg.ptx_archs)}); rebuild with "
+                f"{_env_suggestion('FLASH_ATTN_CUDA_ARCHS', cfg.cuda_archs, major * 10 + minor)}{note}"
+            )
+
+
+def check_packed(name: str, t, ndim: int, axis: int, count: int, layout: str) -> None:
+    """Packed qkv / kv: ``ndim``-D with ``count`` entries along ``axis`` (e.g. qkv (b, s, 3, h, d))."""
+    _require_tensor(name, t)
+    if t.dim() != ndim or t.shape[axis] != count:
+        raise FlashAttnValueError(f"{name} must be {ndim}-D {layout}, got shape {_shape(t)}")

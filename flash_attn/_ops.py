@@ -1,0 +1,261 @@
+"""torch.library custom ops wrapping the CUDA extension, with fake (meta) implementations.
+
+The ops see head dims already padded to a multiple of 8 (the public functions pad). They are opaque to
+torch.compile: the fake implementations give output shapes, the real ones validate and call
+``flash_attn_2_cuda``. Importing this module never requires the extension.
+"""
+
+import os
+from typing import Optional, Tuple
+
+import torch
+
+from flash_attn import _checks
+
+try:
+    import flash_attn_2_cuda as flash_attn_gpu  # the compiled extension (setup.py)
+
+    _EXT_IMPORT_ERROR: Optional[BaseException] = None
+except ImportError as e:  # source tree / not built: the package must still import
+    flash_attn_gpu = None
+    _EXT_IMPORT_ERROR = e
+
+# Set FLASH_ATTN_DEBUG_POISON=1 to hand the kernel a NaN-filled output buffer (tests use it to catch
+# elements the kernel forgets to write).
+POISON_ENV = "FLASH_ATTN_DEBUG_POISON"
+
+
+def _require_extension():
+    if flash_attn_gpu is None:
+        raise RuntimeError(
+            "flash_attn CUDA extension (flash_attn_2_cuda) is not built or failed to import: "
+            f"{_EXT_IMPORT_ERROR}. Install flash_attn from source (pip install --no-build-isolation .)"
+        )
+    return flash_attn_gpu
+
+
+def _poisoned_out(q: torch.Tensor) -> Optional[torch.Tensor]:
+    if os.environ.get(POISON_ENV, "0") not in ("", "0"):
+        return torch.full_like(q, float("nan"))
+    return None
+
+
+def _empty_result(q, lse_shape):
+    """Outputs for calls with no key (or no query) anywhere: out 0, lse +inf; no launch needed."""
+    out = torch.zeros_like(q)
+    lse = torch.full(lse_shape, float("inf"), dtype=torch.float32, device=q.device)
+    return out, lse, torch.empty(0, dtype=q.dtype, device=q.device), torch.zeros(2, dtype=torch.int64, device=q.device)
+
+
+def _launch_fwd(q, k, v, dropout_p, softmax_scale, causal, window_size_left, window_size_right, softcap,
+                alibi_slopes, return_softmax):
+    """Real forward: checks (including device and build config), then the extension."""
+    _checks.check_dense_tensors(q, k, v, require_padded=True)
+    _checks.check_devices(q, (("k", k), ("v", v), ("alibi_slopes", alibi_slopes)))
+    _checks.check_build(q.dtype, q.shape[-1], q.device)
+    b, sq, h, _ = q.shape
+    if sq == 0 or k.shape[1] == 0:
+        return _empty_result(q, (b, h, sq))
+    ext = _require_extension()
+    out, lse, s_dmask, rng_state = ext.fwd(
+        q, k, v, _poisoned_out(q), alibi_slopes, dropout_p, softmax_scale, causal,
+        window_size_left, window_size_right, softcap, return_softmax, None,
+    )
+    return out, lse, s_dmask, rng_state
+
+
+def _launch_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
+                       softmax_scale, causal, window_size_left, window_size_right, softcap, alibi_slopes,
+                       return_softmax, block_table, leftpad_k, seqused_k, zero_tensors):
+    _checks.check_varlen_tensors(q, k, v, cu_seqlens_q, cu_seqlens_k, require_padded=True)
+    _checks.check_block_table(block_table)
+    if leftpad_k is not None or seqused_k is not None:
+        raise NotImplementedError("leftpad_k / seqused_k are not supported yet (pass None)")
+    _checks.check_devices(
+        q, (("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k),
+            ("alibi_slopes", alibi_slopes)),
+    )
+    _checks.check_build(q.dtype, q.shape[-1], q.device)
+    total_q, h, _ = q.shape
+    if total_q == 0 or k.shape[0] == 0 or max_seqlen_k == 0 or max_seqlen_q == 0:
+        return _empty_result(q, (h, total_q))
+    ext = _require_extension()
+    out, lse, s_dmask, rng_state = ext.varlen_fwd(
+        q, k, v, _poisoned_out(q), cu_seqlens_q, cu_seqlens_k, seqused_k, leftpad_k, block_table,
+        alibi_slopes, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, zero_tensors, causal,
+        window_size_left, window_size_right, softcap, return_softmax, None,
+    )
+    return out, lse, s_dmask, rng_state
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Custom ops. No device_types restriction: a CPU call reaches the body and gets a clear device error.
+# ----------------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("flash_attn::_flash_attn_forward", mutates_args=())
+def _flash_attn_forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    dropout_p: float,
+    softmax_scale: float,
+    causal: bool,
+    window_size_left: int,
+    window_size_right: int,
+    softcap: float,
+    alibi_slopes: Optional[torch.Tensor],
+    return_softmax: bool,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _launch_fwd(q, k, v, dropout_p, softmax_scale, causal, window_size_left, window_size_right,
+                       softcap, alibi_slopes, return_softmax)
+
+
+@_flash_attn_forward.register_fake
+def _flash_attn_forward_fake(q, k, v, dropout_p, softmax_scale, causal, window_size_left, window_size_right,
+                             softcap, alibi_slopes, return_softmax):
+    b, sq, h, _ = q.shape
+    out = torch.empty_like(q)
+    lse = q.new_empty((b, h, sq), dtype=torch.float32)
+    s_dmask = q.new_empty((0,))
+    rng_state = q.new_empty((2,), dtype=torch.int64)
+    return out, lse, s_dmask, rng_state
+
+
+@torch.library.custom_op("flash_attn::_flash_attn_varlen_forward", mutates_args=())
+def _flash_attn_varlen_forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    dropout_p: float,
+    softmax_scale: float,
+    causal: bool,
+    window_size_left: int = -1,
+    window_size_right: int = -1,
+    softcap: float = 0.0,
+    alibi_slopes: Optional[torch.Tensor] = None,
+    return_softmax: bool = False,
+    block_table: Optional[torch.Tensor] = None,
+    leftpad_k: Optional[torch.Tensor] = None,
+    seqused_k: Optional[torch.Tensor] = None,
+    zero_tensors: bool = False,
+    num_splits: int = 0,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _launch_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
+                              softmax_scale, causal, window_size_left, window_size_right, softcap, alibi_slopes,
+                              return_softmax, block_table, leftpad_k, seqused_k, zero_tensors)
+
+
+@_flash_attn_varlen_forward.register_fake
+def _flash_attn_varlen_forward_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
+                                    softmax_scale, causal, window_size_left=-1, window_size_right=-1, softcap=0.0,
+                                    alibi_slopes=None, return_softmax=False, block_table=None, leftpad_k=None,
+                                    seqused_k=None, zero_tensors=False, num_splits=0):
+    total_q, h, _ = q.shape
+    out = torch.empty_like(q)
+    lse = q.new_empty((h, total_q), dtype=torch.float32)
+    s_dmask = q.new_empty((0,))
+    rng_state = q.new_empty((2,), dtype=torch.int64)
+    return out, lse, s_dmask, rng_state
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Backward ops (same schema as flash-attn 2.8: write dq/dk/dv in place, return softmax_d). The kernels arrive
+# with issue 4; until then the real bodies raise. Registering them now lets the autograd.Functions' backward
+# trace under torch.compile (training-style inputs that require grad) and fixes the interface issue 4 fills in.
+# ----------------------------------------------------------------------------------------------------------
+
+BWD_NOT_IMPLEMENTED = "flash_attn backward is not implemented yet (issue 4)"
+
+
+def _launch_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, softmax_scale, causal, window_size_left,
+                window_size_right, softcap, alibi_slopes, deterministic, rng_state):
+    raise NotImplementedError(BWD_NOT_IMPLEMENTED)
+
+
+def _launch_varlen_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                       max_seqlen_k, dropout_p, softmax_scale, causal, window_size_left, window_size_right, softcap,
+                       alibi_slopes, deterministic, rng_state, zero_tensors):
+    raise NotImplementedError(BWD_NOT_IMPLEMENTED)
+
+
+def _round128(x):
+    return (x + 127) // 128 * 128
+
+
+@torch.library.custom_op("flash_attn::_flash_attn_backward", mutates_args=("dq", "dk", "dv"))
+def _flash_attn_backward(
+    dout: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    softmax_lse: torch.Tensor,
+    dq: Optional[torch.Tensor],
+    dk: Optional[torch.Tensor],
+    dv: Optional[torch.Tensor],
+    dropout_p: float,
+    softmax_scale: float,
+    causal: bool,
+    window_size_left: int,
+    window_size_right: int,
+    softcap: float,
+    alibi_slopes: Optional[torch.Tensor],
+    deterministic: bool,
+    rng_state: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    return _launch_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, softmax_scale, causal,
+                       window_size_left, window_size_right, softcap, alibi_slopes, deterministic, rng_state)
+
+
+@_flash_attn_backward.register_fake
+def _flash_attn_backward_fake(dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, softmax_scale, causal,
+                              window_size_left, window_size_right, softcap, alibi_slopes, deterministic,
+                              rng_state=None):
+    b, sq, h, _ = q.shape
+    return q.new_empty((b, h, _round128(sq)), dtype=torch.float32)
+
+
+@torch.library.custom_op("flash_attn::_flash_attn_varlen_backward", mutates_args=("dq", "dk", "dv"))
+def _flash_attn_varlen_backward(
+    dout: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    softmax_lse: torch.Tensor,
+    dq: Optional[torch.Tensor],
+    dk: Optional[torch.Tensor],
+    dv: Optional[torch.Tensor],
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    dropout_p: float,
+    softmax_scale: float,
+    causal: bool,
+    window_size_left: int,
+    window_size_right: int,
+    softcap: float,
+    alibi_slopes: Optional[torch.Tensor],
+    deterministic: bool,
+    rng_state: Optional[torch.Tensor] = None,
+    zero_tensors: bool = False,
+) -> torch.Tensor:
+    return _launch_varlen_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k,
+                              max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal, window_size_left,
+                              window_size_right, softcap, alibi_slopes, deterministic, rng_state, zero_tensors)
+
+
+@_flash_attn_varlen_backward.register_fake
+def _flash_attn_varlen_backward_fake(dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k,
+                                     max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal, window_size_left,
+                                     window_size_right, softcap, alibi_slopes, deterministic, rng_state=None,
+                                     zero_tensors=False):
+    total_q, h, _ = q.shape
+    batch = cu_seqlens_q.shape[0] - 1
+    return q.new_empty((h, total_q + 128 * batch), dtype=torch.float32)

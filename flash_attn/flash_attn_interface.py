@@ -1,0 +1,465 @@
+"""Public flash_attn 2.x functions (forward; backward arrives with issue 4).
+
+Each public function hands its arguments to a ``torch.autograd.Function`` whose forward validates them
+(flash_attn._checks), pads the head dim to a multiple of 8, calls the ``flash_attn::*`` custom op and
+slices the padding off the output.
+"""
+
+import os
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+
+from flash_attn import _checks
+from flash_attn._ops import flash_attn_gpu  # noqa: F401  (re-exported: the extension, or None if not built)
+
+USE_TRITON_ROCM = os.getenv("FLASH_ATTENTION_TRITON_AMD_ENABLE", "FALSE") == "TRUE"
+
+# The custom ops (torch.compile sees them as opaque calls with fake implementations).
+_flash_attn_forward = torch.ops.flash_attn._flash_attn_forward
+_flash_attn_varlen_forward = torch.ops.flash_attn._flash_attn_varlen_forward
+_wrapped_flash_attn_forward = _flash_attn_forward
+_wrapped_flash_attn_varlen_forward = _flash_attn_varlen_forward
+_flash_attn_backward = torch.ops.flash_attn._flash_attn_backward
+_flash_attn_varlen_backward = torch.ops.flash_attn._flash_attn_varlen_backward
+_wrapped_flash_attn_backward = _flash_attn_backward
+_wrapped_flash_attn_varlen_backward = _flash_attn_varlen_backward
+
+
+def maybe_contiguous(x):
+    """Copy ``x`` only if its last dimension is not contiguous (the kernels need stride(-1) == 1)."""
+    if isinstance(x, torch.Tensor) and x.dim() > 0 and x.stride(-1) != 1:
+        return x.contiguous()
+    return x
+
+
+def round_multiple(x, m):
+    return (x + m - 1) // m * m
+
+
+def _get_block_size_n(device, head_dim, is_dropout, is_causal):
+    """Key-tile width (BLOCK_N) of the forward kernel for this head dim; used by tests that decode S_dmask."""
+    assert head_dim <= 256
+    return 128 if head_dim <= 64 else 64
+
+
+def _pad_head_dim(x: torch.Tensor) -> torch.Tensor:
+    d = x.shape[-1]
+    if d % 8 != 0:
+        x = F.pad(x, [0, 8 - d % 8])
+    return x
+
+
+def _return(out, softmax_lse, return_softmax):
+    # Dropout is not supported yet, so there is never an attention-probability matrix to return.
+    return (out, softmax_lse, None) if return_softmax else out
+
+
+def _run_dense(ctx, q, k, v, head_size_og, dropout_p, softmax_scale, causal, window_size, softcap,
+               alibi_slopes, deterministic, return_softmax, is_grad):
+    """q, k, v: last dim contiguous, already padded; options already validated on the unpadded tensors."""
+    out_padded, softmax_lse, _, rng_state = _flash_attn_forward(
+        q, k, v, dropout_p, softmax_scale, causal, window_size[0], window_size[1], softcap, alibi_slopes,
+        bool(return_softmax and dropout_p > 0),
+    )
+    if is_grad:
+        ctx.save_for_backward(q, k, v, out_padded, softmax_lse, rng_state)
+        ctx.dropout_p = dropout_p
+        ctx.softmax_scale = softmax_scale
+        ctx.causal = causal
+        ctx.window_size = window_size
+        ctx.softcap = softcap
+        ctx.alibi_slopes = alibi_slopes
+        ctx.deterministic = deterministic
+        ctx.head_size_og = head_size_og
+    return _return(out_padded[..., :head_size_og], softmax_lse, return_softmax)
+
+
+def _run_varlen(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, head_size_og, dropout_p,
+                softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic, return_softmax,
+                block_table, is_grad):
+    out_padded, softmax_lse, _, rng_state = _flash_attn_varlen_forward(
+        q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
+        window_size[0], window_size[1], softcap, alibi_slopes, bool(return_softmax and dropout_p > 0),
+        block_table,
+    )
+    if is_grad:
+        ctx.save_for_backward(q, k, v, out_padded, softmax_lse, cu_seqlens_q, cu_seqlens_k, rng_state)
+        ctx.dropout_p = dropout_p
+        ctx.max_seqlen_q = max_seqlen_q
+        ctx.max_seqlen_k = max_seqlen_k
+        ctx.softmax_scale = softmax_scale
+        ctx.causal = causal
+        ctx.window_size = window_size
+        ctx.softcap = softcap
+        ctx.alibi_slopes = alibi_slopes
+        ctx.deterministic = deterministic
+        ctx.head_size_og = head_size_og
+    return _return(out_padded[..., :head_size_og], softmax_lse, return_softmax)
+
+
+def _bwd_dense(ctx, dout, dq, dk, dv):
+    """Run the backward op into dq, dk, dv (padded head dim; may be views of one packed buffer)."""
+    q, k, v, out, softmax_lse, rng_state = ctx.saved_tensors
+    dout = _pad_head_dim(maybe_contiguous(dout))
+    _flash_attn_backward(
+        dout, q, k, v, out, softmax_lse, dq, dk, dv, ctx.dropout_p, ctx.softmax_scale, ctx.causal,
+        ctx.window_size[0], ctx.window_size[1], ctx.softcap, ctx.alibi_slopes, ctx.deterministic, rng_state,
+    )
+
+
+def _bwd_varlen(ctx, dout, dq, dk, dv):
+    q, k, v, out, softmax_lse, cu_seqlens_q, cu_seqlens_k, rng_state = ctx.saved_tensors
+    dout = _pad_head_dim(maybe_contiguous(dout))
+    _flash_attn_varlen_backward(
+        dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k, ctx.max_seqlen_q,
+        ctx.max_seqlen_k, ctx.dropout_p, ctx.softmax_scale, ctx.causal, ctx.window_size[0], ctx.window_size[1],
+        ctx.softcap, ctx.alibi_slopes, ctx.deterministic, rng_state,
+    )
+
+
+def _saved_qkv(ctx):
+    return ctx.saved_tensors[:3]
+
+
+def _needs_grad(is_grad_enabled, *tensors):
+    return bool(is_grad_enabled) and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
+
+
+class FlashAttnQKVPackedFunc(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, qkv, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+                return_softmax, is_grad_enabled):
+        is_grad = _needs_grad(is_grad_enabled, qkv)
+        _checks.check_packed("qkv", qkv, 5, 2, 3, "(batch, seqlen, 3, nheads, headdim)")
+        qkv = maybe_contiguous(qkv)
+        q, k, v = qkv[:, :, 0].detach(), qkv[:, :, 1].detach(), qkv[:, :, 2].detach()
+        cfg = _checks.validate_fwd_args(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
+                                        alibi_slopes)
+        head_size_og = qkv.shape[-1]
+        qkv = _pad_head_dim(qkv.detach())
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        return _run_dense(ctx, q, k, v, head_size_og, dropout_p, cfg.softmax_scale, cfg.causal,
+                          (cfg.window_size_left, cfg.window_size_right), softcap, alibi_slopes, deterministic,
+                          return_softmax, is_grad)
+
+    @staticmethod
+    def backward(ctx, dout, *args):
+        q, k, v = _saved_qkv(ctx)
+        dqkv = q.new_empty((*q.shape[:2], 3, *q.shape[2:]))
+        _bwd_dense(ctx, dout, dqkv[:, :, 0], dqkv[:, :, 1], dqkv[:, :, 2])
+        return (dqkv[..., : dout.shape[-1]],) + (None,) * 9
+
+
+class FlashAttnKVPackedFunc(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, kv, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+                return_softmax, is_grad_enabled):
+        is_grad = _needs_grad(is_grad_enabled, q, kv)
+        _checks.check_packed("kv", kv, 5, 2, 2, "(batch, seqlen_k, 2, nheads_k, headdim)")
+        q, kv = maybe_contiguous(q), maybe_contiguous(kv)
+        k, v = kv[:, :, 0].detach(), kv[:, :, 1].detach()
+        cfg = _checks.validate_fwd_args(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
+                                        alibi_slopes)
+        head_size_og = q.shape[-1]
+        q, kv = _pad_head_dim(q.detach()), _pad_head_dim(kv.detach())
+        k, v = kv[:, :, 0], kv[:, :, 1]
+        return _run_dense(ctx, q, k, v, head_size_og, dropout_p, cfg.softmax_scale, cfg.causal,
+                          (cfg.window_size_left, cfg.window_size_right), softcap, alibi_slopes, deterministic,
+                          return_softmax, is_grad)
+
+    @staticmethod
+    def backward(ctx, dout, *args):
+        q, k, v = _saved_qkv(ctx)
+        dq = torch.empty_like(q)
+        dkv = k.new_empty((*k.shape[:2], 2, *k.shape[2:]))
+        _bwd_dense(ctx, dout, dq, dkv[:, :, 0], dkv[:, :, 1])
+        d = dout.shape[-1]
+        return (dq[..., :d], dkv[..., :d]) + (None,) * 9
+
+
+class FlashAttnFunc(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+                return_softmax, is_grad_enabled):
+        is_grad = _needs_grad(is_grad_enabled, q, k, v)
+        q, k, v = maybe_contiguous(q), maybe_contiguous(k), maybe_contiguous(v)
+        cfg = _checks.validate_fwd_args(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
+                                        alibi_slopes)
+        head_size_og = q.shape[-1]
+        q, k, v = _pad_head_dim(q.detach()), _pad_head_dim(k.detach()), _pad_head_dim(v.detach())
+        return _run_dense(ctx, q, k, v, head_size_og, dropout_p, cfg.softmax_scale, cfg.causal,
+                          (cfg.window_size_left, cfg.window_size_right), softcap, alibi_slopes, deterministic,
+                          return_softmax, is_grad)
+
+    @staticmethod
+    def backward(ctx, dout, *args):
+        q, k, v = _saved_qkv(ctx)
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        _bwd_dense(ctx, dout, dq, dk, dv)
+        d = dout.shape[-1]
+        return (dq[..., :d], dk[..., :d], dv[..., :d]) + (None,) * 9
+
+
+class FlashAttnVarlenQKVPackedFunc(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, qkv, cu_seqlens, max_seqlen, dropout_p, softmax_scale, causal, window_size, softcap,
+                alibi_slopes, deterministic, return_softmax, is_grad_enabled):
+        is_grad = _needs_grad(is_grad_enabled, qkv)
+        _checks.check_packed("qkv", qkv, 4, 1, 3, "(total, 3, nheads, headdim)")
+        qkv = maybe_contiguous(qkv)
+        q, k, v = qkv[:, 0].detach(), qkv[:, 1].detach(), qkv[:, 2].detach()
+        cfg, max_seqlen_q, max_seqlen_k = _checks.validate_varlen_fwd_args(
+            q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, dropout_p, softmax_scale, causal,
+            window_size, softcap, alibi_slopes)
+        head_size_og = qkv.shape[-1]
+        qkv = _pad_head_dim(qkv.detach())
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+        return _run_varlen(ctx, q, k, v, cu_seqlens, cu_seqlens, max_seqlen_q, max_seqlen_k, head_size_og,
+                           dropout_p, cfg.softmax_scale, cfg.causal, (cfg.window_size_left, cfg.window_size_right),
+                           softcap, alibi_slopes, deterministic, return_softmax, None, is_grad)
+
+    @staticmethod
+    def backward(ctx, dout, *args):
+        q, k, v = _saved_qkv(ctx)
+        dqkv = q.new_empty((q.shape[0], 3, *q.shape[1:]))
+        _bwd_varlen(ctx, dout, dqkv[:, 0], dqkv[:, 1], dqkv[:, 2])
+        return (dqkv[..., : dout.shape[-1]],) + (None,) * 11
+
+
+class FlashAttnVarlenKVPackedFunc(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, kv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale,
+                causal, window_size, softcap, alibi_slopes, deterministic, return_softmax, is_grad_enabled):
+        is_grad = _needs_grad(is_grad_enabled, q, kv)
+        _checks.check_packed("kv", kv, 4, 1, 2, "(total_k, 2, nheads_k, headdim)")
+        q, kv = maybe_contiguous(q), maybe_contiguous(kv)
+        k, v = kv[:, 0].detach(), kv[:, 1].detach()
+        cfg, max_seqlen_q, max_seqlen_k = _checks.validate_varlen_fwd_args(
+            q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
+            window_size, softcap, alibi_slopes)
+        head_size_og = q.shape[-1]
+        q, kv = _pad_head_dim(q.detach()), _pad_head_dim(kv.detach())
+        k, v = kv[:, 0], kv[:, 1]
+        return _run_varlen(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, head_size_og,
+                           dropout_p, cfg.softmax_scale, cfg.causal, (cfg.window_size_left, cfg.window_size_right),
+                           softcap, alibi_slopes, deterministic, return_softmax, None, is_grad)
+
+    @staticmethod
+    def backward(ctx, dout, *args):
+        q, k, v = _saved_qkv(ctx)
+        dq = torch.empty_like(q)
+        dkv = k.new_empty((k.shape[0], 2, *k.shape[1:]))
+        _bwd_varlen(ctx, dout, dq, dkv[:, 0], dkv[:, 1])
+        d = dout.shape[-1]
+        return (dq[..., :d], dkv[..., :d]) + (None,) * 13
+
+
+class FlashAttnVarlenFunc(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale,
+                causal, window_size, softcap, alibi_slopes, deterministic, return_softmax, block_table,
+                is_grad_enabled):
+        is_grad = _needs_grad(is_grad_enabled, q, k, v)
+        q, k, v = maybe_contiguous(q), maybe_contiguous(k), maybe_contiguous(v)
+        cfg, max_seqlen_q, max_seqlen_k = _checks.validate_varlen_fwd_args(
+            q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
+            window_size, softcap, alibi_slopes, block_table)
+        head_size_og = q.shape[-1]
+        q, k, v = _pad_head_dim(q.detach()), _pad_head_dim(k.detach()), _pad_head_dim(v.detach())
+        return _run_varlen(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, head_size_og,
+                           dropout_p, cfg.softmax_scale, cfg.causal, (cfg.window_size_left, cfg.window_size_right),
+                           softcap, alibi_slopes, deterministic, return_softmax, block_table, is_grad)
+
+    @staticmethod
+    def backward(ctx, dout, *args):
+        q, k, v = _saved_qkv(ctx)
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        _bwd_varlen(ctx, dout, dq, dk, dv)
+        d = dout.shape[-1]
+        return (dq[..., :d], dk[..., :d], dv[..., :d]) + (None,) * 14
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Public API (signatures match flash-attn 2.8 exactly; transformers inspects the parameter names).
+# ----------------------------------------------------------------------------------------------------------
+
+
+def flash_attn_qkvpacked_func(
+    qkv,
+    dropout_p=0.0,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),  # -1 means infinite context window
+    softcap=0.0,  # <=0.0 means deactivate
+    alibi_slopes=None,
+    deterministic=False,
+    return_attn_probs=False,
+):
+    """Attention with q, k, v packed in one tensor.
+
+    qkv: (batch_size, seqlen, 3, nheads, headdim), fp16 or bf16, on a CUDA device.
+    Returns out (batch_size, seqlen, nheads, headdim); with return_attn_probs=True,
+    (out, softmax_lse (batch_size, nheads, seqlen) fp32, None).
+    """
+    return FlashAttnQKVPackedFunc.apply(
+        qkv, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+        return_attn_probs, torch.is_grad_enabled(),
+    )
+
+
+def flash_attn_kvpacked_func(
+    q,
+    kv,
+    dropout_p=0.0,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),  # -1 means infinite context window
+    softcap=0.0,  # 0.0 means deactivated
+    alibi_slopes=None,
+    deterministic=False,
+    return_attn_probs=False,
+):
+    """Attention with k and v packed: q (batch_size, seqlen_q, nheads, headdim),
+    kv (batch_size, seqlen_k, 2, nheads_k, headdim); nheads must be a multiple of nheads_k (MQA/GQA).
+    causal=True aligns the mask to the bottom-right corner of the (seqlen_q, seqlen_k) score matrix.
+    Returns out (batch_size, seqlen_q, nheads, headdim), or (out, softmax_lse, None) if return_attn_probs.
+    """
+    return FlashAttnKVPackedFunc.apply(
+        q, kv, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+        return_attn_probs, torch.is_grad_enabled(),
+    )
+
+
+def flash_attn_func(
+    q,
+    k,
+    v,
+    dropout_p=0.0,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),  # -1 means infinite context window
+    softcap=0.0,  # 0.0 means deactivated
+    alibi_slopes=None,
+    deterministic=False,
+    return_attn_probs=False,
+):
+    """softmax(q kᵀ · softmax_scale) v per head.
+
+    q: (batch_size, seqlen_q, nheads, headdim); k, v: (batch_size, seqlen_k, nheads_k, headdim), nheads a
+    multiple of nheads_k (MQA/GQA). fp16 or bf16, CUDA, any strides with a contiguous last dimension.
+    softmax_scale defaults to 1/sqrt(headdim). causal=True: query i sees key j iff j <= i + seqlen_k - seqlen_q
+    (bottom-right aligned); a query row that sees no key gives 0 and lse +inf.
+    Returns out (batch_size, seqlen_q, nheads, headdim); with return_attn_probs=True,
+    (out, softmax_lse (batch_size, nheads, seqlen_q) fp32, None).
+    """
+    return FlashAttnFunc.apply(
+        q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+        return_attn_probs, torch.is_grad_enabled(),
+    )
+
+
+def flash_attn_varlen_qkvpacked_func(
+    qkv,
+    cu_seqlens,
+    max_seqlen,
+    dropout_p=0.0,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),  # -1 means infinite context window
+    softcap=0.0,  # 0.0 means deactivated
+    alibi_slopes=None,
+    deterministic=False,
+    return_attn_probs=False,
+):
+    """Variable-length attention with packed qkv (total, 3, nheads, headdim); cu_seqlens (batch + 1,) int32.
+    Returns out (total, nheads, headdim), or (out, softmax_lse (nheads, total) fp32, None).
+    """
+    return FlashAttnVarlenQKVPackedFunc.apply(
+        qkv, cu_seqlens, max_seqlen, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
+        deterministic, return_attn_probs, torch.is_grad_enabled(),
+    )
+
+
+def flash_attn_varlen_kvpacked_func(
+    q,
+    kv,
+    cu_seqlens_q,
+    cu_seqlens_k,
+    max_seqlen_q,
+    max_seqlen_k,
+    dropout_p=0.0,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),  # -1 means infinite context window
+    softcap=0.0,  # 0.0 means deactivated
+    alibi_slopes=None,
+    deterministic=False,
+    return_attn_probs=False,
+):
+    """Variable-length attention: q (total_q, nheads, headdim), kv (total_k, 2, nheads_k, headdim).
+    Returns out (total_q, nheads, headdim), or (out, softmax_lse (nheads, total_q) fp32, None).
+    """
+    return FlashAttnVarlenKVPackedFunc.apply(
+        q, kv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
+        window_size, softcap, alibi_slopes, deterministic, return_attn_probs, torch.is_grad_enabled(),
+    )
+
+
+def flash_attn_varlen_func(
+    q,
+    k,
+    v,
+    cu_seqlens_q,
+    cu_seqlens_k,
+    max_seqlen_q,
+    max_seqlen_k,
+    dropout_p=0.0,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),  # -1 means infinite context window
+    softcap=0.0,  # 0.0 means deactivated
+    alibi_slopes=None,
+    deterministic=False,
+    return_attn_probs=False,
+    block_table=None,
+):
+    """Variable-length attention over sequences concatenated along the first axis.
+
+    q: (total_q, nheads, headdim); k, v: (total_k, nheads_k, headdim); cu_seqlens_q / cu_seqlens_k:
+    (batch_size + 1,) int32 cumulative sequence lengths starting at 0 (zero-length sequences allowed);
+    max_seqlen_q / max_seqlen_k: int or 0-d integer tensor, upper bounds of the lengths. causal masks
+    per sequence, bottom-right aligned on its true lengths.
+    Returns out (total_q, nheads, headdim), or (out, softmax_lse (nheads, total_q) fp32, None).
+    """
+    return FlashAttnVarlenFunc.apply(
+        q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
+        window_size, softcap, alibi_slopes, deterministic, return_attn_probs, block_table,
+        torch.is_grad_enabled(),
+    )
+
+
+def flash_attn_with_kvcache(
+    q,
+    k_cache,
+    v_cache,
+    k=None,
+    v=None,
+    rotary_cos=None,
+    rotary_sin=None,
+    cache_seqlens: Optional[Union[int, torch.Tensor]] = None,
+    cache_batch_idx: Optional[torch.Tensor] = None,
+    cache_leftpad: Optional[torch.Tensor] = None,
+    block_table: Optional[torch.Tensor] = None,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),  # -1 means infinite context window
+    softcap=0.0,  # 0.0 means deactivated
+    rotary_interleaved=True,
+    alibi_slopes=None,
+    num_splits=0,
+    return_softmax_lse=False,
+):
+    """Decoding attention against a (possibly paged) KV cache, appending k/v in place. Not implemented yet."""
+    raise NotImplementedError("flash_attn_with_kvcache is not implemented yet")

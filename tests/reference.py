@@ -1,0 +1,189 @@
+"""Plain-PyTorch attention references and the comparison rule used by the tests.
+
+attention_ref(upcast=True) computes in float32 on the upcast inputs ("ref32"); upcast=False computes in the
+input dtype ("ref_lowp": PyTorch's own low-precision error). A result passes when
+    max|ours - ref32| <= 2 * max|ref_lowp - ref32| + 1e-5
+(design notes, ../shared/README.md). Rows that see no key must give out 0 and lse +inf in both.
+"""
+
+import math
+from typing import Optional, Sequence
+
+import torch
+
+
+def causal_mask(seqlen_q: int, seqlen_k: int, device=None) -> torch.Tensor:
+    """Bool (seqlen_q, seqlen_k), True = visible: key j visible to query i iff j <= i + seqlen_k - seqlen_q."""
+    i = torch.arange(seqlen_q, device=device).unsqueeze(1)
+    j = torch.arange(seqlen_k, device=device).unsqueeze(0)
+    return j <= i + (seqlen_k - seqlen_q)
+
+
+def attention_ref(q, k, v, causal: bool = False, softmax_scale: Optional[float] = None, upcast: bool = True):
+    """
+    q: (b, sq, h, d); k, v: (b, sk, hk, d) with h % hk == 0.
+    Returns (out (b, sq, h, d) float32 if upcast else q.dtype, lse (b, h, sq) float32).
+    """
+    b, sq, h, d = q.shape
+    sk, hk = k.shape[1], k.shape[2]
+    assert h % hk == 0
+    if softmax_scale is None:
+        softmax_scale = 1.0 / math.sqrt(d)
+    dtype = torch.float32 if upcast else q.dtype
+    qh = q.to(dtype).permute(0, 2, 1, 3)  # (b, h, sq, d)
+    kh = k.to(dtype).permute(0, 2, 1, 3).repeat_interleave(h // hk, dim=1)
+    vh = v.to(dtype).permute(0, 2, 1, 3).repeat_interleave(h // hk, dim=1)
+    scores = torch.matmul(qh * softmax_scale, kh.transpose(-1, -2))  # (b, h, sq, sk), in `dtype`
+    if causal:
+        scores = scores.masked_fill(~causal_mask(sq, sk, q.device), float("-inf"))
+    lse = torch.logsumexp(scores.float(), dim=-1)  # -inf where a row sees no key
+    empty = torch.isneginf(lse)
+    # rows with no key: softmax over a finite dummy row, then zeroed (keeps gradients NaN-free)
+    p = torch.softmax(scores.masked_fill(empty.unsqueeze(-1), 0.0), dim=-1).masked_fill(empty.unsqueeze(-1), 0.0)
+    out = torch.matmul(p, vh).masked_fill(empty.unsqueeze(-1), 0.0)
+    lse = lse.masked_fill(empty, float("inf"))
+    return out.permute(0, 2, 1, 3).contiguous(), lse
+
+
+def attention_ref_bwd(q, k, v, dout, causal: bool = False, softmax_scale: Optional[float] = None):
+    """Analytic float32 gradients (dq, dk, dv) of attention_ref; GQA gradients summed over each group."""
+    b, sq, h, d = q.shape
+    sk, hk = k.shape[1], k.shape[2]
+    g = h // hk
+    if softmax_scale is None:
+        softmax_scale = 1.0 / math.sqrt(d)
+    qh = q.float().permute(0, 2, 1, 3)
+    kh = k.float().permute(0, 2, 1, 3).repeat_interleave(g, dim=1)
+    vh = v.float().permute(0, 2, 1, 3).repeat_interleave(g, dim=1)
+    do = dout.float().permute(0, 2, 1, 3)
+    scores = torch.matmul(qh, kh.transpose(-1, -2)) * softmax_scale
+    if causal:
+        scores = scores.masked_fill(~causal_mask(sq, sk, q.device), float("-inf"))
+    empty = torch.isneginf(torch.logsumexp(scores, dim=-1)).unsqueeze(-1)
+    p = torch.softmax(scores.masked_fill(empty, 0.0), dim=-1).masked_fill(empty, 0.0)
+    dv = torch.matmul(p.transpose(-1, -2), do)
+    dp = torch.matmul(do, vh.transpose(-1, -2))
+    ds = p * (dp - (dp * p).sum(-1, keepdim=True))
+    dq = torch.matmul(ds, kh) * softmax_scale
+    dk = torch.matmul(ds.transpose(-1, -2), qh) * softmax_scale
+
+    def fold(x):  # (b, h, s, d) -> (b, s, hk, d), summing the heads that share a kv head
+        return x.reshape(b, hk, g, *x.shape[2:]).sum(2).permute(0, 2, 1, 3)
+
+    return dq.permute(0, 2, 1, 3), fold(dk), fold(dv)
+
+
+def attention_varlen_ref(q, k, v, cu_seqlens_q: Sequence[int], cu_seqlens_k: Sequence[int], causal: bool = False,
+                         softmax_scale: Optional[float] = None, upcast: bool = True):
+    """
+    q: (total_q, h, d); k, v: (total_k, hk, d); cu_seqlens as Python lists or tensors (batch + 1).
+    Returns (out (total_q, h, d), lse (h, total_q) float32); each sequence is attended independently.
+    """
+    cu_q = [int(x) for x in cu_seqlens_q]
+    cu_k = [int(x) for x in cu_seqlens_k]
+    total_q, h, d = q.shape
+    dtype = torch.float32 if upcast else q.dtype
+    out = torch.zeros(total_q, h, v.shape[-1], dtype=dtype, device=q.device)
+    lse = torch.full((h, total_q), float("inf"), dtype=torch.float32, device=q.device)
+    for i in range(len(cu_q) - 1):
+        q0, q1, k0, k1 = cu_q[i], cu_q[i + 1], cu_k[i], cu_k[i + 1]
+        if q1 == q0:
+            continue
+        o, l = attention_ref(q[None, q0:q1], k[None, k0:k1], v[None, k0:k1], causal, softmax_scale, upcast)
+        out[q0:q1] = o[0]
+        lse[:, q0:q1] = l[0]
+    return out, lse
+
+
+def max_abs_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| over entries where both are finite (0 if there are none)."""
+    a, b = a.float(), b.float()
+    finite = torch.isfinite(a) & torch.isfinite(b)
+    if not finite.any():
+        return 0.0
+    return (a - b)[finite].abs().max().item()
+
+
+def assert_close_to_ref(name: str, ours: torch.Tensor, ref32: torch.Tensor, ref_lowp: torch.Tensor,
+                        eps: float = 1e-5) -> None:
+    """The tolerance rule; infinities (lse of rows with no key) must match exactly, NaN never allowed."""
+    assert ours.shape == ref32.shape, f"{name}: shape {tuple(ours.shape)} != reference {tuple(ref32.shape)}"
+    ours = ours.float()
+    assert not torch.isnan(ours).any(), f"{name}: contains NaN"
+    inf_ours, inf_ref = torch.isinf(ours), torch.isinf(ref32)
+    assert torch.equal(inf_ours, inf_ref), (
+        f"{name}: infinities differ ({int(inf_ours.sum())} in ours vs {int(inf_ref.sum())} in the reference)"
+    )
+    assert torch.equal(ours[inf_ours], ref32[inf_ref].float()), f"{name}: infinity signs differ"
+    err = max_abs_err(ours, ref32)
+    tol = 2 * max_abs_err(ref_lowp, ref32) + eps
+    assert err <= tol, f"{name}: max|ours - ref32| = {err:.3e} > 2 * max|ref_lowp - ref32| + {eps} = {tol:.3e}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A stand-in for the CUDA launchers (flash_attn._ops._launch_fwd / _launch_varlen_fwd) so that the Python layer
+# (validation, padding, packing, custom ops, autograd.Function, torch.compile) can be tested on CPU.
+# ----------------------------------------------------------------------------------------------------------
+
+
+class ReferenceLauncher:
+    def __init__(self):
+        self.calls = []  # (kind, kwargs) of every launch, for assertions
+
+    def fwd(self, q, k, v, dropout_p, softmax_scale, causal, window_size_left, window_size_right, softcap,
+            alibi_slopes, return_softmax):
+        assert q.shape[-1] % 8 == 0, "the op must see a padded head dim"
+        self.calls.append(("fwd", dict(q_shape=tuple(q.shape), softmax_scale=softmax_scale, causal=causal,
+                                       window=(window_size_left, window_size_right))))
+        o, lse = attention_ref(q, k, v, causal, softmax_scale)
+        out = torch.empty_like(q)
+        out.copy_(o)
+        return out, lse, q.new_empty((0,)), torch.zeros(2, dtype=torch.int64, device=q.device)
+
+    def varlen_fwd(self, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
+                   softmax_scale, causal, window_size_left, window_size_right, softcap, alibi_slopes,
+                   return_softmax, block_table, leftpad_k, seqused_k, zero_tensors):
+        assert q.shape[-1] % 8 == 0, "the op must see a padded head dim"
+        assert isinstance(max_seqlen_q, int) and isinstance(max_seqlen_k, int)
+        self.calls.append(("varlen_fwd", dict(q_shape=tuple(q.shape), softmax_scale=softmax_scale, causal=causal,
+                                              max_seqlen=(max_seqlen_q, max_seqlen_k),
+                                              window=(window_size_left, window_size_right))))
+        o, lse = attention_varlen_ref(q, k, v, cu_seqlens_q.tolist(), cu_seqlens_k.tolist(), causal,
+                                      softmax_scale)
+        out = torch.empty_like(q)
+        out.copy_(o)
+        return out, lse, q.new_empty((0,)), torch.zeros(2, dtype=torch.int64, device=q.device)
+
+    # Backward stand-ins: gradients of the float32 reference written into dq/dk/dv; returns softmax_d
+    # (rowsum(dout * out), padded like the kernel's).
+    @staticmethod
+    def _grads(q, k, v, dout, causal, softmax_scale):
+        # analytic: autograd is not recorded inside a custom op's body
+        return attention_ref_bwd(q, k, v, dout, causal, softmax_scale)
+
+    def bwd(self, dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, softmax_scale, causal, window_size_left,
+            window_size_right, softcap, alibi_slopes, deterministic, rng_state):
+        assert q.shape[-1] % 8 == 0 and dout.shape == q.shape
+        self.calls.append(("bwd", dict(q_shape=tuple(q.shape))))
+        for dst, g in zip((dq, dk, dv), self._grads(q, k, v, dout, causal, softmax_scale)):
+            dst.copy_(g)
+        b, sq, h, _ = q.shape
+        softmax_d = torch.zeros(b, h, (sq + 127) // 128 * 128, dtype=torch.float32, device=q.device)
+        softmax_d[:, :, :sq] = (dout.float() * out.float()).sum(-1).transpose(1, 2)
+        return softmax_d
+
+    def varlen_bwd(self, dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                   max_seqlen_k, dropout_p, softmax_scale, causal, window_size_left, window_size_right, softcap,
+                   alibi_slopes, deterministic, rng_state, zero_tensors):
+        assert q.shape[-1] % 8 == 0 and dout.shape == q.shape
+        self.calls.append(("varlen_bwd", dict(q_shape=tuple(q.shape))))
+        cu_q, cu_k = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+        dq.zero_()
+        dk.zero_()
+        dv.zero_()
+        for i in range(len(cu_q) - 1):
+            q0, q1, k0, k1 = cu_q[i], cu_q[i + 1], cu_k[i], cu_k[i + 1]
+            gq, gk, gv = self._grads(q[None, q0:q1], k[None, k0:k1], v[None, k0:k1], dout[None, q0:q1], causal,
+                                     softmax_scale)
+            dq[q0:q1], dk[k0:k1], dv[k0:k1] = gq[0], gk[0], gv[0]
+        return torch.zeros(q.shape[1], q.shape[0] + 128 * (len(cu_q) - 1), dtype=torch.float32, device=q.device)
