@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""Benchmark flash_attn beside PyTorch's scaled_dot_product_attention backends.
+
+Every backend runs in the same process on the same tensors: ours (flash_attn.flash_attn_func)
+takes q, k, v as (batch, seqlen, heads, head_dim); SDPA takes transposed views of the same data,
+(batch, heads, seqlen, head_dim), under sdpa_kernel(FLASH_ATTENTION / CUDNN_ATTENTION /
+EFFICIENT_ATTENTION). Timing: CUDA events around each call, warm-up first, median of the runs.
+FLOPs: forward 4*b*h*sq*sk*d (halved when causal); backward 2.5x forward.
+
+Standard grid (shared README): bf16, hidden 2048 (h = 2048/d), d in {64, 128, 256},
+batch*seqlen = 16k, seqlen in {512, 1k, 2k, 4k, 8k, 16k}, causal and not.
+
+    python3 benchmarks/benchmark_flash_attn.py               # the standard grid
+    python3 benchmarks/benchmark_flash_attn.py --quick       # d 64/128, seqlen 1k/4k/16k
+    python3 benchmarks/benchmark_flash_attn.py --dims 128 --seqlens 2048,8192 --causal true
+    python3 benchmarks/benchmark_flash_attn.py --quick --output bench.md --csv bench.csv
+
+A backend that fails for a case (unsupported shape, not built, ...) shows '-' and the first
+error of each backend is printed under the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+
+import torch
+
+try:  # ours is optional: the SDPA baselines still run without it
+    import flash_attn
+    from flash_attn import flash_attn_func
+
+    FLASH_ATTN_IMPORT_ERROR = None
+except Exception as e:  # pragma: no cover - depends on the build
+    flash_attn = None
+    flash_attn_func = None
+    FLASH_ATTN_IMPORT_ERROR = f"{type(e).__name__}: {e}"
+
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.functional import scaled_dot_product_attention
+
+BACKENDS = {
+    # name: (column title, SDPA backend or None for ours)
+    "ours": ("ours", None),
+    "flash": ("SDPA-flash", SDPBackend.FLASH_ATTENTION),
+    "cudnn": ("cuDNN", SDPBackend.CUDNN_ATTENTION),
+    "efficient": ("efficient", SDPBackend.EFFICIENT_ATTENTION),
+}
+DIRECTIONS = {"fwd": 1.0, "bwd": 2.5, "fwd_bwd": 3.5}  # FLOPs relative to the forward
+IMPLEMENTED_DIRECTIONS = ("fwd",)
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+FULL_DIMS = (64, 128, 256)
+FULL_SEQLENS = (512, 1024, 2048, 4096, 8192, 16384)
+QUICK_DIMS = (64, 128)
+QUICK_SEQLENS = (1024, 4096, 16384)
+
+
+@dataclass
+class Case:
+    dim: int
+    seqlen: int
+    causal: bool
+    batch: int
+    heads: int
+
+    def flops(self, direction: str) -> float:
+        f = 4.0 * self.batch * self.heads * self.seqlen * self.seqlen * self.dim
+        if self.causal:
+            f /= 2
+        return f * DIRECTIONS[direction]
+
+
+@dataclass
+class Result:
+    case: Case
+    ms: dict = field(default_factory=dict)  # backend -> median milliseconds (None if it failed)
+
+    def tflops(self, backend: str, direction: str) -> float | None:
+        ms = self.ms.get(backend)
+        if ms is None or ms <= 0:
+            return None
+        return self.case.flops(direction) / (ms * 1e-3) / 1e12
+
+
+def parse_int_list(text: str) -> list[int]:
+    out = []
+    for tok in text.replace(";", ",").split(","):
+        tok = tok.strip().lower()
+        if not tok:
+            continue
+        mult = 1
+        if tok.endswith("k"):
+            tok, mult = tok[:-1], 1024
+        out.append(int(tok) * mult)
+    return out
+
+
+def make_fn(backend: str, q, k, v, causal: bool, direction: str):
+    """A zero-argument callable running one step of `direction` for `backend`."""
+    if direction not in IMPLEMENTED_DIRECTIONS:
+        raise NotImplementedError(f"--direction {direction} is not implemented yet (only: fwd)")
+    if backend == "ours":
+        if flash_attn_func is None:
+            raise RuntimeError(f"flash_attn import failed: {FLASH_ATTN_IMPORT_ERROR}")
+        return lambda: flash_attn_func(q, k, v, causal=causal)
+    sdpa_backend = BACKENDS[backend][1]
+    # Same storage, (b, s, h, d) -> (b, h, s, d) views.
+    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+    def run():
+        with sdpa_kernel(sdpa_backend):
+            return scaled_dot_product_attention(qt, kt, vt, is_causal=causal)
+
+    return run
+
+
+def time_ms(fn, warmup: int, reps: int) -> float:
+    """Median milliseconds of `fn` over `reps` runs, timed with CUDA events (no sync in between)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for i in range(reps):
+        starts[i].record()
+        fn()
+        ends[i].record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+
+
+def build_cases(args) -> list[Case]:
+    dims = parse_int_list(args.dims) if args.dims else (QUICK_DIMS if args.quick else FULL_DIMS)
+    seqlens = parse_int_list(args.seqlens) if args.seqlens else (QUICK_SEQLENS if args.quick else FULL_SEQLENS)
+    causals = {"both": (False, True), "true": (True,), "false": (False,)}[args.causal]
+    cases = []
+    for d in dims:
+        if args.hidden % d:
+            raise SystemExit(f"--hidden {args.hidden} is not a multiple of head dim {d}")
+        for s in seqlens:
+            batch = max(1, args.tokens // s)
+            for c in causals:
+                cases.append(Case(dim=d, seqlen=s, causal=c, batch=batch, heads=args.hidden // d))
+    return cases
+
+
+def run_case(case: Case, backends, args, errors: dict) -> Result:
+    dtype = DTYPES[args.dtype]
+    g = torch.Generator(device="cuda").manual_seed(0)
+    shape = (case.batch, case.seqlen, case.heads, case.dim)
+    q, k, v = (torch.randn(shape, device="cuda", dtype=dtype, generator=g) for _ in range(3))
+    res = Result(case)
+    ref = None
+    for b in backends:
+        try:
+            fn = make_fn(b, q, k, v, case.causal, args.direction)
+            res.ms[b] = time_ms(fn, args.warmup, args.reps)
+            if args.verify:
+                out = fn()
+                out = (out if b == "ours" else out.transpose(1, 2)).float()
+                if b == backends[0]:
+                    ref = out
+                elif ref is not None:
+                    res.ms[f"{b}_maxdiff"] = (out - ref).abs().max().item()
+        except Exception as e:  # tolerate a backend that cannot run this case
+            res.ms[b] = None
+            lines = str(e).strip().splitlines()
+            msg = f"{type(e).__name__}: {lines[0][:300]}" if lines else type(e).__name__
+            errors.setdefault(b, f"d={case.dim} s={case.seqlen} causal={case.causal}: {msg}")
+    del q, k, v
+    return res
+
+
+def fmt(x: float | None, digits: int = 0) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b is not None and b > 0 else None
+
+
+def table_rows(results: list[Result], backends, direction: str, verify: bool):
+    header = ["d", "seqlen", "batch", "heads", "causal"] + [BACKENDS[b][0] for b in backends]
+    has = set(backends)
+    if "ours" in has and "flash" in has:
+        header.append("ours/flash")
+    if "ours" in has and "cudnn" in has:
+        header.append("ours/cuDNN")
+    if verify:
+        header += [f"maxdiff {BACKENDS[b][0]} vs {BACKENDS[backends[0]][0]}" for b in backends[1:]]
+    rows = []
+    for r in results:
+        c = r.case
+        t = {b: r.tflops(b, direction) for b in backends}
+        row = [str(c.dim), str(c.seqlen), str(c.batch), str(c.heads), "yes" if c.causal else "no"]
+        row += [fmt(t[b]) for b in backends]
+        if "ours" in has and "flash" in has:
+            row.append(fmt(ratio(t["ours"], t["flash"]), 2))
+        if "ours" in has and "cudnn" in has:
+            row.append(fmt(ratio(t["ours"], t["cudnn"]), 2))
+        if verify:
+            row += [fmt(r.ms.get(f"{b}_maxdiff"), 4) for b in backends[1:]]
+        rows.append(row)
+    return header, rows
+
+
+def markdown(header, rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short subset: d 64/128, seqlen 1k/4k/16k")
+    ap.add_argument("--dims", help="head dims, comma-separated (default: 64,128,256)")
+    ap.add_argument("--seqlens", help="seqlens, comma-separated, 'k' suffix allowed (default: 512..16k)")
+    ap.add_argument("--causal", choices=("both", "true", "false"), default="both")
+    ap.add_argument("--direction", choices=tuple(DIRECTIONS), default="fwd",
+                    help="fwd (implemented); bwd and fwd_bwd come with the backward kernels")
+    ap.add_argument("--dtype", choices=tuple(DTYPES), default="bf16")
+    ap.add_argument("--hidden", type=int, default=2048, help="heads = hidden / d (default 2048)")
+    ap.add_argument("--tokens", type=int, default=16384, help="batch = tokens / seqlen (default 16k)")
+    ap.add_argument("--backends", default="ours,flash,cudnn,efficient",
+                    help="comma-separated subset of: " + ",".join(BACKENDS))
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=30, help="timed runs per case, median reported (>= 10)")
+    ap.add_argument("--verify", action="store_true", help="also print max |out - first backend's out|")
+    ap.add_argument("--output", help="also write the markdown table to this path")
+    ap.add_argument("--csv", help="also write the results as CSV to this path")
+    args = ap.parse_args(argv)
+
+    if args.reps < 10:
+        ap.error("--reps must be >= 10")
+    if args.direction not in IMPLEMENTED_DIRECTIONS:
+        ap.error(f"--direction {args.direction} is not implemented yet (only: {', '.join(IMPLEMENTED_DIRECTIONS)})")
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        ap.error(f"unknown backend(s) {unknown}; choose from {list(BACKENDS)}")
+    if not torch.cuda.is_available():
+        print("benchmark_flash_attn.py: no CUDA device available", file=sys.stderr)
+        return 2
+
+    cases = build_cases(args)
+    ver = getattr(flash_attn, "__version__", "not importable") if flash_attn is not None else "not importable"
+    print(f"# device: {torch.cuda.get_device_name()}, torch {torch.__version__}, flash_attn {ver}, "
+          f"{args.dtype}, {args.direction}, hidden {args.hidden}, tokens {args.tokens}, "
+          f"median of {args.reps} (warm-up {args.warmup}); TFLOP/s", flush=True)
+    if FLASH_ATTN_IMPORT_ERROR:
+        print(f"# flash_attn import failed: {FLASH_ATTN_IMPORT_ERROR}", flush=True)
+
+    errors: dict = {}
+    results = []
+    for case in cases:
+        r = run_case(case, backends, args, errors)
+        results.append(r)
+        t = "  ".join(f"{BACKENDS[b][0]}={fmt(r.tflops(b, args.direction))}" for b in backends)
+        print(f"d={case.dim:<3} s={case.seqlen:<6} b={case.batch:<3} h={case.heads:<3} "
+              f"causal={int(case.causal)}  {t}", file=sys.stderr, flush=True)
+
+    header, rows = table_rows(results, backends, args.direction, args.verify)
+    table = markdown(header, rows)
+    print()
+    print(table)
+    if errors:
+        print()
+        for b, msg in errors.items():
+            print(f"- {BACKENDS[b][0]} failed (first case): {msg}")
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(f"{args.dtype} {args.direction}, TFLOP/s on {torch.cuda.get_device_name()} "
+                    f"(torch {torch.__version__}, flash_attn {ver})\n\n{table}\n")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["direction", "dtype", "d", "seqlen", "batch", "heads", "causal"]
+                       + [f"{b}_ms" for b in backends] + [f"{b}_tflops" for b in backends])
+            for r in results:
+                c = r.case
+                w.writerow([args.direction, args.dtype, c.dim, c.seqlen, c.batch, c.heads, int(c.causal)]
+                           + [fmt(r.ms.get(b), 4) for b in backends]
+                           + [fmt(r.tflops(b, args.direction), 1) for b in backends])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

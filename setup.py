@@ -1,0 +1,405 @@
+"""Build script for flash_attn (the package and its CUDA extension `flash_attn_2_cuda`).
+
+Install (torch must already be installed; see README.md):
+
+    pip install --no-build-isolation -v .
+
+Environment variables (all optional):
+
+    FLASH_ATTN_CUDA_ARCHS   GPU archs to compile for, e.g. "80;90" (default). SASS is emitted for each,
+                            PTX for the highest (so newer GPUs can JIT it).
+    FLASH_ATTN_HEADDIMS     head-dim buckets to compile, subset of "32;64;96;128;192;256" (default: all).
+    FLASH_ATTN_DTYPES       dtypes to compile, subset of "fp16;bf16" (default: both).
+    MAX_JOBS                parallel compile jobs (default: core count, bounded by ~4 GB of memory per job).
+    NVCC_THREADS            if set, passed to nvcc as --threads N (compiles the archs of one file in parallel).
+    CUDA_HOME               CUDA toolkit root (default: found from nvcc on PATH, else /usr/local/cuda).
+
+Lists may be separated by ';', ',' or spaces. Kernels that are not built raise a RuntimeError at call
+time that names the variable to set (the choice is recorded in flash_attn/_build_config.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py as _build_py
+
+ROOT = Path(__file__).resolve().parent
+PACKAGE = "flash_attn"
+EXT_NAME = "flash_attn_2_cuda"
+INSTANTIATIONS_DIR = Path("csrc") / "instantiations"
+BUILD_CONFIG_PATH = ROOT / PACKAGE / "_build_config.py"
+
+# Keep in sync with tools/generate_kernels.py.
+ALL_HEADDIMS = (32, 64, 96, 128, 192, 256)
+ALL_DTYPES = ("fp16", "bf16")
+DEFAULT_ARCHS = (80, 90)
+MIN_ARCH = 80  # the kernels use sm80 instructions (mma.sync bf16, cp.async)
+CUTLASS_WHEEL = "nvidia-cutlass==4.2.0.0"
+INSTANTIATION_RE = re.compile(
+    r"^flash_(?P<direction>[a-z_]+?)_hdim(?P<hdim>\d+)_(?P<dtype>fp16|bf16)(?P<causal>_causal)?_sm(?P<arch>\d+)\.cu$"
+)
+
+
+def log(msg: str) -> None:
+    print(f"[flash_attn setup] {msg}", file=sys.stderr, flush=True)
+
+
+class ConfigError(SystemExit):
+    """Raised for a bad environment variable: stops setup.py with a readable message."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(f"\nflash_attn setup.py: error: {msg}\n")
+
+
+# --------------------------------------------------------------------------------------------------
+# Version
+# --------------------------------------------------------------------------------------------------
+def read_version() -> str:
+    init = (ROOT / PACKAGE / "__init__.py").read_text()
+    m = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", init, re.M)
+    if m is None:
+        raise ConfigError(f"could not find __version__ in {PACKAGE}/__init__.py")
+    return m.group(1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Build narrowing
+# --------------------------------------------------------------------------------------------------
+def _split_list(value: str) -> list[str]:
+    return [tok for tok in re.split(r"[;,\s]+", value.strip()) if tok]
+
+
+def parse_archs(value: str | None) -> list[int]:
+    var = "FLASH_ATTN_CUDA_ARCHS"
+    if value is None or not value.strip():
+        return list(DEFAULT_ARCHS)
+    archs = []
+    for tok in _split_list(value):
+        t = tok.lower().removeprefix("sm_").removeprefix("sm")
+        if re.fullmatch(r"\d+\.\d", t):  # accept "8.0" / "9.0" (TORCH_CUDA_ARCH_LIST style)
+            t = t.replace(".", "")
+        if not re.fullmatch(r"\d{2,3}", t):
+            raise ConfigError(
+                f'{var}="{value}": "{tok}" is not a CUDA arch number; expected e.g. {var}="80;90" '
+                f"(compute capability x10: 80 = A100, 90 = H100)"
+            )
+        arch = int(t)
+        if arch < MIN_ARCH:
+            raise ConfigError(
+                f'{var}="{value}": arch {arch} is not supported; the kernels need sm{MIN_ARCH} or newer '
+                f'(e.g. {var}="80;90")'
+            )
+        if arch not in archs:
+            archs.append(arch)
+    return sorted(archs)
+
+
+def parse_headdims(value: str | None) -> list[int]:
+    var = "FLASH_ATTN_HEADDIMS"
+    if value is None or not value.strip():
+        return list(ALL_HEADDIMS)
+    allowed = ";".join(map(str, ALL_HEADDIMS))
+    dims = []
+    for tok in _split_list(value):
+        if not tok.isdigit() or int(tok) not in ALL_HEADDIMS:
+            raise ConfigError(
+                f'{var}="{value}": "{tok}" is not a head-dim bucket; allowed values: "{allowed}" '
+                f"(a head dim d is served by the smallest bucket >= d rounded up to a multiple of 8)"
+            )
+        if int(tok) not in dims:
+            dims.append(int(tok))
+    return sorted(dims)
+
+
+def parse_dtypes(value: str | None) -> list[str]:
+    var = "FLASH_ATTN_DTYPES"
+    if value is None or not value.strip():
+        return list(ALL_DTYPES)
+    aliases = {"fp16": "fp16", "half": "fp16", "float16": "fp16", "bf16": "bf16", "bfloat16": "bf16"}
+    dtypes = []
+    for tok in _split_list(value):
+        dt = aliases.get(tok.lower())
+        if dt is None:
+            raise ConfigError(f'{var}="{value}": "{tok}" is not a dtype; allowed values: "fp16;bf16"')
+        if dt not in dtypes:
+            dtypes.append(dt)
+    return [d for d in ALL_DTYPES if d in dtypes]  # canonical order: fp16, bf16
+
+
+def parse_max_jobs(value: str | None) -> int:
+    if value is not None and value.strip():
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ConfigError(f'MAX_JOBS="{value}": expected a positive integer')
+        return int(value)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    mem_gib = _available_memory_gib()
+    by_mem = max(1, int(mem_gib // 4)) if mem_gib else cores
+    return max(1, min(cores, by_mem))
+
+
+def _available_memory_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / (1024 * 1024)
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def select_sources(headdims: list[int], dtypes: list[str], archs: list[int]) -> list[str]:
+    """The instantiation files to compile for this narrowing (relative paths, sorted)."""
+    selected = []
+    for path in sorted((ROOT / INSTANTIATIONS_DIR).glob("*.cu")):
+        m = INSTANTIATION_RE.match(path.name)
+        if m is None:
+            raise ConfigError(
+                f"unexpected file {INSTANTIATIONS_DIR / path.name}: not a generated instantiation name "
+                f"(run python3 tools/generate_kernels.py)"
+            )
+        kernel_arch = int(m.group("arch"))
+        # sm80-instruction kernels run on every arch >= 80; arch-specific (e.g. sm90 wgmma) kernels
+        # are compiled only when that arch is built.
+        if kernel_arch != MIN_ARCH and kernel_arch not in archs:
+            continue
+        if int(m.group("hdim")) in headdims and m.group("dtype") in dtypes:
+            selected.append((INSTANTIATIONS_DIR / path.name).as_posix())
+    return selected
+
+
+# --------------------------------------------------------------------------------------------------
+# CUDA toolkit and CUTLASS
+# --------------------------------------------------------------------------------------------------
+def ensure_cuda_home() -> None:
+    """Set CUDA_HOME before torch.utils.cpp_extension reads it.
+
+    torch derives CUDA_HOME from `which nvcc`, which is wrong when nvcc on PATH is a wrapper script
+    (e.g. /usr/local/bin/nvcc -> CUDA_HOME=/usr/local). Prefer a directory that really holds the toolkit.
+    """
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"):
+        return
+    candidates = []
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(Path(os.path.realpath(nvcc)).parent.parent)
+    candidates.append(Path("/usr/local/cuda"))
+    for cand in candidates:
+        if (cand / "bin" / "nvcc").exists() and (cand / "include" / "cuda_runtime.h").exists():
+            os.environ["CUDA_HOME"] = str(cand)
+            log(f"CUDA_HOME not set; using {cand}")
+            return
+
+
+def find_cutlass_include() -> tuple[str, str]:
+    """Return (include dir, description of where it came from)."""
+    submodule = ROOT / "third_party" / "cutlass" / "include"
+    if (submodule / "cutlass" / "cutlass.h").is_file():
+        return str(submodule), "git submodule third_party/cutlass"
+    spec = importlib.util.find_spec("cutlass_library")  # nvidia-cutlass wheel; located, not imported
+    if spec is not None and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            inc = Path(loc) / "source" / "include"
+            if (inc / "cutlass" / "cutlass.h").is_file():
+                try:
+                    from importlib.metadata import version
+
+                    wheel_version = version("nvidia-cutlass")
+                except Exception:
+                    wheel_version = "unknown version"
+                if wheel_version != CUTLASS_WHEEL.split("==")[1]:
+                    log(f"WARNING: nvidia-cutlass {wheel_version} found; this project is tested with {CUTLASS_WHEEL}")
+                return str(inc), f"nvidia-cutlass wheel ({wheel_version})"
+    raise ConfigError(
+        "CUTLASS headers not found. Either check out the submodule "
+        "(git submodule update --init third_party/cutlass) or install the wheel: "
+        f"pip install {CUTLASS_WHEEL}"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Build configuration record (flash_attn/_build_config.py)
+# --------------------------------------------------------------------------------------------------
+def render_build_config(cfg: dict) -> str:
+    def strs(values):
+        return "[" + ", ".join(json.dumps(v) for v in values) + "]"
+
+    return (
+        "# Generated by setup.py at build time; do not edit (not tracked by git).\n"
+        "# Records which kernels the compiled extension flash_attn_2_cuda contains.\n"
+        f"CUDA_ARCHS = {cfg['archs']!r}\n"
+        f"PTX_ARCHS = {cfg['ptx_archs']!r}\n"
+        f"HEADDIMS = {cfg['headdims']!r}\n"
+        f"DTYPES = {strs(cfg['dtypes'])}\n"
+        f"CUTLASS_INCLUDE = {json.dumps(cfg['cutlass_include'])}\n"
+    )
+
+
+def write_build_config(cfg: dict, target: Path = BUILD_CONFIG_PATH) -> None:
+    text = render_build_config(cfg)
+    if not target.exists() or target.read_text() != text:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    log(f"wrote {target}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Everything the build needs, computed once
+# --------------------------------------------------------------------------------------------------
+def build_configuration() -> dict:
+    archs = parse_archs(os.environ.get("FLASH_ATTN_CUDA_ARCHS"))
+    headdims = parse_headdims(os.environ.get("FLASH_ATTN_HEADDIMS"))
+    dtypes = parse_dtypes(os.environ.get("FLASH_ATTN_DTYPES"))
+    max_jobs = parse_max_jobs(os.environ.get("MAX_JOBS"))
+    nvcc_threads = os.environ.get("NVCC_THREADS", "").strip()
+    if nvcc_threads and (not nvcc_threads.isdigit() or int(nvcc_threads) < 1):
+        raise ConfigError(f'NVCC_THREADS="{nvcc_threads}": expected a positive integer')
+    return {
+        "archs": archs,
+        "ptx_archs": [max(archs)],
+        "headdims": headdims,
+        "dtypes": dtypes,
+        "max_jobs": max_jobs,
+        "nvcc_threads": int(nvcc_threads) if nvcc_threads else None,
+        "sources": select_sources(headdims, dtypes, archs),
+    }
+
+
+def compile_flags(cfg: dict) -> dict:
+    defines = [f"-DFLASH_ATTN_HDIM_{d}" for d in cfg["headdims"]]
+    defines += [f"-DFLASH_ATTN_DTYPE_{dt.upper()}" for dt in cfg["dtypes"]]
+    gencode = []
+    for arch in cfg["archs"]:
+        gencode += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
+    for arch in cfg["ptx_archs"]:
+        gencode += ["-gencode", f"arch=compute_{arch},code=compute_{arch}"]
+    nvcc = [
+        "-O3",
+        "-std=c++20",
+        "--use_fast_math",
+        "-lineinfo",
+        "--expt-relaxed-constexpr",
+        "--expt-extended-lambda",
+        "-DNDEBUG",
+        "-U__CUDA_NO_HALF_OPERATORS__",
+        "-U__CUDA_NO_HALF_CONVERSIONS__",
+        "-U__CUDA_NO_BFLOAT16_OPERATORS__",
+        "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
+        "-U__CUDA_NO_BFLOAT162_OPERATORS__",
+        "-U__CUDA_NO_BFLOAT162_CONVERSIONS__",
+        *defines,
+        *gencode,
+    ]
+    if cfg["nvcc_threads"]:
+        nvcc += ["--threads", str(cfg["nvcc_threads"])]
+    cxx = ["-O3", "-std=c++20", *defines]
+    return {"cxx": cxx, "nvcc": nvcc}
+
+
+def print_summary(cfg: dict) -> None:
+    log(f"version {VERSION}")
+    log(f"CUDA archs: {';'.join(map(str, cfg['archs']))} (SASS), PTX: {';'.join(map(str, cfg['ptx_archs']))}"
+        "   [FLASH_ATTN_CUDA_ARCHS]")
+    log(f"head dims:  {';'.join(map(str, cfg['headdims']))}   [FLASH_ATTN_HEADDIMS]")
+    log(f"dtypes:     {';'.join(cfg['dtypes'])}   [FLASH_ATTN_DTYPES]")
+    log(f"MAX_JOBS:   {cfg['max_jobs']}" + (f", NVCC_THREADS: {cfg['nvcc_threads']}" if cfg["nvcc_threads"] else ""))
+    log(f"CUTLASS:    {cfg['cutlass_include']}  (from {cfg['cutlass_source']})")
+    log(f"kernels selected ({len(cfg['sources'])}):")
+    for src in cfg["sources"]:
+        log(f"  {src}")
+
+
+# --------------------------------------------------------------------------------------------------
+# setuptools plumbing
+# --------------------------------------------------------------------------------------------------
+VERSION = read_version()
+CFG = build_configuration()  # validates the env vars up front, even for metadata-only commands
+
+
+def _resolve_build_inputs() -> None:
+    """Called by the build commands only (not by egg_info / --version): finds CUDA and CUTLASS."""
+    if "cutlass_include" in CFG:
+        return
+    CFG["cutlass_include"], CFG["cutlass_source"] = find_cutlass_include()
+    if not CFG["sources"]:
+        raise ConfigError("no kernel instantiation files selected; run python3 tools/generate_kernels.py")
+    print_summary(CFG)
+    write_build_config(CFG)
+
+
+class build_py(_build_py):
+    """Writes flash_attn/_build_config.py before the package files are copied."""
+
+    def run(self):
+        _resolve_build_inputs()
+        super().run()
+
+
+def make_ext_modules_and_cmdclass():
+    ensure_cuda_home()
+    try:
+        import torch  # noqa: F401
+        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CUDAExtension
+    except ImportError as e:
+        raise ConfigError(
+            f"building flash_attn needs PyTorch installed first ({e}). Install torch, then build "
+            "without build isolation: pip install --no-build-isolation ."
+        )
+
+    class build_ext(BuildExtension):
+        """Finds CUTLASS, records the build config, then compiles with ninja."""
+
+        def run(self):
+            if CUDA_HOME is None:
+                raise ConfigError("CUDA toolkit not found: install nvcc or set CUDA_HOME (e.g. /usr/local/cuda)")
+            _resolve_build_inputs()
+            for ext in self.extensions:
+                # -isystem: CUTLASS's own warnings (e.g. CUDA 13 vector-type deprecations) stay quiet.
+                for flags in ext.extra_compile_args.values():
+                    flags += ["-isystem", CFG["cutlass_include"]]
+            os.environ["MAX_JOBS"] = str(CFG["max_jobs"])  # BuildExtension hands this to ninja
+            super().run()
+
+    if CUDA_HOME is None:
+        # Metadata-only commands (egg_info, --version, sdist) must work without a toolkit;
+        # build_ext above raises the error.
+        from setuptools import Extension
+
+        ext = Extension(EXT_NAME, sources=["csrc/flash_api.cpp", *CFG["sources"]])
+    else:
+        ext = CUDAExtension(
+            name=EXT_NAME,
+            sources=["csrc/flash_api.cpp", *CFG["sources"]],
+            include_dirs=[str(ROOT / "csrc")],
+            extra_compile_args=compile_flags(CFG),
+        )
+    return [ext], {"build_ext": build_ext.with_options(use_ninja=True), "build_py": build_py}
+
+
+EXT_MODULES, CMDCLASS = make_ext_modules_and_cmdclass()
+
+setup(
+    name="flash_attn",
+    version=VERSION,
+    description="Flash Attention (2.x API): fast, memory-efficient exact attention, CUDA kernels written with CuTe",
+    long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="BSD-3-Clause",
+    packages=find_packages(include=["flash_attn", "flash_attn.*"]),
+    ext_modules=EXT_MODULES,
+    cmdclass=CMDCLASS,
+    python_requires=">=3.9",
+    install_requires=["torch", "einops"],
+    zip_safe=False,
+)

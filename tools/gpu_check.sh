@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# The one script for every run on a GPU machine: build in place (timed), run the tests, run a benchmark,
+# tee logs into $OUT and print a short summary last.
+#
+#   FLASH_ATTN_HEADDIMS=128 bash tools/gpu_check.sh
+#   BENCH=full PYTEST_ARGS="-x -k varlen" bash tools/gpu_check.sh
+#   BUILD=0 TESTS=0 BENCH_ARGS="--dims 128 --verify" bash tools/gpu_check.sh
+#
+# Environment:
+#   OUT             log folder (default /tmp/out): env.log build.log tests.log bench.log bench.md bench.csv summary.log
+#   MAX_JOBS        parallel compile jobs (default 16); FLASH_ATTN_CUDA_ARCHS / _HEADDIMS / _DTYPES narrow the build
+#   NVCC_THREADS    passed through to setup.py (nvcc --threads) if set
+#   BUILD           inplace (default: python3 setup.py build_ext --inplace, incremental via build/),
+#                   pip (python3 -m pip install --no-build-isolation --no-deps -e .), 0 (skip)
+#   TESTS           1 (default) or 0;   PYTEST_ARGS   extra pytest arguments (e.g. "-x -k fwd", "-m slow")
+#   TESTS_TIMEOUT   seconds for pytest (default: none)
+#   BENCH           quick (default), full, 0;   BENCH_ARGS   extra benchmark arguments
+#
+# The machine has no network: the CUTLASS wheel travels in .whl/ (gitignored; prepare it once with
+#   echo /.whl/ >> .git/info/exclude && pip download --no-deps -d .whl nvidia-cutlass==4.2.0.0
+# and carry ".whl"). It is installed with --target /tmp/site and put on PYTHONPATH.
+set -o pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+# In-place builds leave flash_attn and flash_attn_2_cuda in the repo root: make them importable from
+# every script (the benchmark runs from benchmarks/).
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+export MAX_JOBS=${MAX_JOBS:-16}
+BUILD=${BUILD:-inplace}
+TESTS=${TESTS:-1}
+BENCH=${BENCH:-quick}
+T0=$(date +%s)
+section() { printf '\n===== [%4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
+
+build_status="skipped"; build_secs="-"; test_status="skipped"; test_line="-"; bench_status="skipped"
+fail=0
+
+# --- environment -----------------------------------------------------------------------------------
+{
+    section "environment"
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 || echo "nvidia-smi failed"
+    python3 --version
+    python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'device', torch.cuda.get_device_name() if torch.cuda.is_available() else None)" 2>&1
+    (nvcc --version 2>/dev/null || "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" --version) | tail -1
+    echo "cores $(nproc); MAX_JOBS=$MAX_JOBS NVCC_THREADS=${NVCC_THREADS:-} FLASH_ATTN_CUDA_ARCHS=${FLASH_ATTN_CUDA_ARCHS:-} FLASH_ATTN_HEADDIMS=${FLASH_ATTN_HEADDIMS:-} FLASH_ATTN_DTYPES=${FLASH_ATTN_DTYPES:-}"
+    echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo '?') $(git status --porcelain 2>/dev/null | wc -l) changed files"
+} 2>&1 | tee "$OUT/env.log"
+
+# --- CUTLASS wheel (carried in .whl/) --------------------------------------------------------------
+if [[ -f third_party/cutlass/include/cutlass/cutlass.h ]]; then
+    echo "CUTLASS: submodule third_party/cutlass" | tee -a "$OUT/env.log"
+elif compgen -G ".whl/*.whl" > /dev/null; then
+    if [[ ! -d /tmp/site/cutlass_library ]]; then
+        python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | tee -a "$OUT/env.log"
+    fi
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    echo "CUTLASS: wheel from .whl/ installed in /tmp/site" | tee -a "$OUT/env.log"
+else
+    echo "CUTLASS: no submodule and no .whl/*.whl; relying on an installed nvidia-cutlass wheel" | tee -a "$OUT/env.log"
+fi
+
+# --- build -----------------------------------------------------------------------------------------
+if [[ "$BUILD" != 0 ]]; then
+    section "build ($BUILD, MAX_JOBS=$MAX_JOBS)" | tee "$OUT/build.log"
+    tb=$(date +%s)
+    if [[ "$BUILD" == pip ]]; then
+        python3 -m pip install --no-build-isolation --no-deps -v -e . 2>&1 | tee -a "$OUT/build.log"
+    else
+        python3 setup.py build_ext --inplace 2>&1 | tee -a "$OUT/build.log"
+    fi
+    rc=$?
+    build_secs=$(( $(date +%s) - tb ))
+    if [[ $rc -eq 0 ]]; then
+        build_status="ok"
+    else
+        build_status="FAILED (rc $rc)"
+        fail=1
+    fi
+    echo "build: $build_status in ${build_secs}s" | tee -a "$OUT/build.log"
+fi
+
+# --- tests -----------------------------------------------------------------------------------------
+if [[ "$TESTS" != 0 && $fail -eq 0 ]]; then
+    section "tests: python3 -m pytest -q tests ${PYTEST_ARGS:-}" | tee "$OUT/tests.log"
+    tt=$(date +%s)
+    timeout_cmd=()
+    [[ -n "${TESTS_TIMEOUT:-}" ]] && timeout_cmd=(timeout "$TESTS_TIMEOUT")
+    # shellcheck disable=SC2086
+    "${timeout_cmd[@]}" python3 -m pytest -q tests ${PYTEST_ARGS:-} 2>&1 | tee -a "$OUT/tests.log"
+    rc=$?
+    test_line=$(grep -E '(passed|failed|error|skipped|deselected|no tests ran)' "$OUT/tests.log" | grep -E ' in [0-9.]+s' | tail -1)
+    [[ -z "$test_line" ]] && test_line="(no pytest summary line)"
+    if [[ $rc -eq 0 ]]; then test_status="ok"; else test_status="FAILED (rc $rc)"; fail=1; fi
+    test_status="$test_status in $(( $(date +%s) - tt ))s"
+elif [[ "$TESTS" != 0 ]]; then
+    test_status="not run (build failed)"
+fi
+
+# --- benchmark -------------------------------------------------------------------------------------
+if [[ "$BENCH" != 0 && "$build_status" != FAILED* ]]; then
+    bench_args=()
+    [[ "$BENCH" != full ]] && bench_args+=(--quick)
+    section "benchmark: benchmarks/benchmark_flash_attn.py ${bench_args[*]} ${BENCH_ARGS:-}" | tee "$OUT/bench.log"
+    rm -f "$OUT/bench.md"
+    # shellcheck disable=SC2086
+    python3 benchmarks/benchmark_flash_attn.py "${bench_args[@]}" ${BENCH_ARGS:-} \
+        --output "$OUT/bench.md" --csv "$OUT/bench.csv" 2>&1 | tee -a "$OUT/bench.log"
+    rc=$?
+    if [[ $rc -eq 0 ]]; then bench_status="ok"; else bench_status="FAILED (rc $rc)"; fi
+fi
+
+# --- summary ---------------------------------------------------------------------------------------
+{
+    section "summary"
+    echo "| step | result |"
+    echo "|---|---|"
+    echo "| build ($BUILD) | $build_status, ${build_secs}s, MAX_JOBS=$MAX_JOBS, archs=${FLASH_ATTN_CUDA_ARCHS:-80;90} hdims=${FLASH_ATTN_HEADDIMS:-all} dtypes=${FLASH_ATTN_DTYPES:-all} |"
+    echo "| tests | $test_status: $test_line |"
+    echo "| benchmark | $bench_status |"
+    if [[ "$build_status" == FAILED* ]]; then
+        echo
+        echo "first build errors:"
+        grep -E 'error|Error' "$OUT/build.log" | grep -v -E '^\s*$' | head -20
+    fi
+    if [[ "$test_status" == FAILED* ]]; then
+        echo
+        grep -E '^(FAILED|ERROR) ' "$OUT/tests.log" | head -20
+    fi
+    if [[ -s "$OUT/bench.md" ]]; then
+        echo
+        cat "$OUT/bench.md"
+        grep -E '^- .* failed' "$OUT/bench.log" || true
+    fi
+    echo
+    echo "total $(( $(date +%s) - T0 ))s; logs in $OUT"
+} 2>&1 | tee "$OUT/summary.log"
+exit $fail
