@@ -265,6 +265,21 @@ def test_varlen_all_keys_empty():
     assert torch.all(out == 0) and torch.all(torch.isposinf(lse))
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_batch_beyond_grid_limit(causal):
+    """More sequences than CUDA's 65535 limit on grid.y/z: dense and varlen, against a dense reference."""
+    d, dtype = built_head_dim(), built_dtype()
+    b, s, h, hk = 70000, 3, 2, 1
+    q, k, v = (_randn((b, s, heads, d), dtype, seed) for heads, seed in ((h, 31), (hk, 32), (hk, 33)))
+    out, lse, _ = flash_attn_func(q, k, v, causal=causal, return_attn_probs=True)
+    _check_dense(out, lse, q, k, v, causal)
+    cu = torch.arange(0, b + 1, device=DEVICE, dtype=torch.int32) * s
+    out_v, lse_v, _ = flash_attn_varlen_func(q.view(-1, h, d), k.view(-1, hk, d), v.view(-1, hk, d), cu, cu, s, s,
+                                             causal=causal, return_attn_probs=True)
+    assert torch.equal(out_v.view(b, s, h, d), out)
+    assert torch.equal(lse_v.view(h, b, s).permute(1, 0, 2), lse)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Layout: non-contiguous inputs
 # ----------------------------------------------------------------------------------------------------------

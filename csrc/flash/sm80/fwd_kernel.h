@@ -34,9 +34,12 @@ struct FwdKernel {
 
   CUTE_DEVICE static void run(FwdParams const& params, char* smem) {
     int const tidx = threadIdx.x;
-    int const m_block = int(gridDim.x) - 1 - int(blockIdx.x);  // longest causal rows start first
+    // grid = (m_blocks * batch, heads): consecutive CTAs share one (batch, head) and its K/V in L2, and
+    // batch is not bound by the 65535 limit of grid.y/z. Within a sequence the longest causal rows start first.
+    int const num_m_blocks = (params.seqlen_q + kBlockM - 1) / kBlockM;
+    int const batch = int(blockIdx.x) / num_m_blocks;
+    int const m_block = num_m_blocks - 1 - (int(blockIdx.x) - batch * num_m_blocks);
     int const head = blockIdx.y;
-    int const batch = blockIdx.z;
 
     SeqlenInfo const seq(params, batch);
     int const row_base = m_block * kBlockM;

@@ -4,6 +4,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include <stdexcept>
 #include <string>
 
@@ -30,8 +32,13 @@ template <class Element, int kHeadDim, bool kIsCausal>
 void run_fwd(FwdParams const& params, cudaStream_t stream) {
   using Config = FwdTileConfig<kHeadDim, kIsCausal>;
   using Traits = FwdTraits<kHeadDim, Config::kBlockM, Config::kBlockN, Config::kNWarps, Element>;
-  dim3 const grid((params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, params.num_heads, params.batch);
-  if (grid.x == 0) { return; }
+  int64_t const num_m_blocks = (params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM;
+  int64_t const num_ctas = num_m_blocks * params.batch;
+  if (num_ctas == 0 || params.num_heads == 0) { return; }
+  if (num_ctas > int64_t(0x7fffffff) || params.num_heads > 65535) {
+    throw std::runtime_error("flash_attn forward: too many query blocks x batch or heads for one launch");
+  }
+  dim3 const grid(static_cast<unsigned>(num_ctas), params.num_heads);
   if (params.head_dim == kHeadDim) {
     launch_fwd_kernel<decltype(&fwd_kernel<Traits, kIsCausal, true>), Traits::kSmemBytes>(
         &fwd_kernel<Traits, kIsCausal, true>, grid, Traits::kNThreads, params, stream);

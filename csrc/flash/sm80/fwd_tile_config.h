@@ -8,7 +8,7 @@ template <int kHeadDim, bool kIsCausal>
 struct FwdTileConfig;
 
 template <bool kIsCausal> struct FwdTileConfig<32, kIsCausal>  { static constexpr int kBlockM = 128, kBlockN = 128, kNWarps = 4; };
-template <bool kIsCausal> struct FwdTileConfig<64, kIsCausal>  { static constexpr int kBlockM = 128, kBlockN = 128, kNWarps = 4; };
+template <bool kIsCausal> struct FwdTileConfig<64, kIsCausal>  { static constexpr int kBlockM = 128, kBlockN = 64, kNWarps = 4; };
 template <bool kIsCausal> struct FwdTileConfig<96, kIsCausal>  { static constexpr int kBlockM = 128, kBlockN = 64, kNWarps = 4; };
 template <bool kIsCausal> struct FwdTileConfig<128, kIsCausal> { static constexpr int kBlockM = 128, kBlockN = 64, kNWarps = 4; };
 template <bool kIsCausal> struct FwdTileConfig<192, kIsCausal> { static constexpr int kBlockM = 128, kBlockN = 64, kNWarps = 8; };
