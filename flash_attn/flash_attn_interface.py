@@ -39,9 +39,10 @@ def round_multiple(x, m):
 
 
 def _get_block_size_n(device, head_dim, is_dropout, is_causal):
-    """Key-tile width (BLOCK_N) of the forward kernel for this head dim; used by tests that decode S_dmask."""
+    """Key-tile width (BLOCK_N) of the forward kernel for this head dim (csrc/flash/sm80/fwd_tile_config.h);
+    used by tests that decode S_dmask."""
     assert head_dim <= 256
-    return 128 if head_dim <= 64 else 64
+    return 128 if head_dim <= 32 else 64
 
 
 def _pad_head_dim(x: torch.Tensor) -> torch.Tensor:
