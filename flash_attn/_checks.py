@@ -148,6 +148,20 @@ def _check_heads(nheads: int, nheads_k: int) -> None:
         )
 
 
+def _check_qkv_agreement(q, k, v, nheads, head_dim, keys_name: str, require_padded: bool) -> None:
+    """What dense and varlen layouts share: the last three dims are (keys, heads, head dim)."""
+    if v.shape[-3] != k.shape[-3]:
+        raise FlashAttnValueError(f"v {keys_name} ({v.shape[-3]}) must match k {keys_name} ({k.shape[-3]})")
+    if v.shape[-2] != k.shape[-2]:
+        raise FlashAttnValueError(f"v nheads_k ({v.shape[-2]}) must match k nheads_k ({k.shape[-2]})")
+    _check_head_dims(head_dim, "q", require_padded)
+    for name, t in (("k", k), ("v", v)):
+        if t.shape[-1] != head_dim:
+            raise FlashAttnValueError(f"{name} head dim ({t.shape[-1]}) must match q head dim ({head_dim})")
+    _check_heads(nheads, k.shape[-2])
+    _check_last_dim_contiguous((("q", q), ("k", k), ("v", v)))
+
+
 def check_dense_tensors(q, k, v, *, require_padded: bool = False) -> None:
     """Shape/dtype/layout of dense q (b, sq, h, d), k and v (b, sk, hk, d)."""
     for name, t in (("q", q), ("k", k), ("v", v)):
@@ -169,17 +183,7 @@ def check_dense_tensors(q, k, v, *, require_padded: bool = False) -> None:
         raise FlashAttnValueError(f"k batch size ({k.shape[0]}) must match q batch size ({batch})")
     if v.shape[0] != batch:
         raise FlashAttnValueError(f"v batch size ({v.shape[0]}) must match q batch size ({batch})")
-    if v.shape[1] != k.shape[1]:
-        raise FlashAttnValueError(f"v seqlen_k ({v.shape[1]}) must match k seqlen_k ({k.shape[1]})")
-    if v.shape[2] != k.shape[2]:
-        raise FlashAttnValueError(f"v nheads_k ({v.shape[2]}) must match k nheads_k ({k.shape[2]})")
-    _check_head_dims(head_dim, "q", require_padded)
-    if k.shape[3] != head_dim:
-        raise FlashAttnValueError(f"k head dim ({k.shape[3]}) must match q head dim ({head_dim})")
-    if v.shape[3] != head_dim:
-        raise FlashAttnValueError(f"v head dim ({v.shape[3]}) must match q head dim ({head_dim})")
-    _check_heads(nheads, k.shape[2])
-    _check_last_dim_contiguous((("q", q), ("k", k), ("v", v)))
+    _check_qkv_agreement(q, k, v, nheads, head_dim, "seqlen_k", require_padded)
 
 
 def check_varlen_tensors(
@@ -197,17 +201,7 @@ def check_varlen_tensors(
                 f"{name} must be 3-D (total_k, nheads_k, headdim), got shape {_shape(t)}"
             )
     _, nheads, head_dim = q.shape
-    if v.shape[0] != k.shape[0]:
-        raise FlashAttnValueError(f"v total_k ({v.shape[0]}) must match k total_k ({k.shape[0]})")
-    if v.shape[1] != k.shape[1]:
-        raise FlashAttnValueError(f"v nheads_k ({v.shape[1]}) must match k nheads_k ({k.shape[1]})")
-    _check_head_dims(head_dim, "q", require_padded)
-    if k.shape[2] != head_dim:
-        raise FlashAttnValueError(f"k head dim ({k.shape[2]}) must match q head dim ({head_dim})")
-    if v.shape[2] != head_dim:
-        raise FlashAttnValueError(f"v head dim ({v.shape[2]}) must match q head dim ({head_dim})")
-    _check_heads(nheads, k.shape[1])
-    _check_last_dim_contiguous((("q", q), ("k", k), ("v", v)))
+    _check_qkv_agreement(q, k, v, nheads, head_dim, "total_k", require_padded)
     for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
         _require_tensor(name, cu)
         if cu.dtype != torch.int32:
