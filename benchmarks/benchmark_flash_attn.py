@@ -52,7 +52,6 @@ BACKENDS = {
     "efficient": ("efficient", SDPBackend.EFFICIENT_ATTENTION),
 }
 DIRECTIONS = {"fwd": 1.0, "bwd": 2.5, "fwd_bwd": 3.5}  # FLOPs relative to the forward
-IMPLEMENTED_DIRECTIONS = ("fwd",)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 FULL_DIMS = (64, 128, 256)
@@ -101,23 +100,34 @@ def parse_int_list(text: str) -> list[int]:
     return out
 
 
-def make_fn(backend: str, q, k, v, causal: bool, direction: str):
-    """A zero-argument callable running one step of `direction` for `backend`."""
-    if direction not in IMPLEMENTED_DIRECTIONS:
-        raise NotImplementedError(f"--direction {direction} is not implemented yet (only: fwd)")
+def make_forward(backend: str, q, k, v, causal: bool):
+    """A zero-argument callable running the forward of `backend`; returns out as (b, s, h, d)."""
     if backend == "ours":
         if flash_attn_func is None:
             raise RuntimeError(f"flash_attn import failed: {FLASH_ATTN_IMPORT_ERROR}")
         return lambda: flash_attn_func(q, k, v, causal=causal)
     sdpa_backend = BACKENDS[backend][1]
-    # Same storage, (b, s, h, d) -> (b, h, s, d) views.
-    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def run():
+        # Same storage, (b, s, h, d) -> (b, h, s, d) views; the output goes back to (b, s, h, d).
         with sdpa_kernel(sdpa_backend):
-            return scaled_dot_product_attention(qt, kt, vt, is_causal=causal)
+            out = scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                               is_causal=causal)
+        return out.transpose(1, 2)
 
     return run
+
+
+def make_fn(backend: str, q, k, v, dout, causal: bool, direction: str):
+    """A zero-argument callable running one step of `direction` for `backend`: fwd returns out, the others
+    (dq, dk, dv). q, k, v require grad for bwd / fwd_bwd."""
+    forward = make_forward(backend, q, k, v, causal)
+    if direction == "fwd":
+        return forward
+    if direction == "fwd_bwd":
+        return lambda: torch.autograd.grad(forward(), (q, k, v), dout)
+    out = forward()  # bwd alone: one forward graph, replayed
+    return lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
 
 
 def time_ms(fn, warmup: int, reps: int) -> float:
@@ -165,16 +175,18 @@ def run_case(case: Case, backends, args, errors: dict) -> Result:
     dtype = DTYPES[args.dtype]
     g = torch.Generator(device="cuda").manual_seed(0)
     shape = (case.batch, case.seqlen, case.heads, case.dim)
-    q, k, v = (torch.randn(shape, device="cuda", dtype=dtype, generator=g) for _ in range(3))
+    grad = args.direction != "fwd"
+    q, k, v = (torch.randn(shape, device="cuda", dtype=dtype, generator=g).requires_grad_(grad) for _ in range(3))
+    dout = torch.randn(shape, device="cuda", dtype=dtype, generator=g)
     res = Result(case)
     ref = None
     for b in backends:
         try:
-            fn = make_fn(b, q, k, v, case.causal, args.direction)
+            fn = make_fn(b, q, k, v, dout, case.causal, args.direction)
             res.ms[b] = time_ms(fn, args.warmup, args.reps)
             if args.verify:
                 out = fn()
-                out = (out if b == "ours" else out.transpose(1, 2)).float()
+                out = (out if args.direction == "fwd" else out[0]).float()  # out, or dq
                 if b == backends[0]:
                     ref = out
                 elif ref is not None:
@@ -184,7 +196,7 @@ def run_case(case: Case, backends, args, errors: dict) -> Result:
             lines = str(e).strip().splitlines()
             msg = f"{type(e).__name__}: {lines[0][:300]}" if lines else type(e).__name__
             errors.setdefault(b, f"d={case.dim} s={case.seqlen} causal={case.causal}: {msg}")
-    del q, k, v
+    del q, k, v, dout
     return res
 
 
@@ -249,8 +261,6 @@ def main(argv=None) -> int:
 
     if args.reps < 10:
         ap.error("--reps must be >= 10")
-    if args.direction not in IMPLEMENTED_DIRECTIONS:
-        ap.error(f"--direction {args.direction} is not implemented yet (only: {', '.join(IMPLEMENTED_DIRECTIONS)})")
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown or not backends:

@@ -1,6 +1,6 @@
 // The torch binding: the only translation unit that includes torch headers. It validates tensors
 // (the Python layer has already checked arguments; these checks guard direct callers), fills a
-// flash::FwdParams and dispatches to the compiled kernels.
+// flash::FwdParams / flash::BwdParams and dispatches to the compiled kernels.
 #include <torch/extension.h>  // no ATen/cuda headers: they need cuSPARSE/cuBLAS headers that a bare toolkit lacks
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -174,10 +174,173 @@ std::vector<at::Tensor> mha_varlen_fwd(
   return finish(out, lse, q);
 }
 
+// ------------------------------------------------------------------------------------------------------
+// Backward
+// ------------------------------------------------------------------------------------------------------
+
+at::Tensor prepare_grad(std::optional<at::Tensor> const& grad_, at::Tensor const& like, char const* name) {
+  if (!grad_.has_value()) { return at::empty_like(like); }
+  at::Tensor grad = grad_.value();
+  check_input(grad, name, like, like.dim());
+  TORCH_CHECK(grad.sizes() == like.sizes(), "flash_attn: ", name, " must have the shape of its input ",
+              like.sizes(), ", got ", grad.sizes());
+  return grad;
+}
+
+void check_lse(at::Tensor const& lse, at::Tensor const& q, at::IntArrayRef expected) {
+  TORCH_CHECK(lse.scalar_type() == at::kFloat, "flash_attn: softmax_lse must be float32");
+  TORCH_CHECK(lse.is_cuda() && lse.device() == q.device(), "flash_attn: softmax_lse must be on q's device");
+  TORCH_CHECK(lse.sizes() == expected, "flash_attn: softmax_lse must have shape ", expected, ", got ", lse.sizes());
+  TORCH_CHECK(lse.stride(-1) == 1, "flash_attn: softmax_lse must have a contiguous last dim");
+}
+
+// Fills everything but the batch/varlen-specific strides; dq_accum is (.., rows, bucket) fp32.
+void set_bwd_params(flash::BwdParams& p, at::Tensor const& dout, at::Tensor const& q, at::Tensor const& k,
+                    at::Tensor const& v, at::Tensor const& out, at::Tensor const& lse, at::Tensor const& dq,
+                    at::Tensor const& dk, at::Tensor const& dv, at::Tensor const& dsum, at::Tensor const& dq_accum,
+                    at::Tensor const& semaphore, double softmax_scale, bool is_causal, bool deterministic) {
+  set_common_params(p, q, k, v, out, lse, softmax_scale, is_causal);
+  p.do_ptr = dout.data_ptr();
+  p.dq_ptr = dq.data_ptr();
+  p.dk_ptr = dk.data_ptr();
+  p.dv_ptr = dv.data_ptr();
+  p.do_row_stride = dout.stride(-3), p.do_head_stride = dout.stride(-2);
+  p.dq_row_stride = dq.stride(-3), p.dq_head_stride = dq.stride(-2);
+  p.dk_row_stride = dk.stride(-3), p.dk_head_stride = dk.stride(-2);
+  p.dv_row_stride = dv.stride(-3), p.dv_head_stride = dv.stride(-2);
+  p.dsum_ptr = dsum.data_ptr<float>();
+  p.dq_accum_ptr = dq_accum.data_ptr<float>();
+  p.dq_accum_row_stride = dq_accum.size(-1);
+  p.deterministic = deterministic;
+  p.dq_semaphore = deterministic ? semaphore.data_ptr<int>() : nullptr;
+}
+
+// One int32 turn counter per (batch, head, query block) for deterministic dQ accumulation; sized for the
+// smallest query block any backward tile configuration uses (16 rows).
+at::Tensor make_semaphore(bool deterministic, int64_t batch, int64_t num_heads, int64_t max_seqlen_q,
+                          at::Tensor const& q) {
+  if (!deterministic) { return at::empty({0}, q.options().dtype(at::kInt)); }
+  return at::zeros({batch, num_heads, (max_seqlen_q + 15) / 16}, q.options().dtype(at::kInt));
+}
+
+std::vector<at::Tensor> mha_bwd(at::Tensor const& dout, at::Tensor const& q, at::Tensor const& k,
+                                at::Tensor const& v, at::Tensor const& out, at::Tensor const& softmax_lse,
+                                std::optional<at::Tensor> dq_, std::optional<at::Tensor> dk_,
+                                std::optional<at::Tensor> dv_, std::optional<at::Tensor> alibi_slopes_,
+                                double p_dropout, double softmax_scale, bool is_causal, int64_t window_size_left,
+                                int64_t window_size_right, double softcap, bool deterministic,
+                                std::optional<at::Generator> gen_, std::optional<at::Tensor> rng_state) {
+  flash::DType const dtype = kernel_dtype(q.scalar_type());
+  check_input(q, "q", q, 4);
+  check_input(k, "k", q, 4);
+  check_input(v, "v", q, 4);
+  check_input(out, "out", q, 4);
+  check_input(dout, "dout", q, 4);
+  check_head_dims(q, k, v);
+  int64_t const batch = q.size(0), seqlen_q = q.size(1), num_heads = q.size(2);
+  int64_t const seqlen_k = k.size(1);
+  TORCH_CHECK(batch > 0, "flash_attn: batch size must be positive");
+  TORCH_CHECK(k.size(0) == batch && v.size(0) == batch, "flash_attn: q, k and v must have the same batch size");
+  TORCH_CHECK(v.size(1) == seqlen_k, "flash_attn: k and v must have the same sequence length");
+  TORCH_CHECK(out.sizes() == q.sizes() && dout.sizes() == q.sizes(), "flash_attn: out and dout must have q's shape");
+  check_lse(softmax_lse, q, {batch, num_heads, seqlen_q});
+  check_supported(p_dropout, is_causal, window_size_left, window_size_right, seqlen_k, softcap, alibi_slopes_);
+  (void)gen_;
+  (void)rng_state;
+
+  c10::cuda::CUDAGuard device_guard{q.device()};
+  at::Tensor dq = prepare_grad(dq_, q, "dq");
+  at::Tensor dk = prepare_grad(dk_, k, "dk");
+  at::Tensor dv = prepare_grad(dv_, v, "dv");
+  int64_t const seqlen_q_rounded = (seqlen_q + 127) / 128 * 128;
+  at::Tensor dsum = at::empty({batch, num_heads, seqlen_q_rounded}, q.options().dtype(at::kFloat));
+  if (seqlen_q == 0 || seqlen_k == 0) {  // nothing attends: every gradient is zero
+    dq.zero_(), dk.zero_(), dv.zero_(), dsum.zero_();
+    return {dq, dk, dv, dsum};
+  }
+  int64_t const bucket = flash::head_dim_bucket(static_cast<int>(q.size(-1)));
+  at::Tensor dq_accum = at::empty({batch, num_heads, seqlen_q, bucket}, q.options().dtype(at::kFloat));
+  at::Tensor semaphore = make_semaphore(deterministic, batch, num_heads, seqlen_q, q);
+
+  flash::BwdParams p;
+  set_bwd_params(p, dout, q, k, v, out, softmax_lse, dq, dk, dv, dsum, dq_accum, semaphore, softmax_scale,
+                 is_causal, deterministic);
+  p.q_batch_stride = q.stride(0), p.k_batch_stride = k.stride(0), p.v_batch_stride = v.stride(0);
+  p.o_batch_stride = out.stride(0), p.do_batch_stride = dout.stride(0);
+  p.dq_batch_stride = dq.stride(0), p.dk_batch_stride = dk.stride(0), p.dv_batch_stride = dv.stride(0);
+  p.lse_batch_stride = softmax_lse.stride(0), p.lse_head_stride = softmax_lse.stride(1);
+  p.dsum_batch_stride = dsum.stride(0), p.dsum_head_stride = dsum.stride(1);
+  p.dq_accum_batch_stride = dq_accum.stride(0), p.dq_accum_head_stride = dq_accum.stride(1);
+  p.batch = static_cast<int>(batch);
+  p.seqlen_q = static_cast<int>(seqlen_q);
+  p.seqlen_k = static_cast<int>(seqlen_k);
+  flash::run_bwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream());
+  return {dq, dk, dv, dsum};
+}
+
+std::vector<at::Tensor> mha_varlen_bwd(
+    at::Tensor const& dout, at::Tensor const& q, at::Tensor const& k, at::Tensor const& v, at::Tensor const& out,
+    at::Tensor const& softmax_lse, std::optional<at::Tensor> dq_, std::optional<at::Tensor> dk_,
+    std::optional<at::Tensor> dv_, at::Tensor const& cu_seqlens_q, at::Tensor const& cu_seqlens_k,
+    std::optional<at::Tensor> alibi_slopes_, int64_t max_seqlen_q, int64_t max_seqlen_k, double p_dropout,
+    double softmax_scale, bool zero_tensors, bool is_causal, int64_t window_size_left, int64_t window_size_right,
+    double softcap, bool deterministic, std::optional<at::Generator> gen_, std::optional<at::Tensor> rng_state) {
+  flash::DType const dtype = kernel_dtype(q.scalar_type());
+  check_input(q, "q", q, 3);
+  check_input(k, "k", q, 3);
+  check_input(v, "v", q, 3);
+  check_input(out, "out", q, 3);
+  check_input(dout, "dout", q, 3);
+  check_head_dims(q, k, v);
+  check_cu_seqlens(cu_seqlens_q, "cu_seqlens_q", q);
+  check_cu_seqlens(cu_seqlens_k, "cu_seqlens_k", q);
+  int64_t const batch = cu_seqlens_q.numel() - 1;
+  TORCH_CHECK(batch > 0, "flash_attn: cu_seqlens_q must have at least 2 entries");
+  TORCH_CHECK(cu_seqlens_k.numel() == batch + 1, "flash_attn: cu_seqlens_k must have the same length as cu_seqlens_q");
+  TORCH_CHECK(v.size(0) == k.size(0), "flash_attn: k and v must have the same number of tokens");
+  TORCH_CHECK(max_seqlen_q >= 0 && max_seqlen_k >= 0, "flash_attn: max_seqlen_q/k must be non-negative");
+  TORCH_CHECK(out.sizes() == q.sizes() && dout.sizes() == q.sizes(), "flash_attn: out and dout must have q's shape");
+  int64_t const total_q = q.size(0), num_heads = q.size(1);
+  check_lse(softmax_lse, q, {num_heads, total_q});
+  check_supported(p_dropout, is_causal, window_size_left, window_size_right, max_seqlen_k, softcap, alibi_slopes_);
+  (void)gen_;
+  (void)rng_state;
+
+  c10::cuda::CUDAGuard device_guard{q.device()};
+  at::Tensor dq = prepare_grad(dq_, q, "dq");
+  at::Tensor dk = prepare_grad(dk_, k, "dk");
+  at::Tensor dv = prepare_grad(dv_, v, "dv");
+  at::Tensor dsum = at::empty({num_heads, total_q + 128 * batch}, q.options().dtype(at::kFloat));
+  if (zero_tensors) { dq.zero_(), dk.zero_(), dv.zero_(), dsum.zero_(); }
+  if (total_q == 0 || k.size(0) == 0 || max_seqlen_q == 0 || max_seqlen_k == 0) {
+    dq.zero_(), dk.zero_(), dv.zero_(), dsum.zero_();
+    return {dq, dk, dv, dsum};
+  }
+  int64_t const bucket = flash::head_dim_bucket(static_cast<int>(q.size(-1)));
+  at::Tensor dq_accum = at::empty({num_heads, total_q, bucket}, q.options().dtype(at::kFloat));
+  at::Tensor semaphore = make_semaphore(deterministic, batch, num_heads, max_seqlen_q, q);
+
+  flash::BwdParams p;
+  set_bwd_params(p, dout, q, k, v, out, softmax_lse, dq, dk, dv, dsum, dq_accum, semaphore, softmax_scale,
+                 is_causal, deterministic);
+  p.lse_head_stride = softmax_lse.stride(0);
+  p.dsum_head_stride = dsum.stride(0);
+  p.dq_accum_head_stride = dq_accum.stride(0);
+  p.cu_seqlens_q = cu_seqlens_q.data_ptr<int>();
+  p.cu_seqlens_k = cu_seqlens_k.data_ptr<int>();
+  p.batch = static_cast<int>(batch);
+  p.seqlen_q = static_cast<int>(max_seqlen_q);
+  p.seqlen_k = static_cast<int>(max_seqlen_k);
+  flash::run_bwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream());
+  return {dq, dk, dv, dsum};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "flash_attn CUDA kernels (FlashAttention-2 API)";
   m.def("fwd", &mha_fwd, "Forward pass (dense)");
   m.def("varlen_fwd", &mha_varlen_fwd, "Forward pass (variable-length sequences)");
+  m.def("bwd", &mha_bwd, "Backward pass (dense)");
+  m.def("varlen_bwd", &mha_varlen_bwd, "Backward pass (variable-length sequences)");
 }

@@ -164,23 +164,68 @@ def _flash_attn_varlen_forward_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seq
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Backward ops (same schema as flash-attn 2.8: write dq/dk/dv in place, return softmax_d). The kernels arrive
-# with issue 4; until then the real bodies raise. Registering them now lets the autograd.Functions' backward
-# trace under torch.compile (training-style inputs that require grad) and fixes the interface issue 4 fills in.
+# Backward ops (same schema as flash-attn 2.8: write dq/dk/dv in place, return softmax_d = rowsum(dout * out),
+# dense (b, h, round128(sq)), varlen (h, total_q + 128 * b)).
 # ----------------------------------------------------------------------------------------------------------
 
-BWD_NOT_IMPLEMENTED = "flash_attn backward is not implemented yet (issue 4)"
+
+def _poison_grads(*grads):
+    if os.environ.get(POISON_ENV, "0") not in ("", "0"):
+        for g in grads:
+            if g is not None:
+                g.fill_(float("nan"))
+
+
+def _zero_grads(*grads):
+    for g in grads:
+        if g is not None:
+            g.zero_()
 
 
 def _launch_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, softmax_scale, causal, window_size_left,
                 window_size_right, softcap, alibi_slopes, deterministic, rng_state):
-    raise NotImplementedError(BWD_NOT_IMPLEMENTED)
+    _checks.check_dense_tensors(q, k, v, require_padded=True)
+    _checks.check_devices(
+        q, (("k", k), ("v", v), ("dout", dout), ("out", out), ("softmax_lse", softmax_lse), ("dq", dq), ("dk", dk),
+            ("dv", dv), ("alibi_slopes", alibi_slopes)),
+    )
+    _checks.check_build(q.dtype, q.shape[-1], q.device)
+    b, sq, h, _ = q.shape
+    if sq == 0 or k.shape[1] == 0:  # nothing attends: zero gradients, no launch
+        _zero_grads(dq, dk, dv)
+        return torch.zeros((b, h, _round128(sq)), dtype=torch.float32, device=q.device)
+    _poison_grads(dq, dk, dv)
+    ext = _require_extension()
+    _, _, _, softmax_d = ext.bwd(
+        dout, q, k, v, out, softmax_lse, dq, dk, dv, alibi_slopes, dropout_p, softmax_scale, causal,
+        window_size_left, window_size_right, softcap, deterministic, None, rng_state,
+    )
+    return softmax_d
 
 
 def _launch_varlen_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                        max_seqlen_k, dropout_p, softmax_scale, causal, window_size_left, window_size_right, softcap,
                        alibi_slopes, deterministic, rng_state, zero_tensors):
-    raise NotImplementedError(BWD_NOT_IMPLEMENTED)
+    _checks.check_varlen_tensors(q, k, v, cu_seqlens_q, cu_seqlens_k, require_padded=True)
+    _checks.check_devices(
+        q, (("k", k), ("v", v), ("dout", dout), ("out", out), ("softmax_lse", softmax_lse), ("dq", dq), ("dk", dk),
+            ("dv", dv), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k),
+            ("alibi_slopes", alibi_slopes)),
+    )
+    _checks.check_build(q.dtype, q.shape[-1], q.device)
+    total_q, h, _ = q.shape
+    batch = cu_seqlens_q.shape[0] - 1
+    if total_q == 0 or k.shape[0] == 0 or max_seqlen_q == 0 or max_seqlen_k == 0:
+        _zero_grads(dq, dk, dv)
+        return torch.zeros((h, total_q + 128 * batch), dtype=torch.float32, device=q.device)
+    _poison_grads(dq, dk, dv)
+    ext = _require_extension()
+    _, _, _, softmax_d = ext.varlen_bwd(
+        dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k, alibi_slopes, max_seqlen_q,
+        max_seqlen_k, dropout_p, softmax_scale, zero_tensors, causal, window_size_left, window_size_right, softcap,
+        deterministic, None, rng_state,
+    )
+    return softmax_d
 
 
 def _round128(x):

@@ -1,4 +1,4 @@
-"""Public flash_attn 2.x functions (forward; backward arrives with issue 4).
+"""Public flash_attn 2.x functions with autograd (forward and backward kernels).
 
 Each public function hands its arguments to a ``torch.autograd.Function`` whose forward validates them
 (flash_attn._checks), pads the head dim to a multiple of 8, calls the ``flash_attn::*`` custom op and

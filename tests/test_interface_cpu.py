@@ -124,17 +124,6 @@ def test_noncontiguous_inputs(ref_launcher):
     _close(out, _ref(q, k, v)[0])
 
 
-def test_backward_not_implemented(ref_launcher):
-    q = _rand(1, 4, 2, 16, seed=14).requires_grad_()
-    out = flash_attn_func(q, q, q)
-    assert out.requires_grad
-    with pytest.raises(NotImplementedError, match=r"flash_attn backward is not implemented yet \(issue 4\)"):
-        out.sum().backward()
-    qkv = _rand(1, 4, 3, 2, 16, seed=15).requires_grad_()
-    with pytest.raises(NotImplementedError, match="backward"):
-        flash_attn_qkvpacked_func(qkv).sum().backward()
-
-
 def test_no_grad_saves_nothing(ref_launcher):
     q = _rand(1, 4, 2, 16, seed=16).requires_grad_()
     with torch.no_grad():
@@ -175,18 +164,20 @@ def test_compile_fullgraph_varlen_and_packed(ref_launcher):
         torch.testing.assert_close(x, y)
 
 
-def test_compile_fullgraph_with_grad_inputs(ref_launcher):
-    # Training-style call (inputs require grad): forward and backward must trace in one graph; the backward
-    # op then raises at run time until issue 4.
+def test_compile_fullgraph_with_grad_inputs(ref_launcher_bwd):
+    # Training-style call (inputs require grad): forward and backward trace without graph breaks and give the
+    # eager gradients.
     torch._dynamo.reset()
     # (distinct tensors: dynamo cannot trace autograd.Function.apply with one tensor passed as q, k and v)
     q, k, v = (_rand(1, 4, 2, 16, seed=s).requires_grad_() for s in (21, 30, 31))
     compiled = torch.compile(lambda q, k, v: flash_attn_func(q, k, v, causal=True), fullgraph=True,
                              backend="aot_eager")
     out = compiled(q, k, v)
-    torch.testing.assert_close(out, flash_attn_func(q, k, v, causal=True))
-    with pytest.raises(NotImplementedError, match=r"backward is not implemented yet \(issue 4\)"):
-        out.sum().backward()
+    eager = flash_attn_func(q, k, v, causal=True)
+    torch.testing.assert_close(out, eager)
+    grads = torch.autograd.grad(out.sum(), (q, k, v))
+    for g, ref in zip(grads, torch.autograd.grad(eager.sum(), (q, k, v))):
+        torch.testing.assert_close(g, ref)
 
 
 def _grads(fn, *xs):

@@ -7,7 +7,7 @@
 #   BUILD=0 TESTS=0 BENCH_ARGS="--dims 128 --verify" bash tools/gpu_check.sh
 #
 # Environment:
-#   OUT             log folder (default /tmp/out): env.log build.log tests.log bench.log bench.md bench.csv summary.log
+#   OUT             log folder (default /tmp/out): env.log build.log tests.log bench.log bench_<direction>.{md,csv} summary.log
 #   MAX_JOBS        parallel compile jobs (default 16); FLASH_ATTN_CUDA_ARCHS / _HEADDIMS / _DTYPES narrow the build
 #   NVCC_THREADS    passed through to setup.py (nvcc --threads) if set
 #   BUILD           inplace (default: python3 setup.py build_ext --inplace, incremental via build/),
@@ -15,6 +15,7 @@
 #   TESTS           1 (default) or 0;   PYTEST_ARGS   extra pytest arguments (e.g. "-x -k fwd", "-m slow")
 #   TESTS_TIMEOUT   seconds for pytest (default: none)
 #   BENCH           quick (default), full, 0;   BENCH_ARGS   extra benchmark arguments
+#   BENCH_DIRECTIONS  space-separated benchmark directions (default "fwd"; e.g. "fwd fwd_bwd bwd")
 #
 # The machine has no network: the CUTLASS wheel travels in .whl/ (gitignored; prepare it once with
 #   echo /.whl/ >> .git/info/exclude && pip download --no-deps -d .whl nvidia-cutlass==4.2.0.0
@@ -102,13 +103,18 @@ fi
 if [[ "$BENCH" != 0 && "$build_status" != FAILED* ]]; then
     bench_args=()
     [[ "$BENCH" != full ]] && bench_args+=(--quick)
-    section "benchmark: benchmarks/benchmark_flash_attn.py ${bench_args[*]} ${BENCH_ARGS:-}" | tee "$OUT/bench.log"
-    rm -f "$OUT/bench.md"
-    # shellcheck disable=SC2086
-    python3 benchmarks/benchmark_flash_attn.py "${bench_args[@]}" ${BENCH_ARGS:-} \
-        --output "$OUT/bench.md" --csv "$OUT/bench.csv" 2>&1 | tee -a "$OUT/bench.log"
-    rc=$?
-    if [[ $rc -eq 0 ]]; then bench_status="ok"; else bench_status="FAILED (rc $rc)"; fi
+    bench_status="ok"
+    : > "$OUT/bench.log"
+    for direction in ${BENCH_DIRECTIONS:-fwd}; do
+        section "benchmark: benchmarks/benchmark_flash_attn.py --direction $direction ${bench_args[*]} ${BENCH_ARGS:-}" \
+            | tee -a "$OUT/bench.log"
+        rm -f "$OUT/bench_$direction.md"
+        # shellcheck disable=SC2086
+        python3 benchmarks/benchmark_flash_attn.py --direction "$direction" "${bench_args[@]}" ${BENCH_ARGS:-} \
+            --output "$OUT/bench_$direction.md" --csv "$OUT/bench_$direction.csv" 2>&1 | tee -a "$OUT/bench.log"
+        rc=$?
+        [[ $rc -ne 0 ]] && bench_status="FAILED (rc $rc, $direction)"
+    done
 fi
 
 # --- summary ---------------------------------------------------------------------------------------
@@ -128,11 +134,13 @@ fi
         echo
         grep -E '^(FAILED|ERROR) ' "$OUT/tests.log" | head -20
     fi
-    if [[ -s "$OUT/bench.md" ]]; then
-        echo
-        cat "$OUT/bench.md"
-        grep -E '^- .* failed' "$OUT/bench.log" || true
-    fi
+    for direction in ${BENCH_DIRECTIONS:-fwd}; do
+        if [[ -s "$OUT/bench_$direction.md" ]]; then
+            echo
+            cat "$OUT/bench_$direction.md"
+        fi
+    done
+    grep -E '^- .* failed' "$OUT/bench.log" 2>/dev/null || true
     echo
     echo "total $(( $(date +%s) - T0 ))s; logs in $OUT"
 } 2>&1 | tee "$OUT/summary.log"

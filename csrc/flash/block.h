@@ -21,6 +21,19 @@ struct BlockRange {
     }
   }
 
+  // The inverse, for the backward pass: half-open range [m_block_min, m_block_max) of query blocks
+  // that see key block n_block. Query block m is in it exactly when n_block is in key_blocks(m).
+  CUTLASS_DEVICE static void query_blocks(int n_block, int seqlen_q, int seqlen_k,
+                                          int& m_block_min, int& m_block_max) {
+    m_block_min = 0;
+    m_block_max = (seqlen_q + kBlockM - 1) / kBlockM;
+    if constexpr (kIsCausal) {
+      // First query row that sees the block's first key: n_block*kBlockN - (seqlen_k - seqlen_q).
+      int const first_row = n_block * kBlockN - seqlen_k + seqlen_q;
+      m_block_min = first_row <= 0 ? 0 : first_row / kBlockM;
+    }
+  }
+
   // A key block needs element-wise masking when it crosses the sequence end or the causal diagonal.
   CUTLASS_DEVICE static bool needs_mask(int m_block, int n_block, int seqlen_q, int seqlen_k) {
     bool const crosses_end = (n_block + 1) * kBlockN > seqlen_k;

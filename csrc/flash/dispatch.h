@@ -1,4 +1,5 @@
-// Static switches from runtime (dtype, head dim, causal) to the compiled kernel instantiations.
+// Static switches from runtime (dtype, head dim, causal) to the compiled kernel instantiations,
+// shared by the forward and backward entry points.
 // Only kernels selected at build time (FLASH_ATTN_HDIM_<d>, FLASH_ATTN_DTYPE_<t> defines from
 // setup.py) are referenced; any other combination throws with the variable that would build it.
 // Host-only: included by the torch binding, which must not see CuTe device code.
@@ -20,7 +21,9 @@ enum class DType { kFloat16, kBFloat16 };
 namespace sm80 {
 template <class Element, int kHeadDim, bool kIsCausal>
 void run_fwd(FwdParams const& params, cudaStream_t stream);
-}
+template <class Element, int kHeadDim, bool kIsCausal>
+void run_bwd(BwdParams const& params, cudaStream_t stream);
+}  // namespace sm80
 
 // Smallest compiled-for bucket that holds head_dim (already a multiple of 8).
 inline int head_dim_bucket(int head_dim) {
@@ -35,56 +38,71 @@ inline int head_dim_bucket(int head_dim) {
                            " including \"" + value + "\" (e.g. " + variable + "=\"" + value + "\")");
 }
 
-template <class Element, int kHeadDim>
-void run_fwd_causal_switch(FwdParams const& params, cudaStream_t stream) {
-  if (params.is_causal) {
-    sm80::run_fwd<Element, kHeadDim, true>(params, stream);
+// Calls fn.template operator()<Element, kHeadDim, kIsCausal>() for the compiled kernel that serves
+// (dtype, head_dim, is_causal); throws, naming the build variable, when it was not built.
+template <class Element, int kHeadDim, class Fn>
+void dispatch_causal(bool is_causal, Fn&& fn) {
+  if (is_causal) {
+    fn.template operator()<Element, kHeadDim, true>();
   } else {
-    sm80::run_fwd<Element, kHeadDim, false>(params, stream);
+    fn.template operator()<Element, kHeadDim, false>();
   }
 }
 
-template <class Element>
-void run_fwd_hdim_switch(FwdParams const& params, cudaStream_t stream) {
-  int const bucket = head_dim_bucket(params.head_dim);
+template <class Element, class Fn>
+void dispatch_hdim(int head_dim, bool is_causal, Fn&& fn) {
+  int const bucket = head_dim_bucket(head_dim);
   switch (bucket) {
 #ifdef FLASH_ATTN_HDIM_32
-    case 32: return run_fwd_causal_switch<Element, 32>(params, stream);
+    case 32: return dispatch_causal<Element, 32>(is_causal, fn);
 #endif
 #ifdef FLASH_ATTN_HDIM_64
-    case 64: return run_fwd_causal_switch<Element, 64>(params, stream);
+    case 64: return dispatch_causal<Element, 64>(is_causal, fn);
 #endif
 #ifdef FLASH_ATTN_HDIM_96
-    case 96: return run_fwd_causal_switch<Element, 96>(params, stream);
+    case 96: return dispatch_causal<Element, 96>(is_causal, fn);
 #endif
 #ifdef FLASH_ATTN_HDIM_128
-    case 128: return run_fwd_causal_switch<Element, 128>(params, stream);
+    case 128: return dispatch_causal<Element, 128>(is_causal, fn);
 #endif
 #ifdef FLASH_ATTN_HDIM_192
-    case 192: return run_fwd_causal_switch<Element, 192>(params, stream);
+    case 192: return dispatch_causal<Element, 192>(is_causal, fn);
 #endif
 #ifdef FLASH_ATTN_HDIM_256
-    case 256: return run_fwd_causal_switch<Element, 256>(params, stream);
+    case 256: return dispatch_causal<Element, 256>(is_causal, fn);
 #endif
     default: break;
   }
   throw_not_built("FLASH_ATTN_HEADDIMS", std::to_string(bucket), "head dim " + std::to_string(bucket));
 }
 
-inline void run_fwd(FwdParams const& params, DType dtype, cudaStream_t stream) {
+template <class Fn>
+void dispatch_kernel(DType dtype, int head_dim, bool is_causal, Fn&& fn) {
   if (dtype == DType::kFloat16) {
 #ifdef FLASH_ATTN_DTYPE_FP16
-    return run_fwd_hdim_switch<cutlass::half_t>(params, stream);
+    return dispatch_hdim<cutlass::half_t>(head_dim, is_causal, fn);
 #else
     throw_not_built("FLASH_ATTN_DTYPES", "fp16", "fp16");
 #endif
   } else {
 #ifdef FLASH_ATTN_DTYPE_BF16
-    return run_fwd_hdim_switch<cutlass::bfloat16_t>(params, stream);
+    return dispatch_hdim<cutlass::bfloat16_t>(head_dim, is_causal, fn);
 #else
     throw_not_built("FLASH_ATTN_DTYPES", "bf16", "bf16");
 #endif
   }
+}
+
+inline void run_fwd(FwdParams const& params, DType dtype, cudaStream_t stream) {
+  dispatch_kernel(dtype, params.head_dim, params.is_causal, [&]<class Element, int kHeadDim, bool kIsCausal>() {
+    sm80::run_fwd<Element, kHeadDim, kIsCausal>(params, stream);
+  });
+}
+
+inline void run_bwd(BwdParams const& params, DType dtype, cudaStream_t stream) {
+  dispatch_kernel(dtype, params.head_dim, params.is_causal, [&]<class Element, int kHeadDim, bool kIsCausal>() {
+    sm80::run_bwd<Element, kHeadDim, kIsCausal>(params, stream);
+  });
 }
 
 }  // namespace flash

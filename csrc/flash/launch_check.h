@@ -29,4 +29,20 @@ inline void check_smem_fits(int bytes, char const* what) {
   }
 }
 
+#ifdef __CUDACC__
+// Launches a kernel that takes its parameter block by value, opting in to more than 48 KB of dynamic
+// shared memory when it needs it.
+template <int kSmemBytes, class Params>
+void launch_with_smem(void (*kernel)(Params), dim3 grid, int threads, Params const& params, cudaStream_t stream,
+                      char const* what) {
+  if constexpr (kSmemBytes > 48 * 1024) {
+    check_smem_fits(kSmemBytes, what);
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes),
+               "cudaFuncSetAttribute (kernel shared memory)");
+  }
+  kernel<<<grid, threads, kSmemBytes, stream>>>(params);
+  check_cuda(cudaGetLastError(), what);
+}
+#endif
+
 }  // namespace flash

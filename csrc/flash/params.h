@@ -41,4 +41,31 @@ struct FwdParams {
   bool is_causal = false;
 };
 
+// Backward: the forward's inputs and saved outputs plus the incoming gradient dO and the gradients.
+// dq/dk/dv may be strided views (e.g. slices of a packed dqkv buffer).
+struct BwdParams : FwdParams {
+  void const* __restrict__ do_ptr = nullptr;
+  void* __restrict__ dq_ptr = nullptr;
+  void* __restrict__ dk_ptr = nullptr;
+  void* __restrict__ dv_ptr = nullptr;
+  int64_t do_batch_stride = 0, do_row_stride = 0, do_head_stride = 0;
+  int64_t dq_batch_stride = 0, dq_row_stride = 0, dq_head_stride = 0;
+  int64_t dk_batch_stride = 0, dk_row_stride = 0, dk_head_stride = 0;
+  int64_t dv_batch_stride = 0, dv_row_stride = 0, dv_head_stride = 0;
+
+  // D = rowsum(dO * O) per (batch, head, query row), fp32; laid out like lse with its own strides.
+  float* __restrict__ dsum_ptr = nullptr;
+  int64_t dsum_batch_stride = 0, dsum_head_stride = 0;
+
+  // fp32 dQ accumulator, rows of dq_accum_row_stride (= the head-dim bucket) elements:
+  // dense (b, h, seqlen_q, bucket), varlen (h, total_q, bucket).
+  float* __restrict__ dq_accum_ptr = nullptr;
+  int64_t dq_accum_batch_stride = 0, dq_accum_row_stride = 0, dq_accum_head_stride = 0;
+
+  // deterministic: key blocks add their dQ contributions in key-block order, sequenced by one int32
+  // counter per (batch, head, query block) (zero-initialised, laid out (b, h, num_m_blocks)).
+  bool deterministic = false;
+  int* __restrict__ dq_semaphore = nullptr;
+};
+
 }  // namespace flash

@@ -80,4 +80,18 @@ struct OnlineSoftmax {
   }
 };
 
+// Backward: recomputes the normalised probabilities P = exp(scale * s - lse) of a score tile from the
+// forward's lse, in place. lse_log2 holds lse * log2(e) per row; +inf (a row that saw no key, or a
+// padding row past the sequence end) gives P = 0, as do masked (-inf) scores.
+template <class Scores, class LseLog2>
+CUTLASS_DEVICE void scores_to_probs(Scores& scores, LseLog2 const& lse_log2, float scale_log2) {
+  using namespace cute;
+  CUTE_UNROLL
+  for (int r = 0; r < size<0>(scores); ++r) {
+    float const row_lse = lse_log2(r);
+    CUTE_UNROLL
+    for (int c = 0; c < size<1>(scores); ++c) { scores(r, c) = exp2f(scores(r, c) * scale_log2 - row_lse); }
+  }
+}
+
 }  // namespace flash

@@ -5,8 +5,8 @@
 
 #include <cute/tensor.hpp>
 
-#include "copy.h"
 #include "fragment_layouts.h"
+#include "tile_store.h"
 
 namespace flash::sm80 {
 
@@ -28,10 +28,7 @@ struct FwdEpilogue {
 
     // Registers -> shared memory. The caller has synchronised since the last read of Q.
     Tensor sO = make_tensor(make_smem_ptr(smem), typename Traits::SmemLayoutO{});
-    Tensor rO = convert_fragment<Element>(acc_o);
-    auto smem_copy_o = make_tiled_copy_C(typename Traits::SmemCopyAtomO{}, tiled_mma);
-    auto smem_thr_copy_o = smem_copy_o.get_thread_slice(tidx);
-    copy(smem_copy_o, smem_thr_copy_o.retile_S(rO), smem_thr_copy_o.partition_D(sO));
+    acc_to_smem<Element>(tiled_mma, acc_o, sO, tidx);
 
     // lse: rows this thread holds; only the lane holding column 0 of a row writes it.
     Tensor cO = make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{});
@@ -47,16 +44,7 @@ struct FwdEpilogue {
     __syncthreads();
 
     // Shared memory -> global memory, 16 bytes per access.
-    typename Traits::GmemTiledCopyO gmem_copy_o;
-    auto gmem_thr_copy_o = gmem_copy_o.get_thread_slice(tidx);
-    Tensor tOsO = gmem_thr_copy_o.partition_S(sO);
-    Tensor tOgO = gmem_thr_copy_o.partition_D(gO);
-    Tensor tOrO = make_tensor<Element>(shape(tOgO));
-    copy(gmem_copy_o, tOsO, tOrO);
-    Tensor tOcO = gmem_thr_copy_o.partition_D(cO);
-    Tensor col_pred = make_col_predicate(tOcO, head_dim);
-    copy_tile<kEvenCols, /*kCheckRows=*/true, /*kZeroFill=*/false>(gmem_copy_o, tOrO, tOgO, tOcO, col_pred,
-                                                                   rows_left);
+    smem_to_gmem<kEvenCols>(typename Traits::GmemTiledCopyO{}, sO, gO, rows_left, head_dim, tidx);
   }
 };
 

@@ -17,17 +17,6 @@
 
 namespace flash::sm80 {
 
-template <class Kernel, int kSmemBytes>
-void launch_fwd_kernel(Kernel kernel, dim3 grid, int threads, FwdParams const& params, cudaStream_t stream) {
-  if constexpr (kSmemBytes > 48 * 1024) {
-    check_smem_fits(kSmemBytes, "flash_attn forward");
-    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes),
-               "cudaFuncSetAttribute (forward kernel shared memory)");
-  }
-  kernel<<<grid, threads, kSmemBytes, stream>>>(params);
-  check_cuda(cudaGetLastError(), "flash_attn forward kernel launch");
-}
-
 template <class Element, int kHeadDim, bool kIsCausal>
 void run_fwd(FwdParams const& params, cudaStream_t stream) {
   using Config = FwdTileConfig<kHeadDim, kIsCausal>;
@@ -39,13 +28,10 @@ void run_fwd(FwdParams const& params, cudaStream_t stream) {
     throw std::runtime_error("flash_attn forward: too many query blocks x batch or heads for one launch");
   }
   dim3 const grid(static_cast<unsigned>(num_ctas), params.num_heads);
-  if (params.head_dim == kHeadDim) {
-    launch_fwd_kernel<decltype(&fwd_kernel<Traits, kIsCausal, true>), Traits::kSmemBytes>(
-        &fwd_kernel<Traits, kIsCausal, true>, grid, Traits::kNThreads, params, stream);
-  } else {
-    launch_fwd_kernel<decltype(&fwd_kernel<Traits, kIsCausal, false>), Traits::kSmemBytes>(
-        &fwd_kernel<Traits, kIsCausal, false>, grid, Traits::kNThreads, params, stream);
-  }
+  // Full-width head dims skip the column predicates.
+  auto const kernel = params.head_dim == kHeadDim ? &fwd_kernel<Traits, kIsCausal, true>
+                                                  : &fwd_kernel<Traits, kIsCausal, false>;
+  launch_with_smem<Traits::kSmemBytes>(kernel, grid, Traits::kNThreads, params, stream, "flash_attn forward kernel");
 }
 
 }  // namespace flash::sm80

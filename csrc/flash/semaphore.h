@@ -1,0 +1,37 @@
+// Turn-taking between CTAs through an int32 counter in global memory, for deterministic accumulation:
+// the CTA whose turn it is adds its contribution, then hands the turn to the next. Only thread 0 spins;
+// the barriers extend its acquire/release to the whole CTA.
+//
+// Deadlock freedom relies on turns being granted in launch order: a CTA only ever waits for CTAs with a
+// lower linear block index, which the hardware has already made resident (or finished).
+#pragma once
+
+#include <cutlass/cutlass.h>
+
+namespace flash {
+
+CUTLASS_DEVICE int load_acquire(int const* ptr) {
+  int value;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(value) : "l"(ptr) : "memory");
+  return value;
+}
+
+CUTLASS_DEVICE void store_release(int* ptr, int value) {
+  asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(ptr), "r"(value) : "memory");
+}
+
+CUTLASS_DEVICE void wait_for_turn(int const* counter, int turn) {
+  if (threadIdx.x == 0) {
+    while (load_acquire(counter) != turn) {}
+  }
+  __syncthreads();
+}
+
+// Every thread's earlier global writes (including reductions) become visible before the next turn starts.
+CUTLASS_DEVICE void pass_turn(int* counter, int next_turn) {
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) { store_release(counter, next_turn); }
+}
+
+}  // namespace flash

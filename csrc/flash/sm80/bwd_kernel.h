@@ -1,0 +1,309 @@
+// FlashAttention backward on sm80 instructions (cp.async, ldmatrix, mma.sync); runs on sm80+.
+//
+// One CTA owns one key block of one (batch, kv head): K and V stay in shared memory while the CTA walks
+// every query block that sees them, for every query head of the GQA group. Per step it recomputes
+// P = exp(scale·Q·Kᵀ - lse) from the forward's lse, then
+//   dP = dO·Vᵀ,  dS = P ∘ (dP - D)  with D = rowsum(dO ∘ O) (bwd_prep.h),
+//   dV += Pᵀ·dO, dK += dSᵀ·Q         accumulated in registers across all steps (so GQA groups sum there),
+//   dQ += dS·K                        added to an fp32 accumulator in global memory (bwd_prep.h converts it).
+// P and dS go through shared memory because the dV/dK/dQ MMAs read them transposed or with another warp
+// tiling. With params.deterministic the dQ additions of the key blocks are sequenced in key-block order.
+#pragma once
+
+#include <cmath>
+
+#include <cute/tensor.hpp>
+
+#include "../block.h"
+#include "../mask.h"
+#include "../params.h"
+#include "../semaphore.h"
+#include "../seqlen.h"
+#include "../softmax.h"
+#include "copy.h"
+#include "fragment_layouts.h"
+#include "gemm.h"
+#include "tile_store.h"
+
+namespace flash::sm80 {
+
+using namespace cute;
+
+template <class Traits, bool kIsCausal, bool kEvenCols>
+struct BwdKernel {
+  using Element = typename Traits::Element;
+  static constexpr int kBlockM = Traits::kBlockM;
+  static constexpr int kBlockN = Traits::kBlockN;
+  static constexpr int kHeadDim = Traits::kHeadDim;
+  static constexpr int kStages = Traits::kStages;
+  using Range = BlockRange<kBlockM, kBlockN, kIsCausal>;
+  using TileQ = Shape<Int<kBlockM>, Int<kHeadDim>>;
+  using TileK = Shape<Int<kBlockN>, Int<kHeadDim>>;
+  using TileS = Shape<Int<kBlockM>, Int<kBlockN>>;
+
+  CUTE_DEVICE static void run(BwdParams const& params, char* smem) {
+    int const tidx = threadIdx.x;
+    // grid = (n_blocks * batch, kv heads); key blocks of one sequence are consecutive, so the dQ turn order
+    // (key-block order) is also the launch order.
+    int const num_n_blocks = (params.seqlen_k + kBlockN - 1) / kBlockN;
+    int const batch = int(blockIdx.x) / num_n_blocks;
+    int const n_block = int(blockIdx.x) - batch * num_n_blocks;
+    int const kv_head = blockIdx.y;
+
+    SeqlenInfo const seq(params, batch);
+    int const key_base = n_block * kBlockN;
+    if (key_base >= seq.seqlen_k) { return; }
+    int const keys_left = seq.seqlen_k - key_base;
+    int m_block_min, m_block_max;
+    Range::query_blocks(n_block, seq.seqlen_q, seq.seqlen_k, m_block_min, m_block_max);
+    int const num_m_steps = m_block_max > m_block_min ? m_block_max - m_block_min : 0;
+    int const num_steps = num_m_steps * params.head_ratio;  // every query head of the group
+    int const num_m_blocks_total = (params.seqlen_q + kBlockM - 1) / kBlockM;
+
+    // Global tiles of this key block.
+    auto kv_tile = [&](void const* base, int64_t batch_stride, int64_t row_stride, int64_t head_stride) {
+      Element const* ptr = static_cast<Element const*>(base) + seq.k_offset(batch_stride, row_stride, batch) +
+                           kv_head * head_stride + int64_t(key_base) * row_stride;
+      return make_tensor(make_gmem_ptr(ptr), TileK{}, make_stride(row_stride, _1{}));
+    };
+    auto dkv_tile = [&](void* base, int64_t batch_stride, int64_t row_stride, int64_t head_stride) {
+      Element* ptr = static_cast<Element*>(base) + seq.k_offset(batch_stride, row_stride, batch) +
+                     kv_head * head_stride + int64_t(key_base) * row_stride;
+      return make_tensor(make_gmem_ptr(ptr), TileK{}, make_stride(row_stride, _1{}));
+    };
+    Tensor gK = kv_tile(params.k_ptr, params.k_batch_stride, params.k_row_stride, params.k_head_stride);
+    Tensor gV = kv_tile(params.v_ptr, params.v_batch_stride, params.v_row_stride, params.v_head_stride);
+
+    // Shared memory: K | V | Q[stages] | dO[stages] | P | dS.
+    Tensor sK = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem)), typename Traits::SmemLayoutKV{});
+    Tensor sKt = make_tensor(sK.data(), typename Traits::SmemLayoutKt{});
+    Tensor sV = make_tensor(sK.data() + size(sK), typename Traits::SmemLayoutKV{});
+    Tensor sQ = make_tensor(sV.data() + size(sV), typename Traits::SmemLayoutQdO{});
+    Tensor sQt = make_tensor(sQ.data(), typename Traits::SmemLayoutQdOt{});
+    Tensor sdO = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutQdO{});
+    Tensor sdOt = make_tensor(sdO.data(), typename Traits::SmemLayoutQdOt{});
+    Tensor sP = make_tensor(sdO.data() + size(sdO), typename Traits::SmemLayoutPdS{});
+    Tensor sPt = make_tensor(sP.data(), typename Traits::SmemLayoutPdSt{});
+    Tensor sdS = make_tensor(sP.data() + size(sP), typename Traits::SmemLayoutPdS{});
+    Tensor sdSt = make_tensor(sdS.data(), typename Traits::SmemLayoutPdSt{});
+
+    // Global -> shared (cp.async), predicated on rows and on the real head dim.
+    typename Traits::GmemTiledCopyLoad gmem_copy;
+    auto gmem_thr = gmem_copy.get_thread_slice(tidx);
+    Tensor tKVcKV = gmem_thr.partition_S(make_identity_tensor(TileK{}));
+    Tensor tQcQ = gmem_thr.partition_S(make_identity_tensor(TileQ{}));
+    Tensor kv_col_pred = make_col_predicate(tKVcKV, params.head_dim);
+    Tensor q_col_pred = make_col_predicate(tQcQ, params.head_dim);
+    Tensor tQsQ = gmem_thr.partition_D(sQ);    // (CPY, CPY_M, CPY_K, stages)
+    Tensor tdOsdO = gmem_thr.partition_D(sdO);
+
+    // Step s covers query head kv_head * head_ratio + s / num_m_steps and query block m_block_min + s % num_m_steps.
+    auto step_head = [&](int step) { return kv_head * params.head_ratio + step / num_m_steps; };
+    auto step_m_block = [&](int step) { return m_block_min + step % num_m_steps; };
+    auto load_q_do = [&](int step, int stage) {
+      int const head = step_head(step);
+      int const row_base = step_m_block(step) * kBlockM;
+      auto q_tile = [&](void const* base, int64_t batch_stride, int64_t row_stride, int64_t head_stride) {
+        Element const* ptr = static_cast<Element const*>(base) + seq.q_offset(batch_stride, row_stride, batch) +
+                             head * head_stride + int64_t(row_base) * row_stride;
+        return make_tensor(make_gmem_ptr(ptr), TileQ{}, make_stride(row_stride, _1{}));
+      };
+      Tensor tQgQ = gmem_thr.partition_S(
+          q_tile(params.q_ptr, params.q_batch_stride, params.q_row_stride, params.q_head_stride));
+      Tensor tdOgdO = gmem_thr.partition_S(
+          q_tile(params.do_ptr, params.do_batch_stride, params.do_row_stride, params.do_head_stride));
+      int const rows_left = seq.seqlen_q - row_base;
+      if (rows_left >= kBlockM) {
+        copy_tile<kEvenCols, false, true>(gmem_copy, tQgQ, tQsQ(_, _, _, stage), tQcQ, q_col_pred, rows_left);
+        copy_tile<kEvenCols, false, true>(gmem_copy, tdOgdO, tdOsdO(_, _, _, stage), tQcQ, q_col_pred, rows_left);
+      } else {
+        copy_tile<kEvenCols, true, true>(gmem_copy, tQgQ, tQsQ(_, _, _, stage), tQcQ, q_col_pred, rows_left);
+        copy_tile<kEvenCols, true, true>(gmem_copy, tdOgdO, tdOsdO(_, _, _, stage), tQcQ, q_col_pred, rows_left);
+      }
+    };
+
+    // Shared -> registers (ldmatrix) for the three MMAs.
+    typename Traits::TiledMmaSdP mma_sdp;
+    typename Traits::TiledMmadKV mma_dkv;
+    typename Traits::TiledMmadQ mma_dq;
+    auto thr_sdp = mma_sdp.get_thread_slice(tidx);
+    auto thr_dkv = mma_dkv.get_thread_slice(tidx);
+    auto thr_dq = mma_dq.get_thread_slice(tidx);
+
+    auto copy_sdp_a = make_tiled_copy_A(typename Traits::SmemCopyN{}, mma_sdp);
+    auto copy_sdp_b = make_tiled_copy_B(typename Traits::SmemCopyN{}, mma_sdp);
+    auto thr_copy_sdp_a = copy_sdp_a.get_thread_slice(tidx);
+    auto thr_copy_sdp_b = copy_sdp_b.get_thread_slice(tidx);
+    Tensor tSrQ = thr_sdp.partition_fragment_A(sQ(_, _, 0));
+    Tensor tSrK = thr_sdp.partition_fragment_B(sK);
+    Tensor tdPrdO = thr_sdp.partition_fragment_A(sdO(_, _, 0));
+    Tensor tdPrV = thr_sdp.partition_fragment_B(sV);
+    Tensor tSsQ = thr_copy_sdp_a.partition_S(sQ);
+    Tensor tdPsdO = thr_copy_sdp_a.partition_S(sdO);
+    Tensor tSsK = thr_copy_sdp_b.partition_S(sK);
+    Tensor tdPsV = thr_copy_sdp_b.partition_S(sV);
+
+    auto copy_dkv_a = make_tiled_copy_A(typename Traits::SmemCopyT{}, mma_dkv);
+    auto copy_dkv_b = make_tiled_copy_B(typename Traits::SmemCopyT{}, mma_dkv);
+    auto thr_copy_dkv_a = copy_dkv_a.get_thread_slice(tidx);
+    auto thr_copy_dkv_b = copy_dkv_b.get_thread_slice(tidx);
+    Tensor tdVrPt = thr_dkv.partition_fragment_A(sPt);
+    Tensor tdVrdOt = thr_dkv.partition_fragment_B(sdOt(_, _, 0));
+    Tensor tdKrdSt = thr_dkv.partition_fragment_A(sdSt);
+    Tensor tdKrQt = thr_dkv.partition_fragment_B(sQt(_, _, 0));
+    Tensor tdVsPt = thr_copy_dkv_a.partition_S(sPt);
+    Tensor tdKsdSt = thr_copy_dkv_a.partition_S(sdSt);
+    Tensor tdVsdOt = thr_copy_dkv_b.partition_S(sdOt);
+    Tensor tdKsQt = thr_copy_dkv_b.partition_S(sQt);
+
+    auto copy_dq_a = make_tiled_copy_A(typename Traits::SmemCopyN{}, mma_dq);
+    auto copy_dq_b = make_tiled_copy_B(typename Traits::SmemCopyT{}, mma_dq);
+    auto thr_copy_dq_a = copy_dq_a.get_thread_slice(tidx);
+    auto thr_copy_dq_b = copy_dq_b.get_thread_slice(tidx);
+    Tensor tdQrdS = thr_dq.partition_fragment_A(sdS);
+    Tensor tdQrKt = thr_dq.partition_fragment_B(sKt);
+    Tensor tdQsdS = thr_copy_dq_a.partition_S(sdS);
+    Tensor tdQsKt = thr_copy_dq_b.partition_S(sKt);
+
+    Tensor acc_dk = partition_fragment_C(mma_dkv, TileK{});
+    Tensor acc_dv = partition_fragment_C(mma_dkv, TileK{});
+    clear(acc_dk);
+    clear(acc_dv);
+
+    // Tile-relative (row, col) of each S/dP element and of each dQ element this thread holds.
+    Tensor tScS = thr_sdp.partition_C(make_identity_tensor(TileS{}));
+    Tensor score_coords = make_tensor(tScS.data(), acc_to_rowcol(tScS.layout()));
+    constexpr int kRows = decltype(size<0>(score_coords))::value;
+    Tensor dq_coords = thr_dq.partition_C(make_identity_tensor(TileQ{}));
+
+    copy_tile<kEvenCols, true, true>(gmem_copy, gmem_thr.partition_S(gK), gmem_thr.partition_D(sK), tKVcKV,
+                                     kv_col_pred, keys_left);
+    copy_tile<kEvenCols, true, true>(gmem_copy, gmem_thr.partition_S(gV), gmem_thr.partition_D(sV), tKVcKV,
+                                     kv_col_pred, keys_left);
+    if (num_steps > 0) { load_q_do(0, 0); }
+    cp_async_fence();
+
+    for (int step = 0; step < num_steps; ++step) {
+      int const stage = kStages == 2 ? (step & 1) : 0;
+      int const head = step_head(step);
+      int const m_block = step_m_block(step);
+      int const row_base = m_block * kBlockM;
+      int const rows_left = seq.seqlen_q - row_base;
+      if constexpr (kStages == 2) {
+        // The other buffer was last read in the previous step, which ended with a barrier.
+        if (step + 1 < num_steps) { load_q_do(step + 1, stage ^ 1); }
+        cp_async_fence();
+      }
+
+      // lse (in log2 units) and D of this thread's rows; rows past the sequence end get P = 0.
+      float const* lse_rows = params.softmax_lse_ptr + seq.lse_offset(params.lse_batch_stride, batch) +
+                              head * params.lse_head_stride + row_base;
+      float const* dsum_rows = params.dsum_ptr + seq.lse_offset(params.dsum_batch_stride, batch) +
+                               head * params.dsum_head_stride + row_base;
+      Tensor lse_log2 = make_tensor<float>(Shape<Int<kRows>>{});
+      Tensor dsum = make_tensor<float>(Shape<Int<kRows>>{});
+      CUTE_UNROLL
+      for (int r = 0; r < kRows; ++r) {
+        int const row = get<0>(score_coords(r, 0));
+        bool const valid = row < rows_left;
+        lse_log2(r) = valid ? lse_rows[row] * float(M_LOG2E) : INFINITY;
+        dsum(r) = valid ? dsum_rows[row] : 0.f;
+      }
+
+      if constexpr (kStages == 2) {
+        cp_async_wait<1>();
+      } else {
+        cp_async_wait<0>();
+      }
+      __syncthreads();  // Q(step), dO(step) (and at step 0 K, V) have landed
+
+      // P = exp(scale·Q·Kᵀ - lse), masked.
+      Tensor acc_s = partition_fragment_C(mma_sdp, TileS{});
+      clear(acc_s);
+      gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ(_, _, _, stage), tSsK, mma_sdp, copy_sdp_a, copy_sdp_b,
+                     thr_copy_sdp_a, thr_copy_sdp_b);
+      Tensor probs = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
+      if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k)) {
+        apply_mask<kIsCausal>(probs, score_coords, row_base, key_base, seq.seqlen_q, seq.seqlen_k);
+      }
+      scores_to_probs(probs, lse_log2, params.softmax_scale_log2);
+
+      // dS = P ∘ (dO·Vᵀ - D).
+      Tensor acc_dp = partition_fragment_C(mma_sdp, TileS{});
+      clear(acc_dp);
+      gemm_smem_smem(acc_dp, tdPrdO, tdPrV, tdPsdO(_, _, _, stage), tdPsV, mma_sdp, copy_sdp_a, copy_sdp_b,
+                     thr_copy_sdp_a, thr_copy_sdp_b);
+      acc_to_smem<Element>(mma_sdp, acc_s, sP, tidx);
+      Tensor dscores = make_tensor(acc_dp.data(), acc_to_rowcol(acc_dp.layout()));
+      CUTE_UNROLL
+      for (int r = 0; r < kRows; ++r) {
+        CUTE_UNROLL
+        for (int c = 0; c < size<1>(dscores); ++c) { dscores(r, c) = probs(r, c) * (dscores(r, c) - dsum(r)); }
+      }
+      acc_to_smem<Element>(mma_sdp, acc_dp, sdS, tidx);
+      __syncthreads();  // P and dS are in shared memory
+
+      gemm_smem_smem(acc_dv, tdVrPt, tdVrdOt, tdVsPt, tdVsdOt(_, _, _, stage), mma_dkv, copy_dkv_a, copy_dkv_b,
+                     thr_copy_dkv_a, thr_copy_dkv_b);
+
+      Tensor acc_dq = partition_fragment_C(mma_dq, TileQ{});
+      clear(acc_dq);
+      gemm_smem_smem(acc_dq, tdQrdS, tdQrKt, tdQsdS, tdQsKt, mma_dq, copy_dq_a, copy_dq_b, thr_copy_dq_a,
+                     thr_copy_dq_b);
+      add_dq(params, seq, batch, head, m_block, n_block, num_m_blocks_total, rows_left, acc_dq, dq_coords, thr_dq);
+
+      gemm_smem_smem(acc_dk, tdKrdSt, tdKrQt, tdKsdSt, tdKsQt(_, _, _, stage), mma_dkv, copy_dkv_a, copy_dkv_b,
+                     thr_copy_dkv_a, thr_copy_dkv_b);
+      __syncthreads();  // every warp is done with this step's Q, dO, P and dS
+      if constexpr (kStages == 1) {
+        if (step + 1 < num_steps) { load_q_do(step + 1, 0); }
+        cp_async_fence();
+      }
+    }
+
+    // Epilogue: dK (scaled) and dV through the K/V shared memory to global memory. A key block no query
+    // sees (no steps) writes zeros.
+    CUTE_UNROLL
+    for (int i = 0; i < size(acc_dk); ++i) { acc_dk(i) *= params.softmax_scale; }
+    cp_async_wait<0>();
+    __syncthreads();
+    acc_to_smem<Element>(mma_dkv, acc_dk, sK, tidx);
+    acc_to_smem<Element>(mma_dkv, acc_dv, sV, tidx);
+    __syncthreads();
+    typename Traits::GmemTiledCopyStore gmem_store;
+    smem_to_gmem<kEvenCols>(gmem_store, sK,
+                            dkv_tile(params.dk_ptr, params.dk_batch_stride, params.dk_row_stride, params.dk_head_stride),
+                            keys_left, params.head_dim, tidx);
+    smem_to_gmem<kEvenCols>(gmem_store, sV,
+                            dkv_tile(params.dv_ptr, params.dv_batch_stride, params.dv_row_stride, params.dv_head_stride),
+                            keys_left, params.head_dim, tidx);
+  }
+
+  // dQ(query block) += this key block's contribution, with fp32 atomics; in deterministic mode the key
+  // blocks take turns in key-block order, so every element sees the same sequence of additions.
+  template <class AccdQ, class Coords, class ThrMma>
+  CUTE_DEVICE static void add_dq(BwdParams const& params, SeqlenInfo const& seq, int batch, int head, int m_block,
+                                 int n_block, int num_m_blocks_total, int rows_left, AccdQ const& acc_dq,
+                                 Coords const& dq_coords, ThrMma const& thr_dq) {
+    float* dq_accum = params.dq_accum_ptr +
+                      seq.q_offset(params.dq_accum_batch_stride, params.dq_accum_row_stride, batch) +
+                      head * params.dq_accum_head_stride + int64_t(m_block) * kBlockM * params.dq_accum_row_stride;
+    Tensor gdQaccum = make_tensor(make_gmem_ptr(dq_accum), TileQ{}, make_stride(params.dq_accum_row_stride, _1{}));
+    Tensor tdQgdQ = thr_dq.partition_C(gdQaccum);
+    int* turn = params.dq_semaphore + (int64_t(batch) * params.num_heads + head) * num_m_blocks_total + m_block;
+    if (params.deterministic) { wait_for_turn(turn, n_block); }
+    CUTE_UNROLL
+    for (int i = 0; i < size(acc_dq); ++i) {
+      if (get<0>(dq_coords(i)) < rows_left) { atomicAdd(&tdQgdQ(i), acc_dq(i)); }
+    }
+    if (params.deterministic) { pass_turn(turn, n_block + 1); }
+  }
+};
+
+template <class Traits, bool kIsCausal, bool kEvenCols>
+__global__ void __launch_bounds__(Traits::kNThreads) bwd_kernel(__grid_constant__ const BwdParams params) {
+  extern __shared__ __align__(128) char smem[];
+  BwdKernel<Traits, kIsCausal, kEvenCols>::run(params, smem);
+}
+
+}  // namespace flash::sm80
