@@ -194,7 +194,8 @@ void check_lse(at::Tensor const& lse, at::Tensor const& q, at::IntArrayRef expec
   TORCH_CHECK(lse.stride(-1) == 1, "flash_attn: softmax_lse must have a contiguous last dim");
 }
 
-// Fills everything but the batch/varlen-specific strides; dq_accum is (.., rows, bucket) fp32.
+// Fills everything but the batch/varlen-specific strides; dq_accum is (.., padded rows, bucket) fp32, see
+// flash/params.h.
 void set_bwd_params(flash::BwdParams& p, at::Tensor const& dout, at::Tensor const& q, at::Tensor const& k,
                     at::Tensor const& v, at::Tensor const& out, at::Tensor const& lse, at::Tensor const& dq,
                     at::Tensor const& dk, at::Tensor const& dv, at::Tensor const& dsum, at::Tensor const& dq_accum,
@@ -259,7 +260,7 @@ std::vector<at::Tensor> mha_bwd(at::Tensor const& dout, at::Tensor const& q, at:
     return {dq, dk, dv, dsum};
   }
   int64_t const bucket = flash::head_dim_bucket(static_cast<int>(q.size(-1)));
-  at::Tensor dq_accum = at::empty({batch, num_heads, seqlen_q, bucket}, q.options().dtype(at::kFloat));
+  at::Tensor dq_accum = at::empty({batch, num_heads, seqlen_q_rounded, bucket}, q.options().dtype(at::kFloat));
   at::Tensor semaphore = make_semaphore(deterministic, batch, num_heads, seqlen_q, q);
 
   flash::BwdParams p;
@@ -317,7 +318,7 @@ std::vector<at::Tensor> mha_varlen_bwd(
     return {dq, dk, dv, dsum};
   }
   int64_t const bucket = flash::head_dim_bucket(static_cast<int>(q.size(-1)));
-  at::Tensor dq_accum = at::empty({num_heads, total_q, bucket}, q.options().dtype(at::kFloat));
+  at::Tensor dq_accum = at::empty({num_heads, total_q + 128 * batch, bucket}, q.options().dtype(at::kFloat));
   at::Tensor semaphore = make_semaphore(deterministic, batch, num_heads, max_seqlen_q, q);
 
   flash::BwdParams p;

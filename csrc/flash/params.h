@@ -57,8 +57,9 @@ struct BwdParams : FwdParams {
   float* __restrict__ dsum_ptr = nullptr;
   int64_t dsum_batch_stride = 0, dsum_head_stride = 0;
 
-  // fp32 dQ accumulator, rows of dq_accum_row_stride (= the head-dim bucket) elements:
-  // dense (b, h, seqlen_q, bucket), varlen (h, total_q, bucket).
+  // fp32 dQ accumulator, in tiles of (query block x head-dim bucket) stored thread-major (see
+  // sm80/dq_accum.h). Rows are padded: dense (b, h, round128(seqlen_q), bucket), varlen
+  // (h, total_q + 128 * batch, bucket) with sequence i starting at row cu_seqlens_q[i] + 128 * i.
   float* __restrict__ dq_accum_ptr = nullptr;
   int64_t dq_accum_batch_stride = 0, dq_accum_row_stride = 0, dq_accum_head_stride = 0;
 

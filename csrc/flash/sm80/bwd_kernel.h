@@ -5,7 +5,8 @@
 // P = exp(scale·Q·Kᵀ - lse) from the forward's lse, then
 //   dP = dO·Vᵀ,  dS = P ∘ (dP - D)  with D = rowsum(dO ∘ O) (bwd_prep.h),
 //   dV += Pᵀ·dO, dK += dSᵀ·Q         accumulated in registers across all steps (so GQA groups sum there),
-//   dQ += dS·K                        added to an fp32 accumulator in global memory (bwd_prep.h converts it).
+//   dQ += dS·K                        added to an fp32 accumulator in global memory (dq_accum.h; bwd_prep.h
+//                                     zeroes and converts it).
 // P and dS go through shared memory because the dV/dK/dQ MMAs read them transposed or with another warp
 // tiling. With params.deterministic the dQ additions of the key blocks are sequenced in key-block order.
 #pragma once
@@ -21,6 +22,7 @@
 #include "../seqlen.h"
 #include "../softmax.h"
 #include "copy.h"
+#include "dq_accum.h"
 #include "fragment_layouts.h"
 #include "gemm.h"
 #include "tile_store.h"
@@ -86,6 +88,11 @@ struct BwdKernel {
     Tensor sPt = make_tensor(sP.data(), typename Traits::SmemLayoutPdSt{});
     Tensor sdS = make_tensor(sP.data() + size(sP), typename Traits::SmemLayoutPdS{});
     Tensor sdSt = make_tensor(sdS.data(), typename Traits::SmemLayoutPdSt{});
+    // lse and D of the streamed rows, (kBlockM, stages) each.
+    float* smem_lse = reinterpret_cast<float*>(
+        smem + 2 * Traits::kSmemKVBytes + 2 * Traits::kSmemQdOBytes + 2 * Traits::kSmemPdSBytes);
+    Tensor sLse = make_tensor(make_smem_ptr(smem_lse), Shape<Int<kBlockM>, Int<kStages>>{});
+    Tensor sDsum = make_tensor(sLse.data() + size(sLse), Shape<Int<kBlockM>, Int<kStages>>{});
 
     // Global -> shared (cp.async), predicated on rows and on the real head dim.
     typename Traits::GmemTiledCopyLoad gmem_copy;
@@ -113,6 +120,19 @@ struct BwdKernel {
       Tensor tdOgdO = gmem_thr.partition_S(
           q_tile(params.do_ptr, params.do_batch_stride, params.do_row_stride, params.do_head_stride));
       int const rows_left = seq.seqlen_q - row_base;
+      // lse and D rows: one 4-byte cp.async per element (varlen rows need not be 16-byte aligned).
+      if (tidx < 2 * kBlockM) {
+        int const r = tidx % kBlockM;
+        if (r < rows_left) {
+          bool const is_lse = tidx < kBlockM;
+          float const* src = is_lse ? params.softmax_lse_ptr + seq.lse_offset(params.lse_batch_stride, batch) +
+                                          head * params.lse_head_stride + row_base + r
+                                    : params.dsum_ptr + seq.lse_offset(params.dsum_batch_stride, batch) +
+                                          head * params.dsum_head_stride + row_base + r;
+          float& dst = is_lse ? sLse(r, stage) : sDsum(r, stage);
+          SM80_CP_ASYNC_CACHEALWAYS<float>::copy(*src, dst);
+        }
+      }
       if (rows_left >= kBlockM) {
         copy_tile<kEvenCols, false, true>(gmem_copy, tQgQ, tQsQ(_, _, _, stage), tQcQ, q_col_pred, rows_left);
         copy_tile<kEvenCols, false, true>(gmem_copy, tdOgdO, tdOsdO(_, _, _, stage), tQcQ, q_col_pred, rows_left);
@@ -170,11 +190,10 @@ struct BwdKernel {
     clear(acc_dk);
     clear(acc_dv);
 
-    // Tile-relative (row, col) of each S/dP element and of each dQ element this thread holds.
+    // Tile-relative (row, col) of each S/dP element this thread holds.
     Tensor tScS = thr_sdp.partition_C(make_identity_tensor(TileS{}));
     Tensor score_coords = make_tensor(tScS.data(), acc_to_rowcol(tScS.layout()));
     constexpr int kRows = decltype(size<0>(score_coords))::value;
-    Tensor dq_coords = thr_dq.partition_C(make_identity_tensor(TileQ{}));
 
     copy_tile<kEvenCols, true, true>(gmem_copy, gmem_thr.partition_S(gK), gmem_thr.partition_D(sK), tKVcKV,
                                      kv_col_pred, keys_left);
@@ -195,27 +214,23 @@ struct BwdKernel {
         cp_async_fence();
       }
 
+      if constexpr (kStages == 2) {
+        cp_async_wait<1>();
+      } else {
+        cp_async_wait<0>();
+      }
+      __syncthreads();  // Q, dO, lse, D of this step (and at step 0 K, V) have landed
+
       // lse (in log2 units) and D of this thread's rows; rows past the sequence end get P = 0.
-      float const* lse_rows = params.softmax_lse_ptr + seq.lse_offset(params.lse_batch_stride, batch) +
-                              head * params.lse_head_stride + row_base;
-      float const* dsum_rows = params.dsum_ptr + seq.lse_offset(params.dsum_batch_stride, batch) +
-                               head * params.dsum_head_stride + row_base;
       Tensor lse_log2 = make_tensor<float>(Shape<Int<kRows>>{});
       Tensor dsum = make_tensor<float>(Shape<Int<kRows>>{});
       CUTE_UNROLL
       for (int r = 0; r < kRows; ++r) {
         int const row = get<0>(score_coords(r, 0));
         bool const valid = row < rows_left;
-        lse_log2(r) = valid ? lse_rows[row] * float(M_LOG2E) : INFINITY;
-        dsum(r) = valid ? dsum_rows[row] : 0.f;
+        lse_log2(r) = valid ? sLse(row, stage) * float(M_LOG2E) : INFINITY;
+        dsum(r) = valid ? sDsum(row, stage) : 0.f;
       }
-
-      if constexpr (kStages == 2) {
-        cp_async_wait<1>();
-      } else {
-        cp_async_wait<0>();
-      }
-      __syncthreads();  // Q(step), dO(step) (and at step 0 K, V) have landed
 
       // P = exp(scale·Q·Kᵀ - lse), masked.
       Tensor acc_s = partition_fragment_C(mma_sdp, TileS{});
@@ -250,7 +265,7 @@ struct BwdKernel {
       clear(acc_dq);
       gemm_smem_smem(acc_dq, tdQrdS, tdQrKt, tdQsdS, tdQsKt, mma_dq, copy_dq_a, copy_dq_b, thr_copy_dq_a,
                      thr_copy_dq_b);
-      add_dq(params, seq, batch, head, m_block, n_block, num_m_blocks_total, rows_left, acc_dq, dq_coords, thr_dq);
+      add_dq(params, seq, batch, head, m_block, n_block, num_m_blocks_total, acc_dq, tidx);
 
       gemm_smem_smem(acc_dk, tdKrdSt, tdKrQt, tdKsdSt, tdKsQt(_, _, _, stage), mma_dkv, copy_dkv_a, copy_dkv_b,
                      thr_copy_dkv_a, thr_copy_dkv_b);
@@ -279,23 +294,21 @@ struct BwdKernel {
                             keys_left, params.head_dim, tidx);
   }
 
-  // dQ(query block) += this key block's contribution, with fp32 atomics; in deterministic mode the key
-  // blocks take turns in key-block order, so every element sees the same sequence of additions.
-  template <class AccdQ, class Coords, class ThrMma>
+  // dQ(query block) += this key block's contribution, with coalesced fp32 atomics into the thread-major
+  // accumulator tile (rows past the sequence end add zeros). In deterministic mode the key blocks take turns
+  // in key-block order, so every element sees the same sequence of additions.
+  template <class AccdQ>
   CUTE_DEVICE static void add_dq(BwdParams const& params, SeqlenInfo const& seq, int batch, int head, int m_block,
-                                 int n_block, int num_m_blocks_total, int rows_left, AccdQ const& acc_dq,
-                                 Coords const& dq_coords, ThrMma const& thr_dq) {
-    float* dq_accum = params.dq_accum_ptr +
-                      seq.q_offset(params.dq_accum_batch_stride, params.dq_accum_row_stride, batch) +
-                      head * params.dq_accum_head_stride + int64_t(m_block) * kBlockM * params.dq_accum_row_stride;
-    Tensor gdQaccum = make_tensor(make_gmem_ptr(dq_accum), TileQ{}, make_stride(params.dq_accum_row_stride, _1{}));
-    Tensor tdQgdQ = thr_dq.partition_C(gdQaccum);
-    int* turn = params.dq_semaphore + (int64_t(batch) * params.num_heads + head) * num_m_blocks_total + m_block;
-    if (params.deterministic) { wait_for_turn(turn, n_block); }
-    CUTE_UNROLL
-    for (int i = 0; i < size(acc_dq); ++i) {
-      if (get<0>(dq_coords(i)) < rows_left) { atomicAdd(&tdQgdQ(i), acc_dq(i)); }
+                                 int n_block, int num_m_blocks_total, AccdQ const& acc_dq, int tidx) {
+    Tensor accum = dq_accum_fragment<Traits::kNThreads>(dq_accum_tile<kBlockM>(params, seq, batch, head, m_block),
+                                                        acc_dq, tidx);
+    int* turn = nullptr;
+    if (params.deterministic) {
+      turn = params.dq_semaphore + (int64_t(batch) * params.num_heads + head) * num_m_blocks_total + m_block;
+      wait_for_turn(turn, n_block);
     }
+    CUTE_UNROLL
+    for (int i = 0; i < size(acc_dq); ++i) { atomicAdd(&accum(i), acc_dq(i)); }
     if (params.deterministic) { pass_turn(turn, n_block + 1); }
   }
 };

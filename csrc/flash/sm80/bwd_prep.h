@@ -1,92 +1,106 @@
-// The two light kernels around the backward mainloop, one warp per query row:
-//   before: D = rowsum(dO ∘ O) in fp32 (the softmax-gradient correction term), and a zeroed fp32 dQ accumulator;
-//   after:  dQ = softmax_scale · accumulator, converted to the element dtype into the caller's (strided) dq.
-// Both are memory-bound and touch each row once; plain 16-byte vector loads, no shared memory.
+// The two light kernels around the backward mainloop, one CTA per (query block, batch, head) like the
+// accumulator's tiles (dq_accum.h):
+//   before: D = rowsum(dO ∘ O) in fp32 (the softmax-gradient correction term) and a zeroed dQ accumulator tile;
+//   after:  dQ = softmax_scale · accumulator, read back in the dQ MMA's fragment layout, converted to the element
+//           dtype and written through shared memory into the caller's (possibly strided) dq.
+// Both are memory-bound and touch each element once.
 #pragma once
 
 #include <cute/tensor.hpp>
-#include <cutlass/numeric_conversion.h>
+#include <cutlass/array.h>
 
 #include "../params.h"
 #include "../seqlen.h"
+#include "dq_accum.h"
+#include "tile_store.h"
 
 namespace flash::sm80 {
 
-constexpr int kBwdRowKernelWarps = 8;  // rows per CTA
+using namespace cute;
 
-struct BwdRow {
-  int row, head, batch;
-  bool valid;
+// grid = (num_m_blocks * batch, heads); returns false for a query block past this sequence's end.
+template <int kBlockM>
+struct QueryBlock {
+  int batch, head, m_block, row_base, rows_left;
   SeqlenInfo seq;
 
-  // grid = (ceil(seqlen_q / warps) * batch, heads), block = warps * 32.
-  template <class Params>
-  CUTLASS_DEVICE explicit BwdRow(Params const& params)
-      : BwdRow(params, int(blockIdx.x) / ((params.seqlen_q + kBwdRowKernelWarps - 1) / kBwdRowKernelWarps)) {}
+  CUTE_DEVICE static int batch_of(BwdParams const& params) {
+    return int(blockIdx.x) / ((params.seqlen_q + kBlockM - 1) / kBlockM);
+  }
 
-  template <class Params>
-  CUTLASS_DEVICE BwdRow(Params const& params, int batch_)
-      : batch(batch_), seq(params, batch_) {
-    int const row_blocks = (params.seqlen_q + kBwdRowKernelWarps - 1) / kBwdRowKernelWarps;
-    row = (int(blockIdx.x) - batch * row_blocks) * kBwdRowKernelWarps + int(threadIdx.x) / 32;
+  CUTE_DEVICE explicit QueryBlock(BwdParams const& params) : batch(batch_of(params)), seq(params, batch) {
+    int const num_m_blocks = (params.seqlen_q + kBlockM - 1) / kBlockM;
+    m_block = int(blockIdx.x) - batch * num_m_blocks;
     head = blockIdx.y;
-    valid = row < seq.seqlen_q;
+    row_base = m_block * kBlockM;
+    rows_left = seq.seqlen_q - row_base;
   }
 
   template <class T>
-  CUTLASS_DEVICE T* at(T* base, int64_t batch_stride, int64_t row_stride, int64_t head_stride) const {
-    return base + seq.q_offset(batch_stride, row_stride, batch) + head * head_stride + int64_t(row) * row_stride;
+  CUTE_DEVICE T* row_ptr(T* base, int64_t batch_stride, int64_t row_stride, int64_t head_stride, int row) const {
+    return base + seq.q_offset(batch_stride, row_stride, batch) + head * head_stride +
+           int64_t(row_base + row) * row_stride;
   }
 };
 
-template <class Element, int kHeadDim>
-__global__ void __launch_bounds__(kBwdRowKernelWarps * 32) bwd_prep_kernel(__grid_constant__ const BwdParams params) {
-  BwdRow const r(params);
-  if (!r.valid) { return; }
-  int const lane = threadIdx.x % 32;
-  constexpr int kVec = 8;  // 16 bytes of Element
-  Element const* o = r.at(static_cast<Element const*>(params.o_ptr), params.o_batch_stride, params.o_row_stride,
-                          params.o_head_stride);
-  Element const* dout = r.at(static_cast<Element const*>(params.do_ptr), params.do_batch_stride,
-                             params.do_row_stride, params.do_head_stride);
-  float sum = 0.f;
-  for (int c = lane * kVec; c < params.head_dim; c += 32 * kVec) {
-    auto const o_vec = *reinterpret_cast<cutlass::AlignedArray<Element, kVec> const*>(o + c);
-    auto const do_vec = *reinterpret_cast<cutlass::AlignedArray<Element, kVec> const*>(dout + c);
-    CUTLASS_PRAGMA_UNROLL
-    for (int i = 0; i < kVec; ++i) { sum += float(o_vec[i]) * float(do_vec[i]); }
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kNThreads) bwd_prep_kernel(__grid_constant__ const BwdParams params) {
+  using Element = typename Traits::Element;
+  constexpr int kBlockM = Traits::kBlockM;
+  QueryBlock<kBlockM> const blk(params);
+  if (blk.rows_left <= 0) { return; }
+  int const tidx = threadIdx.x;
+
+  float4* tile = reinterpret_cast<float4*>(dq_accum_tile<kBlockM>(params, blk.seq, blk.batch, blk.head, blk.m_block));
+  for (int i = tidx; i < kBlockM * Traits::kHeadDim / 4; i += Traits::kNThreads) {
+    tile[i] = make_float4(0.f, 0.f, 0.f, 0.f);
   }
-  CUTLASS_PRAGMA_UNROLL
-  for (int offset = 16; offset > 0; offset /= 2) { sum += __shfl_xor_sync(0xffffffffu, sum, offset); }
-  if (lane == 0) {
-    *r.at(params.dsum_ptr, params.dsum_batch_stride, 1, params.dsum_head_stride) = sum;
-  }
-  float* accum = r.at(params.dq_accum_ptr, params.dq_accum_batch_stride, params.dq_accum_row_stride,
-                      params.dq_accum_head_stride);
-  for (int c = lane * 4; c < kHeadDim; c += 32 * 4) {
-    *reinterpret_cast<float4*>(accum + c) = make_float4(0.f, 0.f, 0.f, 0.f);
+
+  // D: one warp per row, 16-byte vectors of O and dO.
+  constexpr int kVec = 8;
+  int const lane = tidx % 32;
+  for (int r = tidx / 32; r < kBlockM && r < blk.rows_left; r += Traits::kNWarps) {
+    Element const* o = blk.row_ptr(static_cast<Element const*>(params.o_ptr), params.o_batch_stride,
+                                   params.o_row_stride, params.o_head_stride, r);
+    Element const* dout = blk.row_ptr(static_cast<Element const*>(params.do_ptr), params.do_batch_stride,
+                                      params.do_row_stride, params.do_head_stride, r);
+    float sum = 0.f;
+    for (int c = lane * kVec; c < params.head_dim; c += 32 * kVec) {
+      auto const o_vec = *reinterpret_cast<cutlass::AlignedArray<Element, kVec> const*>(o + c);
+      auto const do_vec = *reinterpret_cast<cutlass::AlignedArray<Element, kVec> const*>(dout + c);
+      CUTE_UNROLL
+      for (int i = 0; i < kVec; ++i) { sum += float(o_vec[i]) * float(do_vec[i]); }
+    }
+    CUTE_UNROLL
+    for (int offset = 16; offset > 0; offset /= 2) { sum += __shfl_xor_sync(0xffffffffu, sum, offset); }
+    if (lane == 0) { *blk.row_ptr(params.dsum_ptr, params.dsum_batch_stride, 1, params.dsum_head_stride, r) = sum; }
   }
 }
 
-template <class Element, int kHeadDim>
-__global__ void __launch_bounds__(kBwdRowKernelWarps * 32) bwd_convert_dq_kernel(__grid_constant__ const BwdParams params) {
-  BwdRow const r(params);
-  if (!r.valid) { return; }
-  int const lane = threadIdx.x % 32;
-  constexpr int kVec = 8;
-  float const* accum = r.at(static_cast<float const*>(params.dq_accum_ptr), params.dq_accum_batch_stride,
-                            params.dq_accum_row_stride, params.dq_accum_head_stride);
-  Element* dq = r.at(static_cast<Element*>(params.dq_ptr), params.dq_batch_stride, params.dq_row_stride,
-                     params.dq_head_stride);
-  cutlass::NumericArrayConverter<Element, float, kVec> convert;
-  for (int c = lane * kVec; c < params.head_dim; c += 32 * kVec) {
-    cutlass::Array<float, kVec> acc = *reinterpret_cast<cutlass::AlignedArray<float, kVec> const*>(accum + c);
-    CUTLASS_PRAGMA_UNROLL
-    for (int i = 0; i < kVec; ++i) { acc[i] *= params.softmax_scale; }
-    cutlass::AlignedArray<Element, kVec> out;
-    static_cast<cutlass::Array<Element, kVec>&>(out) = convert(acc);
-    *reinterpret_cast<cutlass::AlignedArray<Element, kVec>*>(dq + c) = out;
-  }
+template <class Traits, bool kEvenCols>
+__global__ void __launch_bounds__(Traits::kNThreads) bwd_convert_dq_kernel(__grid_constant__ const BwdParams params) {
+  using Element = typename Traits::Element;
+  constexpr int kBlockM = Traits::kBlockM;
+  using TileQ = Shape<Int<kBlockM>, Int<Traits::kHeadDim>>;
+  extern __shared__ __align__(128) char smem[];
+  QueryBlock<kBlockM> const blk(params);
+  if (blk.rows_left <= 0) { return; }
+  int const tidx = threadIdx.x;
+
+  typename Traits::TiledMmadQ mma_dq;
+  Tensor acc = partition_fragment_C(mma_dq, TileQ{});
+  float* tile = dq_accum_tile<kBlockM>(params, blk.seq, blk.batch, blk.head, blk.m_block);
+  Tensor src = dq_accum_fragment<Traits::kNThreads>(tile, acc, tidx);
+  CUTE_UNROLL
+  for (int i = 0; i < size(acc); ++i) { acc(i) = src(i) * params.softmax_scale; }
+
+  Tensor sdQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem)), typename Traits::SmemLayoutdQ{});
+  acc_to_smem<Element>(mma_dq, acc, sdQ, tidx);
+  __syncthreads();
+  Element* dq = blk.row_ptr(static_cast<Element*>(params.dq_ptr), params.dq_batch_stride, params.dq_row_stride,
+                            params.dq_head_stride, 0);
+  Tensor gdQ = make_tensor(make_gmem_ptr(dq), TileQ{}, make_stride(params.dq_row_stride, _1{}));
+  smem_to_gmem<kEvenCols>(typename Traits::GmemTiledCopyStore{}, sdQ, gdQ, blk.rows_left, params.head_dim, tidx);
 }
 
 }  // namespace flash::sm80

@@ -20,6 +20,7 @@ struct BwdTraits {
   static constexpr int kBlockM = kBlockM_;
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kNWarps = kNWarps_;
+  static_assert(kBlockM <= 128);
   static constexpr int kNThreads = kNWarps * 32;
   static constexpr int kStages = kStages_;
   static_assert(kStages == 1 || kStages == 2);
@@ -43,10 +44,16 @@ struct BwdTraits {
   using SmemLayoutPdS = SmemTile<kBlockM, kBlockN>;                               // (M, N)
   using SmemLayoutPdSt = SmemTransposed<SmemLayoutPdS, kBlockM, kBlockN>;         // (N, M)
 
+  using SmemLayoutdQ = SmemTile<kBlockM, kHeadDim>;                               // dQ conversion staging
+
   static constexpr int kSmemKVBytes = int(cosize(SmemLayoutKV{})) * int(sizeof(Element));
   static constexpr int kSmemQdOBytes = int(cosize(SmemLayoutQdO{})) * int(sizeof(Element));
   static constexpr int kSmemPdSBytes = int(cosize(SmemLayoutPdS{})) * int(sizeof(Element));
-  static constexpr int kSmemBytes = 2 * kSmemKVBytes + 2 * kSmemQdOBytes + 2 * kSmemPdSBytes;
+  // lse and D of the streamed query rows, one fp32 row vector each per stage.
+  static constexpr int kSmemRowStatsBytes = 2 * kStages * kBlockM * int(sizeof(float));
+  static constexpr int kSmemBytes = 2 * kSmemKVBytes + 2 * kSmemQdOBytes + 2 * kSmemPdSBytes + kSmemRowStatsBytes;
+  static constexpr int kSmemdQBytes = int(cosize(SmemLayoutdQ{})) * int(sizeof(Element));
+  static_assert(2 * kBlockM <= kNThreads, "one thread per lse / D element");
 
   using SmemCopyN = Copy_Atom<SmemCopyAtomN, Element>;
   using SmemCopyT = Copy_Atom<SmemCopyAtomT, Element>;
