@@ -100,12 +100,13 @@ def parse_int_list(text: str) -> list[int]:
     return out
 
 
-def make_forward(backend: str, q, k, v, causal: bool):
-    """A zero-argument callable running the forward of `backend`; returns out as (b, s, h, d)."""
+def make_forward(backend: str, q, k, v, causal: bool, deterministic: bool = False):
+    """A zero-argument callable running the forward of `backend`; returns out as (b, s, h, d).
+    deterministic applies to ours (its backward); SDPA has no such switch."""
     if backend == "ours":
         if flash_attn_func is None:
             raise RuntimeError(f"flash_attn import failed: {FLASH_ATTN_IMPORT_ERROR}")
-        return lambda: flash_attn_func(q, k, v, causal=causal)
+        return lambda: flash_attn_func(q, k, v, causal=causal, deterministic=deterministic)
     sdpa_backend = BACKENDS[backend][1]
 
     def run():
@@ -118,10 +119,10 @@ def make_forward(backend: str, q, k, v, causal: bool):
     return run
 
 
-def make_fn(backend: str, q, k, v, dout, causal: bool, direction: str):
+def make_fn(backend: str, q, k, v, dout, causal: bool, direction: str, deterministic: bool = False):
     """A zero-argument callable running one step of `direction` for `backend`: fwd returns out, the others
     (dq, dk, dv). q, k, v require grad for bwd / fwd_bwd."""
-    forward = make_forward(backend, q, k, v, causal)
+    forward = make_forward(backend, q, k, v, causal, deterministic)
     if direction == "fwd":
         return forward
     if direction == "fwd_bwd":
@@ -182,7 +183,7 @@ def run_case(case: Case, backends, args, errors: dict) -> Result:
     ref = None
     for b in backends:
         try:
-            fn = make_fn(b, q, k, v, dout, case.causal, args.direction)
+            fn = make_fn(b, q, k, v, dout, case.causal, args.direction, args.deterministic)
             res.ms[b] = time_ms(fn, args.warmup, args.reps)
             if args.verify:
                 out = fn()
@@ -254,6 +255,7 @@ def main(argv=None) -> int:
                     help="comma-separated subset of: " + ",".join(BACKENDS))
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--reps", type=int, default=30, help="timed runs per case, median reported (>= 10)")
+    ap.add_argument("--deterministic", action="store_true", help="ours with deterministic=True (backward)")
     ap.add_argument("--verify", action="store_true", help="also print max |out - first backend's out|")
     ap.add_argument("--output", help="also write the markdown table to this path")
     ap.add_argument("--csv", help="also write the results as CSV to this path")
@@ -272,7 +274,7 @@ def main(argv=None) -> int:
     cases = build_cases(args)
     ver = getattr(flash_attn, "__version__", "not importable") if flash_attn is not None else "not importable"
     print(f"# device: {torch.cuda.get_device_name()}, torch {torch.__version__}, flash_attn {ver}, "
-          f"{args.dtype}, {args.direction}, hidden {args.hidden}, tokens {args.tokens}, "
+          f"{args.dtype}, {args.direction}{' (deterministic)' if args.deterministic else ''}, hidden {args.hidden}, tokens {args.tokens}, "
           f"median of {args.reps} (warm-up {args.warmup}); TFLOP/s", flush=True)
     if FLASH_ATTN_IMPORT_ERROR:
         print(f"# flash_attn import failed: {FLASH_ATTN_IMPORT_ERROR}", flush=True)
