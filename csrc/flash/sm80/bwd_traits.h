@@ -54,6 +54,7 @@ struct BwdTraits {
   static constexpr int kSmemBytes = 2 * kSmemKVBytes + 2 * kSmemQdOBytes + 2 * kSmemPdSBytes + kSmemRowStatsBytes;
   static constexpr int kSmemdQBytes = int(cosize(SmemLayoutdQ{})) * int(sizeof(Element));
   static_assert(2 * kBlockM <= kNThreads, "one thread per lse / D element");
+  static_assert(kSmemBytes <= 163 * 1024, "backward tiles must fit the shared memory of an sm80 CTA");
 
   using SmemCopyN = Copy_Atom<SmemCopyAtomN, Element>;
   using SmemCopyT = Copy_Atom<SmemCopyAtomT, Element>;
