@@ -4,6 +4,7 @@ FLASH_ATTN_TEST_DRYRUN=1 runs the GPU test modules on CPU against the float32 re
 conftest.ref_launcher): it checks the tests themselves, not the kernels. Use it with -k to keep it short.
 """
 
+import itertools
 import os
 
 import pytest
@@ -13,6 +14,18 @@ from flash_attn import _checks, _ops
 
 DRYRUN = os.environ.get("FLASH_ATTN_TEST_DRYRUN", "0") not in ("", "0")
 DEVICE = "cpu" if DRYRUN else "cuda"
+DTYPE_NAME = {torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def randn(shape, dtype, seed):
+    """Seeded standard-normal tensor on DEVICE, drawn in float32 and cast to dtype."""
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    return torch.randn(shape, generator=g, device=DEVICE, dtype=torch.float32).to(dtype)
+
+
+def cu_seqlens(seqlens):
+    """int32 (len(seqlens) + 1,) prefix sums on DEVICE."""
+    return torch.tensor(list(itertools.accumulate(seqlens, initial=0)), dtype=torch.int32, device=DEVICE)
 
 
 def gpu_skip_reason():

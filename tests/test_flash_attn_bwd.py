@@ -22,7 +22,18 @@ from flash_attn import (
     flash_attn_varlen_kvpacked_func,
     flash_attn_varlen_qkvpacked_func,
 )
-from helpers import DEVICE, DRYRUN, built_dtype, built_head_dim, require_kernel, requires_gpu, skip_in_dryrun
+from helpers import (
+    DEVICE,
+    DRYRUN,
+    DTYPE_NAME,
+    built_dtype,
+    built_head_dim,
+    require_kernel,
+    requires_gpu,
+    skip_in_dryrun,
+)
+from helpers import cu_seqlens as _cu
+from helpers import randn as _randn
 from reference import assert_close_to_ref, attention_ref, attention_varlen_ref
 
 pytestmark = requires_gpu
@@ -34,7 +45,6 @@ SEQ_PAIRS = [(s, s) for s in (1, 17, 113, 239, 256, 1023)] + [
     (239, 1), (113, 17), (512, 239), (1023, 113),  # seqlen_q > seqlen_k (causal: rows and keys without partners)
 ]
 HEADS = [(4, 4), (8, 1), (8, 2), (6, 3), (2, 2)]  # MHA, MQA, GQA
-DTYPE_NAME = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 @pytest.fixture(autouse=True)
@@ -48,15 +58,6 @@ def _backend(request, monkeypatch):
     torch.set_float32_matmul_precision("highest")  # the float32 reference must not use TF32
     yield
     torch.set_float32_matmul_precision(prev)
-
-
-def _randn(shape, dtype, seed):
-    g = torch.Generator(device=DEVICE).manual_seed(seed)
-    return torch.randn(shape, generator=g, device=DEVICE, dtype=torch.float32).to(dtype)
-
-
-def _cu(seqlens):
-    return torch.tensor(list(itertools.accumulate(seqlens, initial=0)), dtype=torch.int32, device=DEVICE)
 
 
 def _ref_grads(fn, inputs, dout, upcast):

@@ -24,7 +24,18 @@ from flash_attn import (
     flash_attn_varlen_kvpacked_func,
     flash_attn_varlen_qkvpacked_func,
 )
-from helpers import DEVICE, DRYRUN, built_dtype, built_head_dim, require_kernel, requires_gpu, skip_in_dryrun
+from helpers import (
+    DEVICE,
+    DRYRUN,
+    DTYPE_NAME,
+    built_dtype,
+    built_head_dim,
+    require_kernel,
+    requires_gpu,
+    skip_in_dryrun,
+)
+from helpers import cu_seqlens as _cu
+from helpers import randn as _randn
 from reference import assert_close_to_ref, attention_ref, attention_varlen_ref
 
 pytestmark = requires_gpu
@@ -37,7 +48,6 @@ SEQ_PAIRS = [(s, s) for s in SEQLENS] + [
     (239, 1), (113, 17), (512, 239), (1023, 256), (2048, 113),  # seqlen_q > seqlen_k (causal: empty rows)
 ]
 HEADS = [(4, 4), (8, 1), (8, 2), (6, 3), (2, 2)]  # (nheads, nheads_k): MHA, MQA, GQA
-DTYPE_NAME = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 @pytest.fixture(autouse=True)
@@ -51,18 +61,6 @@ def _backend(request, monkeypatch):
     torch.set_float32_matmul_precision("highest")  # the float32 reference must not use TF32
     yield
     torch.set_float32_matmul_precision(prev)
-
-
-def _gen(seed):
-    return torch.Generator(device=DEVICE).manual_seed(seed)
-
-
-def _randn(shape, dtype, seed):
-    return torch.randn(shape, generator=_gen(seed), device=DEVICE, dtype=torch.float32).to(dtype)
-
-
-def _cu(seqlens):
-    return torch.tensor(list(itertools.accumulate(seqlens, initial=0)), dtype=torch.int32, device=DEVICE)
 
 
 def _check_dense(out, lse, q, k, v, causal, softmax_scale=None):
