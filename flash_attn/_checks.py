@@ -221,6 +221,28 @@ def check_varlen_tensors(
         )
 
 
+def check_bwd_tensors(q, k, v, dout, out, softmax_lse, dq, dk, dv, lse_shape: Tuple[int, ...]) -> None:
+    """The backward op's extra tensors against the (already checked) q, k, v: dout and out shaped like q,
+    softmax_lse float32 of lse_shape, and dq/dk/dv (optional, may be strided views) shaped like q/k/v."""
+    for name, t in (("dout", dout), ("out", out), ("softmax_lse", softmax_lse)):
+        _require_tensor(name, t)
+    grads = tuple((name, g, like) for name, g, like in (("dq", dq, q), ("dk", dk, k), ("dv", dv, v)) if g is not None)
+    for name, g, _ in grads:
+        _require_tensor(name, g)
+    check_dtypes(q, (("dout", dout), ("out", out)) + tuple((name, g) for name, g, _ in grads))
+    for name, t, like in (("dout", dout, q), ("out", out, q)) + grads:
+        if t.shape != like.shape:
+            like_name = {"dk": "k", "dv": "v"}.get(name, "q")
+            raise FlashAttnValueError(
+                f"{name} must have the shape of {like_name} {_shape(like)}, got {_shape(t)}"
+            )
+    _check_last_dim_contiguous((("dout", dout), ("out", out)) + tuple((name, g) for name, g, _ in grads))
+    if softmax_lse.dtype != torch.float32:
+        raise FlashAttnTypeError(f"softmax_lse must have dtype torch.float32, got {softmax_lse.dtype}")
+    if _shape(softmax_lse) != tuple(lse_shape):
+        raise FlashAttnValueError(f"softmax_lse must have shape {tuple(lse_shape)}, got {_shape(softmax_lse)}")
+
+
 def check_devices(q: torch.Tensor, others: Sequence[Tuple[str, Optional[torch.Tensor]]]) -> None:
     """q must be a CUDA tensor; every other tensor (None entries skipped) on q's device."""
     if q.device.type != "cuda":

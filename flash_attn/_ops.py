@@ -182,15 +182,18 @@ def _zero_grads(*grads):
             g.zero_()
 
 
+def _bwd_device_args(k, v, dout, out, softmax_lse, dq, dk, dv, alibi_slopes):
+    return (("k", k), ("v", v), ("dout", dout), ("out", out), ("softmax_lse", softmax_lse), ("dq", dq),
+            ("dk", dk), ("dv", dv), ("alibi_slopes", alibi_slopes))
+
+
 def _launch_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, softmax_scale, causal, window_size_left,
                 window_size_right, softcap, alibi_slopes, deterministic, rng_state):
     _checks.check_dense_tensors(q, k, v, require_padded=True)
-    _checks.check_devices(
-        q, (("k", k), ("v", v), ("dout", dout), ("out", out), ("softmax_lse", softmax_lse), ("dq", dq), ("dk", dk),
-            ("dv", dv), ("alibi_slopes", alibi_slopes)),
-    )
-    _checks.check_build(q.dtype, q.shape[-1], q.device)
     b, sq, h, _ = q.shape
+    _checks.check_bwd_tensors(q, k, v, dout, out, softmax_lse, dq, dk, dv, (b, h, sq))
+    _checks.check_devices(q, _bwd_device_args(k, v, dout, out, softmax_lse, dq, dk, dv, alibi_slopes))
+    _checks.check_build(q.dtype, q.shape[-1], q.device)
     if sq == 0 or k.shape[1] == 0:  # nothing attends: zero gradients, no launch
         _zero_grads(dq, dk, dv)
         return torch.zeros((b, h, _round128(sq)), dtype=torch.float32, device=q.device)
@@ -207,13 +210,11 @@ def _launch_varlen_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q
                        max_seqlen_k, dropout_p, softmax_scale, causal, window_size_left, window_size_right, softcap,
                        alibi_slopes, deterministic, rng_state, zero_tensors):
     _checks.check_varlen_tensors(q, k, v, cu_seqlens_q, cu_seqlens_k, require_padded=True)
-    _checks.check_devices(
-        q, (("k", k), ("v", v), ("dout", dout), ("out", out), ("softmax_lse", softmax_lse), ("dq", dq), ("dk", dk),
-            ("dv", dv), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k),
-            ("alibi_slopes", alibi_slopes)),
-    )
-    _checks.check_build(q.dtype, q.shape[-1], q.device)
     total_q, h, _ = q.shape
+    _checks.check_bwd_tensors(q, k, v, dout, out, softmax_lse, dq, dk, dv, (h, total_q))
+    _checks.check_devices(q, _bwd_device_args(k, v, dout, out, softmax_lse, dq, dk, dv, alibi_slopes)
+                          + (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)))
+    _checks.check_build(q.dtype, q.shape[-1], q.device)
     batch = cu_seqlens_q.shape[0] - 1
     if total_q == 0 or k.shape[0] == 0 or max_seqlen_q == 0 or max_seqlen_k == 0:
         _zero_grads(dq, dk, dv)

@@ -11,6 +11,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from flash_attn import _checks
+
 
 def causal_mask(seqlen_q: int, seqlen_k: int, device=None) -> torch.Tensor:
     """Bool (seqlen_q, seqlen_k), True = visible: key j visible to query i iff j <= i + seqlen_k - seqlen_q."""
@@ -163,7 +165,9 @@ class ReferenceLauncher:
 
     def bwd(self, dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, softmax_scale, causal, window_size_left,
             window_size_right, softcap, alibi_slopes, deterministic, rng_state):
-        assert q.shape[-1] % 8 == 0 and dout.shape == q.shape
+        assert q.shape[-1] % 8 == 0
+        b, sq, h, _ = q.shape
+        _checks.check_bwd_tensors(q, k, v, dout, out, softmax_lse, dq, dk, dv, (b, h, sq))  # the real op's checks
         self.calls.append(("bwd", dict(q_shape=tuple(q.shape))))
         for dst, g in zip((dq, dk, dv), self._grads(q, k, v, dout, causal, softmax_scale)):
             dst.copy_(g)
@@ -175,7 +179,8 @@ class ReferenceLauncher:
     def varlen_bwd(self, dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                    max_seqlen_k, dropout_p, softmax_scale, causal, window_size_left, window_size_right, softcap,
                    alibi_slopes, deterministic, rng_state, zero_tensors):
-        assert q.shape[-1] % 8 == 0 and dout.shape == q.shape
+        assert q.shape[-1] % 8 == 0
+        _checks.check_bwd_tensors(q, k, v, dout, out, softmax_lse, dq, dk, dv, (q.shape[1], q.shape[0]))
         self.calls.append(("varlen_bwd", dict(q_shape=tuple(q.shape))))
         cu_q, cu_k = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
         dq.zero_()

@@ -39,6 +39,15 @@ def vvarlen(q, k, v, cu_q, cu_k, max_q=8, max_k=8, **kw):
     return _checks.validate_varlen_fwd_args(q, k, v, cu_q, cu_k, max_q, max_k, check_device=False, **kw)
 
 
+def bwd(**overrides):
+    """check_bwd_tensors on a valid dense (b 2, sq 16, sk 32, h 4, hk 2, d 64) set with some tensors replaced."""
+    q, k, v = dense()
+    args = dict(dout=t(2, 16, 4, 64), out=t(2, 16, 4, 64), softmax_lse=t(2, 4, 16, dtype=torch.float32),
+                dq=t(2, 16, 4, 64), dk=t(2, 32, 2, 64), dv=t(2, 32, 2, 64))
+    args.update(overrides)
+    return _checks.check_bwd_tensors(q, k, v, lse_shape=(2, 4, 16), **args)
+
+
 def _noncontig_last(x):
     # same shape, last stride 2
     big = torch.empty(*x.shape[:-1], 2 * x.shape[-1], dtype=x.dtype, device=x.device)
@@ -126,6 +135,22 @@ BAD_CASES = [
      r"^q must be a CUDA tensor"),
     ("packed_qkv", lambda: _checks.check_packed("qkv", t(2, 8, 2, 4, 64), 5, 2, 3, "(b, s, 3, h, d)"),
      FlashAttnValueError, r"^qkv must be 5-D"),
+    # backward op tensors (dout, out, softmax_lse, dq, dk, dv) against q, k, v
+    ("bwd_dout_shape", lambda: bwd(dout=t(2, 15, 4, 64)), FlashAttnValueError, r"^dout must have the shape of q"),
+    ("bwd_dout_dtype", lambda: bwd(dout=t(2, 16, 4, 64, dtype=BF16)), FlashAttnTypeError,
+     r"^dout must have the same dtype as q"),
+    ("bwd_dout_type", lambda: bwd(dout=[0.0]), FlashAttnTypeError, r"^dout must be a torch.Tensor"),
+    ("bwd_dout_last_dim", lambda: bwd(dout=t(2, 16, 64, 4).transpose(-1, -2)), FlashAttnValueError,
+     r"^dout must have contiguous last dimension"),
+    ("bwd_out_shape", lambda: bwd(out=t(2, 16, 4, 56)), FlashAttnValueError, r"^out must have the shape of q"),
+    ("bwd_lse_dtype", lambda: bwd(softmax_lse=t(2, 4, 16)), FlashAttnTypeError, r"^softmax_lse must have dtype"),
+    ("bwd_lse_shape", lambda: bwd(softmax_lse=t(2, 16, 4, dtype=torch.float32)), FlashAttnValueError,
+     r"^softmax_lse must have shape \(2, 4, 16\)"),
+    ("bwd_dq_shape", lambda: bwd(dq=t(2, 16, 4, 32)), FlashAttnValueError, r"^dq must have the shape of q"),
+    ("bwd_dk_shape", lambda: bwd(dk=t(2, 32, 4, 64)), FlashAttnValueError, r"^dk must have the shape of k"),
+    ("bwd_dv_dtype", lambda: bwd(dv=t(2, 32, 2, 64, dtype=BF16)), FlashAttnTypeError,
+     r"^dv must have the same dtype as q"),
+    ("bwd_dv_type", lambda: bwd(dv="dv"), FlashAttnTypeError, r"^dv must be a torch.Tensor"),
 ]
 
 
@@ -267,3 +292,29 @@ def test_custom_op_body_rejects_cpu():
     q, k, v, cu, cuk = varlen(device="cpu")
     with pytest.raises(FlashAttnValueError, match=r"^q must be a CUDA tensor"):
         torch.ops.flash_attn._flash_attn_varlen_forward(q, k, v, cu, cuk, 8, 8, 0.0, 0.125, False)
+
+
+def test_bwd_checks_accept_valid_and_optional_grads():
+    bwd()
+    bwd(dq=None, dk=None, dv=None)
+    packed = t(2, 32, 2, 2, 64)
+    bwd(dk=packed[:, :, 0], dv=packed[:, :, 1])  # strided views of a packed dkv
+
+
+def test_backward_op_body_checks_before_launch():
+    # Direct backward-op calls with CPU tensors reach the real body: tensor checks first, then the device check.
+    q, k, v = dense(device="cpu")
+    lse = torch.zeros(2, 4, 16)
+    with pytest.raises(FlashAttnValueError, match=r"^dout must have the shape of q"):
+        torch.ops.flash_attn._flash_attn_backward(torch.zeros_like(q[:, :8]), q, k, v, q, lse, None, None, None,
+                                                  0.0, 0.125, False, -1, -1, 0.0, None, False)
+    with pytest.raises(FlashAttnValueError, match=r"^q must be a CUDA tensor"):
+        torch.ops.flash_attn._flash_attn_backward(q, q, k, v, q, lse, None, None, None, 0.0, 0.125, False, -1, -1,
+                                                  0.0, None, False)
+    q, k, v, cu, cuk = varlen(device="cpu")
+    with pytest.raises(FlashAttnValueError, match=r"^softmax_lse must have shape \(4, 20\)"):
+        torch.ops.flash_attn._flash_attn_varlen_backward(q, q, k, v, q, torch.zeros(20, 4), None, None, None, cu, cuk,
+                                                         8, 8, 0.0, 0.125, False, -1, -1, 0.0, None, False)
+    with pytest.raises(FlashAttnValueError, match=r"^q must be a CUDA tensor"):
+        torch.ops.flash_attn._flash_attn_varlen_backward(q, q, k, v, q, torch.zeros(4, 20), None, None, None, cu, cuk,
+                                                         8, 8, 0.0, 0.125, False, -1, -1, 0.0, None, False)
