@@ -104,9 +104,12 @@ struct BwdKernel {
     Tensor tQsQ = gmem_thr.partition_D(sQ);    // (CPY, CPY_M, CPY_K, stages)
     Tensor tdOsdO = gmem_thr.partition_D(sdO);
 
-    // Step s covers query head kv_head * head_ratio + s / num_m_steps and query block m_block_min + s % num_m_steps.
+    // Step s covers query head kv_head * head_ratio + s / num_m_steps and query block
+    // m_block_max - 1 - s % num_m_steps: last to first, so every key block of a head starts on the same query
+    // block (shared Q/dO tiles in L2; under causal masking the deterministic turn order then keeps the key
+    // blocks in lockstep instead of stalling the short ones behind the long ones).
     auto step_head = [&](int step) { return kv_head * params.head_ratio + step / num_m_steps; };
-    auto step_m_block = [&](int step) { return m_block_min + step % num_m_steps; };
+    auto step_m_block = [&](int step) { return m_block_max - 1 - step % num_m_steps; };
     auto load_q_do = [&](int step, int stage) {
       int const head = step_head(step);
       int const row_base = step_m_block(step) * kBlockM;
