@@ -211,18 +211,14 @@ struct BwdKernel {
       int const m_block = step_m_block(step);
       int const row_base = m_block * kBlockM;
       int const rows_left = seq.seqlen_q - row_base;
+      cp_async_wait<0>();
+      // Q, dO, lse, D of this step (and at step 0 K, V) have landed, and every warp is done with the previous
+      // step: its Q/dO stage, P and dS may be overwritten.
+      __syncthreads();
       if constexpr (kStages == 2) {
-        // The other buffer was last read in the previous step, which ended with a barrier.
         if (step + 1 < num_steps) { load_q_do(step + 1, stage ^ 1); }
         cp_async_fence();
       }
-
-      if constexpr (kStages == 2) {
-        cp_async_wait<1>();
-      } else {
-        cp_async_wait<0>();
-      }
-      __syncthreads();  // Q, dO, lse, D of this step (and at step 0 K, V) have landed
 
       // lse (in log2 units) and D of this thread's rows; rows past the sequence end get P = 0.
       Tensor lse_log2 = make_tensor<float>(Shape<Int<kRows>>{});
@@ -272,8 +268,8 @@ struct BwdKernel {
 
       gemm_smem_smem(acc_dk, tdKrdSt, tdKrQt, tdKsdSt, tdKsQt(_, _, _, stage), mma_dkv, copy_dkv_a, copy_dkv_b,
                      thr_copy_dkv_a, thr_copy_dkv_b);
-      __syncthreads();  // every warp is done with this step's Q, dO, P and dS
       if constexpr (kStages == 1) {
+        __syncthreads();  // every warp is done with this step's Q and dO before the next ones land there
         if (step + 1 < num_steps) { load_q_do(step + 1, 0); }
         cp_async_fence();
       }
