@@ -27,9 +27,9 @@ CUTLASS_DEVICE void wait_for_turn(int const* counter, int turn) {
   __syncthreads();
 }
 
-// Every thread's earlier global writes (including reductions) become visible before the next turn starts.
+// Every thread's earlier global writes (including reductions) become visible before the next turn starts:
+// the barrier orders them before thread 0's release, which is cumulative.
 CUTLASS_DEVICE void pass_turn(int* counter, int next_turn) {
-  __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) { store_release(counter, next_turn); }
 }
