@@ -56,24 +56,40 @@ __global__ void __launch_bounds__(Traits::kNThreads) bwd_prep_kernel(__grid_cons
     tile[i] = make_float4(0.f, 0.f, 0.f, 0.f);
   }
 
-  // D: one warp per row, 16-byte vectors of O and dO.
+  // D: a group of kThreadsPerRow lanes per row, one 16-byte vector of O and dO per lane; every row of the tile
+  // is loaded before any reduction so that all loads are in flight together.
   constexpr int kVec = 8;
-  int const lane = tidx % 32;
-  for (int r = tidx / 32; r < kBlockM && r < blk.rows_left; r += Traits::kNWarps) {
-    Element const* o = blk.row_ptr(static_cast<Element const*>(params.o_ptr), params.o_batch_stride,
-                                   params.o_row_stride, params.o_head_stride, r);
-    Element const* dout = blk.row_ptr(static_cast<Element const*>(params.do_ptr), params.do_batch_stride,
-                                      params.do_row_stride, params.do_head_stride, r);
-    float sum = 0.f;
-    for (int c = lane * kVec; c < params.head_dim; c += 32 * kVec) {
-      auto const o_vec = *reinterpret_cast<cutlass::AlignedArray<Element, kVec> const*>(o + c);
-      auto const do_vec = *reinterpret_cast<cutlass::AlignedArray<Element, kVec> const*>(dout + c);
+  constexpr int kThreadsPerRow = cute::min(32, int(cute::bit_ceil(unsigned(Traits::kHeadDim / kVec))));
+  constexpr int kRowsPerPass = Traits::kNThreads / kThreadsPerRow;
+  constexpr int kPasses = (kBlockM + kRowsPerPass - 1) / kRowsPerPass;
+  static_assert(Traits::kHeadDim <= 32 * kVec, "one vector per lane covers the head dim");
+  int const col = (tidx % kThreadsPerRow) * kVec;
+  float sums[kPasses];
+  CUTE_UNROLL
+  for (int p = 0; p < kPasses; ++p) {
+    int const r = tidx / kThreadsPerRow + p * kRowsPerPass;
+    sums[p] = 0.f;
+    if (r < kBlockM && r < blk.rows_left && col < params.head_dim) {
+      Element const* o = blk.row_ptr(static_cast<Element const*>(params.o_ptr), params.o_batch_stride,
+                                     params.o_row_stride, params.o_head_stride, r);
+      Element const* dout = blk.row_ptr(static_cast<Element const*>(params.do_ptr), params.do_batch_stride,
+                                        params.do_row_stride, params.do_head_stride, r);
+      auto const o_vec = *reinterpret_cast<cutlass::AlignedArray<Element, kVec> const*>(o + col);
+      auto const do_vec = *reinterpret_cast<cutlass::AlignedArray<Element, kVec> const*>(dout + col);
       CUTE_UNROLL
-      for (int i = 0; i < kVec; ++i) { sum += float(o_vec[i]) * float(do_vec[i]); }
+      for (int i = 0; i < kVec; ++i) { sums[p] += float(o_vec[i]) * float(do_vec[i]); }
     }
+  }
+  CUTE_UNROLL
+  for (int p = 0; p < kPasses; ++p) {
     CUTE_UNROLL
-    for (int offset = 16; offset > 0; offset /= 2) { sum += __shfl_xor_sync(0xffffffffu, sum, offset); }
-    if (lane == 0) { *blk.row_ptr(params.dsum_ptr, params.dsum_batch_stride, 1, params.dsum_head_stride, r) = sum; }
+    for (int offset = kThreadsPerRow / 2; offset > 0; offset /= 2) {
+      sums[p] += __shfl_xor_sync(0xffffffffu, sums[p], offset);
+    }
+    int const r = tidx / kThreadsPerRow + p * kRowsPerPass;
+    if (tidx % kThreadsPerRow == 0 && r < kBlockM && r < blk.rows_left) {
+      *blk.row_ptr(params.dsum_ptr, params.dsum_batch_stride, 1, params.dsum_head_stride, r) = sums[p];
+    }
   }
 }
 
