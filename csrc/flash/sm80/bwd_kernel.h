@@ -306,8 +306,7 @@ struct BwdKernel {
       turn = params.dq_semaphore + (int64_t(batch) * params.num_heads + head) * num_m_blocks_total + m_block;
       wait_for_turn(turn, n_block);
     }
-    CUTE_UNROLL
-    for (int i = 0; i < size(acc_dq); ++i) { atomicAdd(&accum(i), acc_dq(i)); }
+    reduce_add_fragment(accum, acc_dq);
     if (params.deterministic) { pass_turn(turn, n_block + 1); }
   }
 };
