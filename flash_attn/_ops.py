@@ -57,6 +57,7 @@ def _launch_fwd(q, k, v, dropout_p, softmax_scale, causal, window_size_left, win
     if sq == 0 or k.shape[1] == 0:
         return _empty_result(q, (b, h, sq))
     ext = _require_extension()
+    q, k, v = (_checks.vector_aligned(x) for x in (q, k, v))  # the kernels move 16 bytes at a time
     out, lse, s_dmask, rng_state = ext.fwd(
         q, k, v, _poisoned_out(q), alibi_slopes, dropout_p, softmax_scale, causal,
         window_size_left, window_size_right, softcap, return_softmax, None,
@@ -80,6 +81,7 @@ def _launch_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_se
     if total_q == 0 or k.shape[0] == 0 or max_seqlen_k == 0 or max_seqlen_q == 0:
         return _empty_result(q, (h, total_q))
     ext = _require_extension()
+    q, k, v = (_checks.vector_aligned(x) for x in (q, k, v))  # the kernels move 16 bytes at a time
     out, lse, s_dmask, rng_state = ext.varlen_fwd(
         q, k, v, _poisoned_out(q), cu_seqlens_q, cu_seqlens_k, seqused_k, leftpad_k, block_table,
         alibi_slopes, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, zero_tensors, causal,
@@ -199,6 +201,7 @@ def _launch_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, softmax_
         return torch.zeros((b, h, _round128(sq)), dtype=torch.float32, device=q.device)
     _poison_grads(dq, dk, dv)
     ext = _require_extension()
+    dout, q, k, v, out = (_checks.vector_aligned(x) for x in (dout, q, k, v, out))  # 16-byte moves
     _, _, _, softmax_d = ext.bwd(
         dout, q, k, v, out, softmax_lse, dq, dk, dv, alibi_slopes, dropout_p, softmax_scale, causal,
         window_size_left, window_size_right, softcap, deterministic, None, rng_state,
@@ -221,6 +224,7 @@ def _launch_varlen_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q
         return torch.zeros((h, total_q + 128 * batch), dtype=torch.float32, device=q.device)
     _poison_grads(dq, dk, dv)
     ext = _require_extension()
+    dout, q, k, v, out = (_checks.vector_aligned(x) for x in (dout, q, k, v, out))  # 16-byte moves
     _, _, _, softmax_d = ext.varlen_bwd(
         dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k, alibi_slopes, max_seqlen_q,
         max_seqlen_k, dropout_p, softmax_scale, zero_tensors, causal, window_size_left, window_size_right, softcap,
