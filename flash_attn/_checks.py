@@ -126,10 +126,14 @@ def _check_last_dim_contiguous(named: Sequence[Tuple[str, torch.Tensor]]) -> Non
 VECTOR_BYTES = 16  # the kernels move q, k, v, out and the gradients 16 bytes at a time
 
 
+def _vector_elems(t: torch.Tensor) -> int:
+    return max(1, VECTOR_BYTES // t.element_size())
+
+
 def is_vector_aligned(t: torch.Tensor) -> bool:
     """Whether every 16-byte chunk of t's rows starts 16-byte aligned: storage offset and every stride but the
     last a multiple of 16 bytes (dims of size 1 aside). Storages themselves are allocated aligned."""
-    elems = max(1, VECTOR_BYTES // t.element_size())
+    elems = _vector_elems(t)
     if t.storage_offset() % elems != 0:
         return False
     return all(t.shape[i] <= 1 or t.stride(i) % elems == 0 for i in range(t.dim() - 1))
@@ -143,9 +147,9 @@ def vector_aligned(t: torch.Tensor) -> torch.Tensor:
 def _check_vector_aligned(named: Sequence[Tuple[str, torch.Tensor]]) -> None:
     for name, t in named:
         if not is_vector_aligned(t):
-            elems = max(1, VECTOR_BYTES // t.element_size())
             raise FlashAttnValueError(
-                f"{name} must have a storage offset and strides (except the last) that are multiples of {elems} "
+                f"{name} must have a storage offset and strides (except the last) that are multiples of "
+                f"{_vector_elems(t)} "
                 f"elements (the kernels move 16 bytes at a time), got strides {tuple(t.stride())} and storage "
                 f"offset {t.storage_offset()}; pass {name}.contiguous()"
             )
