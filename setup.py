@@ -45,7 +45,7 @@ DEFAULT_ARCHS = (80, 90)
 MIN_ARCH = 80  # the kernels use sm80 instructions (mma.sync bf16, cp.async)
 CUTLASS_WHEEL = "nvidia-cutlass==4.2.0.0"
 INSTANTIATION_RE = re.compile(
-    r"^flash_(?P<direction>[a-z_]+?)_hdim(?P<hdim>\d+)_(?P<dtype>fp16|bf16)(?P<causal>_causal)?_sm(?P<arch>\d+)\.cu$"
+    r"^flash_(?P<direction>[a-z_]+?)_hdim(?P<hdim>\d+)_(?P<dtype>fp16|bf16)(?P<window>_window)?_sm(?P<arch>\d+)\.cu$"
 )
 
 

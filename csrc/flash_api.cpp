@@ -33,18 +33,34 @@ void check_cu_seqlens(at::Tensor const& t, char const* name, at::Tensor const& q
   TORCH_CHECK(t.dim() == 1 && t.is_contiguous(), "flash_attn: ", name, " must be a contiguous 1-D tensor");
 }
 
-// Features later issues add. window (-1, 0) is plain causal attention.
-void check_supported(double p_dropout, bool& is_causal, int64_t window_left, int64_t window_right,
-                     int64_t seqlen_k, double softcap, std::optional<at::Tensor> const& alibi_slopes) {
+// Window of visible keys in 2.x terms: a side < 0 is unbounded, causal is (-1, 0), and a side reaching
+// every key (>= seqlen_k) is unbounded too.
+struct Window {
+  bool bounded;
+  int64_t left, right;
+};
+
+// Features later issues add, and the window normalised as 2.x does.
+Window check_supported(double p_dropout, bool is_causal, int64_t window_left, int64_t window_right,
+                       int64_t seqlen_k, double softcap, std::optional<at::Tensor> const& alibi_slopes) {
   TORCH_CHECK_NOT_IMPLEMENTED(p_dropout == 0.0, "flash_attn: dropout_p > 0 is not supported yet");
   TORCH_CHECK_NOT_IMPLEMENTED(softcap == 0.0, "flash_attn: softcap != 0 is not supported yet");
   TORCH_CHECK_NOT_IMPLEMENTED(!alibi_slopes.has_value(), "flash_attn: alibi_slopes are not supported yet");
+  TORCH_CHECK(window_left >= -1 && window_right >= -1, "flash_attn: window_size entries must be >= -1, got (",
+              window_left, ", ", window_right, ")");
   if (window_left >= seqlen_k) { window_left = -1; }
   if (window_right >= seqlen_k) { window_right = -1; }
   if (is_causal) { window_right = 0; }
-  if (window_left < 0 && window_right == 0) { is_causal = true; }
-  TORCH_CHECK_NOT_IMPLEMENTED(window_left < 0 && (window_right < 0 || is_causal),
-                              "flash_attn: window_size other than (-1, -1) is not supported yet");
+  return {window_left >= 0 || window_right >= 0, window_left, window_right};
+}
+
+// After the (max) sequence lengths are set: an unbounded side becomes seqlen_q + seqlen_k, which no
+// distance between a query and a key reaches (see flash/block.h).
+void set_window(flash::FwdParams& p, Window const& w) {
+  int64_t const unbounded = int64_t(p.seqlen_q) + p.seqlen_k;
+  p.has_window = w.bounded;
+  p.window_left = static_cast<int>(w.left < 0 ? unbounded : w.left);
+  p.window_right = static_cast<int>(w.right < 0 ? unbounded : w.right);
 }
 
 at::Tensor prepare_out(std::optional<at::Tensor> const& out_, at::Tensor const& q) {
@@ -56,7 +72,7 @@ at::Tensor prepare_out(std::optional<at::Tensor> const& out_, at::Tensor const& 
 }
 
 void set_common_params(flash::FwdParams& p, at::Tensor const& q, at::Tensor const& k, at::Tensor const& v,
-                       at::Tensor const& out, at::Tensor const& lse, double softmax_scale, bool is_causal) {
+                       at::Tensor const& out, at::Tensor const& lse, double softmax_scale) {
   p.q_ptr = q.data_ptr();
   p.k_ptr = k.data_ptr();
   p.v_ptr = v.data_ptr();
@@ -73,7 +89,6 @@ void set_common_params(flash::FwdParams& p, at::Tensor const& q, at::Tensor cons
   p.head_dim = static_cast<int>(q.size(-1));
   p.softmax_scale = static_cast<float>(softmax_scale);
   p.softmax_scale_log2 = static_cast<float>(softmax_scale * M_LOG2E);
-  p.is_causal = is_causal;
 }
 
 void check_head_dims(at::Tensor const& q, at::Tensor const& k, at::Tensor const& v) {
@@ -107,7 +122,8 @@ std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Te
   TORCH_CHECK(batch > 0, "flash_attn: batch size must be positive");
   TORCH_CHECK(k.size(0) == batch && v.size(0) == batch, "flash_attn: q, k and v must have the same batch size");
   TORCH_CHECK(v.size(1) == seqlen_k, "flash_attn: k and v must have the same sequence length");
-  check_supported(p_dropout, is_causal, window_size_left, window_size_right, seqlen_k, softcap, alibi_slopes_);
+  Window const window =
+      check_supported(p_dropout, is_causal, window_size_left, window_size_right, seqlen_k, softcap, alibi_slopes_);
   (void)return_softmax;
   (void)gen_;
 
@@ -116,13 +132,14 @@ std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Te
   at::Tensor lse = at::empty({batch, num_heads, seqlen_q}, q.options().dtype(at::kFloat));
 
   flash::FwdParams p;
-  set_common_params(p, q, k, v, out, lse, softmax_scale, is_causal);
+  set_common_params(p, q, k, v, out, lse, softmax_scale);
   p.q_batch_stride = q.stride(0), p.k_batch_stride = k.stride(0), p.v_batch_stride = v.stride(0);
   p.o_batch_stride = out.stride(0);
   p.lse_batch_stride = num_heads * seqlen_q, p.lse_head_stride = seqlen_q;
   p.batch = static_cast<int>(batch);
   p.seqlen_q = static_cast<int>(seqlen_q);
   p.seqlen_k = static_cast<int>(seqlen_k);
+  set_window(p, window);
   if (seqlen_q > 0) { flash::run_fwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream()); }
   return finish(out, lse, q);
 }
@@ -149,7 +166,8 @@ std::vector<at::Tensor> mha_varlen_fwd(
   TORCH_CHECK_NOT_IMPLEMENTED(!seqused_k.has_value(), "flash_attn: seqused_k is not supported yet");
   TORCH_CHECK_NOT_IMPLEMENTED(!leftpad_k.has_value(), "flash_attn: leftpad_k is not supported yet");
   TORCH_CHECK_NOT_IMPLEMENTED(!block_table.has_value(), "flash_attn: block_table (paged KV) is not supported yet");
-  check_supported(p_dropout, is_causal, window_size_left, window_size_right, max_seqlen_k, softcap, alibi_slopes_);
+  Window const window = check_supported(p_dropout, is_causal, window_size_left, window_size_right, max_seqlen_k,
+                                        softcap, alibi_slopes_);
   (void)return_softmax;
   (void)gen_;
 
@@ -163,13 +181,14 @@ std::vector<at::Tensor> mha_varlen_fwd(
   }
 
   flash::FwdParams p;
-  set_common_params(p, q, k, v, out, lse, softmax_scale, is_causal);
+  set_common_params(p, q, k, v, out, lse, softmax_scale);
   p.lse_head_stride = total_q;
   p.cu_seqlens_q = cu_seqlens_q.data_ptr<int>();
   p.cu_seqlens_k = cu_seqlens_k.data_ptr<int>();
   p.batch = static_cast<int>(batch);
   p.seqlen_q = static_cast<int>(max_seqlen_q);
   p.seqlen_k = static_cast<int>(max_seqlen_k);
+  set_window(p, window);
   if (total_q > 0 && max_seqlen_q > 0) { flash::run_fwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream()); }
   return finish(out, lse, q);
 }
@@ -199,8 +218,8 @@ void check_lse(at::Tensor const& lse, at::Tensor const& q, at::IntArrayRef expec
 void set_bwd_params(flash::BwdParams& p, at::Tensor const& dout, at::Tensor const& q, at::Tensor const& k,
                     at::Tensor const& v, at::Tensor const& out, at::Tensor const& lse, at::Tensor const& dq,
                     at::Tensor const& dk, at::Tensor const& dv, at::Tensor const& dsum, at::Tensor const& dq_accum,
-                    at::Tensor const& semaphore, double softmax_scale, bool is_causal, bool deterministic) {
-  set_common_params(p, q, k, v, out, lse, softmax_scale, is_causal);
+                    at::Tensor const& semaphore, double softmax_scale, bool deterministic) {
+  set_common_params(p, q, k, v, out, lse, softmax_scale);
   p.do_ptr = dout.data_ptr();
   p.dq_ptr = dq.data_ptr();
   p.dk_ptr = dk.data_ptr();
@@ -245,7 +264,8 @@ std::vector<at::Tensor> mha_bwd(at::Tensor const& dout, at::Tensor const& q, at:
   TORCH_CHECK(v.size(1) == seqlen_k, "flash_attn: k and v must have the same sequence length");
   TORCH_CHECK(out.sizes() == q.sizes() && dout.sizes() == q.sizes(), "flash_attn: out and dout must have q's shape");
   check_lse(softmax_lse, q, {batch, num_heads, seqlen_q});
-  check_supported(p_dropout, is_causal, window_size_left, window_size_right, seqlen_k, softcap, alibi_slopes_);
+  Window const window =
+      check_supported(p_dropout, is_causal, window_size_left, window_size_right, seqlen_k, softcap, alibi_slopes_);
   (void)gen_;
   (void)rng_state;
 
@@ -265,7 +285,7 @@ std::vector<at::Tensor> mha_bwd(at::Tensor const& dout, at::Tensor const& q, at:
 
   flash::BwdParams p;
   set_bwd_params(p, dout, q, k, v, out, softmax_lse, dq, dk, dv, dsum, dq_accum, semaphore, softmax_scale,
-                 is_causal, deterministic);
+                 deterministic);
   p.q_batch_stride = q.stride(0), p.k_batch_stride = k.stride(0), p.v_batch_stride = v.stride(0);
   p.o_batch_stride = out.stride(0), p.do_batch_stride = dout.stride(0);
   p.dq_batch_stride = dq.stride(0), p.dk_batch_stride = dk.stride(0), p.dv_batch_stride = dv.stride(0);
@@ -275,6 +295,7 @@ std::vector<at::Tensor> mha_bwd(at::Tensor const& dout, at::Tensor const& q, at:
   p.batch = static_cast<int>(batch);
   p.seqlen_q = static_cast<int>(seqlen_q);
   p.seqlen_k = static_cast<int>(seqlen_k);
+  set_window(p, window);
   flash::run_bwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream());
   return {dq, dk, dv, dsum};
 }
@@ -303,7 +324,8 @@ std::vector<at::Tensor> mha_varlen_bwd(
   TORCH_CHECK(out.sizes() == q.sizes() && dout.sizes() == q.sizes(), "flash_attn: out and dout must have q's shape");
   int64_t const total_q = q.size(0), num_heads = q.size(1);
   check_lse(softmax_lse, q, {num_heads, total_q});
-  check_supported(p_dropout, is_causal, window_size_left, window_size_right, max_seqlen_k, softcap, alibi_slopes_);
+  Window const window = check_supported(p_dropout, is_causal, window_size_left, window_size_right, max_seqlen_k,
+                                        softcap, alibi_slopes_);
   (void)gen_;
   (void)rng_state;
 
@@ -323,7 +345,7 @@ std::vector<at::Tensor> mha_varlen_bwd(
 
   flash::BwdParams p;
   set_bwd_params(p, dout, q, k, v, out, softmax_lse, dq, dk, dv, dsum, dq_accum, semaphore, softmax_scale,
-                 is_causal, deterministic);
+                 deterministic);
   p.lse_head_stride = softmax_lse.stride(0);
   p.dsum_head_stride = dsum.stride(0);
   p.dq_accum_head_stride = dq_accum.stride(0);
@@ -332,6 +354,7 @@ std::vector<at::Tensor> mha_varlen_bwd(
   p.batch = static_cast<int>(batch);
   p.seqlen_q = static_cast<int>(max_seqlen_q);
   p.seqlen_k = static_cast<int>(max_seqlen_k);
+  set_window(p, window);
   flash::run_bwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream());
   return {dq, dk, dv, dsum};
 }

@@ -267,7 +267,9 @@ def check_max_seqlen(name: str, value) -> int:
 
 
 def _normalize_window(window_size, causal: bool, seqlen_k) -> Tuple[bool, int, int]:
-    """(causal, left, right) in kernel terms; raises NotImplementedError for a real (bounded) window."""
+    """(causal, left, right) as the kernel gets them, normalised as 2.x does: -1 = unbounded, a side reaching
+    every key (>= seqlen_k) is unbounded, causal forces right = 0, and (-1, 0) is plain causal attention
+    (returned as (True, -1, -1))."""
     if isinstance(window_size, torch.Tensor):
         if window_size.numel() != 2 or window_size.dtype.is_floating_point or window_size.dtype == torch.bool:
             raise FlashAttnValueError(
@@ -280,19 +282,19 @@ def _normalize_window(window_size, causal: bool, seqlen_k) -> Tuple[bool, int, i
             raise FlashAttnValueError(f"window_size must be a pair of ints (left, right), got {window_size!r}")
         left = as_int("window_size[0]", window_size[0])
         right = as_int("window_size[1]", window_size[1])
-    # Negative = unbounded; values >= seqlen_k reach every key, i.e. are unbounded too.
-    left_unbounded = left < 0 or left >= seqlen_k
-    right_unbounded = right < 0 or right >= seqlen_k
+    if left < -1 or right < -1:
+        raise FlashAttnValueError(
+            f"window_size entries must be >= -1 (-1 = unbounded), got window_size={(left, right)}"
+        )
+    if left >= seqlen_k:
+        left = -1
+    if right >= seqlen_k:
+        right = -1
     if causal:
-        right_unbounded, right = False, 0
-    if left_unbounded and right_unbounded:
-        return False, -1, -1
-    if left_unbounded and right == 0:
-        return True, -1, -1  # (-1, 0) is exactly causal (bottom-right aligned)
-    raise NotImplementedError(
-        f"window_size={(left, right)} (local / sliding-window attention) is not supported yet; "
-        "only window_size=(-1, -1) (or causal=True with window_size=(-1, 0)) is"
-    )
+        right = 0
+    if left < 0 and right == 0:
+        return True, -1, -1
+    return False, left, right
 
 
 def check_fwd_options(

@@ -21,9 +21,38 @@ def causal_mask(seqlen_q: int, seqlen_k: int, device=None) -> torch.Tensor:
     return j <= i + (seqlen_k - seqlen_q)
 
 
-def attention_ref(q, k, v, causal: bool = False, softmax_scale: Optional[float] = None, upcast: bool = True):
+def window_mask(seqlen_q: int, seqlen_k: int, left: int, right: int, device=None) -> torch.Tensor:
+    """Bool (seqlen_q, seqlen_k), True = visible: with shift = seqlen_k - seqlen_q, key j is visible to query i iff
+    i + shift - left <= j <= i + shift + right; a negative side is unbounded (2.x's window_size)."""
+    i = torch.arange(seqlen_q, device=device).unsqueeze(1) + (seqlen_k - seqlen_q)
+    j = torch.arange(seqlen_k, device=device).unsqueeze(0)
+    visible = torch.ones(seqlen_q, seqlen_k, dtype=torch.bool, device=device)
+    if left >= 0:
+        visible &= j >= i - left
+    if right >= 0:
+        visible &= j <= i + right
+    return visible
+
+
+def visible_keys(seqlen_q: int, seqlen_k: int, causal: bool, window, device=None,
+                 window_bound: Optional[int] = None) -> Optional[torch.Tensor]:
+    """The mask for (causal, window_size), or None when every key is visible. As in 2.x, a side >= window_bound
+    (seqlen_k; max_seqlen_k for varlen) counts as unbounded before causal forces right = 0."""
+    left, right = window
+    bound = seqlen_k if window_bound is None else window_bound
+    left = -1 if left >= bound else left
+    right = -1 if right >= bound else right
+    if causal:
+        right = 0
+    if left < 0 and right < 0:
+        return None
+    return window_mask(seqlen_q, seqlen_k, left, right, device)
+
+
+def attention_ref(q, k, v, causal: bool = False, softmax_scale: Optional[float] = None, upcast: bool = True,
+                  window=(-1, -1), window_bound: Optional[int] = None):
     """
-    q: (b, sq, h, d); k, v: (b, sk, hk, d) with h % hk == 0.
+    q: (b, sq, h, d); k, v: (b, sk, hk, d) with h % hk == 0; window = 2.x's window_size (left, right).
     Returns (out (b, sq, h, d) float32 if upcast else q.dtype, lse (b, h, sq) float32).
     """
     b, sq, h, d = q.shape
@@ -36,8 +65,9 @@ def attention_ref(q, k, v, causal: bool = False, softmax_scale: Optional[float] 
     kh = k.to(dtype).permute(0, 2, 1, 3).repeat_interleave(h // hk, dim=1)
     vh = v.to(dtype).permute(0, 2, 1, 3).repeat_interleave(h // hk, dim=1)
     scores = torch.matmul(qh * softmax_scale, kh.transpose(-1, -2))  # (b, h, sq, sk), in `dtype`
-    if causal:
-        scores = scores.masked_fill(~causal_mask(sq, sk, q.device), float("-inf"))
+    visible = visible_keys(sq, sk, causal, window, q.device, window_bound)
+    if visible is not None:
+        scores = scores.masked_fill(~visible, float("-inf"))
     lse = torch.logsumexp(scores.float(), dim=-1)  # -inf where a row sees no key
     empty = torch.isneginf(lse)
     # rows with no key: softmax over a finite dummy row, then zeroed (keeps gradients NaN-free)
@@ -47,7 +77,8 @@ def attention_ref(q, k, v, causal: bool = False, softmax_scale: Optional[float] 
     return out.permute(0, 2, 1, 3).contiguous(), lse
 
 
-def attention_ref_bwd(q, k, v, dout, causal: bool = False, softmax_scale: Optional[float] = None):
+def attention_ref_bwd(q, k, v, dout, causal: bool = False, softmax_scale: Optional[float] = None, window=(-1, -1),
+                      window_bound: Optional[int] = None):
     """Analytic float32 gradients (dq, dk, dv) of attention_ref; GQA gradients summed over each group."""
     b, sq, h, d = q.shape
     sk, hk = k.shape[1], k.shape[2]
@@ -59,8 +90,9 @@ def attention_ref_bwd(q, k, v, dout, causal: bool = False, softmax_scale: Option
     vh = v.float().permute(0, 2, 1, 3).repeat_interleave(g, dim=1)
     do = dout.float().permute(0, 2, 1, 3)
     scores = torch.matmul(qh, kh.transpose(-1, -2)) * softmax_scale
-    if causal:
-        scores = scores.masked_fill(~causal_mask(sq, sk, q.device), float("-inf"))
+    visible = visible_keys(sq, sk, causal, window, q.device, window_bound)
+    if visible is not None:
+        scores = scores.masked_fill(~visible, float("-inf"))
     empty = torch.isneginf(torch.logsumexp(scores, dim=-1)).unsqueeze(-1)
     p = torch.softmax(scores.masked_fill(empty, 0.0), dim=-1).masked_fill(empty, 0.0)
     dv = torch.matmul(p.transpose(-1, -2), do)
@@ -76,13 +108,15 @@ def attention_ref_bwd(q, k, v, dout, causal: bool = False, softmax_scale: Option
 
 
 def attention_varlen_ref(q, k, v, cu_seqlens_q: Sequence[int], cu_seqlens_k: Sequence[int], causal: bool = False,
-                         softmax_scale: Optional[float] = None, upcast: bool = True):
+                         softmax_scale: Optional[float] = None, upcast: bool = True, window=(-1, -1)):
     """
     q: (total_q, h, d); k, v: (total_k, hk, d); cu_seqlens as Python lists or tensors (batch + 1).
-    Returns (out (total_q, h, d), lse (h, total_q) float32); each sequence is attended independently.
+    Returns (out (total_q, h, d), lse (h, total_q) float32); each sequence is attended independently, with the
+    window normalised against the longest key sequence (max_seqlen_k), as the kernel does.
     """
     cu_q = [int(x) for x in cu_seqlens_q]
     cu_k = [int(x) for x in cu_seqlens_k]
+    max_k = max(b - a for a, b in zip(cu_k, cu_k[1:]))
     total_q, h, d = q.shape
     dtype = torch.float32 if upcast else q.dtype
     out = torch.zeros(total_q, h, v.shape[-1], dtype=dtype, device=q.device)
@@ -91,7 +125,8 @@ def attention_varlen_ref(q, k, v, cu_seqlens_q: Sequence[int], cu_seqlens_k: Seq
         q0, q1, k0, k1 = cu_q[i], cu_q[i + 1], cu_k[i], cu_k[i + 1]
         if q1 == q0:
             continue
-        o, l = attention_ref(q[None, q0:q1], k[None, k0:k1], v[None, k0:k1], causal, softmax_scale, upcast)
+        o, l = attention_ref(q[None, q0:q1], k[None, k0:k1], v[None, k0:k1], causal, softmax_scale, upcast, window,
+                             max_k)
         out[q0:q1] = o[0]
         lse[:, q0:q1] = l[0]
     return out, lse
@@ -137,7 +172,7 @@ class ReferenceLauncher:
         assert q.shape[-1] % 8 == 0, "the op must see a padded head dim"
         self.calls.append(("fwd", dict(q_shape=tuple(q.shape), softmax_scale=softmax_scale, causal=causal,
                                        window=(window_size_left, window_size_right))))
-        o, lse = attention_ref(q, k, v, causal, softmax_scale)
+        o, lse = attention_ref(q, k, v, causal, softmax_scale, window=(window_size_left, window_size_right))
         out = torch.empty_like(q)
         out.copy_(o)
         return out, lse, q.new_empty((0,)), torch.zeros(2, dtype=torch.int64, device=q.device)
@@ -151,7 +186,7 @@ class ReferenceLauncher:
                                               max_seqlen=(max_seqlen_q, max_seqlen_k),
                                               window=(window_size_left, window_size_right))))
         o, lse = attention_varlen_ref(q, k, v, cu_seqlens_q.tolist(), cu_seqlens_k.tolist(), causal,
-                                      softmax_scale)
+                                      softmax_scale, window=(window_size_left, window_size_right))
         out = torch.empty_like(q)
         out.copy_(o)
         return out, lse, q.new_empty((0,)), torch.zeros(2, dtype=torch.int64, device=q.device)
@@ -159,9 +194,9 @@ class ReferenceLauncher:
     # Backward stand-ins: gradients of the float32 reference written into dq/dk/dv; returns softmax_d
     # (rowsum(dout * out), padded like the kernel's).
     @staticmethod
-    def _grads(q, k, v, dout, causal, softmax_scale):
+    def _grads(q, k, v, dout, causal, softmax_scale, window, window_bound=None):
         # analytic: autograd is not recorded inside a custom op's body
-        return attention_ref_bwd(q, k, v, dout, causal, softmax_scale)
+        return attention_ref_bwd(q, k, v, dout, causal, softmax_scale, window, window_bound)
 
     def bwd(self, dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, softmax_scale, causal, window_size_left,
             window_size_right, softcap, alibi_slopes, deterministic, rng_state):
@@ -169,7 +204,8 @@ class ReferenceLauncher:
         b, sq, h, _ = q.shape
         _checks.check_bwd_tensors(q, k, v, dout, out, softmax_lse, dq, dk, dv, (b, h, sq))  # the real op's checks
         self.calls.append(("bwd", dict(q_shape=tuple(q.shape))))
-        for dst, g in zip((dq, dk, dv), self._grads(q, k, v, dout, causal, softmax_scale)):
+        grads = self._grads(q, k, v, dout, causal, softmax_scale, (window_size_left, window_size_right))
+        for dst, g in zip((dq, dk, dv), grads):
             dst.copy_(g)
         b, sq, h, _ = q.shape
         softmax_d = torch.zeros(b, h, (sq + 127) // 128 * 128, dtype=torch.float32, device=q.device)
@@ -189,6 +225,6 @@ class ReferenceLauncher:
         for i in range(len(cu_q) - 1):
             q0, q1, k0, k1 = cu_q[i], cu_q[i + 1], cu_k[i], cu_k[i + 1]
             gq, gk, gv = self._grads(q[None, q0:q1], k[None, k0:k1], v[None, k0:k1], dout[None, q0:q1], causal,
-                                     softmax_scale)
+                                     softmax_scale, (window_size_left, window_size_right), max_seqlen_k)
             dq[q0:q1], dk[k0:k1], dv[k0:k1] = gq[0], gk[0], gv[0]
         return torch.zeros(q.shape[1], q.shape[0] + 128 * (len(cu_q) - 1), dtype=torch.float32, device=q.device)

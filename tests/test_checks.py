@@ -82,9 +82,10 @@ BAD_CASES = [
     ("dropout_range", lambda: vdense(q0, k0, v0, dropout_p=1.0), FlashAttnValueError, r"^dropout_p must be in"),
     ("dropout_negative", lambda: vdense(q0, k0, v0, dropout_p=-0.1), FlashAttnValueError, r"^dropout_p"),
     ("dropout_unsupported", lambda: vdense(q0, k0, v0, dropout_p=0.1), NotImplementedError, r"^dropout_p"),
-    ("window_unsupported", lambda: vdense(q0, k0, v0, window_size=(8, 8)), NotImplementedError, r"^window_size"),
-    ("window_left_causal", lambda: vdense(q0, k0, v0, causal=True, window_size=(8, 0)), NotImplementedError,
-     r"^window_size"),
+    ("window_below_minus_one", lambda: vdense(q0, k0, v0, window_size=(-2, 0)), FlashAttnValueError,
+     r"^window_size entries must be >= -1"),
+    ("window_right_below_minus_one", lambda: vdense(q0, k0, v0, causal=True, window_size=(4, -3)),
+     FlashAttnValueError, r"^window_size entries must be >= -1"),
     ("window_bad_form", lambda: vdense(q0, k0, v0, window_size=(1, 2, 3)), FlashAttnValueError, r"^window_size"),
     ("window_bad_tensor", lambda: vdense(q0, k0, v0, window_size=torch.tensor([1, 2, 3])), FlashAttnValueError,
      r"^window_size"),
@@ -214,6 +215,23 @@ def test_window_normalisation(window, causal, expected_causal):
     assert (cfg.causal, cfg.window_size_left, cfg.window_size_right) == (expected_causal, -1, -1)
 
 
+@pytest.mark.parametrize(
+    "window,causal,expected",
+    [
+        ((8, 8), False, (8, 8)),
+        ((8, 0), True, (8, 0)),  # a left-bounded causal window is a window, not plain causal
+        ((8, 5), True, (8, 0)),  # causal forces right = 0
+        ((0, 0), False, (0, 0)),  # each query sees its diagonal key only
+        ((-1, 3), False, (-1, 3)),
+        ((31, 40), False, (31, -1)),  # right >= seqlen_k: unbounded
+        (torch.tensor([4, 2]), False, (4, 2)),
+    ],
+)
+def test_window_bounded(window, causal, expected):
+    cfg = vdense(q0, k0, v0, causal=causal, window_size=window)  # seqlen_k = 32
+    assert (cfg.causal, cfg.window_size_left, cfg.window_size_right) == (False, *expected)
+
+
 def test_varlen_max_seqlen_forms():
     cfg, mq, mk = vvarlen(vq0, vk0, vv0, cu0, cuk0, max_q=torch.tensor(7, dtype=torch.int32),
                           max_k=torch.tensor(9))
@@ -223,9 +241,9 @@ def test_varlen_max_seqlen_forms():
     assert mq == 5
     # window bound is relative to max_seqlen_k
     cfg, _, _ = vvarlen(vq0, vk0, vv0, cu0, cuk0, max_k=16, window_size=(16, 16))
-    assert cfg.causal is False
-    with pytest.raises(NotImplementedError, match="window_size"):
-        vvarlen(vq0, vk0, vv0, cu0, cuk0, max_k=17, window_size=(16, 16))
+    assert (cfg.causal, cfg.window_size_left, cfg.window_size_right) == (False, -1, -1)
+    cfg, _, _ = vvarlen(vq0, vk0, vv0, cu0, cuk0, max_k=17, window_size=(16, 16))
+    assert (cfg.causal, cfg.window_size_left, cfg.window_size_right) == (False, 16, 16)
 
 
 def test_noncontiguous_but_last_dim_ok():
@@ -252,8 +270,8 @@ PUBLIC_BAD = [
     ("func_cpu", lambda: flash_attn.flash_attn_func(*dense(device="cpu")), FlashAttnValueError,
      r"^q must be a CUDA tensor"),
     ("func_dropout", lambda: flash_attn.flash_attn_func(*dense(), 0.1), NotImplementedError, r"^dropout_p"),
-    ("func_window", lambda: flash_attn.flash_attn_func(*dense(), window_size=(4, 4)), NotImplementedError,
-     r"^window_size"),
+    ("func_window", lambda: flash_attn.flash_attn_func(*dense(), window_size=(4, -2)), FlashAttnValueError,
+     r"^window_size entries"),
     ("func_softcap", lambda: flash_attn.flash_attn_func(*dense(), softcap=5.0), NotImplementedError, r"^softcap"),
     ("func_alibi", lambda: flash_attn.flash_attn_func(*dense(), alibi_slopes=torch.ones(4)), NotImplementedError,
      r"^alibi_slopes"),

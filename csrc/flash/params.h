@@ -38,7 +38,12 @@ struct FwdParams {
   int const* __restrict__ cu_seqlens_q = nullptr;
   int const* __restrict__ cu_seqlens_k = nullptr;
 
-  bool is_causal = false;
+  // Keys visible to query row i: [i + shift - window_left, i + shift + window_right] with
+  // shift = seqlen_k - seqlen_q (bottom-right aligned). Causal is (unbounded, 0); an unbounded side is
+  // seqlen_q + seqlen_k. Only read when has_window selects the windowed kernels.
+  bool has_window = false;
+  int window_left = 0;
+  int window_right = 0;
 };
 
 // Backward: the forward's inputs and saved outputs plus the incoming gradient dO and the gradients.

@@ -31,14 +31,14 @@ namespace flash::sm80 {
 
 using namespace cute;
 
-template <class Traits, bool kIsCausal, bool kEvenCols>
+template <class Traits, bool kHasWindow, bool kEvenCols>
 struct BwdKernel {
   using Element = typename Traits::Element;
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kBlockN = Traits::kBlockN;
   static constexpr int kHeadDim = Traits::kHeadDim;
   static constexpr int kStages = Traits::kStages;
-  using Range = BlockRange<kBlockM, kBlockN, kIsCausal>;
+  using Range = BlockRange<kBlockM, kBlockN, kHasWindow>;
   using TileQ = Shape<Int<kBlockM>, Int<kHeadDim>>;
   using TileK = Shape<Int<kBlockN>, Int<kHeadDim>>;
   using TileS = Shape<Int<kBlockM>, Int<kBlockN>>;
@@ -57,7 +57,8 @@ struct BwdKernel {
     if (key_base >= seq.seqlen_k) { return; }
     int const keys_left = seq.seqlen_k - key_base;
     int m_block_min, m_block_max;
-    Range::query_blocks(n_block, seq.seqlen_q, seq.seqlen_k, m_block_min, m_block_max);
+    Range::query_blocks(n_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, m_block_min,
+                        m_block_max);
     int const num_m_steps = m_block_max > m_block_min ? m_block_max - m_block_min : 0;
     int const num_steps = num_m_steps * params.head_ratio;  // every query head of the group
     int const num_m_blocks_total = (params.seqlen_q + kBlockM - 1) / kBlockM;
@@ -237,8 +238,8 @@ struct BwdKernel {
       gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ(_, _, _, stage), tSsK, mma_sdp, copy_sdp_a, copy_sdp_b,
                      thr_copy_sdp_a, thr_copy_sdp_b);
       Tensor probs = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
-      if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k)) {
-        apply_mask<kIsCausal>(probs, score_coords, row_base, key_base, seq.seqlen_q, seq.seqlen_k);
+      if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right)) {
+        apply_mask<kHasWindow>(probs, score_coords, row_base, key_base, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right);
       }
       scores_to_probs(probs, lse_log2, params.softmax_scale_log2);
 
@@ -312,10 +313,10 @@ struct BwdKernel {
   }
 };
 
-template <class Traits, bool kIsCausal, bool kEvenCols>
+template <class Traits, bool kHasWindow, bool kEvenCols>
 __global__ void __launch_bounds__(Traits::kNThreads) bwd_kernel(__grid_constant__ const BwdParams params) {
   extern __shared__ __align__(128) char smem[];
-  BwdKernel<Traits, kIsCausal, kEvenCols>::run(params, smem);
+  BwdKernel<Traits, kHasWindow, kEvenCols>::run(params, smem);
 }
 
 }  // namespace flash::sm80

@@ -24,13 +24,13 @@ namespace flash::sm80 {
 
 using namespace cute;
 
-template <class Traits, bool kIsCausal, bool kEvenCols>
+template <class Traits, bool kHasWindow, bool kEvenCols>
 struct FwdKernel {
   using Element = typename Traits::Element;
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kBlockN = Traits::kBlockN;
   static constexpr int kHeadDim = Traits::kHeadDim;
-  using Range = BlockRange<kBlockM, kBlockN, kIsCausal>;
+  using Range = BlockRange<kBlockM, kBlockN, kHasWindow>;
 
   CUTE_DEVICE static void run(FwdParams const& params, char* smem) {
     int const tidx = threadIdx.x;
@@ -46,7 +46,7 @@ struct FwdKernel {
     if (row_base >= seq.seqlen_q) { return; }
     int const rows_left = seq.seqlen_q - row_base;
     int n_block_min, n_block_max;
-    Range::key_blocks(m_block, seq.seqlen_q, seq.seqlen_k, n_block_min, n_block_max);
+    Range::key_blocks(m_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, n_block_min, n_block_max);
 
     // Global tiles. Offsets are 64-bit; K/V are (kBlockN, d, n_blocks) views of one (batch, kv head).
     int const kv_head = head / params.head_ratio;
@@ -135,8 +135,9 @@ struct FwdKernel {
       gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK, tiled_mma, smem_copy_q, smem_copy_k, smem_thr_copy_q,
                      smem_thr_copy_k);
       Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
-      if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k)) {
-        apply_mask<kIsCausal>(scores, score_coords, row_base, n_block * kBlockN, seq.seqlen_q, seq.seqlen_k);
+      if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right)) {
+        apply_mask<kHasWindow>(scores, score_coords, row_base, n_block * kBlockN, seq.seqlen_q, seq.seqlen_k,
+                               params.window_left, params.window_right);
       }
 
       cp_async_wait<0>();
@@ -170,10 +171,10 @@ struct FwdKernel {
   }
 };
 
-template <class Traits, bool kIsCausal, bool kEvenCols>
+template <class Traits, bool kHasWindow, bool kEvenCols>
 __global__ void __launch_bounds__(Traits::kNThreads) fwd_kernel(__grid_constant__ const FwdParams params) {
   extern __shared__ __align__(128) char smem[];
-  FwdKernel<Traits, kIsCausal, kEvenCols>::run(params, smem);
+  FwdKernel<Traits, kHasWindow, kEvenCols>::run(params, smem);
 }
 
 }  // namespace flash::sm80
