@@ -40,11 +40,11 @@ struct Window {
   int64_t left, right;
 };
 
-// Features later issues add, and the window normalised as 2.x does.
+// Features later issues add (dropout, ALiBi), the softcap range, and the window normalised as 2.x does.
 Window check_supported(double p_dropout, bool is_causal, int64_t window_left, int64_t window_right,
                        int64_t seqlen_k, double softcap, std::optional<at::Tensor> const& alibi_slopes) {
   TORCH_CHECK_NOT_IMPLEMENTED(p_dropout == 0.0, "flash_attn: dropout_p > 0 is not supported yet");
-  TORCH_CHECK_NOT_IMPLEMENTED(softcap == 0.0, "flash_attn: softcap != 0 is not supported yet");
+  TORCH_CHECK(softcap >= 0.0, "flash_attn: softcap must be >= 0 (0 = off), got ", softcap);
   TORCH_CHECK_NOT_IMPLEMENTED(!alibi_slopes.has_value(), "flash_attn: alibi_slopes are not supported yet");
   TORCH_CHECK(window_left >= -1 && window_right >= -1, "flash_attn: window_size entries must be >= -1, got (",
               window_left, ", ", window_right, ")");
@@ -72,7 +72,7 @@ at::Tensor prepare_out(std::optional<at::Tensor> const& out_, at::Tensor const& 
 }
 
 void set_common_params(flash::FwdParams& p, at::Tensor const& q, at::Tensor const& k, at::Tensor const& v,
-                       at::Tensor const& out, at::Tensor const& lse, double softmax_scale) {
+                       at::Tensor const& out, at::Tensor const& lse, double softmax_scale, double softcap) {
   p.q_ptr = q.data_ptr();
   p.k_ptr = k.data_ptr();
   p.v_ptr = v.data_ptr();
@@ -88,7 +88,12 @@ void set_common_params(flash::FwdParams& p, at::Tensor const& q, at::Tensor cons
   p.head_ratio = p.num_heads / p.num_heads_k;
   p.head_dim = static_cast<int>(q.size(-1));
   p.softmax_scale = static_cast<float>(softmax_scale);
-  p.softmax_scale_log2 = static_cast<float>(softmax_scale * M_LOG2E);
+  // With softcap the scores reach the softmax already scaled (flash/softcap.h).
+  double const score_scale = softcap > 0.0 ? 1.0 : softmax_scale;
+  p.score_scale = static_cast<float>(score_scale);
+  p.score_scale_log2 = static_cast<float>(score_scale * M_LOG2E);
+  p.softcap = softcap > 0.0 ? static_cast<float>(softcap) : 0.f;
+  p.softcap_inner = softcap > 0.0 ? static_cast<float>(softmax_scale / softcap) : 0.f;
 }
 
 void check_head_dims(at::Tensor const& q, at::Tensor const& k, at::Tensor const& v) {
@@ -132,7 +137,7 @@ std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Te
   at::Tensor lse = at::empty({batch, num_heads, seqlen_q}, q.options().dtype(at::kFloat));
 
   flash::FwdParams p;
-  set_common_params(p, q, k, v, out, lse, softmax_scale);
+  set_common_params(p, q, k, v, out, lse, softmax_scale, softcap);
   p.q_batch_stride = q.stride(0), p.k_batch_stride = k.stride(0), p.v_batch_stride = v.stride(0);
   p.o_batch_stride = out.stride(0);
   p.lse_batch_stride = num_heads * seqlen_q, p.lse_head_stride = seqlen_q;
@@ -181,7 +186,7 @@ std::vector<at::Tensor> mha_varlen_fwd(
   }
 
   flash::FwdParams p;
-  set_common_params(p, q, k, v, out, lse, softmax_scale);
+  set_common_params(p, q, k, v, out, lse, softmax_scale, softcap);
   p.lse_head_stride = total_q;
   p.cu_seqlens_q = cu_seqlens_q.data_ptr<int>();
   p.cu_seqlens_k = cu_seqlens_k.data_ptr<int>();
@@ -218,8 +223,8 @@ void check_lse(at::Tensor const& lse, at::Tensor const& q, at::IntArrayRef expec
 void set_bwd_params(flash::BwdParams& p, at::Tensor const& dout, at::Tensor const& q, at::Tensor const& k,
                     at::Tensor const& v, at::Tensor const& out, at::Tensor const& lse, at::Tensor const& dq,
                     at::Tensor const& dk, at::Tensor const& dv, at::Tensor const& dsum, at::Tensor const& dq_accum,
-                    at::Tensor const& semaphore, double softmax_scale, bool deterministic) {
-  set_common_params(p, q, k, v, out, lse, softmax_scale);
+                    at::Tensor const& semaphore, double softmax_scale, double softcap, bool deterministic) {
+  set_common_params(p, q, k, v, out, lse, softmax_scale, softcap);
   p.do_ptr = dout.data_ptr();
   p.dq_ptr = dq.data_ptr();
   p.dk_ptr = dk.data_ptr();
@@ -285,7 +290,7 @@ std::vector<at::Tensor> mha_bwd(at::Tensor const& dout, at::Tensor const& q, at:
 
   flash::BwdParams p;
   set_bwd_params(p, dout, q, k, v, out, softmax_lse, dq, dk, dv, dsum, dq_accum, semaphore, softmax_scale,
-                 deterministic);
+                 softcap, deterministic);
   p.q_batch_stride = q.stride(0), p.k_batch_stride = k.stride(0), p.v_batch_stride = v.stride(0);
   p.o_batch_stride = out.stride(0), p.do_batch_stride = dout.stride(0);
   p.dq_batch_stride = dq.stride(0), p.dk_batch_stride = dk.stride(0), p.dv_batch_stride = dv.stride(0);
@@ -345,7 +350,7 @@ std::vector<at::Tensor> mha_varlen_bwd(
 
   flash::BwdParams p;
   set_bwd_params(p, dout, q, k, v, out, softmax_lse, dq, dk, dv, dsum, dq_accum, semaphore, softmax_scale,
-                 deterministic);
+                 softcap, deterministic);
   p.lse_head_stride = softmax_lse.stride(0);
   p.dsum_head_stride = dsum.stride(0);
   p.dq_accum_head_stride = dq_accum.stride(0);

@@ -50,9 +50,10 @@ def visible_keys(seqlen_q: int, seqlen_k: int, causal: bool, window, device=None
 
 
 def attention_ref(q, k, v, causal: bool = False, softmax_scale: Optional[float] = None, upcast: bool = True,
-                  window=(-1, -1), window_bound: Optional[int] = None):
+                  window=(-1, -1), window_bound: Optional[int] = None, softcap: float = 0.0):
     """
-    q: (b, sq, h, d); k, v: (b, sk, hk, d) with h % hk == 0; window = 2.x's window_size (left, right).
+    q: (b, sq, h, d); k, v: (b, sk, hk, d) with h % hk == 0; window = 2.x's window_size (left, right);
+    softcap > 0 caps the scaled scores at softcap * tanh(scores / softcap) before masking.
     Returns (out (b, sq, h, d) float32 if upcast else q.dtype, lse (b, h, sq) float32).
     """
     b, sq, h, d = q.shape
@@ -65,6 +66,8 @@ def attention_ref(q, k, v, causal: bool = False, softmax_scale: Optional[float] 
     kh = k.to(dtype).permute(0, 2, 1, 3).repeat_interleave(h // hk, dim=1)
     vh = v.to(dtype).permute(0, 2, 1, 3).repeat_interleave(h // hk, dim=1)
     scores = torch.matmul(qh * softmax_scale, kh.transpose(-1, -2))  # (b, h, sq, sk), in `dtype`
+    if softcap > 0:
+        scores = torch.tanh(scores / softcap) * softcap
     visible = visible_keys(sq, sk, causal, window, q.device, window_bound)
     if visible is not None:
         scores = scores.masked_fill(~visible, float("-inf"))
@@ -78,7 +81,7 @@ def attention_ref(q, k, v, causal: bool = False, softmax_scale: Optional[float] 
 
 
 def attention_ref_bwd(q, k, v, dout, causal: bool = False, softmax_scale: Optional[float] = None, window=(-1, -1),
-                      window_bound: Optional[int] = None):
+                      window_bound: Optional[int] = None, softcap: float = 0.0):
     """Analytic float32 gradients (dq, dk, dv) of attention_ref; GQA gradients summed over each group."""
     b, sq, h, d = q.shape
     sk, hk = k.shape[1], k.shape[2]
@@ -90,6 +93,9 @@ def attention_ref_bwd(q, k, v, dout, causal: bool = False, softmax_scale: Option
     vh = v.float().permute(0, 2, 1, 3).repeat_interleave(g, dim=1)
     do = dout.float().permute(0, 2, 1, 3)
     scores = torch.matmul(qh, kh.transpose(-1, -2)) * softmax_scale
+    tanh_scores = torch.tanh(scores / softcap) if softcap > 0 else None
+    if tanh_scores is not None:
+        scores = tanh_scores * softcap
     visible = visible_keys(sq, sk, causal, window, q.device, window_bound)
     if visible is not None:
         scores = scores.masked_fill(~visible, float("-inf"))
@@ -98,6 +104,8 @@ def attention_ref_bwd(q, k, v, dout, causal: bool = False, softmax_scale: Option
     dv = torch.matmul(p.transpose(-1, -2), do)
     dp = torch.matmul(do, vh.transpose(-1, -2))
     ds = p * (dp - (dp * p).sum(-1, keepdim=True))
+    if tanh_scores is not None:  # d(softcap * tanh(x / softcap)) / dx
+        ds = ds * (1 - tanh_scores * tanh_scores)
     dq = torch.matmul(ds, kh) * softmax_scale
     dk = torch.matmul(ds.transpose(-1, -2), qh) * softmax_scale
 
@@ -108,7 +116,8 @@ def attention_ref_bwd(q, k, v, dout, causal: bool = False, softmax_scale: Option
 
 
 def attention_varlen_ref(q, k, v, cu_seqlens_q: Sequence[int], cu_seqlens_k: Sequence[int], causal: bool = False,
-                         softmax_scale: Optional[float] = None, upcast: bool = True, window=(-1, -1)):
+                         softmax_scale: Optional[float] = None, upcast: bool = True, window=(-1, -1),
+                         softcap: float = 0.0):
     """
     q: (total_q, h, d); k, v: (total_k, hk, d); cu_seqlens as Python lists or tensors (batch + 1).
     Returns (out (total_q, h, d), lse (h, total_q) float32); each sequence is attended independently, with the
@@ -126,7 +135,7 @@ def attention_varlen_ref(q, k, v, cu_seqlens_q: Sequence[int], cu_seqlens_k: Seq
         if q1 == q0:
             continue
         o, l = attention_ref(q[None, q0:q1], k[None, k0:k1], v[None, k0:k1], causal, softmax_scale, upcast, window,
-                             max_k)
+                             max_k, softcap)
         out[q0:q1] = o[0]
         lse[:, q0:q1] = l[0]
     return out, lse
@@ -172,7 +181,8 @@ class ReferenceLauncher:
         assert q.shape[-1] % 8 == 0, "the op must see a padded head dim"
         self.calls.append(("fwd", dict(q_shape=tuple(q.shape), softmax_scale=softmax_scale, causal=causal,
                                        window=(window_size_left, window_size_right))))
-        o, lse = attention_ref(q, k, v, causal, softmax_scale, window=(window_size_left, window_size_right))
+        o, lse = attention_ref(q, k, v, causal, softmax_scale, window=(window_size_left, window_size_right),
+                               softcap=softcap)
         out = torch.empty_like(q)
         out.copy_(o)
         return out, lse, q.new_empty((0,)), torch.zeros(2, dtype=torch.int64, device=q.device)
@@ -186,7 +196,7 @@ class ReferenceLauncher:
                                               max_seqlen=(max_seqlen_q, max_seqlen_k),
                                               window=(window_size_left, window_size_right))))
         o, lse = attention_varlen_ref(q, k, v, cu_seqlens_q.tolist(), cu_seqlens_k.tolist(), causal,
-                                      softmax_scale, window=(window_size_left, window_size_right))
+                                      softmax_scale, window=(window_size_left, window_size_right), softcap=softcap)
         out = torch.empty_like(q)
         out.copy_(o)
         return out, lse, q.new_empty((0,)), torch.zeros(2, dtype=torch.int64, device=q.device)
@@ -194,9 +204,9 @@ class ReferenceLauncher:
     # Backward stand-ins: gradients of the float32 reference written into dq/dk/dv; returns softmax_d
     # (rowsum(dout * out), padded like the kernel's).
     @staticmethod
-    def _grads(q, k, v, dout, causal, softmax_scale, window, window_bound=None):
+    def _grads(q, k, v, dout, causal, softmax_scale, window, softcap, window_bound=None):
         # analytic: autograd is not recorded inside a custom op's body
-        return attention_ref_bwd(q, k, v, dout, causal, softmax_scale, window, window_bound)
+        return attention_ref_bwd(q, k, v, dout, causal, softmax_scale, window, window_bound, softcap)
 
     def bwd(self, dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, softmax_scale, causal, window_size_left,
             window_size_right, softcap, alibi_slopes, deterministic, rng_state):
@@ -204,7 +214,7 @@ class ReferenceLauncher:
         b, sq, h, _ = q.shape
         _checks.check_bwd_tensors(q, k, v, dout, out, softmax_lse, dq, dk, dv, (b, h, sq))  # the real op's checks
         self.calls.append(("bwd", dict(q_shape=tuple(q.shape))))
-        grads = self._grads(q, k, v, dout, causal, softmax_scale, (window_size_left, window_size_right))
+        grads = self._grads(q, k, v, dout, causal, softmax_scale, (window_size_left, window_size_right), softcap)
         for dst, g in zip((dq, dk, dv), grads):
             dst.copy_(g)
         b, sq, h, _ = q.shape
@@ -225,6 +235,6 @@ class ReferenceLauncher:
         for i in range(len(cu_q) - 1):
             q0, q1, k0, k1 = cu_q[i], cu_q[i + 1], cu_k[i], cu_k[i + 1]
             gq, gk, gv = self._grads(q[None, q0:q1], k[None, k0:k1], v[None, k0:k1], dout[None, q0:q1], causal,
-                                     softmax_scale, (window_size_left, window_size_right), max_seqlen_k)
+                                     softmax_scale, (window_size_left, window_size_right), softcap, max_seqlen_k)
             dq[q0:q1], dk[k0:k1], dv[k0:k1] = gq[0], gk[0], gv[0]
         return torch.zeros(q.shape[1], q.shape[0] + 128 * (len(cu_q) - 1), dtype=torch.float32, device=q.device)

@@ -31,8 +31,15 @@ struct FwdParams {
   int seqlen_k = 0;      // dense: the length; varlen: max_seqlen_k
   int head_dim = 0;      // actual head dim (multiple of 8, <= the kernel's bucket)
 
-  float softmax_scale = 1.f;
-  float softmax_scale_log2 = 1.f;  // softmax_scale * log2(e): exp(x*scale) == exp2(x*scale_log2)
+  float softmax_scale = 1.f;       // the caller's scale; also the chain-rule factor of the backward
+  // The scale the softmax applies to its input: softmax_scale, or 1 with softcap (the capped scores are scaled
+  // already). lse = score_scale * max + log(sum); score_scale_log2 = score_scale * log2(e) for exp2.
+  float score_scale = 1.f;
+  float score_scale_log2 = 1.f;
+  // softcap > 0: scores <- softcap * tanh(softmax_scale * s / softcap) before masking (see softcap.h);
+  // softcap_inner = softmax_scale / softcap. 0 = off.
+  float softcap = 0.f;
+  float softcap_inner = 0.f;
 
   // Varlen: int32 (batch + 1,) prefix sums of sequence lengths; nullptr for dense inputs.
   int const* __restrict__ cu_seqlens_q = nullptr;

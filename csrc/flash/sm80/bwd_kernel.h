@@ -20,6 +20,7 @@
 #include "../params.h"
 #include "../semaphore.h"
 #include "../seqlen.h"
+#include "../softcap.h"
 #include "../softmax.h"
 #include "copy.h"
 #include "dq_accum.h"
@@ -222,14 +223,21 @@ struct BwdKernel {
       }
 
       // lse (in log2 units) and D of this thread's rows; rows past the sequence end get P = 0.
-      Tensor lse_log2 = make_tensor<float>(Shape<Int<kRows>>{});
+      auto load_lse_log2 = [&]() {
+        Tensor lse_log2 = make_tensor<float>(Shape<Int<kRows>>{});
+        CUTE_UNROLL
+        for (int r = 0; r < kRows; ++r) {
+          int const row = get<0>(score_coords(r, 0));
+          lse_log2(r) = row < rows_left ? sLse(row, stage) * float(M_LOG2E) : INFINITY;
+        }
+        return lse_log2;
+      };
+      Tensor lse_log2 = load_lse_log2();
       Tensor dsum = make_tensor<float>(Shape<Int<kRows>>{});
       CUTE_UNROLL
       for (int r = 0; r < kRows; ++r) {
         int const row = get<0>(score_coords(r, 0));
-        bool const valid = row < rows_left;
-        lse_log2(r) = valid ? sLse(row, stage) * float(M_LOG2E) : INFINITY;
-        dsum(r) = valid ? sDsum(row, stage) : 0.f;
+        dsum(r) = row < rows_left ? sDsum(row, stage) : 0.f;
       }
 
       // P = exp(scale·Q·Kᵀ - lse), masked.
@@ -238,12 +246,14 @@ struct BwdKernel {
       gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ(_, _, _, stage), tSsK, mma_sdp, copy_sdp_a, copy_sdp_b,
                      thr_copy_sdp_a, thr_copy_sdp_b);
       Tensor probs = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
+      if (params.softcap > 0.f) { apply_softcap(probs, params.softcap, params.softcap_inner); }
       if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right)) {
-        apply_mask<kHasWindow>(probs, score_coords, row_base, key_base, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right);
+        apply_mask<kHasWindow>(probs, score_coords, row_base, key_base, seq.seqlen_q, seq.seqlen_k,
+                               params.window_left, params.window_right);
       }
-      scores_to_probs(probs, lse_log2, params.softmax_scale_log2);
+      scores_to_probs(probs, lse_log2, params.score_scale_log2);
 
-      // dS = P ∘ (dO·Vᵀ - D).
+      // dS = P ∘ (dO·Vᵀ - D), times the cap's derivative with softcap.
       Tensor acc_dp = partition_fragment_C(mma_sdp, TileS{});
       clear(acc_dp);
       gemm_smem_smem(acc_dp, tdPrdO, tdPrV, tdPsdO(_, _, _, stage), tdPsV, mma_sdp, copy_sdp_a, copy_sdp_b,
@@ -254,6 +264,9 @@ struct BwdKernel {
       for (int r = 0; r < kRows; ++r) {
         CUTE_UNROLL
         for (int c = 0; c < size<1>(dscores); ++c) { dscores(r, c) = probs(r, c) * (dscores(r, c) - dsum(r)); }
+      }
+      if (params.softcap > 0.f) {  // lse re-read from shared memory rather than kept live across dP = dO·Vᵀ
+        softcap_grad(dscores, probs, load_lse_log2(), 1.f / params.softcap);
       }
       acc_to_smem<Element>(mma_sdp, acc_dp, sdS, tidx);
       __syncthreads();  // P and dS are in shared memory

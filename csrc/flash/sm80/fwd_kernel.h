@@ -14,6 +14,7 @@
 #include "../mask.h"
 #include "../params.h"
 #include "../seqlen.h"
+#include "../softcap.h"
 #include "../softmax.h"
 #include "copy.h"
 #include "fragment_layouts.h"
@@ -115,7 +116,7 @@ struct FwdKernel {
     Tensor acc_o = partition_fragment_C(tiled_mma, tile_q);
     clear(acc_o);
     Tensor acc_o_rows = make_tensor(acc_o.data(), acc_to_rowcol(acc_o.layout()));
-    OnlineSoftmax<decltype(size<0>(acc_o_rows))::value> softmax(params.softmax_scale_log2);
+    OnlineSoftmax<decltype(size<0>(acc_o_rows))::value> softmax(params.score_scale_log2);
 
     // Tile-relative (row, col) of each score this thread holds, for masking.
     Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
@@ -135,6 +136,7 @@ struct FwdKernel {
       gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK, tiled_mma, smem_copy_q, smem_copy_k, smem_thr_copy_q,
                      smem_thr_copy_k);
       Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
+      if (params.softcap > 0.f) { apply_softcap(scores, params.softcap, params.softcap_inner); }
       if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right)) {
         apply_mask<kHasWindow>(scores, score_coords, row_base, n_block * kBlockN, seq.seqlen_q, seq.seqlen_k,
                                params.window_left, params.window_right);
@@ -166,7 +168,7 @@ struct FwdKernel {
     }
 
     // Rows that saw no key (no key blocks at all, or all masked) end with output 0 and lse +inf.
-    Tensor lse = softmax.finalize(acc_o_rows, params.softmax_scale);
+    Tensor lse = softmax.finalize(acc_o_rows, params.score_scale);
     FwdEpilogue<Traits, kEvenCols>::store(acc_o, lse, gO, gLse, smem_q, rows_left, params.head_dim, tidx);
   }
 };
