@@ -100,13 +100,15 @@ def parse_int_list(text: str) -> list[int]:
     return out
 
 
-def make_forward(backend: str, q, k, v, causal: bool, deterministic: bool = False):
+def make_forward(backend: str, q, k, v, causal: bool, deterministic: bool = False, window=(-1, -1),
+                 softcap: float = 0.0):
     """A zero-argument callable running the forward of `backend`; returns out as (b, s, h, d).
-    deterministic applies to ours (its backward); SDPA has no such switch."""
+    deterministic, window and softcap apply to ours; SDPA has no such switches and runs plain attention."""
     if backend == "ours":
         if flash_attn_func is None:
             raise RuntimeError(f"flash_attn import failed: {FLASH_ATTN_IMPORT_ERROR}")
-        return lambda: flash_attn_func(q, k, v, causal=causal, deterministic=deterministic)
+        return lambda: flash_attn_func(q, k, v, causal=causal, deterministic=deterministic, window_size=window,
+                                       softcap=softcap)
     sdpa_backend = BACKENDS[backend][1]
 
     def run():
@@ -119,10 +121,11 @@ def make_forward(backend: str, q, k, v, causal: bool, deterministic: bool = Fals
     return run
 
 
-def make_fn(backend: str, q, k, v, dout, causal: bool, direction: str, deterministic: bool = False):
+def make_fn(backend: str, q, k, v, dout, causal: bool, direction: str, deterministic: bool = False,
+            window=(-1, -1), softcap: float = 0.0):
     """A zero-argument callable running one step of `direction` for `backend`: fwd returns out, the others
     (dq, dk, dv). q, k, v require grad for bwd / fwd_bwd."""
-    forward = make_forward(backend, q, k, v, causal, deterministic)
+    forward = make_forward(backend, q, k, v, causal, deterministic, window, softcap)
     if direction == "fwd":
         return forward
     if direction == "fwd_bwd":
@@ -183,7 +186,8 @@ def run_case(case: Case, backends, args, errors: dict) -> Result:
     ref = None
     for b in backends:
         try:
-            fn = make_fn(b, q, k, v, dout, case.causal, args.direction, args.deterministic)
+            fn = make_fn(b, q, k, v, dout, case.causal, args.direction, args.deterministic, args.window,
+                         args.softcap)
             res.ms[b] = time_ms(fn, args.warmup, args.reps)
             if args.verify:
                 out = fn()
@@ -199,6 +203,18 @@ def run_case(case: Case, backends, args, errors: dict) -> Result:
             errors.setdefault(b, f"d={case.dim} s={case.seqlen} causal={case.causal}: {msg}")
     del q, k, v, dout
     return res
+
+
+def variant_note(args) -> str:
+    """What ours runs beyond plain attention (SDPA always runs plain attention)."""
+    notes = []
+    if args.deterministic:
+        notes.append("deterministic")
+    if tuple(args.window) != (-1, -1):
+        notes.append(f"ours with window_size={tuple(args.window)}")
+    if args.softcap:
+        notes.append(f"ours with softcap={args.softcap:g}")
+    return f" ({', '.join(notes)})" if notes else ""
 
 
 def fmt(x: float | None, digits: int = 0) -> str:
@@ -256,6 +272,9 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--reps", type=int, default=30, help="timed runs per case, median reported (>= 10)")
     ap.add_argument("--deterministic", action="store_true", help="ours with deterministic=True (backward)")
+    ap.add_argument("--window", type=lambda t: tuple(int(x) for x in t.split(",")), default=(-1, -1),
+                    help="ours with window_size=(left, right), e.g. 512,0 (FLOPs still count full/causal work)")
+    ap.add_argument("--softcap", type=float, default=0.0, help="ours with this softcap")
     ap.add_argument("--verify", action="store_true", help="also print max |out - first backend's out|")
     ap.add_argument("--output", help="also write the markdown table to this path")
     ap.add_argument("--csv", help="also write the results as CSV to this path")
@@ -274,7 +293,7 @@ def main(argv=None) -> int:
     cases = build_cases(args)
     ver = getattr(flash_attn, "__version__", "not importable") if flash_attn is not None else "not importable"
     print(f"# device: {torch.cuda.get_device_name()}, torch {torch.__version__}, flash_attn {ver}, "
-          f"{args.dtype}, {args.direction}{' (deterministic)' if args.deterministic else ''}, hidden {args.hidden}, tokens {args.tokens}, "
+          f"{args.dtype}, {args.direction}{variant_note(args)}, hidden {args.hidden}, tokens {args.tokens}, "
           f"median of {args.reps} (warm-up {args.warmup}); TFLOP/s", flush=True)
     if FLASH_ATTN_IMPORT_ERROR:
         print(f"# flash_attn import failed: {FLASH_ATTN_IMPORT_ERROR}", flush=True)
@@ -299,7 +318,7 @@ def main(argv=None) -> int:
             print(f"- {BACKENDS[b][0]} failed (first case): {msg}")
     if args.output:
         with open(args.output, "w") as f:
-            f.write(f"{args.dtype} {args.direction}, TFLOP/s on {torch.cuda.get_device_name()} "
+            f.write(f"{args.dtype} {args.direction}{variant_note(args)}, TFLOP/s on {torch.cuda.get_device_name()} "
                     f"(torch {torch.__version__}, flash_attn {ver})\n\n{table}\n")
     if args.csv:
         with open(args.csv, "w", newline="") as f:
