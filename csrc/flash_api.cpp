@@ -40,11 +40,11 @@ struct Window {
   int64_t left, right;
 };
 
-// Features later issues add (dropout, ALiBi), the softcap range, and the window normalised as 2.x does.
+// Features later issues add (dropout, ALiBi), and the window normalised as 2.x does. softcap <= 0 is off.
 Window check_supported(double p_dropout, bool is_causal, int64_t window_left, int64_t window_right,
                        int64_t seqlen_k, double softcap, std::optional<at::Tensor> const& alibi_slopes) {
   TORCH_CHECK_NOT_IMPLEMENTED(p_dropout == 0.0, "flash_attn: dropout_p > 0 is not supported yet");
-  TORCH_CHECK(softcap >= 0.0, "flash_attn: softcap must be >= 0 (0 = off), got ", softcap);
+  TORCH_CHECK(softcap == softcap, "flash_attn: softcap must be a number (<= 0 = off)");
   TORCH_CHECK_NOT_IMPLEMENTED(!alibi_slopes.has_value(), "flash_attn: alibi_slopes are not supported yet");
   TORCH_CHECK(window_left >= -1 && window_right >= -1, "flash_attn: window_size entries must be >= -1, got (",
               window_left, ", ", window_right, ")");

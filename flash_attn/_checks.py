@@ -314,8 +314,8 @@ def check_fwd_options(
     if dropout_p > 0.0:
         raise NotImplementedError(f"dropout_p > 0 is not supported yet (got dropout_p={dropout_p})")
     softcap = _as_float("softcap", softcap)
-    if softcap < 0.0 or softcap != softcap:
-        raise FlashAttnValueError(f"softcap must be >= 0 (0 = off), got softcap={softcap}")
+    if softcap != softcap:  # <= 0 means off (2.x, API.md); NaN means nothing
+        raise FlashAttnValueError(f"softcap must be a number (<= 0 = off), got softcap={softcap}")
     if alibi_slopes is not None:
         raise NotImplementedError("alibi_slopes is not supported yet (pass alibi_slopes=None)")
     if not isinstance(causal, (bool, torch.SymBool)):

@@ -90,7 +90,6 @@ BAD_CASES = [
     ("window_bad_tensor", lambda: vdense(q0, k0, v0, window_size=torch.tensor([1, 2, 3])), FlashAttnValueError,
      r"^window_size"),
     ("window_float", lambda: vdense(q0, k0, v0, window_size=(-1, 0.5)), FlashAttnTypeError, r"^window_size\[1\]"),
-    ("softcap_negative", lambda: vdense(q0, k0, v0, softcap=-1.0), FlashAttnValueError, r"^softcap must be >= 0"),
     ("softcap_nan", lambda: vdense(q0, k0, v0, softcap=float("nan")), FlashAttnValueError, r"^softcap must be"),
     ("alibi_unsupported", lambda: vdense(q0, k0, v0, alibi_slopes=torch.ones(4)), NotImplementedError,
      r"^alibi_slopes"),
@@ -194,6 +193,7 @@ def test_defaults_and_scale():
     assert (cfg.causal, cfg.window_size_left, cfg.window_size_right) == (False, -1, -1)
     assert vdense(q0, k0, v0, softmax_scale=0.5).softmax_scale == 0.5
     assert vdense(q0, k0, v0, softcap=0.0).causal is False  # 0 = off
+    assert vdense(q0, k0, v0, softcap=-1.0).causal is False  # <= 0 means off (2.x, API.md)
     assert vdense(q0, k0, v0, softcap=30.0).causal is False
 
 
@@ -274,7 +274,8 @@ PUBLIC_BAD = [
     ("func_dropout", lambda: flash_attn.flash_attn_func(*dense(), 0.1), NotImplementedError, r"^dropout_p"),
     ("func_window", lambda: flash_attn.flash_attn_func(*dense(), window_size=(4, -2)), FlashAttnValueError,
      r"^window_size entries"),
-    ("func_softcap", lambda: flash_attn.flash_attn_func(*dense(), softcap=-5.0), FlashAttnValueError, r"^softcap"),
+    ("func_softcap", lambda: flash_attn.flash_attn_func(*dense(), softcap=float("nan")), FlashAttnValueError,
+     r"^softcap"),
     ("func_alibi", lambda: flash_attn.flash_attn_func(*dense(), alibi_slopes=torch.ones(4)), NotImplementedError,
      r"^alibi_slopes"),
     ("qkvpacked_shape", lambda: flash_attn.flash_attn_qkvpacked_func(t(2, 8, 2, 4, 64)), FlashAttnValueError,
