@@ -40,18 +40,34 @@ struct Window {
   int64_t left, right;
 };
 
-// Features later issues add (dropout, ALiBi), and the window normalised as 2.x does. softcap <= 0 is off.
+// Features later issues add (dropout), and the window normalised as 2.x does. softcap <= 0 is off.
 Window check_supported(double p_dropout, bool is_causal, int64_t window_left, int64_t window_right,
-                       int64_t seqlen_k, double softcap, std::optional<at::Tensor> const& alibi_slopes) {
+                       int64_t seqlen_k, double softcap) {
   TORCH_CHECK_NOT_IMPLEMENTED(p_dropout == 0.0, "flash_attn: dropout_p > 0 is not supported yet");
   TORCH_CHECK(softcap == softcap, "flash_attn: softcap must be a number (<= 0 = off)");
-  TORCH_CHECK_NOT_IMPLEMENTED(!alibi_slopes.has_value(), "flash_attn: alibi_slopes are not supported yet");
   TORCH_CHECK(window_left >= -1 && window_right >= -1, "flash_attn: window_size entries must be >= -1, got (",
               window_left, ", ", window_right, ")");
   if (window_left >= seqlen_k) { window_left = -1; }
   if (window_right >= seqlen_k) { window_right = -1; }
   if (is_causal) { window_right = 0; }
   return {window_left >= 0 || window_right >= 0, window_left, window_right};
+}
+
+// ALiBi slopes: fp32, (num_heads,) or (batch, num_heads), last dim contiguous, on q's device.
+void set_alibi(flash::FwdParams& p, std::optional<at::Tensor> const& alibi_slopes, int64_t batch,
+               at::Tensor const& q) {
+  if (!alibi_slopes.has_value()) { return; }
+  at::Tensor const& a = alibi_slopes.value();
+  int64_t const num_heads = q.size(-2);
+  TORCH_CHECK(a.scalar_type() == at::kFloat, "flash_attn: alibi_slopes must be float32");
+  TORCH_CHECK(a.is_cuda() && a.device() == q.device(), "flash_attn: alibi_slopes must be on q's device");
+  TORCH_CHECK((a.dim() == 1 && a.size(0) == num_heads) ||
+                  (a.dim() == 2 && a.size(0) == batch && a.size(1) == num_heads),
+              "flash_attn: alibi_slopes must have shape (num_heads,) or (batch, num_heads) = (", batch, ", ",
+              num_heads, "), got ", a.sizes());
+  TORCH_CHECK(a.stride(-1) == 1, "flash_attn: alibi_slopes must be contiguous in its last dim");
+  p.alibi_slopes_ptr = a.data_ptr<float>();
+  p.alibi_batch_stride = a.dim() == 2 ? a.stride(0) : 0;
 }
 
 // After the (max) sequence lengths are set: an unbounded side becomes seqlen_q + seqlen_k, which no
@@ -128,7 +144,7 @@ std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Te
   TORCH_CHECK(k.size(0) == batch && v.size(0) == batch, "flash_attn: q, k and v must have the same batch size");
   TORCH_CHECK(v.size(1) == seqlen_k, "flash_attn: k and v must have the same sequence length");
   Window const window =
-      check_supported(p_dropout, is_causal, window_size_left, window_size_right, seqlen_k, softcap, alibi_slopes_);
+      check_supported(p_dropout, is_causal, window_size_left, window_size_right, seqlen_k, softcap);
   (void)return_softmax;
   (void)gen_;
 
@@ -145,6 +161,7 @@ std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Te
   p.seqlen_q = static_cast<int>(seqlen_q);
   p.seqlen_k = static_cast<int>(seqlen_k);
   set_window(p, window);
+  set_alibi(p, alibi_slopes_, batch, q);
   if (seqlen_q > 0) { flash::run_fwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream()); }
   return finish(out, lse, q);
 }
@@ -172,7 +189,7 @@ std::vector<at::Tensor> mha_varlen_fwd(
   TORCH_CHECK_NOT_IMPLEMENTED(!leftpad_k.has_value(), "flash_attn: leftpad_k is not supported yet");
   TORCH_CHECK_NOT_IMPLEMENTED(!block_table.has_value(), "flash_attn: block_table (paged KV) is not supported yet");
   Window const window = check_supported(p_dropout, is_causal, window_size_left, window_size_right, max_seqlen_k,
-                                        softcap, alibi_slopes_);
+                                        softcap);
   (void)return_softmax;
   (void)gen_;
 
@@ -194,6 +211,7 @@ std::vector<at::Tensor> mha_varlen_fwd(
   p.seqlen_q = static_cast<int>(max_seqlen_q);
   p.seqlen_k = static_cast<int>(max_seqlen_k);
   set_window(p, window);
+  set_alibi(p, alibi_slopes_, batch, q);
   if (total_q > 0 && max_seqlen_q > 0) { flash::run_fwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream()); }
   return finish(out, lse, q);
 }
@@ -270,7 +288,7 @@ std::vector<at::Tensor> mha_bwd(at::Tensor const& dout, at::Tensor const& q, at:
   TORCH_CHECK(out.sizes() == q.sizes() && dout.sizes() == q.sizes(), "flash_attn: out and dout must have q's shape");
   check_lse(softmax_lse, q, {batch, num_heads, seqlen_q});
   Window const window =
-      check_supported(p_dropout, is_causal, window_size_left, window_size_right, seqlen_k, softcap, alibi_slopes_);
+      check_supported(p_dropout, is_causal, window_size_left, window_size_right, seqlen_k, softcap);
   (void)gen_;
   (void)rng_state;
 
@@ -301,6 +319,7 @@ std::vector<at::Tensor> mha_bwd(at::Tensor const& dout, at::Tensor const& q, at:
   p.seqlen_q = static_cast<int>(seqlen_q);
   p.seqlen_k = static_cast<int>(seqlen_k);
   set_window(p, window);
+  set_alibi(p, alibi_slopes_, batch, q);
   flash::run_bwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream());
   return {dq, dk, dv, dsum};
 }
@@ -330,7 +349,7 @@ std::vector<at::Tensor> mha_varlen_bwd(
   int64_t const total_q = q.size(0), num_heads = q.size(1);
   check_lse(softmax_lse, q, {num_heads, total_q});
   Window const window = check_supported(p_dropout, is_causal, window_size_left, window_size_right, max_seqlen_k,
-                                        softcap, alibi_slopes_);
+                                        softcap);
   (void)gen_;
   (void)rng_state;
 
@@ -360,6 +379,7 @@ std::vector<at::Tensor> mha_varlen_bwd(
   p.seqlen_q = static_cast<int>(max_seqlen_q);
   p.seqlen_k = static_cast<int>(max_seqlen_k);
   set_window(p, window);
+  set_alibi(p, alibi_slopes_, batch, q);
   flash::run_bwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream());
   return {dq, dk, dv, dsum};
 }

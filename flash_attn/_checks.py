@@ -316,8 +316,6 @@ def check_fwd_options(
     softcap = _as_float("softcap", softcap)
     if softcap != softcap:  # <= 0 means off (2.x, API.md); NaN means nothing
         raise FlashAttnValueError(f"softcap must be a number (<= 0 = off), got softcap={softcap}")
-    if alibi_slopes is not None:
-        raise NotImplementedError("alibi_slopes is not supported yet (pass alibi_slopes=None)")
     if not isinstance(causal, (bool, torch.SymBool)):
         if isinstance(causal, int) and causal in (0, 1):
             causal = bool(causal)
@@ -329,6 +327,24 @@ def check_fwd_options(
         softmax_scale = _as_float("softmax_scale", softmax_scale)
     causal, left, right = _normalize_window(window_size, causal, seqlen_k)
     return FwdConfig(softmax_scale, causal, left, right)
+
+
+def check_alibi_slopes(alibi_slopes, batch: int, nheads: int) -> None:
+    """alibi_slopes: None, or fp32 of shape (nheads,) or (batch, nheads) with a contiguous last dim."""
+    if alibi_slopes is None:
+        return
+    if not isinstance(alibi_slopes, torch.Tensor):
+        raise FlashAttnTypeError(f"alibi_slopes must be a torch.Tensor or None, got {type(alibi_slopes).__name__}")
+    if alibi_slopes.dtype != torch.float32:
+        raise FlashAttnTypeError(f"alibi_slopes must have dtype torch.float32, got {alibi_slopes.dtype}")
+    shape = _shape(alibi_slopes)
+    if shape not in ((nheads,), (batch, nheads)):
+        raise FlashAttnValueError(
+            f"alibi_slopes must have shape (nheads,) = ({nheads},) or (batch, nheads) = ({batch}, {nheads}), "
+            f"got {shape}"
+        )
+    if alibi_slopes.stride(-1) != 1:
+        raise FlashAttnValueError("alibi_slopes must be contiguous in its last dim (stride(-1) == 1)")
 
 
 def check_block_table(block_table) -> None:
@@ -359,8 +375,9 @@ def validate_fwd_args(
     cfg = check_fwd_options(
         q.shape[-1], k.shape[1], dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes
     )
+    check_alibi_slopes(alibi_slopes, q.shape[0], q.shape[2])
     if check_device:
-        check_devices(q, (("k", k), ("v", v)))
+        check_devices(q, (("k", k), ("v", v), ("alibi_slopes", alibi_slopes)))
     return cfg
 
 
@@ -390,8 +407,10 @@ def validate_varlen_fwd_args(
     cfg = check_fwd_options(
         q.shape[-1], max_seqlen_k, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes
     )
+    check_alibi_slopes(alibi_slopes, cu_seqlens_q.shape[0] - 1, q.shape[1])
     if check_device:
-        check_devices(q, (("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)))
+        check_devices(q, (("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k),
+                          ("alibi_slopes", alibi_slopes)))
     return cfg, max_seqlen_q, max_seqlen_k
 
 

@@ -49,11 +49,20 @@ def visible_keys(seqlen_q: int, seqlen_k: int, causal: bool, window, device=None
     return window_mask(seqlen_q, seqlen_k, left, right, device)
 
 
+def alibi_bias(alibi_slopes: torch.Tensor, batch: int, nheads: int, seqlen_q: int, seqlen_k: int) -> torch.Tensor:
+    """(b or 1, h, sq, sk) float32: -slope * |i + seqlen_k - seqlen_q - j| (API.md)."""
+    slopes = alibi_slopes.float().reshape(-1, nheads)[:, :, None, None]
+    i = torch.arange(seqlen_q, device=alibi_slopes.device).unsqueeze(1) + (seqlen_k - seqlen_q)
+    j = torch.arange(seqlen_k, device=alibi_slopes.device).unsqueeze(0)
+    return -slopes * (i - j).abs().float()
+
+
 def attention_ref(q, k, v, causal: bool = False, softmax_scale: Optional[float] = None, upcast: bool = True,
-                  window=(-1, -1), window_bound: Optional[int] = None, softcap: float = 0.0):
+                  window=(-1, -1), window_bound: Optional[int] = None, softcap: float = 0.0, alibi_slopes=None):
     """
     q: (b, sq, h, d); k, v: (b, sk, hk, d) with h % hk == 0; window = 2.x's window_size (left, right);
-    softcap > 0 caps the scaled scores at softcap * tanh(scores / softcap) before masking.
+    softcap > 0 caps the scaled scores at softcap * tanh(scores / softcap) before masking; alibi_slopes ((h,) or
+    (b, h) fp32) then adds alibi_bias.
     Returns (out (b, sq, h, d) float32 if upcast else q.dtype, lse (b, h, sq) float32).
     """
     b, sq, h, d = q.shape
@@ -68,6 +77,8 @@ def attention_ref(q, k, v, causal: bool = False, softmax_scale: Optional[float] 
     scores = torch.matmul(qh * softmax_scale, kh.transpose(-1, -2))  # (b, h, sq, sk), in `dtype`
     if softcap > 0:
         scores = torch.tanh(scores / softcap) * softcap
+    if alibi_slopes is not None:
+        scores = (scores + alibi_bias(alibi_slopes, b, h, sq, sk).to(q.device)).to(scores.dtype)
     visible = visible_keys(sq, sk, causal, window, q.device, window_bound)
     if visible is not None:
         scores = scores.masked_fill(~visible, float("-inf"))
@@ -81,7 +92,7 @@ def attention_ref(q, k, v, causal: bool = False, softmax_scale: Optional[float] 
 
 
 def attention_ref_bwd(q, k, v, dout, causal: bool = False, softmax_scale: Optional[float] = None, window=(-1, -1),
-                      window_bound: Optional[int] = None, softcap: float = 0.0):
+                      window_bound: Optional[int] = None, softcap: float = 0.0, alibi_slopes=None):
     """Analytic float32 gradients (dq, dk, dv) of attention_ref; GQA gradients summed over each group."""
     b, sq, h, d = q.shape
     sk, hk = k.shape[1], k.shape[2]
@@ -96,6 +107,8 @@ def attention_ref_bwd(q, k, v, dout, causal: bool = False, softmax_scale: Option
     tanh_scores = torch.tanh(scores / softcap) if softcap > 0 else None
     if tanh_scores is not None:
         scores = tanh_scores * softcap
+    if alibi_slopes is not None:
+        scores = scores + alibi_bias(alibi_slopes, b, h, sq, sk).to(q.device)
     visible = visible_keys(sq, sk, causal, window, q.device, window_bound)
     if visible is not None:
         scores = scores.masked_fill(~visible, float("-inf"))
@@ -117,7 +130,7 @@ def attention_ref_bwd(q, k, v, dout, causal: bool = False, softmax_scale: Option
 
 def attention_varlen_ref(q, k, v, cu_seqlens_q: Sequence[int], cu_seqlens_k: Sequence[int], causal: bool = False,
                          softmax_scale: Optional[float] = None, upcast: bool = True, window=(-1, -1),
-                         softcap: float = 0.0):
+                         softcap: float = 0.0, alibi_slopes=None):
     """
     q: (total_q, h, d); k, v: (total_k, hk, d); cu_seqlens as Python lists or tensors (batch + 1).
     Returns (out (total_q, h, d), lse (h, total_q) float32); each sequence is attended independently, with the
@@ -134,8 +147,9 @@ def attention_varlen_ref(q, k, v, cu_seqlens_q: Sequence[int], cu_seqlens_k: Seq
         q0, q1, k0, k1 = cu_q[i], cu_q[i + 1], cu_k[i], cu_k[i + 1]
         if q1 == q0:
             continue
+        slopes = None if alibi_slopes is None else (alibi_slopes if alibi_slopes.dim() == 1 else alibi_slopes[i])
         o, l = attention_ref(q[None, q0:q1], k[None, k0:k1], v[None, k0:k1], causal, softmax_scale, upcast, window,
-                             max_k, softcap)
+                             max_k, softcap, slopes)
         out[q0:q1] = o[0]
         lse[:, q0:q1] = l[0]
     return out, lse
@@ -182,7 +196,7 @@ class ReferenceLauncher:
         self.calls.append(("fwd", dict(q_shape=tuple(q.shape), softmax_scale=softmax_scale, causal=causal,
                                        window=(window_size_left, window_size_right))))
         o, lse = attention_ref(q, k, v, causal, softmax_scale, window=(window_size_left, window_size_right),
-                               softcap=softcap)
+                               softcap=softcap, alibi_slopes=alibi_slopes)
         out = torch.empty_like(q)
         out.copy_(o)
         return out, lse, q.new_empty((0,)), torch.zeros(2, dtype=torch.int64, device=q.device)
@@ -196,7 +210,8 @@ class ReferenceLauncher:
                                               max_seqlen=(max_seqlen_q, max_seqlen_k),
                                               window=(window_size_left, window_size_right))))
         o, lse = attention_varlen_ref(q, k, v, cu_seqlens_q.tolist(), cu_seqlens_k.tolist(), causal,
-                                      softmax_scale, window=(window_size_left, window_size_right), softcap=softcap)
+                                      softmax_scale, window=(window_size_left, window_size_right), softcap=softcap,
+                                      alibi_slopes=alibi_slopes)
         out = torch.empty_like(q)
         out.copy_(o)
         return out, lse, q.new_empty((0,)), torch.zeros(2, dtype=torch.int64, device=q.device)
@@ -204,9 +219,9 @@ class ReferenceLauncher:
     # Backward stand-ins: gradients of the float32 reference written into dq/dk/dv; returns softmax_d
     # (rowsum(dout * out), padded like the kernel's).
     @staticmethod
-    def _grads(q, k, v, dout, causal, softmax_scale, window, softcap, window_bound=None):
+    def _grads(q, k, v, dout, causal, softmax_scale, window, softcap, alibi_slopes, window_bound=None):
         # analytic: autograd is not recorded inside a custom op's body
-        return attention_ref_bwd(q, k, v, dout, causal, softmax_scale, window, window_bound, softcap)
+        return attention_ref_bwd(q, k, v, dout, causal, softmax_scale, window, window_bound, softcap, alibi_slopes)
 
     def bwd(self, dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, softmax_scale, causal, window_size_left,
             window_size_right, softcap, alibi_slopes, deterministic, rng_state):
@@ -214,7 +229,8 @@ class ReferenceLauncher:
         b, sq, h, _ = q.shape
         _checks.check_bwd_tensors(q, k, v, dout, out, softmax_lse, dq, dk, dv, (b, h, sq))  # the real op's checks
         self.calls.append(("bwd", dict(q_shape=tuple(q.shape))))
-        grads = self._grads(q, k, v, dout, causal, softmax_scale, (window_size_left, window_size_right), softcap)
+        grads = self._grads(q, k, v, dout, causal, softmax_scale, (window_size_left, window_size_right), softcap,
+                            alibi_slopes)
         for dst, g in zip((dq, dk, dv), grads):
             dst.copy_(g)
         b, sq, h, _ = q.shape
@@ -234,7 +250,9 @@ class ReferenceLauncher:
         dv.zero_()
         for i in range(len(cu_q) - 1):
             q0, q1, k0, k1 = cu_q[i], cu_q[i + 1], cu_k[i], cu_k[i + 1]
+            slopes = None if alibi_slopes is None else (alibi_slopes if alibi_slopes.dim() == 1 else alibi_slopes[i])
             gq, gk, gv = self._grads(q[None, q0:q1], k[None, k0:k1], v[None, k0:k1], dout[None, q0:q1], causal,
-                                     softmax_scale, (window_size_left, window_size_right), softcap, max_seqlen_k)
+                                     softmax_scale, (window_size_left, window_size_right), softcap, slopes,
+                                     max_seqlen_k)
             dq[q0:q1], dk[k0:k1], dv[k0:k1] = gq[0], gk[0], gv[0]
         return torch.zeros(q.shape[1], q.shape[0] + 128 * (len(cu_q) - 1), dtype=torch.float32, device=q.device)

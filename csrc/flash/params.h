@@ -40,6 +40,9 @@ struct FwdParams {
   // softcap_inner = softmax_scale / softcap. 0 = off.
   float softcap = 0.f;
   float softcap_inner = 0.f;
+  // ALiBi slopes, fp32 (num_heads,) or (batch, num_heads) (batch stride 0 for the former); nullptr = off.
+  float const* __restrict__ alibi_slopes_ptr = nullptr;
+  int64_t alibi_batch_stride = 0;
 
   // Varlen: int32 (batch + 1,) prefix sums of sequence lengths; nullptr for dense inputs.
   int const* __restrict__ cu_seqlens_q = nullptr;

@@ -22,18 +22,21 @@ CUTLASS_DEVICE void apply_softcap(Scores& scores, float softcap, float inner_sca
 }
 
 // Backward: dS <- dS * (1 - t^2) with t = capped score / softcap, the derivative of the cap. The capped score
-// is recovered from the probability, P = exp2(capped * log2(e) - lse_log2), so it needs no extra registers:
-// capped = (log2(P) + lse_log2) * ln(2). Entries with P = 0 (masked keys, empty rows) have dS = 0 already.
-template <class DScores, class Probs, class LseLog2>
-CUTLASS_DEVICE void softcap_grad(DScores& dscores, Probs const& probs, LseLog2 const& lse_log2,
-                                 float inv_softcap) {
+// is recovered from the probability, P = exp2((capped + bias) * log2(e) - lse_log2), so it needs no extra
+// registers: capped = (log2(P) + lse_log2) * ln(2) - bias, with the ALiBi bias (alibi.h) when there is one.
+// Entries with P = 0 (masked keys, empty rows) have dS = 0 already.
+template <class DScores, class Probs, class LseLog2, class Coords, class Alibi>
+CUTLASS_DEVICE void softcap_grad(DScores& dscores, Probs const& probs, LseLog2 const& lse_log2, float inv_softcap,
+                                 Alibi const& alibi, Coords const& coords, int row_base, int col_base) {
   using namespace cute;
   CUTE_UNROLL
   for (int r = 0; r < size<0>(dscores); ++r) {
+    int const row = row_base + get<0>(coords(r, 0));
     CUTE_UNROLL
     for (int c = 0; c < size<1>(dscores); ++c) {
       float const p = probs(r, c);
-      float const t = (__log2f(p) + lse_log2(r)) * (float(M_LN2) * inv_softcap);
+      float const bias = alibi.enabled() ? alibi.bias(row, col_base + get<1>(coords(r, c))) : 0.f;
+      float const t = ((__log2f(p) + lse_log2(r)) * float(M_LN2) - bias) * inv_softcap;
       dscores(r, c) = p > 0.f ? dscores(r, c) * (1.f - t * t) : 0.f;
     }
   }

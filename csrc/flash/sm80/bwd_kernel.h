@@ -15,6 +15,7 @@
 
 #include <cute/tensor.hpp>
 
+#include "../alibi.h"
 #include "../block.h"
 #include "../mask.h"
 #include "../params.h"
@@ -247,6 +248,8 @@ struct BwdKernel {
                      thr_copy_sdp_a, thr_copy_sdp_b);
       Tensor probs = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
       if (params.softcap > 0.f) { apply_softcap(probs, params.softcap, params.softcap_inner); }
+      Alibi const alibi = make_alibi(params, batch, head, seq.seqlen_q, seq.seqlen_k);
+      if (alibi.enabled()) { alibi.apply(probs, score_coords, row_base, key_base); }
       if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right)) {
         apply_mask<kHasWindow>(probs, score_coords, row_base, key_base, seq.seqlen_q, seq.seqlen_k,
                                params.window_left, params.window_right);
@@ -266,7 +269,8 @@ struct BwdKernel {
         for (int c = 0; c < size<1>(dscores); ++c) { dscores(r, c) = probs(r, c) * (dscores(r, c) - dsum(r)); }
       }
       if (params.softcap > 0.f) {  // lse re-read from shared memory rather than kept live across dP = dO·Vᵀ
-        softcap_grad(dscores, probs, load_lse_log2(), 1.f / params.softcap);
+        softcap_grad(dscores, probs, load_lse_log2(), 1.f / params.softcap, alibi, score_coords, row_base,
+                     key_base);
       }
       acc_to_smem<Element>(mma_sdp, acc_dp, sdS, tidx);
       __syncthreads();  // P and dS are in shared memory

@@ -10,6 +10,7 @@
 
 #include <cute/tensor.hpp>
 
+#include "../alibi.h"
 #include "../block.h"
 #include "../mask.h"
 #include "../params.h"
@@ -47,7 +48,8 @@ struct FwdKernel {
     if (row_base >= seq.seqlen_q) { return; }
     int const rows_left = seq.seqlen_q - row_base;
     int n_block_min, n_block_max;
-    Range::key_blocks(m_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, n_block_min, n_block_max);
+    Range::key_blocks(m_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, n_block_min,
+                      n_block_max);
 
     // Global tiles. Offsets are 64-bit; K/V are (kBlockN, d, n_blocks) views of one (batch, kv head).
     int const kv_head = head / params.head_ratio;
@@ -121,6 +123,7 @@ struct FwdKernel {
     // Tile-relative (row, col) of each score this thread holds, for masking.
     Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
     Tensor score_coords = make_tensor(tScS.data(), acc_to_rowcol(tScS.layout()));
+    Alibi const alibi = make_alibi(params, batch, head, seq.seqlen_q, seq.seqlen_k);
 
     auto process_key_block = [&](int n_block, auto is_first) {
       constexpr bool kIsFirst = decltype(is_first)::value;
@@ -137,6 +140,7 @@ struct FwdKernel {
                      smem_thr_copy_k);
       Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
       if (params.softcap > 0.f) { apply_softcap(scores, params.softcap, params.softcap_inner); }
+      if (alibi.enabled()) { alibi.apply(scores, score_coords, row_base, n_block * kBlockN); }
       if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right)) {
         apply_mask<kHasWindow>(scores, score_coords, row_base, n_block * kBlockN, seq.seqlen_q, seq.seqlen_k,
                                params.window_left, params.window_right);
