@@ -1,11 +1,13 @@
 // The torch binding: the only translation unit that includes torch headers. It validates tensors
 // (the Python layer has already checked arguments; these checks guard direct callers), fills a
 // flash::FwdParams / flash::BwdParams and dispatches to the compiled kernels.
-#include <torch/extension.h>  // no ATen/cuda headers: they need cuSPARSE/cuBLAS headers that a bare toolkit lacks
+#include <torch/extension.h>  // few ATen/cuda headers: most need cuSPARSE/cuBLAS headers that a bare toolkit lacks
+#include <ATen/cuda/CUDAGeneratorImpl.h>  // host-only; the philox state is unpacked in our own device code
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include <cmath>
+#include <mutex>
 #include <optional>
 #include <vector>
 
@@ -40,10 +42,11 @@ struct Window {
   int64_t left, right;
 };
 
-// Features later issues add (dropout), and the window normalised as 2.x does. softcap <= 0 is off.
+// Option ranges, and the window normalised as 2.x does. softcap <= 0 is off.
 Window check_supported(double p_dropout, bool is_causal, int64_t window_left, int64_t window_right,
                        int64_t seqlen_k, double softcap) {
-  TORCH_CHECK_NOT_IMPLEMENTED(p_dropout == 0.0, "flash_attn: dropout_p > 0 is not supported yet");
+  TORCH_CHECK(p_dropout >= 0.0 && p_dropout < 1.0, "flash_attn: dropout_p must be in [0, 1), got ", p_dropout);
+  TORCH_CHECK(!(p_dropout > 0.0 && softcap > 0.0), "flash_attn: dropout_p > 0 with softcap > 0 is not supported");
   TORCH_CHECK(softcap == softcap, "flash_attn: softcap must be a number (<= 0 = off)");
   TORCH_CHECK(window_left >= -1 && window_right >= -1, "flash_attn: window_size entries must be >= -1, got (",
               window_left, ", ", window_right, ")");
@@ -68,6 +71,62 @@ void set_alibi(flash::FwdParams& p, std::optional<at::Tensor> const& alibi_slope
   TORCH_CHECK(a.stride(-1) == 1, "flash_attn: alibi_slopes must be contiguous in its last dim");
   p.alibi_slopes_ptr = a.data_ptr<float>();
   p.alibi_batch_stride = a.dim() == 2 ? a.stride(0) : 0;
+}
+
+// Dropout (flash/dropout.h), after the (max) sequence lengths are set. The forward takes a seed and counter
+// offset from torch's CUDA generator (graph-safe: pointers while capturing) and its kernel writes them to
+// rng_state; the backward reads them from rng_state on the device.
+void set_dropout_common(flash::FwdParams& p, double p_dropout) {
+  p.has_dropout = true;
+  p.dropout_keep_threshold = static_cast<uint32_t>(std::floor((1.0 - p_dropout) * 255.0));
+  p.dropout_scale = static_cast<float>(1.0 / (1.0 - p_dropout));
+}
+
+void set_dropout_fwd(flash::FwdParams& p, double p_dropout, std::optional<at::Generator> const& gen_,
+                     at::Tensor const& rng_state) {
+  if (p_dropout <= 0.0) { return; }
+  set_dropout_common(p, p_dropout);
+  // Counter values one (batch, head) uses: 8 per (16-row group, 8-key group); a multiple of 4 for torch.
+  uint64_t const used = uint64_t((p.seqlen_q + 15) / 16) * uint64_t((p.seqlen_k + 7) / 8) * 8;
+  auto* gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(gen_, at::cuda::detail::getDefaultCUDAGenerator());
+  at::PhiloxCudaState state;
+  {
+    std::lock_guard<std::mutex> lock(gen->mutex_);
+    state = gen->philox_cuda_state((used + 3) / 4 * 4);
+  }
+  if (state.captured_) {
+    p.philox_seed_ptr = state.seed_.ptr;
+    p.philox_offset_ptr = state.offset_.ptr;
+    p.philox_offset_extra = state.offset_intragraph_;
+  } else {
+    p.philox_seed = state.seed_.val;
+    p.philox_offset = state.offset_.val;
+  }
+  p.rng_state_ptr = rng_state.data_ptr<int64_t>();
+}
+
+void set_dropout_bwd(flash::FwdParams& p, double p_dropout, std::optional<at::Tensor> const& rng_state,
+                     at::Tensor const& q) {
+  if (p_dropout <= 0.0) { return; }
+  TORCH_CHECK(rng_state.has_value(), "flash_attn: a dropout backward needs the forward's rng_state");
+  at::Tensor const& r = rng_state.value();
+  TORCH_CHECK(r.scalar_type() == at::kLong && r.numel() == 2 && r.is_contiguous(),
+              "flash_attn: rng_state must be a contiguous int64 tensor of 2 elements (seed, offset)");
+  TORCH_CHECK(r.is_cuda() && r.device() == q.device(), "flash_attn: rng_state must be on q's device");
+  set_dropout_common(p, p_dropout);
+  p.philox_seed_ptr = r.data_ptr<int64_t>();
+  p.philox_offset_ptr = r.data_ptr<int64_t>() + 1;
+}
+
+// (b, h, round128(sq), round128(sk)) for return_attn_probs with dropout, else an empty tensor.
+at::Tensor make_s_dmask(flash::FwdParams& p, bool return_softmax, double p_dropout, int64_t batch,
+                        at::Tensor const& q) {
+  if (!(return_softmax && p_dropout > 0.0)) { return at::empty({0}, q.options()); }
+  auto round128 = [](int64_t x) { return (x + 127) / 128 * 128; };
+  at::Tensor s = at::zeros({batch, q.size(-2), round128(p.seqlen_q), round128(p.seqlen_k)}, q.options());
+  p.s_dmask_ptr = s.data_ptr();
+  p.s_dmask_batch_stride = s.stride(0), p.s_dmask_head_stride = s.stride(1), p.s_dmask_row_stride = s.stride(2);
+  return s;
 }
 
 // After the (max) sequence lengths are set: an unbounded side becomes seqlen_q + seqlen_k, which no
@@ -122,11 +181,7 @@ void check_head_dims(at::Tensor const& q, at::Tensor const& k, at::Tensor const&
   TORCH_CHECK(v.size(-2) == k.size(-2), "flash_attn: k and v must have the same number of heads");
 }
 
-std::vector<at::Tensor> finish(at::Tensor out, at::Tensor lse, at::Tensor const& q) {
-  at::Tensor s_dmask = at::empty({0}, q.options());
-  at::Tensor rng_state = at::zeros({2}, q.options().dtype(at::kLong));
-  return {out, lse, s_dmask, rng_state};
-}
+at::Tensor make_rng_state(at::Tensor const& q) { return at::zeros({2}, q.options().dtype(at::kLong)); }
 
 std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Tensor const& v,
                                 std::optional<at::Tensor> out_, std::optional<at::Tensor> alibi_slopes_,
@@ -145,8 +200,6 @@ std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Te
   TORCH_CHECK(v.size(1) == seqlen_k, "flash_attn: k and v must have the same sequence length");
   Window const window =
       check_supported(p_dropout, is_causal, window_size_left, window_size_right, seqlen_k, softcap);
-  (void)return_softmax;
-  (void)gen_;
 
   c10::cuda::CUDAGuard device_guard{q.device()};
   at::Tensor out = prepare_out(out_, q);
@@ -162,8 +215,11 @@ std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Te
   p.seqlen_k = static_cast<int>(seqlen_k);
   set_window(p, window);
   set_alibi(p, alibi_slopes_, batch, q);
+  at::Tensor rng_state = make_rng_state(q);
+  set_dropout_fwd(p, p_dropout, gen_, rng_state);
+  at::Tensor s_dmask = make_s_dmask(p, return_softmax, p_dropout, batch, q);
   if (seqlen_q > 0) { flash::run_fwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream()); }
-  return finish(out, lse, q);
+  return {out, lse, s_dmask, rng_state};
 }
 
 std::vector<at::Tensor> mha_varlen_fwd(
@@ -190,8 +246,6 @@ std::vector<at::Tensor> mha_varlen_fwd(
   TORCH_CHECK_NOT_IMPLEMENTED(!block_table.has_value(), "flash_attn: block_table (paged KV) is not supported yet");
   Window const window = check_supported(p_dropout, is_causal, window_size_left, window_size_right, max_seqlen_k,
                                         softcap);
-  (void)return_softmax;
-  (void)gen_;
 
   c10::cuda::CUDAGuard device_guard{q.device()};
   int64_t const total_q = q.size(0), num_heads = q.size(1);
@@ -212,8 +266,11 @@ std::vector<at::Tensor> mha_varlen_fwd(
   p.seqlen_k = static_cast<int>(max_seqlen_k);
   set_window(p, window);
   set_alibi(p, alibi_slopes_, batch, q);
+  at::Tensor rng_state = make_rng_state(q);
+  set_dropout_fwd(p, p_dropout, gen_, rng_state);
+  at::Tensor s_dmask = make_s_dmask(p, return_softmax, p_dropout, batch, q);
   if (total_q > 0 && max_seqlen_q > 0) { flash::run_fwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream()); }
-  return finish(out, lse, q);
+  return {out, lse, s_dmask, rng_state};
 }
 
 // ------------------------------------------------------------------------------------------------------
@@ -289,8 +346,7 @@ std::vector<at::Tensor> mha_bwd(at::Tensor const& dout, at::Tensor const& q, at:
   check_lse(softmax_lse, q, {batch, num_heads, seqlen_q});
   Window const window =
       check_supported(p_dropout, is_causal, window_size_left, window_size_right, seqlen_k, softcap);
-  (void)gen_;
-  (void)rng_state;
+  (void)gen_;  // the backward replays the forward's rng_state
 
   c10::cuda::CUDAGuard device_guard{q.device()};
   at::Tensor dq = prepare_grad(dq_, q, "dq");
@@ -320,6 +376,7 @@ std::vector<at::Tensor> mha_bwd(at::Tensor const& dout, at::Tensor const& q, at:
   p.seqlen_k = static_cast<int>(seqlen_k);
   set_window(p, window);
   set_alibi(p, alibi_slopes_, batch, q);
+  set_dropout_bwd(p, p_dropout, rng_state, q);
   flash::run_bwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream());
   return {dq, dk, dv, dsum};
 }
@@ -350,8 +407,7 @@ std::vector<at::Tensor> mha_varlen_bwd(
   check_lse(softmax_lse, q, {num_heads, total_q});
   Window const window = check_supported(p_dropout, is_causal, window_size_left, window_size_right, max_seqlen_k,
                                         softcap);
-  (void)gen_;
-  (void)rng_state;
+  (void)gen_;  // the backward replays the forward's rng_state
 
   c10::cuda::CUDAGuard device_guard{q.device()};
   at::Tensor dq = prepare_grad(dq_, q, "dq");
@@ -380,6 +436,7 @@ std::vector<at::Tensor> mha_varlen_bwd(
   p.seqlen_k = static_cast<int>(max_seqlen_k);
   set_window(p, window);
   set_alibi(p, alibi_slopes_, batch, q);
+  set_dropout_bwd(p, p_dropout, rng_state, q);
   flash::run_bwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream());
   return {dq, dk, dv, dsum};
 }

@@ -311,11 +311,13 @@ def check_fwd_options(
     dropout_p = _as_float("dropout_p", dropout_p)
     if not (0.0 <= dropout_p < 1.0):
         raise FlashAttnValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
-    if dropout_p > 0.0:
-        raise NotImplementedError(f"dropout_p > 0 is not supported yet (got dropout_p={dropout_p})")
     softcap = _as_float("softcap", softcap)
     if softcap != softcap:  # <= 0 means off (2.x, API.md); NaN means nothing
         raise FlashAttnValueError(f"softcap must be a number (<= 0 = off), got softcap={softcap}")
+    if dropout_p > 0.0 and softcap > 0.0:
+        raise FlashAttnValueError(
+            f"dropout_p > 0 cannot be combined with softcap > 0 (got dropout_p={dropout_p}, softcap={softcap})"
+        )
     if not isinstance(causal, (bool, torch.SymBool)):
         if isinstance(causal, int) and causal in (0, 1):
             causal = bool(causal)

@@ -117,7 +117,7 @@ def _flash_attn_forward_fake(q, k, v, dropout_p, softmax_scale, causal, window_s
     b, sq, h, _ = q.shape
     out = torch.empty_like(q)
     lse = q.new_empty((b, h, sq), dtype=torch.float32)
-    s_dmask = q.new_empty((0,))
+    s_dmask = q.new_empty((b, h, _round128(sq), _round128(k.shape[1])) if return_softmax else (0,))
     rng_state = q.new_empty((2,), dtype=torch.int64)
     return out, lse, s_dmask, rng_state
 
@@ -158,7 +158,8 @@ def _flash_attn_varlen_forward_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seq
     total_q, h, _ = q.shape
     out = torch.empty_like(q)
     lse = q.new_empty((h, total_q), dtype=torch.float32)
-    s_dmask = q.new_empty((0,))
+    batch = cu_seqlens_q.shape[0] - 1
+    s_dmask = q.new_empty((batch, h, _round128(max_seqlen_q), _round128(max_seqlen_k)) if return_softmax else (0,))
     rng_state = q.new_empty((2,), dtype=torch.int64)
     return out, lse, s_dmask, rng_state
 

@@ -58,11 +58,13 @@ def alibi_bias(alibi_slopes: torch.Tensor, batch: int, nheads: int, seqlen_q: in
 
 
 def attention_ref(q, k, v, causal: bool = False, softmax_scale: Optional[float] = None, upcast: bool = True,
-                  window=(-1, -1), window_bound: Optional[int] = None, softcap: float = 0.0, alibi_slopes=None):
+                  window=(-1, -1), window_bound: Optional[int] = None, softcap: float = 0.0, alibi_slopes=None,
+                  dropout_p: float = 0.0, dropout_mask: Optional[torch.Tensor] = None):
     """
     q: (b, sq, h, d); k, v: (b, sk, hk, d) with h % hk == 0; window = 2.x's window_size (left, right);
     softcap > 0 caps the scaled scores at softcap * tanh(scores / softcap) before masking; alibi_slopes ((h,) or
-    (b, h) fp32) then adds alibi_bias.
+    (b, h) fp32) then adds alibi_bias. dropout_mask (b, h, sq, sk) bool, True = kept: the normalised probabilities
+    are masked and scaled by 1 / (1 - dropout_p) before P·V (lse is unaffected).
     Returns (out (b, sq, h, d) float32 if upcast else q.dtype, lse (b, h, sq) float32).
     """
     b, sq, h, d = q.shape
@@ -86,6 +88,8 @@ def attention_ref(q, k, v, causal: bool = False, softmax_scale: Optional[float] 
     empty = torch.isneginf(lse)
     # rows with no key: softmax over a finite dummy row, then zeroed (keeps gradients NaN-free)
     p = torch.softmax(scores.masked_fill(empty.unsqueeze(-1), 0.0), dim=-1).masked_fill(empty.unsqueeze(-1), 0.0)
+    if dropout_mask is not None:
+        p = p.masked_fill(~dropout_mask, 0.0) / (1 - dropout_p)
     out = torch.matmul(p, vh).masked_fill(empty.unsqueeze(-1), 0.0)
     lse = lse.masked_fill(empty, float("inf"))
     return out.permute(0, 2, 1, 3).contiguous(), lse

@@ -44,6 +44,21 @@ struct FwdParams {
   float const* __restrict__ alibi_slopes_ptr = nullptr;
   int64_t alibi_batch_stride = 0;
 
+  // Dropout (dropout.h): has_dropout with p > 0; keep iff random byte <= keep_threshold; kept x dropout_scale.
+  bool has_dropout = false;
+  uint32_t dropout_keep_threshold = 255;
+  float dropout_scale = 1.f;  // 1 / (1 - p)
+  // Philox seed and counter offset: values, or (inside CUDA graph capture, and in the backward, which reads the
+  // forward's rng_state) device pointers read by the kernel; philox_offset_extra is added to *offset_ptr.
+  uint64_t philox_seed = 0, philox_offset = 0, philox_offset_extra = 0;
+  int64_t const* philox_seed_ptr = nullptr;
+  int64_t const* philox_offset_ptr = nullptr;
+  int64_t* rng_state_ptr = nullptr;  // forward: (seed, offset) written here for the backward
+  // return_attn_probs with dropout: (b, h, round128(sq), round128(sk)) in the element dtype, dropped entries
+  // negated (API.md); nullptr = not requested.
+  void* __restrict__ s_dmask_ptr = nullptr;
+  int64_t s_dmask_batch_stride = 0, s_dmask_head_stride = 0, s_dmask_row_stride = 0;
+
   // Varlen: int32 (batch + 1,) prefix sums of sequence lengths; nullptr for dense inputs.
   int const* __restrict__ cu_seqlens_q = nullptr;
   int const* __restrict__ cu_seqlens_k = nullptr;
@@ -55,6 +70,12 @@ struct FwdParams {
   int window_left = 0;
   int window_right = 0;
 };
+
+// Softcap, ALiBi and dropout run in a second instantiation of each kernel (kHasExtras): their register needs
+// would otherwise cost the plain kernels spills.
+inline bool needs_score_extras(FwdParams const& p) {
+  return p.softcap > 0.f || p.alibi_slopes_ptr != nullptr || p.has_dropout;
+}
 
 // Backward: the forward's inputs and saved outputs plus the incoming gradient dO and the gradients.
 // dq/dk/dv may be strided views (e.g. slices of a packed dqkv buffer).

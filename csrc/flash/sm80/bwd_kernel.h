@@ -17,6 +17,7 @@
 
 #include "../alibi.h"
 #include "../block.h"
+#include "../dropout.h"
 #include "../mask.h"
 #include "../params.h"
 #include "../semaphore.h"
@@ -33,7 +34,8 @@ namespace flash::sm80 {
 
 using namespace cute;
 
-template <class Traits, bool kHasWindow, bool kEvenCols>
+// kHasExtras: softcap, ALiBi and dropout are compiled in (each still switched on by params).
+template <class Traits, bool kHasWindow, bool kEvenCols, bool kHasExtras>
 struct BwdKernel {
   using Element = typename Traits::Element;
   static constexpr int kBlockM = Traits::kBlockM;
@@ -200,6 +202,7 @@ struct BwdKernel {
     Tensor tScS = thr_sdp.partition_C(make_identity_tensor(TileS{}));
     Tensor score_coords = make_tensor(tScS.data(), acc_to_rowcol(tScS.layout()));
     constexpr int kRows = decltype(size<0>(score_coords))::value;
+    constexpr int kCols = decltype(size<1>(score_coords))::value;
 
     copy_tile<kEvenCols, true, true>(gmem_copy, gmem_thr.partition_S(gK), gmem_thr.partition_D(sK), tKVcKV,
                                      kv_col_pred, keys_left);
@@ -247,31 +250,51 @@ struct BwdKernel {
       gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ(_, _, _, stage), tSsK, mma_sdp, copy_sdp_a, copy_sdp_b,
                      thr_copy_sdp_a, thr_copy_sdp_b);
       Tensor probs = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
-      if (params.softcap > 0.f) { apply_softcap(probs, params.softcap, params.softcap_inner); }
-      Alibi const alibi = make_alibi(params, batch, head, seq.seqlen_q, seq.seqlen_k);
-      if (alibi.enabled()) { alibi.apply(probs, score_coords, row_base, key_base); }
-      if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right)) {
+      if (kHasExtras && params.softcap > 0.f) { apply_softcap(probs, params.softcap, params.softcap_inner); }
+      Alibi const alibi = kHasExtras ? make_alibi(params, batch, head, seq.seqlen_q, seq.seqlen_k) : Alibi{};
+      if (kHasExtras && alibi.enabled()) { alibi.apply(probs, score_coords, row_base, key_base); }
+      if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left,
+                            params.window_right)) {
         apply_mask<kHasWindow>(probs, score_coords, row_base, key_base, seq.seqlen_q, seq.seqlen_k,
                                params.window_left, params.window_right);
       }
       scores_to_probs(probs, lse_log2, params.score_scale_log2);
+      uint32_t keep[(kRows * kCols + 31) / 32];  // dropout keep bits, drawn before dP's registers are live
+      if (kHasExtras && params.has_dropout) {
+        make_dropout(params, batch, head).template keep_bits<kRows, kCols>(keep, score_coords, row_base, key_base);
+      }
 
       // dS = P ∘ (dO·Vᵀ - D), times the cap's derivative with softcap.
       Tensor acc_dp = partition_fragment_C(mma_sdp, TileS{});
       clear(acc_dp);
       gemm_smem_smem(acc_dp, tdPrdO, tdPrV, tdPsdO(_, _, _, stage), tdPsV, mma_sdp, copy_sdp_a, copy_sdp_b,
                      thr_copy_sdp_a, thr_copy_sdp_b);
-      acc_to_smem<Element>(mma_sdp, acc_s, sP, tidx);
       Tensor dscores = make_tensor(acc_dp.data(), acc_to_rowcol(acc_dp.layout()));
-      CUTE_UNROLL
-      for (int r = 0; r < kRows; ++r) {
+      if (!(kHasExtras && params.has_dropout)) { acc_to_smem<Element>(mma_sdp, acc_s, sP, tidx); }
+      if (kHasExtras && params.has_dropout) {
+        // O = (P ∘ Z / (1 - p)) V for the keep mask Z: dV needs P ∘ Z / (1 - p), and dP is masked the same way.
         CUTE_UNROLL
-        for (int c = 0; c < size<1>(dscores); ++c) { dscores(r, c) = probs(r, c) * (dscores(r, c) - dsum(r)); }
+        for (int r = 0; r < kRows; ++r) {
+          CUTE_UNROLL
+          for (int c = 0; c < kCols; ++c) {
+            bool const kept = Dropout::kept<kCols>(keep, r, c);
+            float const p = probs(r, c);
+            dscores(r, c) = p * ((kept ? dscores(r, c) * params.dropout_scale : 0.f) - dsum(r));
+            probs(r, c) = kept ? p * params.dropout_scale : 0.f;
+          }
+        }
+      } else {
+        CUTE_UNROLL
+        for (int r = 0; r < kRows; ++r) {
+          CUTE_UNROLL
+          for (int c = 0; c < kCols; ++c) { dscores(r, c) = probs(r, c) * (dscores(r, c) - dsum(r)); }
+        }
       }
-      if (params.softcap > 0.f) {  // lse re-read from shared memory rather than kept live across dP = dO·Vᵀ
+      if (kHasExtras && params.softcap > 0.f) {  // lse re-read from shared memory, not kept live across dO·Vᵀ
         softcap_grad(dscores, probs, load_lse_log2(), 1.f / params.softcap, alibi, score_coords, row_base,
                      key_base);
       }
+      if (kHasExtras && params.has_dropout) { acc_to_smem<Element>(mma_sdp, acc_s, sP, tidx); }  // P ∘ Z/(1-p)
       acc_to_smem<Element>(mma_sdp, acc_dp, sdS, tidx);
       __syncthreads();  // P and dS are in shared memory
 
@@ -330,10 +353,10 @@ struct BwdKernel {
   }
 };
 
-template <class Traits, bool kHasWindow, bool kEvenCols>
+template <class Traits, bool kHasWindow, bool kEvenCols, bool kHasExtras>
 __global__ void __launch_bounds__(Traits::kNThreads) bwd_kernel(__grid_constant__ const BwdParams params) {
   extern __shared__ __align__(128) char smem[];
-  BwdKernel<Traits, kHasWindow, kEvenCols>::run(params, smem);
+  BwdKernel<Traits, kHasWindow, kEvenCols, kHasExtras>::run(params, smem);
 }
 
 }  // namespace flash::sm80

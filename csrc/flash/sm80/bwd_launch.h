@@ -34,7 +34,11 @@ void run_bwd(BwdParams const& params, cudaStream_t stream) {
                       "flash_attn backward prep kernel");
   if (key_ctas > 0) {
     dim3 const grid(static_cast<unsigned>(key_ctas), params.num_heads_k);
-    auto const kernel = even_cols ? &bwd_kernel<Traits, kHasWindow, true> : &bwd_kernel<Traits, kHasWindow, false>;
+    auto const kernel = needs_score_extras(params)
+                            ? (even_cols ? &bwd_kernel<Traits, kHasWindow, true, true>
+                                         : &bwd_kernel<Traits, kHasWindow, false, true>)
+                            : (even_cols ? &bwd_kernel<Traits, kHasWindow, true, false>
+                                         : &bwd_kernel<Traits, kHasWindow, false, false>);
     launch_with_smem<Traits::kSmemBytes>(kernel, grid, Traits::kNThreads, params, stream, "flash_attn backward kernel");
   }
   auto const convert = even_cols ? &bwd_convert_dq_kernel<Traits, true> : &bwd_convert_dq_kernel<Traits, false>;

@@ -12,6 +12,7 @@
 
 #include "../alibi.h"
 #include "../block.h"
+#include "../dropout.h"
 #include "../mask.h"
 #include "../params.h"
 #include "../seqlen.h"
@@ -26,13 +27,42 @@ namespace flash::sm80 {
 
 using namespace cute;
 
-template <class Traits, bool kHasWindow, bool kEvenCols>
+// kHasExtras: softcap, ALiBi and dropout are compiled in (each still switched on by params).
+template <class Traits, bool kHasWindow, bool kEvenCols, bool kHasExtras>
 struct FwdKernel {
   using Element = typename Traits::Element;
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kBlockN = Traits::kBlockN;
   static constexpr int kHeadDim = Traits::kHeadDim;
   using Range = BlockRange<kBlockM, kBlockN, kHasWindow>;
+
+  // Unnormalised probabilities of one key tile (the row sums already include every key): dropped entries
+  // become 0 before P·V; with return_attn_probs they are also written to S_dmask, dropped ones negated.
+  template <class Scores, class Coords>
+  CUTE_DEVICE static void apply_dropout(FwdParams const& params, Scores& scores, Coords const& coords, int batch,
+                                        int head, int row_base, int col_base) {
+    constexpr int kRows = decltype(size<0>(scores))::value, kCols = decltype(size<1>(scores))::value;
+    uint32_t keep[(kRows * kCols + 31) / 32];
+    make_dropout(params, batch, head).template keep_bits<kRows, kCols>(keep, coords, row_base, col_base);
+    Element* s_dmask = params.s_dmask_ptr == nullptr
+                           ? nullptr
+                           : static_cast<Element*>(params.s_dmask_ptr) + batch * params.s_dmask_batch_stride +
+                                 head * params.s_dmask_head_stride;
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      CUTE_UNROLL
+      for (int c = 0; c < kCols; ++c) {
+        bool const kept = Dropout::kept<kCols>(keep, r, c);
+        float const p = scores(r, c);
+        if (s_dmask != nullptr) {
+          auto const rc = coords(r, c);
+          s_dmask[int64_t(row_base + get<0>(rc)) * params.s_dmask_row_stride + col_base + get<1>(rc)] =
+              Element(kept ? p : -p);
+        }
+        scores(r, c) = kept ? p : 0.f;
+      }
+    }
+  }
 
   CUTE_DEVICE static void run(FwdParams const& params, char* smem) {
     int const tidx = threadIdx.x;
@@ -42,6 +72,11 @@ struct FwdKernel {
     int const batch = int(blockIdx.x) / num_m_blocks;
     int const m_block = num_m_blocks - 1 - (int(blockIdx.x) - batch * num_m_blocks);
     int const head = blockIdx.y;
+    if (kHasExtras && params.rng_state_ptr != nullptr && blockIdx.x == 0 && blockIdx.y == 0 && tidx == 0) {
+      Dropout const d = make_dropout(params, 0, 0);  // the backward replays this call's seed and offset
+      params.rng_state_ptr[0] = int64_t(d.seed);
+      params.rng_state_ptr[1] = int64_t(d.offset);
+    }
 
     SeqlenInfo const seq(params, batch);
     int const row_base = m_block * kBlockM;
@@ -123,7 +158,7 @@ struct FwdKernel {
     // Tile-relative (row, col) of each score this thread holds, for masking.
     Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
     Tensor score_coords = make_tensor(tScS.data(), acc_to_rowcol(tScS.layout()));
-    Alibi const alibi = make_alibi(params, batch, head, seq.seqlen_q, seq.seqlen_k);
+    Alibi const alibi = kHasExtras ? make_alibi(params, batch, head, seq.seqlen_q, seq.seqlen_k) : Alibi{};
 
     auto process_key_block = [&](int n_block, auto is_first) {
       constexpr bool kIsFirst = decltype(is_first)::value;
@@ -139,8 +174,8 @@ struct FwdKernel {
       gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK, tiled_mma, smem_copy_q, smem_copy_k, smem_thr_copy_q,
                      smem_thr_copy_k);
       Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
-      if (params.softcap > 0.f) { apply_softcap(scores, params.softcap, params.softcap_inner); }
-      if (alibi.enabled()) { alibi.apply(scores, score_coords, row_base, n_block * kBlockN); }
+      if (kHasExtras && params.softcap > 0.f) { apply_softcap(scores, params.softcap, params.softcap_inner); }
+      if (kHasExtras && alibi.enabled()) { alibi.apply(scores, score_coords, row_base, n_block * kBlockN); }
       if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right)) {
         apply_mask<kHasWindow>(scores, score_coords, row_base, n_block * kBlockN, seq.seqlen_q, seq.seqlen_k,
                                params.window_left, params.window_right);
@@ -155,6 +190,9 @@ struct FwdKernel {
       }
 
       softmax.template update<kIsFirst>(scores, acc_o_rows);
+      if (kHasExtras && params.has_dropout) {
+        apply_dropout(params, scores, score_coords, batch, head, row_base, n_block * kBlockN);
+      }
       Tensor rP = convert_fragment<Element>(acc_s);
       Tensor tOrP = make_tensor(rP.data(), acc_to_a_operand(rP.layout()));
       gemm_reg_smem(acc_o, tOrP, tOrVt, tOsVt, tiled_mma, smem_copy_v, smem_thr_copy_v);
@@ -173,14 +211,18 @@ struct FwdKernel {
 
     // Rows that saw no key (no key blocks at all, or all masked) end with output 0 and lse +inf.
     Tensor lse = softmax.finalize(acc_o_rows, params.score_scale);
+    if (kHasExtras && params.has_dropout) {
+      CUTE_UNROLL
+      for (int i = 0; i < size(acc_o); ++i) { acc_o(i) *= params.dropout_scale; }
+    }
     FwdEpilogue<Traits, kEvenCols>::store(acc_o, lse, gO, gLse, smem_q, rows_left, params.head_dim, tidx);
   }
 };
 
-template <class Traits, bool kHasWindow, bool kEvenCols>
+template <class Traits, bool kHasWindow, bool kEvenCols, bool kHasExtras>
 __global__ void __launch_bounds__(Traits::kNThreads) fwd_kernel(__grid_constant__ const FwdParams params) {
   extern __shared__ __align__(128) char smem[];
-  FwdKernel<Traits, kHasWindow, kEvenCols>::run(params, smem);
+  FwdKernel<Traits, kHasWindow, kEvenCols, kHasExtras>::run(params, smem);
 }
 
 }  // namespace flash::sm80

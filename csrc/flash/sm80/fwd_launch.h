@@ -28,9 +28,13 @@ void run_fwd(FwdParams const& params, cudaStream_t stream) {
     throw std::runtime_error("flash_attn forward: too many query blocks x batch or heads for one launch");
   }
   dim3 const grid(static_cast<unsigned>(num_ctas), params.num_heads);
-  // Full-width head dims skip the column predicates.
-  auto const kernel = params.head_dim == kHeadDim ? &fwd_kernel<Traits, kHasWindow, true>
-                                                  : &fwd_kernel<Traits, kHasWindow, false>;
+  // Full-width head dims skip the column predicates; softcap/ALiBi/dropout use the kHasExtras instantiation.
+  bool const even_cols = params.head_dim == kHeadDim;
+  auto const kernel = needs_score_extras(params)
+                          ? (even_cols ? &fwd_kernel<Traits, kHasWindow, true, true>
+                                       : &fwd_kernel<Traits, kHasWindow, false, true>)
+                          : (even_cols ? &fwd_kernel<Traits, kHasWindow, true, false>
+                                       : &fwd_kernel<Traits, kHasWindow, false, false>);
   launch_with_smem<Traits::kSmemBytes>(kernel, grid, Traits::kNThreads, params, stream, "flash_attn forward kernel");
 }
 
