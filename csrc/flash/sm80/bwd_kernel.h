@@ -343,13 +343,19 @@ struct BwdKernel {
     Tensor accum = dq_accum_fragment<Traits::kNThreads>(dq_accum_tile<kBlockM>(params, seq, batch, head, m_block),
                                                         acc_dq, tidx);
     int* turn = nullptr;
+    int order = 0;  // this key block's place among the key blocks that see the query block
     if (params.deterministic) {
+      // With a left window the first key blocks may not see this query block: count from the first that does.
+      int n_block_min, n_block_max;
+      Range::key_blocks(m_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, n_block_min,
+                        n_block_max);
+      order = n_block - n_block_min;
       turn = params.dq_semaphore + (int64_t(batch) * params.num_heads + head) * num_m_blocks_total + m_block;
-      wait_for_turn(turn, n_block);
+      wait_for_turn(turn, order);
     }
     CUTE_UNROLL
     for (int i = 0; i < size(acc_dq); ++i) { atomicAdd(&accum(i), acc_dq(i)); }
-    if (params.deterministic) { pass_turn(turn, n_block + 1); }
+    if (params.deterministic) { pass_turn(turn, order + 1); }
   }
 };
 
