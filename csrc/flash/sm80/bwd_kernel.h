@@ -261,7 +261,8 @@ struct BwdKernel {
       scores_to_probs(probs, lse_log2, params.score_scale_log2);
       uint32_t keep[(kRows * kCols + 31) / 32];  // dropout keep bits, drawn before dP's registers are live
       if (kHasExtras && params.has_dropout) {
-        make_dropout(params, batch, head).template keep_bits<kRows, kCols>(keep, score_coords, row_base, key_base);
+        Dropout const dropout = make_dropout(params, batch, head);
+        dropout.template keep_bits<kRows, kCols>(keep, score_coords, row_base, key_base);
       }
 
       // dS = P ∘ (dO·Vᵀ - D), times the cap's derivative with softcap.

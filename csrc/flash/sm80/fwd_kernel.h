@@ -176,7 +176,8 @@ struct FwdKernel {
       Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
       if (kHasExtras && params.softcap > 0.f) { apply_softcap(scores, params.softcap, params.softcap_inner); }
       if (kHasExtras && alibi.enabled()) { alibi.apply(scores, score_coords, row_base, n_block * kBlockN); }
-      if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right)) {
+      if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left,
+                            params.window_right)) {
         apply_mask<kHasWindow>(scores, score_coords, row_base, n_block * kBlockN, seq.seqlen_q, seq.seqlen_k,
                                params.window_left, params.window_right);
       }
