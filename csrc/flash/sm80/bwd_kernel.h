@@ -109,15 +109,23 @@ struct BwdKernel {
     Tensor tQsQ = gmem_thr.partition_D(sQ);    // (CPY, CPY_M, CPY_K, stages)
     Tensor tdOsdO = gmem_thr.partition_D(sdO);
 
-    // Step s covers query head kv_head * head_ratio + s / num_m_steps and query block
-    // m_block_max - 1 - s % num_m_steps: last to first, so every key block of a head starts on the same query
-    // block (shared Q/dO tiles in L2; under causal masking the deterministic turn order then keeps the key
-    // blocks in lockstep instead of stalling the short ones behind the long ones).
-    auto step_head = [&](int step) { return kv_head * params.head_ratio + step / num_m_steps; };
-    auto step_m_block = [&](int step) { return m_block_max - 1 - step % num_m_steps; };
-    auto load_q_do = [&](int step, int stage) {
-      int const head = step_head(step);
-      int const row_base = step_m_block(step) * kBlockM;
+    // The steps walk the query blocks last to first for each query head of the group in turn: every key block
+    // of a head starts on the same query block (shared Q/dO tiles in L2; under causal masking the deterministic
+    // turn order then keeps the key blocks in lockstep instead of stalling the short ones behind the long ones).
+    // The cursor advances by one step without integer division.
+    struct StepCursor {
+      int head, m_block;
+    };
+    auto next_step = [&](StepCursor c) {
+      if (--c.m_block < m_block_min) {
+        c.m_block = m_block_max - 1;
+        ++c.head;
+      }
+      return c;
+    };
+    auto load_q_do = [&](StepCursor at, int stage) {
+      int const head = at.head;
+      int const row_base = at.m_block * kBlockM;
       auto q_tile = [&](void const* base, int64_t batch_stride, int64_t row_stride, int64_t head_stride) {
         Element const* ptr = static_cast<Element const*>(base) + seq.q_offset(batch_stride, row_stride, batch) +
                              head * head_stride + int64_t(row_base) * row_stride;
@@ -208,13 +216,15 @@ struct BwdKernel {
                                      kv_col_pred, keys_left);
     copy_tile<kEvenCols, true, true>(gmem_copy, gmem_thr.partition_S(gV), gmem_thr.partition_D(sV), tKVcKV,
                                      kv_col_pred, keys_left);
-    if (num_steps > 0) { load_q_do(0, 0); }
+    StepCursor cursor{kv_head * params.head_ratio, m_block_max - 1};
+    if (num_steps > 0) { load_q_do(cursor, 0); }
     cp_async_fence();
 
     for (int step = 0; step < num_steps; ++step) {
       int const stage = kStages == 2 ? (step & 1) : 0;
-      int const head = step_head(step);
-      int const m_block = step_m_block(step);
+      int const head = cursor.head;
+      int const m_block = cursor.m_block;
+      cursor = next_step(cursor);
       int const row_base = m_block * kBlockM;
       int const rows_left = seq.seqlen_q - row_base;
       cp_async_wait<0>();
@@ -222,7 +232,7 @@ struct BwdKernel {
       // step: its Q/dO stage, P and dS may be overwritten.
       __syncthreads();
       if constexpr (kStages == 2) {
-        if (step + 1 < num_steps) { load_q_do(step + 1, stage ^ 1); }
+        if (step + 1 < num_steps) { load_q_do(cursor, stage ^ 1); }
         cp_async_fence();
       }
 
@@ -312,7 +322,7 @@ struct BwdKernel {
                      thr_copy_dkv_a, thr_copy_dkv_b);
       if constexpr (kStages == 1) {
         __syncthreads();  // every warp is done with this step's Q and dO before the next ones land there
-        if (step + 1 < num_steps) { load_q_do(step + 1, 0); }
+        if (step + 1 < num_steps) { load_q_do(cursor, 0); }
         cp_async_fence();
       }
     }
@@ -354,8 +364,7 @@ struct BwdKernel {
       turn = params.dq_semaphore + (int64_t(batch) * params.num_heads + head) * num_m_blocks_total + m_block;
       wait_for_turn(turn, order);
     }
-    CUTE_UNROLL
-    for (int i = 0; i < size(acc_dq); ++i) { atomicAdd(&accum(i), acc_dq(i)); }
+    reduce_add_fragment(accum, acc_dq);
     if (params.deterministic) { pass_turn(turn, order + 1); }
   }
 };

@@ -1,7 +1,6 @@
 // Layout of the fp32 dQ accumulator shared by the backward kernels. Each (batch, head, query block) owns
-// one contiguous tile of kBlockM x bucket floats, stored thread-major: element i of thread t of the dQ MMA
-// fragment lives at tile[i * kNThreads + t]. The mainloop's atomic adds are then fully coalesced (a warp
-// adds 32 consecutive floats), and the conversion kernel reads the fragment back with the same MMA layout.
+// one contiguous tile of kBlockM x bucket floats, stored thread-major (see dq_accum_fragment): the mainloop's
+// reductions are then fully coalesced, and the conversion kernel reads the fragment back with the same MMA layout.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -20,11 +19,35 @@ CUTE_DEVICE float* dq_accum_tile(BwdParams const& params, SeqlenInfo const& seq,
          head * params.dq_accum_head_stride + row * params.dq_accum_row_stride;
 }
 
-// The (fragment-shaped) thread-major view of one tile for thread tidx.
+// Thread-major view of one tile for thread tidx, in groups of four: element i of the fragment lives at
+// tile[(i / 4) * 4 * kNThreads + 4 * tidx + i % 4], so a warp's reduction of group g covers 512 consecutive bytes.
 template <int kNThreads, class Fragment>
 CUTE_DEVICE auto dq_accum_fragment(float* tile, Fragment const& frag, int tidx) {
   using namespace cute;
-  return make_tensor(make_gmem_ptr(tile + tidx), make_layout(shape(frag), compact_col_major(shape(frag), Int<kNThreads>{})));
+  constexpr int kSize = decltype(size(frag))::value;
+  static_assert(kSize % 4 == 0, "the dQ fragment is reduced in groups of four floats");
+  return make_tensor(make_gmem_ptr(tile + 4 * tidx),
+                     Layout<Shape<_4, Int<kSize / 4>>, Stride<_1, Int<4 * kNThreads>>>{});
+}
+
+// accum += frag with relaxed global reductions. sm90 has a four-float vector reduction: a quarter of the
+// instructions, which matters because the mainloop issues them in a burst that otherwise fills the
+// load/store queue (ncu: lg-throttle stalls on the scalar reductions).
+template <class Accum, class Fragment>
+CUTE_DEVICE void reduce_add_fragment(Accum& accum, Fragment const& frag) {
+  using namespace cute;
+  CUTE_UNROLL
+  for (int g = 0; g < size(frag) / 4; ++g) {
+    float* dst = &accum(4 * g);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(dst), "f"(frag(4 * g)), "f"(frag(4 * g + 1)),
+                 "f"(frag(4 * g + 2)), "f"(frag(4 * g + 3))
+                 : "memory");
+#else
+    CUTE_UNROLL
+    for (int j = 0; j < 4; ++j) { atomicAdd(dst + j, frag(4 * g + j)); }
+#endif
+  }
 }
 
 }  // namespace flash::sm80
