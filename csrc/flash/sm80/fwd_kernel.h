@@ -160,7 +160,9 @@ struct FwdKernel {
     Tensor score_coords = make_tensor(tScS.data(), acc_to_rowcol(tScS.layout()));
     Alibi const alibi = kHasExtras ? make_alibi(params, batch, head, seq.seqlen_q, seq.seqlen_k) : Alibi{};
 
-    auto process_key_block = [&](int n_block, auto is_first) {
+    // always_inline: with the extras compiled in the body outgrows NVVM's inlining budget, and an outlined call
+    // would put every fragment it touches (acc_o, the MMA operands) in local memory.
+    auto process_key_block = [&](int n_block, auto is_first) __attribute__((always_inline)) {
       constexpr bool kIsFirst = decltype(is_first)::value;
       Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
       clear(acc_s);
