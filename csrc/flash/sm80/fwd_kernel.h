@@ -38,26 +38,27 @@ struct FwdKernel {
 
   // Unnormalised probabilities of one key tile (the row sums already include every key): dropped entries
   // become 0 before P·V; with return_attn_probs they are also written to S_dmask, dropped ones negated.
-  template <class Scores, class Coords>
-  CUTE_DEVICE static void apply_dropout(FwdParams const& params, Scores& scores, Coords const& coords, int batch,
-                                        int head, int row_base, int col_base) {
+  template <bool kWritesDmask, int kWords, class Scores, class Coords>
+  CUTE_DEVICE static void apply_dropout(FwdParams const& params, uint32_t const (&keep)[kWords], Scores& scores,
+                                        Coords const& coords, int batch, int head, int row_base, int col_base) {
     constexpr int kRows = decltype(size<0>(scores))::value, kCols = decltype(size<1>(scores))::value;
-    uint32_t keep[(kRows * kCols + 31) / 32];
-    make_dropout(params, batch, head).template keep_bits<kRows, kCols>(keep, coords, row_base, col_base);
-    Element* s_dmask = params.s_dmask_ptr == nullptr
+    // S_dmask addresses: one 64-bit tile base and 32-bit in-tile offsets (the binding keeps a tile's span
+    // below 2^31 elements), so that no per-row 64-bit offsets stay live across the key-block loop.
+    Element* s_dmask = !kWritesDmask
                            ? nullptr
                            : static_cast<Element*>(params.s_dmask_ptr) + batch * params.s_dmask_batch_stride +
-                                 head * params.s_dmask_head_stride;
+                                 head * params.s_dmask_head_stride + int64_t(row_base) * params.s_dmask_row_stride +
+                                 col_base;
+    int const s_dmask_row_stride = int(params.s_dmask_row_stride);
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) {
       CUTE_UNROLL
       for (int c = 0; c < kCols; ++c) {
         bool const kept = Dropout::kept<kCols>(keep, r, c);
         float const p = scores(r, c);
-        if (s_dmask != nullptr) {
+        if constexpr (kWritesDmask) {
           auto const rc = coords(r, c);
-          s_dmask[int64_t(row_base + get<0>(rc)) * params.s_dmask_row_stride + col_base + get<1>(rc)] =
-              Element(kept ? p : -p);
+          s_dmask[get<0>(rc) * s_dmask_row_stride + get<1>(rc)] = Element(kept ? p : -p);
         }
         scores(r, c) = kept ? p : 0.f;
       }
@@ -159,11 +160,20 @@ struct FwdKernel {
     Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
     Tensor score_coords = make_tensor(tScS.data(), acc_to_rowcol(tScS.layout()));
     Alibi const alibi = kHasExtras ? make_alibi(params, batch, head, seq.seqlen_q, seq.seqlen_k) : Alibi{};
+    Dropout const dropout = kHasExtras ? make_dropout(params, batch, head) : Dropout{};
 
     // always_inline: with the extras compiled in the body outgrows NVVM's inlining budget, and an outlined call
     // would put every fragment it touches (acc_o, the MMA operands) in local memory.
-    auto process_key_block = [&](int n_block, auto is_first) __attribute__((always_inline)) {
+    auto process_key_block = [&](int n_block, auto is_first, auto writes_dmask) __attribute__((always_inline)) {
       constexpr bool kIsFirst = decltype(is_first)::value;
+      // Dropout's keep bits first: the Philox rounds then run while only acc_o is live, not acc_s and the
+      // softmax state as well.
+      constexpr int kScoreRows = decltype(size<0>(score_coords))::value;
+      constexpr int kScoreCols = decltype(size<1>(score_coords))::value;
+      uint32_t keep[(kScoreRows * kScoreCols + 31) / 32];
+      if (kHasExtras && params.has_dropout) {
+        dropout.template keep_bits<kScoreRows, kScoreCols>(keep, score_coords, row_base, n_block * kBlockN);
+      }
       Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
       clear(acc_s);
       cp_async_wait<0>();
@@ -194,7 +204,8 @@ struct FwdKernel {
 
       softmax.template update<kIsFirst>(scores, acc_o_rows);
       if (kHasExtras && params.has_dropout) {
-        apply_dropout(params, scores, score_coords, batch, head, row_base, n_block * kBlockN);
+        apply_dropout<decltype(writes_dmask)::value>(params, keep, scores, score_coords, batch, head, row_base,
+                                                     n_block * kBlockN);
       }
       Tensor rP = convert_fragment<Element>(acc_s);
       Tensor tOrP = make_tensor(rP.data(), acc_to_a_operand(rP.layout()));
@@ -206,9 +217,18 @@ struct FwdKernel {
       copy_tile<kEvenCols, true, true>(gmem_copy, tKgK(_, _, _, n_block_max - 1), tKsK, tKVcKV, kv_col_pred,
                                        seq.seqlen_k - (n_block_max - 1) * kBlockN);
       cp_async_fence();
-      process_key_block(n_block_max - 1, std::true_type{});
-      for (int n_block = n_block_max - 2; n_block >= n_block_min; --n_block) {
-        process_key_block(n_block, std::false_type{});
+      // S_dmask (return_attn_probs with dropout, a debug output) gets its own copy of the loop: its stores
+      // would otherwise cost every dropout call spills (ptxas: 620 instead of ~160 bytes at d 128).
+      auto key_block_loop = [&](auto writes_dmask) __attribute__((always_inline)) {
+        process_key_block(n_block_max - 1, std::true_type{}, writes_dmask);
+        for (int n_block = n_block_max - 2; n_block >= n_block_min; --n_block) {
+          process_key_block(n_block, std::false_type{}, writes_dmask);
+        }
+      };
+      if (kHasExtras && params.s_dmask_ptr != nullptr) {
+        key_block_loop(std::true_type{});
+      } else {
+        key_block_loop(std::false_type{});
       }
     }
 
