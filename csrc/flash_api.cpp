@@ -123,6 +123,10 @@ at::Tensor make_s_dmask(flash::FwdParams& p, bool return_softmax, double p_dropo
                         at::Tensor const& q) {
   if (!(return_softmax && p_dropout > 0.0)) { return at::empty({0}, q.options()); }
   auto round128 = [](int64_t x) { return (x + 127) / 128 * 128; };
+  // The kernel addresses one 128-row tile of S_dmask with 32-bit offsets.
+  TORCH_CHECK(round128(p.seqlen_k) * 128 < (int64_t(1) << 31),
+              "flash_attn: return_attn_probs with dropout supports seqlen_k up to 2^24 (S_dmask is a debug output "
+              "of size seqlen_q x seqlen_k per head); got seqlen_k = ", p.seqlen_k);
   at::Tensor s = at::zeros({batch, q.size(-2), round128(p.seqlen_q), round128(p.seqlen_k)}, q.options());
   p.s_dmask_ptr = s.data_ptr();
   p.s_dmask_batch_stride = s.stride(0), p.s_dmask_head_stride = s.stride(1), p.s_dmask_row_stride = s.stride(2);
