@@ -86,8 +86,9 @@ void set_dropout_fwd(flash::FwdParams& p, double p_dropout, std::optional<at::Ge
                      at::Tensor const& rng_state) {
   if (p_dropout <= 0.0) { return; }
   set_dropout_common(p, p_dropout);
-  // Counter values one (batch, head) uses: 8 per (16-row group, 8-key group); a multiple of 4 for torch.
-  uint64_t const used = uint64_t((p.seqlen_q + 15) / 16) * uint64_t((p.seqlen_k + 7) / 8) * 8;
+  // Counter values one (batch, head) uses (dropout.h): 128 per (16-row group, 128-key group); a multiple of 4
+  // for torch.
+  uint64_t const used = uint64_t((p.seqlen_q + 15) / 16) * uint64_t((p.seqlen_k + 127) / 128) * 128;
   auto* gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(gen_, at::cuda::detail::getDefaultCUDAGenerator());
   at::PhiloxCudaState state;
   {

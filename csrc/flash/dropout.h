@@ -1,11 +1,14 @@
 // Dropout on the attention probabilities, regenerated identically in the forward and the backward.
 //
 // The random byte of score (batch, head, row i, key j) depends on those absolute coordinates only, not on
-// how a kernel tiles the scores: one Philox4x32-10 call (philox.h) per (16-row group i/16, 8-key group j/8,
-// row i % 8), keyed by the seed, with the subsequence (batch * heads + head) in the counter's high half.
-// Word (j % 8) / 2 of that call holds the four bytes of rows {i, i + 8} x keys {j, j + 1} (j even): exactly the
-// 2 x 2 values one thread holds in an m16n8 accumulator atom, so each thread makes one call per atom.
-// A score is kept iff its byte <= keep_threshold = floor((1 - p) * 255); kept values are scaled by 1/(1 - p).
+// how a kernel tiles the scores. One Philox4x32-10 call (philox.h), keyed by the seed with the subsequence
+// (batch * heads + head) in the counter's high half, serves the 16-row group i/16, the 128-key group j/128,
+// row i % 8, key lane (j % 8) / 2 and atom position (j % 32) / 8: word (j / 32) % 4 holds the four bytes of rows
+// {i, i + 8} x keys {j, j + 1} (j even), the 2 x 2 values one thread holds in an m16n8 accumulator atom. The
+// four words are thus four atoms of one thread 32 keys apart, which is how a tiled MMA with four warps along N
+// lays a thread's atoms out (with fewer warps along N, a call still serves every atom of the thread that is a
+// multiple of 32 keys away). A score is kept iff its byte <= keep_threshold = floor((1 - p) * 255); kept
+// values are scaled by 1/(1 - p).
 #pragma once
 
 #include <cstdint>
@@ -20,40 +23,53 @@ struct Dropout {
   uint64_t seed = 0;
   uint64_t offset = 0;       // counter base of this call (the generator's offset)
   uint64_t subsequence = 0;  // batch * num_heads + head
-  uint32_t key_groups = 0;   // ceil(max seqlen_k / 8): stride of the 16-row groups in the counter
+  uint32_t key_groups = 0;   // ceil(max seqlen_k / 128): stride of the 16-row groups in the counter
   uint32_t keep_threshold = 255;
 
-  // The four bytes of the quad whose top-left score is (row, col), row % 16 < 8 and col even:
-  // byte (a * 2 + c) belongs to (row + 8 a, col + c).
-  CUTLASS_DEVICE uint32_t quad_bytes(int row, int col) const {
-    uint64_t const index = (uint64_t(row / 16) * key_groups + uint64_t(col / 8)) * 8 + uint64_t(row % 8);
-    PhiloxWords const words = philox4x32_10(seed, offset + index, subsequence);
-    int const w = (col % 8) / 2;
+  // The Philox words serving the atom whose top-left score is (row, col), row % 16 < 8 and col even.
+  CUTLASS_HOST_DEVICE PhiloxWords atom_words(int row, int col) const {
+    uint64_t const index = ((uint64_t(row / 16) * key_groups + uint64_t(col / 128)) * 8 + uint64_t(row % 8)) * 16 +
+                           uint64_t((col % 32) / 8) * 4 + uint64_t((col % 8) / 2);
+    return philox4x32_10(seed, offset + index, subsequence);
+  }
+
+  CUTLASS_HOST_DEVICE static uint32_t word(PhiloxWords const& words, int w) {
     return w == 0 ? words.w[0] : w == 1 ? words.w[1] : w == 2 ? words.w[2] : words.w[3];
   }
 
   // Keep bits of a thread's score tile in the (rows, cols) view of m16n8 accumulators, ((2, MMA_M), (2, MMA_N)):
   // bit r * kCols + c of `bits` is set when value (r, c) is kept. coords: the matching tile-relative (row, col)
-  // coordinates; row_base/col_base place the tile in the sequence. Computing the bits first keeps the Philox
-  // temporaries out of the register-heavy code that applies them.
-  template <int kRows, int kCols, class Coords>
-  CUTLASS_DEVICE void keep_bits(uint32_t (&bits)[(kRows * kCols + 31) / 32], Coords const& coords, int row_base,
+  // coordinates; row_base/col_base place the tile in the sequence. kWarpsN: warps along N of the tiled MMA, whose
+  // atom n of a thread then sits at key 8 kWarpsN n (+ the warp's and lane's offset): atoms 32 / (8 kWarpsN)
+  // apart share a Philox call. The tile (kBlockN keys, a divisor of 128, at a multiple of kBlockN) lies in one
+  // 128-key group. Computing the bits first keeps the Philox temporaries out of the register-heavy code that
+  // applies them.
+  template <int kRows, int kCols, int kWarpsN, class Coords>
+  CUTLASS_HOST_DEVICE void keep_bits(uint32_t (&bits)[(kRows * kCols + 31) / 32], Coords const& coords, int row_base,
                                 int col_base) const {
     using namespace cute;
+    static_assert(kWarpsN == 1 || kWarpsN == 2 || kWarpsN == 4);
+    constexpr int kAtoms = kCols / 2;              // along N
+    constexpr int kCallSlots = 4 / kWarpsN;        // atoms n, n + kCallSlots, ... share a call
+    constexpr int kSlots = kCallSlots < kAtoms ? kCallSlots : kAtoms;
     CUTE_UNROLL
     for (int i = 0; i < (kRows * kCols + 31) / 32; ++i) { bits[i] = 0; }
     CUTE_UNROLL
     for (int m = 0; m < kRows / 2; ++m) {
       CUTE_UNROLL
-      for (int n = 0; n < kCols / 2; ++n) {
-        auto const top_left = coords(2 * m, 2 * n);
-        uint32_t const bytes = quad_bytes(row_base + get<0>(top_left), col_base + get<1>(top_left));
+      for (int slot = 0; slot < kSlots; ++slot) {
+        auto const first = coords(2 * m, 2 * slot);
+        PhiloxWords const words = atom_words(row_base + get<0>(first), col_base + get<1>(first));
         CUTE_UNROLL
-        for (int a = 0; a < 2; ++a) {
+        for (int n = slot; n < kAtoms; n += kCallSlots) {
+          uint32_t const bytes = word(words, ((col_base + get<1>(coords(2 * m, 2 * n))) / 32) % 4);
           CUTE_UNROLL
-          for (int c = 0; c < 2; ++c) {
-            int const bit = (2 * m + a) * kCols + 2 * n + c;
-            if (((bytes >> (8 * (a * 2 + c))) & 0xffu) <= keep_threshold) { bits[bit / 32] |= 1u << (bit % 32); }
+          for (int a = 0; a < 2; ++a) {
+            CUTE_UNROLL
+            for (int c = 0; c < 2; ++c) {
+              int const bit = (2 * m + a) * kCols + 2 * n + c;
+              if (((bytes >> (8 * (a * 2 + c))) & 0xffu) <= keep_threshold) { bits[bit / 32] |= 1u << (bit % 32); }
+            }
           }
         }
       }
@@ -61,7 +77,7 @@ struct Dropout {
   }
 
   template <int kCols, int kWords>
-  CUTLASS_DEVICE static bool kept(uint32_t const (&bits)[kWords], int r, int c) {
+  CUTLASS_HOST_DEVICE static bool kept(uint32_t const (&bits)[kWords], int r, int c) {
     int const bit = r * kCols + c;
     return (bits[bit / 32] >> (bit % 32)) & 1u;
   }
@@ -75,7 +91,7 @@ CUTLASS_DEVICE Dropout make_dropout(Params const& params, int batch, int head) {
   d.offset = params.philox_offset_ptr != nullptr ? uint64_t(*params.philox_offset_ptr) + params.philox_offset_extra
                                                  : params.philox_offset;
   d.subsequence = uint64_t(batch) * params.num_heads + head;
-  d.key_groups = uint32_t((params.seqlen_k + 7) / 8);
+  d.key_groups = uint32_t((params.seqlen_k + 127) / 128);
   d.keep_threshold = params.dropout_keep_threshold;
   return d;
 }

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cmath>
+#include <type_traits>
 
 #include <cute/tensor.hpp>
 
@@ -220,111 +221,126 @@ struct BwdKernel {
     if (num_steps > 0) { load_q_do(cursor, 0); }
     cp_async_fence();
 
-    for (int step = 0; step < num_steps; ++step) {
-      int const stage = kStages == 2 ? (step & 1) : 0;
-      int const head = cursor.head;
-      int const m_block = cursor.m_block;
-      cursor = next_step(cursor);
-      int const row_base = m_block * kBlockM;
-      int const rows_left = seq.seqlen_q - row_base;
-      cp_async_wait<0>();
-      // Q, dO, lse, D of this step (and at step 0 K, V) have landed, and every warp is done with the previous
-      // step: its Q/dO stage, P and dS may be overwritten.
-      __syncthreads();
-      if constexpr (kStages == 2) {
-        if (step + 1 < num_steps) { load_q_do(cursor, stage ^ 1); }
-        cp_async_fence();
-      }
+    // Dropout gets its own copy of the step loop: its keep bits and masking cost the loop spills (ptxas, d 64:
+    // ~40 spill stores per step) that the softcap / ALiBi-only calls need not pay.
+    auto step_loop = [&](auto with_dropout) __attribute__((always_inline)) {
+      constexpr bool kDropout = decltype(with_dropout)::value;
+      for (int step = 0; step < num_steps; ++step) {
+        int const stage = kStages == 2 ? (step & 1) : 0;
+        int const head = cursor.head;
+        int const m_block = cursor.m_block;
+        cursor = next_step(cursor);
+        int const row_base = m_block * kBlockM;
+        int const rows_left = seq.seqlen_q - row_base;
+        cp_async_wait<0>();
+        // Q, dO, lse, D of this step (and at step 0 K, V) have landed, and every warp is done with the previous
+        // step: its Q/dO stage, P and dS may be overwritten.
+        __syncthreads();
+        if constexpr (kStages == 2) {
+          if (step + 1 < num_steps) { load_q_do(cursor, stage ^ 1); }
+          cp_async_fence();
+        }
 
-      // lse (in log2 units) and D of this thread's rows; rows past the sequence end get P = 0.
-      auto load_lse_log2 = [&]() {
-        Tensor lse_log2 = make_tensor<float>(Shape<Int<kRows>>{});
+        // lse (in log2 units) and D of this thread's rows; rows past the sequence end get P = 0.
+        auto load_lse_log2 = [&]() {
+          Tensor lse_log2 = make_tensor<float>(Shape<Int<kRows>>{});
+          CUTE_UNROLL
+          for (int r = 0; r < kRows; ++r) {
+            int const row = get<0>(score_coords(r, 0));
+            lse_log2(r) = row < rows_left ? sLse(row, stage) * float(M_LOG2E) : INFINITY;
+          }
+          return lse_log2;
+        };
+        Tensor lse_log2 = load_lse_log2();
+        Tensor dsum = make_tensor<float>(Shape<Int<kRows>>{});
         CUTE_UNROLL
         for (int r = 0; r < kRows; ++r) {
           int const row = get<0>(score_coords(r, 0));
-          lse_log2(r) = row < rows_left ? sLse(row, stage) * float(M_LOG2E) : INFINITY;
+          dsum(r) = row < rows_left ? sDsum(row, stage) : 0.f;
         }
-        return lse_log2;
-      };
-      Tensor lse_log2 = load_lse_log2();
-      Tensor dsum = make_tensor<float>(Shape<Int<kRows>>{});
-      CUTE_UNROLL
-      for (int r = 0; r < kRows; ++r) {
-        int const row = get<0>(score_coords(r, 0));
-        dsum(r) = row < rows_left ? sDsum(row, stage) : 0.f;
-      }
 
-      // P = exp(scale·Q·Kᵀ - lse), masked.
-      Tensor acc_s = partition_fragment_C(mma_sdp, TileS{});
-      clear(acc_s);
-      gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ(_, _, _, stage), tSsK, mma_sdp, copy_sdp_a, copy_sdp_b,
-                     thr_copy_sdp_a, thr_copy_sdp_b);
-      Tensor probs = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
-      if (kHasExtras && params.softcap > 0.f) { apply_softcap(probs, params.softcap, params.softcap_inner); }
-      Alibi const alibi = kHasExtras ? make_alibi(params, batch, head, seq.seqlen_q, seq.seqlen_k) : Alibi{};
-      if (kHasExtras && alibi.enabled()) { alibi.apply(probs, score_coords, row_base, key_base); }
-      if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left,
-                            params.window_right)) {
-        apply_mask<kHasWindow>(probs, score_coords, row_base, key_base, seq.seqlen_q, seq.seqlen_k,
-                               params.window_left, params.window_right);
-      }
-      scores_to_probs(probs, lse_log2, params.score_scale_log2);
-      uint32_t keep[(kRows * kCols + 31) / 32];  // dropout keep bits, drawn before dP's registers are live
-      if (kHasExtras && params.has_dropout) {
-        Dropout const dropout = make_dropout(params, batch, head);
-        dropout.template keep_bits<kRows, kCols>(keep, score_coords, row_base, key_base);
-      }
+        // P = exp(scale·Q·Kᵀ - lse), masked.
+        Tensor acc_s = partition_fragment_C(mma_sdp, TileS{});
+        clear(acc_s);
+        gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ(_, _, _, stage), tSsK, mma_sdp, copy_sdp_a, copy_sdp_b,
+                       thr_copy_sdp_a, thr_copy_sdp_b);
+        Tensor probs = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
+        if (kHasExtras && params.softcap > 0.f) { apply_softcap(probs, params.softcap, params.softcap_inner); }
+        Alibi const alibi = kHasExtras ? make_alibi(params, batch, head, seq.seqlen_q, seq.seqlen_k) : Alibi{};
+        if (kHasExtras && alibi.enabled()) { alibi.apply(probs, score_coords, row_base, key_base); }
+        if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left,
+                              params.window_right)) {
+          apply_mask<kHasWindow>(probs, score_coords, row_base, key_base, seq.seqlen_q, seq.seqlen_k,
+                                 params.window_left, params.window_right);
+        }
+        scores_to_probs(probs, lse_log2, params.score_scale_log2);
+        uint32_t keep[(kRows * kCols + 31) / 32];  // dropout keep bits, drawn before dP's registers are live
+        if constexpr (kDropout) {
+          Dropout const dropout = make_dropout(params, batch, head);
+          dropout.template keep_bits<kRows, kCols, Traits::kWarpsN_SdP>(keep, score_coords, row_base, key_base);
+        }
 
-      // dS = P ∘ (dO·Vᵀ - D), times the cap's derivative with softcap.
-      Tensor acc_dp = partition_fragment_C(mma_sdp, TileS{});
-      clear(acc_dp);
-      gemm_smem_smem(acc_dp, tdPrdO, tdPrV, tdPsdO(_, _, _, stage), tdPsV, mma_sdp, copy_sdp_a, copy_sdp_b,
-                     thr_copy_sdp_a, thr_copy_sdp_b);
-      Tensor dscores = make_tensor(acc_dp.data(), acc_to_rowcol(acc_dp.layout()));
-      if (!(kHasExtras && params.has_dropout)) { acc_to_smem<Element>(mma_sdp, acc_s, sP, tidx); }
-      if (kHasExtras && params.has_dropout) {
-        // O = (P ∘ Z / (1 - p)) V for the keep mask Z: dV needs P ∘ Z / (1 - p), and dP is masked the same way.
-        CUTE_UNROLL
-        for (int r = 0; r < kRows; ++r) {
+        // dS = P ∘ (dO·Vᵀ - D), times the cap's derivative with softcap.
+        Tensor acc_dp = partition_fragment_C(mma_sdp, TileS{});
+        clear(acc_dp);
+        gemm_smem_smem(acc_dp, tdPrdO, tdPrV, tdPsdO(_, _, _, stage), tdPsV, mma_sdp, copy_sdp_a, copy_sdp_b,
+                       thr_copy_sdp_a, thr_copy_sdp_b);
+        Tensor dscores = make_tensor(acc_dp.data(), acc_to_rowcol(acc_dp.layout()));
+        if constexpr (!kDropout) { acc_to_smem<Element>(mma_sdp, acc_s, sP, tidx); }
+        if constexpr (kDropout) {
+          // O = (P ∘ Z / (1 - p)) V for the keep mask Z: dV needs P ∘ Z / (1 - p), and dP is masked the same way.
           CUTE_UNROLL
-          for (int c = 0; c < kCols; ++c) {
-            bool const kept = Dropout::kept<kCols>(keep, r, c);
-            float const p = probs(r, c);
-            dscores(r, c) = p * ((kept ? dscores(r, c) * params.dropout_scale : 0.f) - dsum(r));
-            probs(r, c) = kept ? p * params.dropout_scale : 0.f;
+          for (int r = 0; r < kRows; ++r) {
+            CUTE_UNROLL
+            for (int c = 0; c < kCols; ++c) {
+              bool const kept = Dropout::kept<kCols>(keep, r, c);
+              float const p = probs(r, c);
+              dscores(r, c) = p * ((kept ? dscores(r, c) * params.dropout_scale : 0.f) - dsum(r));
+              probs(r, c) = kept ? p * params.dropout_scale : 0.f;
+            }
+          }
+        } else {
+          CUTE_UNROLL
+          for (int r = 0; r < kRows; ++r) {
+            CUTE_UNROLL
+            for (int c = 0; c < kCols; ++c) { dscores(r, c) = probs(r, c) * (dscores(r, c) - dsum(r)); }
           }
         }
-      } else {
-        CUTE_UNROLL
-        for (int r = 0; r < kRows; ++r) {
-          CUTE_UNROLL
-          for (int c = 0; c < kCols; ++c) { dscores(r, c) = probs(r, c) * (dscores(r, c) - dsum(r)); }
+        // lse re-read from shared memory, not kept live across dO·Vᵀ. Softcap never comes with dropout (API).
+        if (kHasExtras && !kDropout && params.softcap > 0.f) {
+          softcap_grad(dscores, probs, load_lse_log2(), 1.f / params.softcap, alibi, score_coords, row_base,
+                       key_base);
+        }
+        if constexpr (kDropout) { acc_to_smem<Element>(mma_sdp, acc_s, sP, tidx); }  // P ∘ Z/(1-p)
+        acc_to_smem<Element>(mma_sdp, acc_dp, sdS, tidx);
+        __syncthreads();  // P and dS are in shared memory
+
+        gemm_smem_smem(acc_dv, tdVrPt, tdVrdOt, tdVsPt, tdVsdOt(_, _, _, stage), mma_dkv, copy_dkv_a, copy_dkv_b,
+                       thr_copy_dkv_a, thr_copy_dkv_b);
+
+        Tensor acc_dq = partition_fragment_C(mma_dq, TileQ{});
+        clear(acc_dq);
+        gemm_smem_smem(acc_dq, tdQrdS, tdQrKt, tdQsdS, tdQsKt, mma_dq, copy_dq_a, copy_dq_b, thr_copy_dq_a,
+                       thr_copy_dq_b);
+        add_dq(params, seq, batch, head, m_block, n_block, num_m_blocks_total, acc_dq, tidx);
+
+        gemm_smem_smem(acc_dk, tdKrdSt, tdKrQt, tdKsdSt, tdKsQt(_, _, _, stage), mma_dkv, copy_dkv_a, copy_dkv_b,
+                       thr_copy_dkv_a, thr_copy_dkv_b);
+        if constexpr (kStages == 1) {
+          __syncthreads();  // every warp is done with this step's Q and dO before the next ones land there
+          if (step + 1 < num_steps) { load_q_do(cursor, 0); }
+          cp_async_fence();
         }
       }
-      if (kHasExtras && params.softcap > 0.f) {  // lse re-read from shared memory, not kept live across dO·Vᵀ
-        softcap_grad(dscores, probs, load_lse_log2(), 1.f / params.softcap, alibi, score_coords, row_base,
-                     key_base);
+    };
+    if constexpr (kHasExtras) {
+      if (params.has_dropout) {
+        step_loop(std::true_type{});
+      } else {
+        step_loop(std::false_type{});
       }
-      if (kHasExtras && params.has_dropout) { acc_to_smem<Element>(mma_sdp, acc_s, sP, tidx); }  // P ∘ Z/(1-p)
-      acc_to_smem<Element>(mma_sdp, acc_dp, sdS, tidx);
-      __syncthreads();  // P and dS are in shared memory
-
-      gemm_smem_smem(acc_dv, tdVrPt, tdVrdOt, tdVsPt, tdVsdOt(_, _, _, stage), mma_dkv, copy_dkv_a, copy_dkv_b,
-                     thr_copy_dkv_a, thr_copy_dkv_b);
-
-      Tensor acc_dq = partition_fragment_C(mma_dq, TileQ{});
-      clear(acc_dq);
-      gemm_smem_smem(acc_dq, tdQrdS, tdQrKt, tdQsdS, tdQsKt, mma_dq, copy_dq_a, copy_dq_b, thr_copy_dq_a,
-                     thr_copy_dq_b);
-      add_dq(params, seq, batch, head, m_block, n_block, num_m_blocks_total, acc_dq, tidx);
-
-      gemm_smem_smem(acc_dk, tdKrdSt, tdKrQt, tdKsdSt, tdKsQt(_, _, _, stage), mma_dkv, copy_dkv_a, copy_dkv_b,
-                     thr_copy_dkv_a, thr_copy_dkv_b);
-      if constexpr (kStages == 1) {
-        __syncthreads();  // every warp is done with this step's Q and dO before the next ones land there
-        if (step + 1 < num_steps) { load_q_do(cursor, 0); }
-        cp_async_fence();
-      }
+    } else {
+      step_loop(std::false_type{});
     }
 
     // Epilogue: dK (scaled) and dV through the K/V shared memory to global memory. A key block no query

@@ -172,7 +172,8 @@ struct FwdKernel {
       constexpr int kScoreCols = decltype(size<1>(score_coords))::value;
       uint32_t keep[(kScoreRows * kScoreCols + 31) / 32];
       if (kHasExtras && params.has_dropout) {
-        dropout.template keep_bits<kScoreRows, kScoreCols>(keep, score_coords, row_base, n_block * kBlockN);
+        dropout.template keep_bits<kScoreRows, kScoreCols, Traits::kWarpsN>(keep, score_coords, row_base,
+                                                                          n_block * kBlockN);
       }
       Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
       clear(acc_s);
