@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include <cmath>
+#include <cstdint>
 #include <mutex>
 #include <optional>
 #include <vector>
@@ -27,6 +28,13 @@ void check_input(at::Tensor const& t, char const* name, at::Tensor const& q, int
   TORCH_CHECK(t.scalar_type() == q.scalar_type(), "flash_attn: ", name, " must have the same dtype as q");
   TORCH_CHECK(t.dim() == ndim, "flash_attn: ", name, " must have ", ndim, " dims, got ", t.dim());
   TORCH_CHECK(t.stride(-1) == 1 || t.size(-1) <= 1, "flash_attn: ", name, " must have a contiguous last dim");
+  // The kernels move 16 bytes (8 elements) at a time: rows must start 16-byte aligned.
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0, "flash_attn: ", name,
+              " must start at a 16-byte aligned address (pass a contiguous copy)");
+  for (int64_t i = 0; i + 1 < t.dim(); ++i) {
+    TORCH_CHECK(t.size(i) <= 1 || t.stride(i) % 8 == 0, "flash_attn: ", name,
+                " must have strides (except the last) that are multiples of 8 elements, got ", t.strides());
+  }
 }
 
 void check_cu_seqlens(at::Tensor const& t, char const* name, at::Tensor const& q) {

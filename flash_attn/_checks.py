@@ -123,6 +123,34 @@ def _check_last_dim_contiguous(named: Sequence[Tuple[str, torch.Tensor]]) -> Non
             )
 
 
+VECTOR_BYTES = 16  # the kernels move q, k, v, out and the gradients 16 bytes at a time
+
+
+def is_vector_aligned(t: torch.Tensor) -> bool:
+    """Whether every 16-byte chunk of t's rows starts 16-byte aligned: storage offset and every stride but the
+    last a multiple of 16 bytes (dims of size 1 aside). Storages themselves are allocated aligned."""
+    elems = max(1, VECTOR_BYTES // t.element_size())
+    if t.storage_offset() % elems != 0:
+        return False
+    return all(t.shape[i] <= 1 or t.stride(i) % elems == 0 for i in range(t.dim() - 1))
+
+
+def vector_aligned(t: torch.Tensor) -> torch.Tensor:
+    """t, or a contiguous copy when the kernels could not read it in place (see is_vector_aligned)."""
+    return t if is_vector_aligned(t) else t.clone(memory_format=torch.contiguous_format)
+
+
+def _check_vector_aligned(named: Sequence[Tuple[str, torch.Tensor]]) -> None:
+    for name, t in named:
+        if not is_vector_aligned(t):
+            elems = max(1, VECTOR_BYTES // t.element_size())
+            raise FlashAttnValueError(
+                f"{name} must have a storage offset and strides (except the last) that are multiples of {elems} "
+                f"elements (the kernels move 16 bytes at a time), got strides {tuple(t.stride())} and storage "
+                f"offset {t.storage_offset()}; pass {name}.contiguous()"
+            )
+
+
 def _check_head_dims(head_dim: int, q_name: str, require_padded: bool) -> None:
     if head_dim <= 0:
         raise FlashAttnValueError(f"{q_name} head dim (last dimension) must be positive, got {head_dim}")
@@ -237,6 +265,7 @@ def check_bwd_tensors(q, k, v, dout, out, softmax_lse, dq, dk, dv, lse_shape: Tu
                 f"{name} must have the shape of {like_name} {_shape(like)}, got {_shape(t)}"
             )
     _check_last_dim_contiguous((("dout", dout), ("out", out)) + tuple((name, g) for name, g, _ in grads))
+    _check_vector_aligned(tuple((name, g) for name, g, _ in grads))  # outputs: inputs are copied instead
     if softmax_lse.dtype != torch.float32:
         raise FlashAttnTypeError(f"softmax_lse must have dtype torch.float32, got {softmax_lse.dtype}")
     if _shape(softmax_lse) != tuple(lse_shape):

@@ -59,6 +59,7 @@ def _launch_fwd(q, k, v, dropout_p, softmax_scale, causal, window_size_left, win
         s_dmask_shape = (b, h, _round128(sq), _round128(k.shape[1])) if return_softmax else (0,)
         return _empty_result(q, (b, h, sq), s_dmask_shape)
     ext = _require_extension()
+    q, k, v = (_checks.vector_aligned(x) for x in (q, k, v))  # the kernels move 16 bytes at a time
     out, lse, s_dmask, rng_state = ext.fwd(
         q, k, v, _poisoned_out(q), alibi_slopes, dropout_p, softmax_scale, causal,
         window_size_left, window_size_right, softcap, return_softmax, None,
@@ -84,6 +85,7 @@ def _launch_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_se
         s_dmask_shape = (batch, h, _round128(max_seqlen_q), _round128(max_seqlen_k)) if return_softmax else (0,)
         return _empty_result(q, (h, total_q), s_dmask_shape)
     ext = _require_extension()
+    q, k, v = (_checks.vector_aligned(x) for x in (q, k, v))  # the kernels move 16 bytes at a time
     out, lse, s_dmask, rng_state = ext.varlen_fwd(
         q, k, v, _poisoned_out(q), cu_seqlens_q, cu_seqlens_k, seqused_k, leftpad_k, block_table,
         alibi_slopes, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, zero_tensors, causal,
@@ -204,6 +206,7 @@ def _launch_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, softmax_
         return torch.zeros((b, h, _round128(sq)), dtype=torch.float32, device=q.device)
     _poison_grads(dq, dk, dv)
     ext = _require_extension()
+    dout, q, k, v, out = (_checks.vector_aligned(x) for x in (dout, q, k, v, out))  # 16-byte moves
     _, _, _, softmax_d = ext.bwd(
         dout, q, k, v, out, softmax_lse, dq, dk, dv, alibi_slopes, dropout_p, softmax_scale, causal,
         window_size_left, window_size_right, softcap, deterministic, None, rng_state,
@@ -226,6 +229,7 @@ def _launch_varlen_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q
         return torch.zeros((h, total_q + 128 * batch), dtype=torch.float32, device=q.device)
     _poison_grads(dq, dk, dv)
     ext = _require_extension()
+    dout, q, k, v, out = (_checks.vector_aligned(x) for x in (dout, q, k, v, out))  # 16-byte moves
     _, _, _, softmax_d = ext.varlen_bwd(
         dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k, alibi_slopes, max_seqlen_q,
         max_seqlen_k, dropout_p, softmax_scale, zero_tensors, causal, window_size_left, window_size_right, softcap,

@@ -28,7 +28,8 @@ _wrapped_flash_attn_varlen_backward = _flash_attn_varlen_backward
 
 
 def maybe_contiguous(x):
-    """Copy ``x`` only if its last dimension is not contiguous (the kernels need stride(-1) == 1)."""
+    """Copy ``x`` only if its last dimension is not contiguous (the kernels need stride(-1) == 1; inputs whose
+    rows are not 16-byte aligned are copied by the ops themselves, outside what torch.compile traces)."""
     if isinstance(x, torch.Tensor) and x.dim() > 0 and x.stride(-1) != 1:
         return x.contiguous()
     return x

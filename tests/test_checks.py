@@ -353,3 +353,27 @@ def test_backward_op_body_checks_before_launch():
     with pytest.raises(FlashAttnValueError, match=r"^q must be a CUDA tensor"):
         torch.ops.flash_attn._flash_attn_varlen_backward(q, q, k, v, q, torch.zeros(4, 20), None, None, None, cu, cuk,
                                                          8, 8, 0.0, 0.125, False, -1, -1, 0.0, None, False)
+
+
+def test_misaligned_grads_rejected_at_the_op():
+    # The kernels move 16 bytes at a time: inputs whose rows do not start 16-byte aligned are copied by the ops,
+    # but a caller's dq/dk/dv buffer that is misaligned gets a clear error, not a misaligned-address fault.
+    q, k, v = dense(device="cpu")
+    lse = torch.zeros(2, 4, 16)
+    dq = torch.zeros(2 * 16 * 4 * 64 + 1, dtype=F16)[1:].view(2, 16, 4, 64)  # contiguous, but starts off by 2 bytes
+    with pytest.raises(FlashAttnValueError, match=r"^dq must have a storage offset and strides .* multiples of 8"):
+        torch.ops.flash_attn._flash_attn_backward(q, q, k, v, q, lse, dq, None, None, 0.0, 0.125, False, -1, -1,
+                                                  0.0, None, False)
+
+
+def test_vector_alignment():
+    wide = torch.randn(2, 16, 4, 72, dtype=F16)
+    sliced = wide[..., 4:68]
+    assert not _checks.is_vector_aligned(sliced)
+    copied = _checks.vector_aligned(sliced)
+    assert _checks.is_vector_aligned(copied) and torch.equal(copied, sliced)
+    shifted = torch.randn(2 * 16 * 4 * 64 + 1, dtype=F16)[1:].view(2, 16, 4, 64)
+    assert shifted.is_contiguous() and not _checks.is_vector_aligned(shifted)
+    assert _checks.is_vector_aligned(_checks.vector_aligned(shifted))
+    packed = torch.randn(2, 16, 3, 4, 64, dtype=F16)[:, :, 1]  # a packed projection's k: aligned, no copy
+    assert _checks.vector_aligned(packed) is packed
