@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <vector>
@@ -50,12 +51,13 @@ struct Window {
   int64_t left, right;
 };
 
-// Option ranges, and the window normalised as 2.x does. softcap <= 0 is off.
+// Option ranges, and the window normalised as 2.x does. softcap 0 is off.
 Window check_supported(double p_dropout, bool is_causal, int64_t window_left, int64_t window_right,
                        int64_t seqlen_k, double softcap) {
   TORCH_CHECK(p_dropout >= 0.0 && p_dropout < 1.0, "flash_attn: dropout_p must be in [0, 1), got ", p_dropout);
   TORCH_CHECK(!(p_dropout > 0.0 && softcap > 0.0), "flash_attn: dropout_p > 0 with softcap > 0 is not supported");
-  TORCH_CHECK(softcap == softcap, "flash_attn: softcap must be a number (<= 0 = off)");
+  TORCH_CHECK(softcap >= 0.0 && softcap < std::numeric_limits<double>::infinity(),
+              "flash_attn: softcap must be a finite number >= 0 (0 = off)");
   TORCH_CHECK(window_left >= -1 && window_right >= -1, "flash_attn: window_size entries must be >= -1, got (",
               window_left, ", ", window_right, ")");
   if (window_left >= seqlen_k) { window_left = -1; }

@@ -341,8 +341,8 @@ def check_fwd_options(
     if not (0.0 <= dropout_p < 1.0):
         raise FlashAttnValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     softcap = _as_float("softcap", softcap)
-    if softcap != softcap:  # <= 0 means off (2.x, API.md); NaN means nothing
-        raise FlashAttnValueError(f"softcap must be a number (<= 0 = off), got softcap={softcap}")
+    if not (0.0 <= softcap < math.inf):  # 0 = off; a negative cap has no meaning (NaN fails here too)
+        raise FlashAttnValueError(f"softcap must be a finite number >= 0 (0 = off), got softcap={softcap}")
     if dropout_p > 0.0 and softcap > 0.0:
         raise FlashAttnValueError(
             f"dropout_p > 0 cannot be combined with softcap > 0 (got dropout_p={dropout_p}, softcap={softcap})"

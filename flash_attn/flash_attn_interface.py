@@ -296,7 +296,7 @@ def flash_attn_qkvpacked_func(
     softmax_scale=None,
     causal=False,
     window_size=(-1, -1),  # -1 means infinite context window
-    softcap=0.0,  # <=0.0 means deactivate
+    softcap=0.0,  # 0.0 = off; must be >= 0
     alibi_slopes=None,
     deterministic=False,
     return_attn_probs=False,

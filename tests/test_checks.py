@@ -92,6 +92,8 @@ BAD_CASES = [
      r"^window_size"),
     ("window_float", lambda: vdense(q0, k0, v0, window_size=(-1, 0.5)), FlashAttnTypeError, r"^window_size\[1\]"),
     ("softcap_nan", lambda: vdense(q0, k0, v0, softcap=float("nan")), FlashAttnValueError, r"^softcap must be"),
+    ("softcap_negative", lambda: vdense(q0, k0, v0, softcap=-1.0), FlashAttnValueError, r"^softcap must be .*>= 0"),
+    ("softcap_inf", lambda: vdense(q0, k0, v0, softcap=float("inf")), FlashAttnValueError, r"^softcap must be"),
     ("alibi_dtype", lambda: vdense(q0, k0, v0, alibi_slopes=torch.ones(4, dtype=torch.float64)), FlashAttnTypeError,
      r"^alibi_slopes must have dtype torch.float32"),
     ("alibi_not_tensor", lambda: vdense(q0, k0, v0, alibi_slopes=[0.5] * 4), FlashAttnTypeError,
@@ -204,7 +206,6 @@ def test_defaults_and_scale():
     assert (cfg.causal, cfg.window_size_left, cfg.window_size_right) == (False, -1, -1)
     assert vdense(q0, k0, v0, softmax_scale=0.5).softmax_scale == 0.5
     assert vdense(q0, k0, v0, softcap=0.0).causal is False  # 0 = off
-    assert vdense(q0, k0, v0, softcap=-1.0).causal is False  # <= 0 means off (2.x, API.md)
     assert vdense(q0, k0, v0, softcap=30.0).causal is False
 
 
