@@ -37,23 +37,29 @@ struct Dropout {
     return w == 0 ? words.w[0] : w == 1 ? words.w[1] : w == 2 ? words.w[2] : words.w[3];
   }
 
-  // Keep bits of a thread's score tile in the (rows, cols) view of m16n8 accumulators, ((2, MMA_M), (2, MMA_N)):
-  // bit r * kCols + c of `bits` is set when value (r, c) is kept. coords: the matching tile-relative (row, col)
-  // coordinates; row_base/col_base place the tile in the sequence. kWarpsN: warps along N of the tiled MMA, whose
-  // atom n of a thread then sits at key 8 kWarpsN n (+ the warp's and lane's offset): atoms 32 / (8 kWarpsN)
-  // apart share a Philox call. The tile (kBlockN keys, a divisor of 128, at a multiple of kBlockN) lies in one
-  // 128-key group. Computing the bits first keeps the Philox temporaries out of the register-heavy code that
-  // applies them.
+  // Words of keep bits for a thread's (kRows, kCols) score tile: four bits per m16n8 atom, four atoms per word.
+  template <int kRows, int kCols>
+  static constexpr int kKeepWords = (kRows / 2 * (kCols / 2) + 3) / 4;
+
+  // Keep bits of a thread's score tile in the (rows, cols) view of m16n8 accumulators, ((2, MMA_M), (2, MMA_N)),
+  // tested with kept(). coords: the matching tile-relative (row, col) coordinates; row_base/col_base place the
+  // tile in the sequence. kWarpsN: warps along N of the tiled MMA, whose atom n of a thread then sits at key
+  // 8 kWarpsN n (+ the warp's and lane's offset): atoms 32 / (8 kWarpsN) apart share a Philox call. The tile
+  // (kBlockN keys, a divisor of 128, at a multiple of kBlockN) lies in one 128-key group. Computing the bits
+  // first keeps the Philox temporaries out of the register-heavy code that applies them.
   template <int kRows, int kCols, int kWarpsN, class Coords>
-  CUTLASS_HOST_DEVICE void keep_bits(uint32_t (&bits)[(kRows * kCols + 31) / 32], Coords const& coords, int row_base,
-                                int col_base) const {
+  CUTLASS_HOST_DEVICE void keep_bits(uint32_t (&bits)[kKeepWords<kRows, kCols>], Coords const& coords,
+                                     int row_base, int col_base) const {
     using namespace cute;
     static_assert(kWarpsN == 1 || kWarpsN == 2 || kWarpsN == 4);
     constexpr int kAtoms = kCols / 2;              // along N
     constexpr int kCallSlots = 4 / kWarpsN;        // atoms n, n + kCallSlots, ... share a call
     constexpr int kSlots = kCallSlots < kAtoms ? kCallSlots : kAtoms;
+    // All four bytes of a word at once, in two 16-bit lanes per half: 0x100 + threshold - byte keeps bit 8 of
+    // its lane iff byte <= threshold, and never borrows from the next lane.
+    uint32_t const lanes = (0x100u + keep_threshold) * 0x00010001u;
     CUTE_UNROLL
-    for (int i = 0; i < (kRows * kCols + 31) / 32; ++i) { bits[i] = 0; }
+    for (int i = 0; i < kKeepWords<kRows, kCols>; ++i) { bits[i] = 0; }
     CUTE_UNROLL
     for (int m = 0; m < kRows / 2; ++m) {
       CUTE_UNROLL
@@ -63,23 +69,22 @@ struct Dropout {
         CUTE_UNROLL
         for (int n = slot; n < kAtoms; n += kCallSlots) {
           uint32_t const bytes = word(words, ((col_base + get<1>(coords(2 * m, 2 * n))) / 32) % 4);
-          CUTE_UNROLL
-          for (int a = 0; a < 2; ++a) {
-            CUTE_UNROLL
-            for (int c = 0; c < 2; ++c) {
-              int const bit = (2 * m + a) * kCols + 2 * n + c;
-              if (((bytes >> (8 * (a * 2 + c))) & 0xffu) <= keep_threshold) { bits[bit / 32] |= 1u << (bit % 32); }
-            }
-          }
+          uint32_t const even = (lanes - (bytes & 0x00ff00ffu)) & 0x01000100u;         // bytes 0, 2 -> bits 8, 24
+          uint32_t const odd = (lanes - ((bytes >> 8) & 0x00ff00ffu)) & 0x01000100u;  // bytes 1, 3 -> bits 8, 24
+          int const atom = m * kAtoms + n;
+          bits[atom / 4] |= (even | (odd << 1)) << (2 * (atom % 4));
         }
       }
     }
   }
 
+  // Whether score (r, c) of the tile is kept: byte a * 2 + c % 2 of its atom's word (a = r % 2) sits at bit
+  // 8 + 16 a + c % 2, shifted by twice the atom's place in its word of bits.
   template <int kCols, int kWords>
   CUTLASS_HOST_DEVICE static bool kept(uint32_t const (&bits)[kWords], int r, int c) {
-    int const bit = r * kCols + c;
-    return (bits[bit / 32] >> (bit % 32)) & 1u;
+    int const atom = (r / 2) * (kCols / 2) + c / 2;
+    int const bit = 8 + 16 * (r % 2) + c % 2 + 2 * (atom % 4);
+    return (bits[atom / 4] >> bit) & 1u;
   }
 };
 

@@ -31,21 +31,23 @@ int check(char const* name, int num_threads) {
   d.offset = 4096;
   d.subsequence = 77;
   d.key_groups = 9;  // seqlen_k up to 1152
-  d.keep_threshold = 150;
   TiledMma mma;
-  for (int row_base : {0, kBlockM, 5 * kBlockM}) {
-    for (int col_base = 0; col_base < 1152; col_base += kBlockN) {
-      for (int tidx = 0; tidx < num_threads; ++tidx) {
-        auto thr = mma.get_thread_slice(tidx);
-        Tensor c = thr.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
-        Tensor coords = make_tensor(c.data(), flash::sm80::acc_to_rowcol(c.layout()));
-        constexpr int kRows = decltype(size<0>(coords))::value, kCols = decltype(size<1>(coords))::value;
-        uint32_t bits[(kRows * kCols + 31) / 32];
-        d.keep_bits<kRows, kCols, kWarpsN>(bits, coords, row_base, col_base);
-        for (int r = 0; r < kRows; ++r) {
-          for (int col = 0; col < kCols; ++col) {
-            int const row_abs = row_base + get<0>(coords(r, col)), col_abs = col_base + get<1>(coords(r, col));
-            mismatches += flash::Dropout::kept<kCols>(bits, r, col) != keep_reference(d, row_abs, col_abs);
+  for (uint32_t threshold : {0u, 1u, 150u, 254u, 255u}) {  // the lane arithmetic's edges and a typical value
+    d.keep_threshold = threshold;
+    for (int row_base : {0, kBlockM, 5 * kBlockM}) {
+      for (int col_base = 0; col_base < 1152; col_base += kBlockN) {
+        for (int tidx = 0; tidx < num_threads; ++tidx) {
+          auto thr = mma.get_thread_slice(tidx);
+          Tensor c = thr.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
+          Tensor coords = make_tensor(c.data(), flash::sm80::acc_to_rowcol(c.layout()));
+          constexpr int kRows = decltype(size<0>(coords))::value, kCols = decltype(size<1>(coords))::value;
+          uint32_t bits[flash::Dropout::kKeepWords<kRows, kCols>];
+          d.keep_bits<kRows, kCols, kWarpsN>(bits, coords, row_base, col_base);
+          for (int r = 0; r < kRows; ++r) {
+            for (int col = 0; col < kCols; ++col) {
+              int const row_abs = row_base + get<0>(coords(r, col)), col_abs = col_base + get<1>(coords(r, col));
+              mismatches += flash::Dropout::kept<kCols>(bits, r, col) != keep_reference(d, row_abs, col_abs);
+            }
           }
         }
       }

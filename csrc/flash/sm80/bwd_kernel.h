@@ -242,16 +242,12 @@ struct BwdKernel {
         }
 
         // lse (in log2 units) and D of this thread's rows; rows past the sequence end get P = 0.
-        auto load_lse_log2 = [&]() {
-          Tensor lse_log2 = make_tensor<float>(Shape<Int<kRows>>{});
-          CUTE_UNROLL
-          for (int r = 0; r < kRows; ++r) {
-            int const row = get<0>(score_coords(r, 0));
-            lse_log2(r) = row < rows_left ? sLse(row, stage) * float(M_LOG2E) : INFINITY;
-          }
-          return lse_log2;
-        };
-        Tensor lse_log2 = load_lse_log2();
+        Tensor lse_log2 = make_tensor<float>(Shape<Int<kRows>>{});
+        CUTE_UNROLL
+        for (int r = 0; r < kRows; ++r) {
+          int const row = get<0>(score_coords(r, 0));
+          lse_log2(r) = row < rows_left ? sLse(row, stage) * float(M_LOG2E) : INFINITY;
+        }
         Tensor dsum = make_tensor<float>(Shape<Int<kRows>>{});
         CUTE_UNROLL
         for (int r = 0; r < kRows; ++r) {
@@ -265,7 +261,9 @@ struct BwdKernel {
         gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ(_, _, _, stage), tSsK, mma_sdp, copy_sdp_a, copy_sdp_b,
                        thr_copy_sdp_a, thr_copy_sdp_b);
         Tensor probs = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
-        if (kHasExtras && params.softcap > 0.f) { apply_softcap(probs, params.softcap, params.softcap_inner); }
+        bool const softcap = kHasExtras && !kDropout && params.softcap > 0.f;  // never with dropout (API)
+        Tensor cap_grad = make_tensor<float>(probs.layout());
+        if (softcap) { apply_softcap_with_grad(probs, cap_grad, params.softcap, params.softcap_inner); }
         Alibi const alibi = kHasExtras ? make_alibi(params, batch, head, seq.seqlen_q, seq.seqlen_k) : Alibi{};
         if (kHasExtras && alibi.enabled()) { alibi.apply(probs, score_coords, row_base, key_base); }
         if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left,
@@ -274,29 +272,36 @@ struct BwdKernel {
                                  params.window_left, params.window_right);
         }
         scores_to_probs(probs, lse_log2, params.score_scale_log2);
-        uint32_t keep[(kRows * kCols + 31) / 32];  // dropout keep bits, drawn before dP's registers are live
+        uint32_t keep[Dropout::kKeepWords<kRows, kCols>];  // dropout keep bits, drawn before dP's registers are live
         if constexpr (kDropout) {
           Dropout const dropout = make_dropout(params, batch, head);
           dropout.template keep_bits<kRows, kCols, Traits::kWarpsN_SdP>(keep, score_coords, row_base, key_base);
         }
 
-        // dS = P ∘ (dO·Vᵀ - D), times the cap's derivative with softcap.
+        if (softcap) {  // P goes to shared memory now, and the cap's derivative into the registers dS reads
+          acc_to_smem<Element>(mma_sdp, acc_s, sP, tidx);
+          CUTE_UNROLL
+          for (int i = 0; i < size(probs); ++i) { probs(i) *= cap_grad(i); }
+        }
+
+        // dS = P ∘ (dO·Vᵀ - D) (P times the cap's derivative with softcap).
         Tensor acc_dp = partition_fragment_C(mma_sdp, TileS{});
         clear(acc_dp);
         gemm_smem_smem(acc_dp, tdPrdO, tdPrV, tdPsdO(_, _, _, stage), tdPsV, mma_sdp, copy_sdp_a, copy_sdp_b,
                        thr_copy_sdp_a, thr_copy_sdp_b);
         Tensor dscores = make_tensor(acc_dp.data(), acc_to_rowcol(acc_dp.layout()));
-        if constexpr (!kDropout) { acc_to_smem<Element>(mma_sdp, acc_s, sP, tidx); }
+        if (!kDropout && !softcap) { acc_to_smem<Element>(mma_sdp, acc_s, sP, tidx); }
         if constexpr (kDropout) {
-          // O = (P ∘ Z / (1 - p)) V for the keep mask Z: dV needs P ∘ Z / (1 - p), and dP is masked the same way.
+          // O = (P ∘ Z / (1 - p)) V for the keep mask Z.
           CUTE_UNROLL
           for (int r = 0; r < kRows; ++r) {
             CUTE_UNROLL
             for (int c = 0; c < kCols; ++c) {
-              bool const kept = Dropout::kept<kCols>(keep, r, c);
+              // dS = P ∘ (Z ∘ dP / (1 - p) - D) = kept_p dP - P D, with kept_p = P ∘ Z / (1 - p) what dV needs
               float const p = probs(r, c);
-              dscores(r, c) = p * ((kept ? dscores(r, c) * params.dropout_scale : 0.f) - dsum(r));
-              probs(r, c) = kept ? p * params.dropout_scale : 0.f;
+              float const kept_p = Dropout::kept<kCols>(keep, r, c) ? p * params.dropout_scale : 0.f;
+              dscores(r, c) = kept_p * dscores(r, c) - p * dsum(r);
+              probs(r, c) = kept_p;
             }
           }
         } else {
@@ -305,11 +310,6 @@ struct BwdKernel {
             CUTE_UNROLL
             for (int c = 0; c < kCols; ++c) { dscores(r, c) = probs(r, c) * (dscores(r, c) - dsum(r)); }
           }
-        }
-        // lse re-read from shared memory, not kept live across dO·Vᵀ. Softcap never comes with dropout (API).
-        if (kHasExtras && !kDropout && params.softcap > 0.f) {
-          softcap_grad(dscores, probs, load_lse_log2(), 1.f / params.softcap, alibi, score_coords, row_base,
-                       key_base);
         }
         if constexpr (kDropout) { acc_to_smem<Element>(mma_sdp, acc_s, sP, tidx); }  // P ∘ Z/(1-p)
         acc_to_smem<Element>(mma_sdp, acc_dp, sdS, tidx);

@@ -170,7 +170,7 @@ struct FwdKernel {
       // softmax state as well.
       constexpr int kScoreRows = decltype(size<0>(score_coords))::value;
       constexpr int kScoreCols = decltype(size<1>(score_coords))::value;
-      uint32_t keep[(kScoreRows * kScoreCols + 31) / 32];
+      uint32_t keep[Dropout::kKeepWords<kScoreRows, kScoreCols>];
       if (kHasExtras && params.has_dropout) {
         dropout.template keep_bits<kScoreRows, kScoreCols, Traits::kWarpsN>(keep, score_coords, row_base,
                                                                           n_block * kBlockN);
