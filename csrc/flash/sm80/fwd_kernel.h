@@ -34,6 +34,7 @@ struct FwdKernel {
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kBlockN = Traits::kBlockN;
   static constexpr int kHeadDim = Traits::kHeadDim;
+  enum DropoutMode : int { kNoDropout, kDropoutOnly, kDropoutWritingDmask };
   using Range = BlockRange<kBlockM, kBlockN, kHasWindow>;
 
   // Unnormalised probabilities of one key tile (the row sums already include every key): dropped entries
@@ -164,14 +165,19 @@ struct FwdKernel {
 
     // always_inline: with the extras compiled in the body outgrows NVVM's inlining budget, and an outlined call
     // would put every fragment it touches (acc_o, the MMA operands) in local memory.
-    auto process_key_block = [&](int n_block, auto is_first, auto writes_dmask) __attribute__((always_inline)) {
+    // dropout_mode: a DropoutMode, one copy of the loop each (see key_block_loop).
+    auto process_key_block = [&](int n_block, auto is_first, auto dropout_mode) __attribute__((always_inline)) {
       constexpr bool kIsFirst = decltype(is_first)::value;
+      constexpr bool kDropout = decltype(dropout_mode)::value != kNoDropout;
       // Dropout's keep bits first: the Philox rounds then run while only acc_o is live, not acc_s and the
       // softmax state as well.
       constexpr int kScoreRows = decltype(size<0>(score_coords))::value;
       constexpr int kScoreCols = decltype(size<1>(score_coords))::value;
       uint32_t keep[Dropout::kKeepWords<kScoreRows, kScoreCols>];
-      if (kHasExtras && params.has_dropout) {
+      // The runtime test (always true in this copy) keeps the Philox rounds in their own basic block: with
+      // them in the GEMM's block ptxas interleaves them with the MMAs and spills (d 128: ~90 spill ops per
+      // key block instead of ~30).
+      if (kDropout && params.has_dropout) {
         dropout.template keep_bits<kScoreRows, kScoreCols, Traits::kWarpsN>(keep, score_coords, row_base,
                                                                           n_block * kBlockN);
       }
@@ -187,7 +193,10 @@ struct FwdKernel {
       gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK, tiled_mma, smem_copy_q, smem_copy_k, smem_thr_copy_q,
                      smem_thr_copy_k);
       Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
-      if (kHasExtras && params.softcap > 0.f) { apply_softcap(scores, params.softcap, params.softcap_inner); }
+      // Softcap never comes with dropout (API).
+      if (kHasExtras && !kDropout && params.softcap > 0.f) {
+        apply_softcap(scores, params.softcap, params.softcap_inner);
+      }
       if (kHasExtras && alibi.enabled()) { alibi.apply(scores, score_coords, row_base, n_block * kBlockN); }
       if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left,
                             params.window_right)) {
@@ -204,8 +213,8 @@ struct FwdKernel {
       }
 
       softmax.template update<kIsFirst>(scores, acc_o_rows);
-      if (kHasExtras && params.has_dropout) {
-        apply_dropout<decltype(writes_dmask)::value>(params, keep, scores, score_coords, batch, head, row_base,
+      if (kDropout && params.has_dropout) {
+        apply_dropout<decltype(dropout_mode)::value == kDropoutWritingDmask>(params, keep, scores, score_coords, batch, head, row_base,
                                                      n_block * kBlockN);
       }
       Tensor rP = convert_fragment<Element>(acc_s);
@@ -218,18 +227,22 @@ struct FwdKernel {
       copy_tile<kEvenCols, true, true>(gmem_copy, tKgK(_, _, _, n_block_max - 1), tKsK, tKVcKV, kv_col_pred,
                                        seq.seqlen_k - (n_block_max - 1) * kBlockN);
       cp_async_fence();
-      // S_dmask (return_attn_probs with dropout, a debug output) gets its own copy of the loop: its stores
-      // would otherwise cost every dropout call spills (ptxas: 620 instead of ~160 bytes at d 128).
-      auto key_block_loop = [&](auto writes_dmask) __attribute__((always_inline)) {
-        process_key_block(n_block_max - 1, std::true_type{}, writes_dmask);
+      // Dropout and S_dmask (return_attn_probs with dropout, a debug output) get their own copies of the loop:
+      // the keep bits and Philox rounds would otherwise cost softcap / ALiBi calls registers and scheduling
+      // (forward ALiBi alone ran at 0.76x plain with dropout's code in its loop), and S_dmask's stores every
+      // dropout call spills (ptxas: 620 instead of ~160 bytes at d 128).
+      auto key_block_loop = [&](auto dropout_mode) __attribute__((always_inline)) {
+        process_key_block(n_block_max - 1, std::true_type{}, dropout_mode);
         for (int n_block = n_block_max - 2; n_block >= n_block_min; --n_block) {
-          process_key_block(n_block, std::false_type{}, writes_dmask);
+          process_key_block(n_block, std::false_type{}, dropout_mode);
         }
       };
-      if (kHasExtras && params.s_dmask_ptr != nullptr) {
-        key_block_loop(std::true_type{});
+      if (kHasExtras && params.has_dropout && params.s_dmask_ptr != nullptr) {
+        key_block_loop(std::integral_constant<int, kDropoutWritingDmask>{});
+      } else if (kHasExtras && params.has_dropout) {
+        key_block_loop(std::integral_constant<int, kDropoutOnly>{});
       } else {
-        key_block_loop(std::false_type{});
+        key_block_loop(std::integral_constant<int, kNoDropout>{});
       }
     }
 
