@@ -60,6 +60,18 @@ QUICK_DIMS = (64, 128)
 QUICK_SEQLENS = (1024, 4096, 16384)
 
 
+def visible_pairs(seqlen: int, causal: bool, window=(-1, -1)) -> float:
+    """(query, key) pairs a sliding window (2.x semantics, -1 unbounded; causal forces right = 0) leaves visible,
+    for seqlen_q = seqlen_k."""
+    left, right = window
+    if causal:
+        right = 0
+    i = torch.arange(seqlen, dtype=torch.int64)
+    lo = (i - left).clamp(min=0) if left >= 0 else torch.zeros_like(i)
+    hi = (i + right).clamp(max=seqlen - 1) if right >= 0 else torch.full_like(i, seqlen - 1)
+    return float((hi - lo + 1).clamp(min=0).sum())
+
+
 @dataclass
 class Case:
     dim: int
@@ -67,12 +79,15 @@ class Case:
     causal: bool
     batch: int
     heads: int
+    window: tuple = (-1, -1)  # ours only
 
-    def flops(self, direction: str) -> float:
-        f = 4.0 * self.batch * self.heads * self.seqlen * self.seqlen * self.dim
-        if self.causal:
-            f /= 2
-        return f * DIRECTIONS[direction]
+    def flops(self, direction: str, backend: str = "ours") -> float:
+        """Standard count (full, or half when causal); for ours with a window, the visible pairs only."""
+        if backend == "ours" and tuple(self.window) != (-1, -1):
+            pairs = visible_pairs(self.seqlen, self.causal, self.window)
+        else:
+            pairs = self.seqlen * self.seqlen / (2 if self.causal else 1)
+        return 4.0 * self.batch * self.heads * pairs * self.dim * DIRECTIONS[direction]
 
 
 @dataclass
@@ -84,7 +99,7 @@ class Result:
         ms = self.ms.get(backend)
         if ms is None or ms <= 0:
             return None
-        return self.case.flops(direction) / (ms * 1e-3) / 1e12
+        return self.case.flops(direction, backend) / (ms * 1e-3) / 1e12
 
 
 def parse_int_list(text: str) -> list[int]:
@@ -100,13 +115,15 @@ def parse_int_list(text: str) -> list[int]:
     return out
 
 
-def make_forward(backend: str, q, k, v, causal: bool, deterministic: bool = False):
+def make_forward(backend: str, q, k, v, causal: bool, ours_kwargs: dict | None = None):
     """A zero-argument callable running the forward of `backend`; returns out as (b, s, h, d).
-    deterministic applies to ours (its backward); SDPA has no such switch."""
+    ours_kwargs (deterministic, window_size, softcap, alibi_slopes, dropout_p) apply to ours; SDPA has no such
+    switches and runs plain attention."""
     if backend == "ours":
         if flash_attn_func is None:
             raise RuntimeError(f"flash_attn import failed: {FLASH_ATTN_IMPORT_ERROR}")
-        return lambda: flash_attn_func(q, k, v, causal=causal, deterministic=deterministic)
+        kwargs = ours_kwargs or {}
+        return lambda: flash_attn_func(q, k, v, causal=causal, **kwargs)
     sdpa_backend = BACKENDS[backend][1]
 
     def run():
@@ -119,10 +136,10 @@ def make_forward(backend: str, q, k, v, causal: bool, deterministic: bool = Fals
     return run
 
 
-def make_fn(backend: str, q, k, v, dout, causal: bool, direction: str, deterministic: bool = False):
+def make_fn(backend: str, q, k, v, dout, causal: bool, direction: str, ours_kwargs: dict | None = None):
     """A zero-argument callable running one step of `direction` for `backend`: fwd returns out, the others
     (dq, dk, dv). q, k, v require grad for bwd / fwd_bwd."""
-    forward = make_forward(backend, q, k, v, causal, deterministic)
+    forward = make_forward(backend, q, k, v, causal, ours_kwargs)
     if direction == "fwd":
         return forward
     if direction == "fwd_bwd":
@@ -168,8 +185,23 @@ def build_cases(args) -> list[Case]:
         for s in seqlens:
             batch = max(1, args.tokens // s)
             for c in causals:
-                cases.append(Case(dim=d, seqlen=s, causal=c, batch=batch, heads=args.hidden // d))
+                cases.append(Case(dim=d, seqlen=s, causal=c, batch=batch, heads=args.hidden // d,
+                                  window=tuple(args.window)))
     return cases
+
+
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """The usual geometric ALiBi slopes 2^(-8 (i + 1) / heads), fp32 on the GPU."""
+    return torch.tensor([2.0 ** (-8.0 * (i + 1) / heads) for i in range(heads)], device="cuda", dtype=torch.float32)
+
+
+def ours_kwargs(case: Case, args) -> dict:
+    """flash_attn_func keyword arguments of the variant under test (plain attention without options)."""
+    kwargs = {"deterministic": args.deterministic, "window_size": tuple(args.window), "softcap": args.softcap,
+              "dropout_p": args.dropout}
+    if args.alibi:
+        kwargs["alibi_slopes"] = alibi_slopes(case.heads)
+    return kwargs
 
 
 def run_case(case: Case, backends, args, errors: dict) -> Result:
@@ -183,7 +215,7 @@ def run_case(case: Case, backends, args, errors: dict) -> Result:
     ref = None
     for b in backends:
         try:
-            fn = make_fn(b, q, k, v, dout, case.causal, args.direction, args.deterministic)
+            fn = make_fn(b, q, k, v, dout, case.causal, args.direction, ours_kwargs(case, args))
             res.ms[b] = time_ms(fn, args.warmup, args.reps)
             if args.verify:
                 out = fn()
@@ -199,6 +231,22 @@ def run_case(case: Case, backends, args, errors: dict) -> Result:
             errors.setdefault(b, f"d={case.dim} s={case.seqlen} causal={case.causal}: {msg}")
     del q, k, v, dout
     return res
+
+
+def variant_note(args) -> str:
+    """What ours runs beyond plain attention (SDPA always runs plain attention)."""
+    notes = []
+    if args.deterministic:
+        notes.append("deterministic")
+    if tuple(args.window) != (-1, -1):
+        notes.append(f"ours with window_size={tuple(args.window)}")
+    if args.softcap:
+        notes.append(f"ours with softcap={args.softcap:g}")
+    if args.alibi:
+        notes.append("ours with ALiBi")
+    if args.dropout:
+        notes.append(f"ours with dropout_p={args.dropout:g}")
+    return f" ({', '.join(notes)})" if notes else ""
 
 
 def fmt(x: float | None, digits: int = 0) -> str:
@@ -256,6 +304,11 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--reps", type=int, default=30, help="timed runs per case, median reported (>= 10)")
     ap.add_argument("--deterministic", action="store_true", help="ours with deterministic=True (backward)")
+    ap.add_argument("--window", type=lambda t: tuple(int(x) for x in t.split(",")), default=(-1, -1),
+                    help="ours with window_size=(left, right), e.g. 512,0 (ours' FLOPs count the visible pairs only)")
+    ap.add_argument("--softcap", type=float, default=0.0, help="ours with this softcap")
+    ap.add_argument("--alibi", action="store_true", help="ours with ALiBi (geometric slopes per head)")
+    ap.add_argument("--dropout", type=float, default=0.0, help="ours with this dropout_p")
     ap.add_argument("--verify", action="store_true", help="also print max |out - first backend's out|")
     ap.add_argument("--output", help="also write the markdown table to this path")
     ap.add_argument("--csv", help="also write the results as CSV to this path")
@@ -274,7 +327,7 @@ def main(argv=None) -> int:
     cases = build_cases(args)
     ver = getattr(flash_attn, "__version__", "not importable") if flash_attn is not None else "not importable"
     print(f"# device: {torch.cuda.get_device_name()}, torch {torch.__version__}, flash_attn {ver}, "
-          f"{args.dtype}, {args.direction}{' (deterministic)' if args.deterministic else ''}, hidden {args.hidden}, tokens {args.tokens}, "
+          f"{args.dtype}, {args.direction}{variant_note(args)}, hidden {args.hidden}, tokens {args.tokens}, "
           f"median of {args.reps} (warm-up {args.warmup}); TFLOP/s", flush=True)
     if FLASH_ATTN_IMPORT_ERROR:
         print(f"# flash_attn import failed: {FLASH_ATTN_IMPORT_ERROR}", flush=True)
@@ -299,7 +352,7 @@ def main(argv=None) -> int:
             print(f"- {BACKENDS[b][0]} failed (first case): {msg}")
     if args.output:
         with open(args.output, "w") as f:
-            f.write(f"{args.dtype} {args.direction}, TFLOP/s on {torch.cuda.get_device_name()} "
+            f.write(f"{args.dtype} {args.direction}{variant_note(args)}, TFLOP/s on {torch.cuda.get_device_name()} "
                     f"(torch {torch.__version__}, flash_attn {ver})\n\n{table}\n")
     if args.csv:
         with open(args.csv, "w", newline="") as f:

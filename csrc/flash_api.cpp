@@ -1,12 +1,15 @@
 // The torch binding: the only translation unit that includes torch headers. It validates tensors
 // (the Python layer has already checked arguments; these checks guard direct callers), fills a
 // flash::FwdParams / flash::BwdParams and dispatches to the compiled kernels.
-#include <torch/extension.h>  // no ATen/cuda headers: they need cuSPARSE/cuBLAS headers that a bare toolkit lacks
+#include <torch/extension.h>  // few ATen/cuda headers: most need cuSPARSE/cuBLAS headers that a bare toolkit lacks
+#include <ATen/cuda/CUDAGeneratorImpl.h>  // host-only; the philox state is unpacked in our own device code
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <mutex>
 #include <optional>
 #include <vector>
 
@@ -41,18 +44,113 @@ void check_cu_seqlens(at::Tensor const& t, char const* name, at::Tensor const& q
   TORCH_CHECK(t.dim() == 1 && t.is_contiguous(), "flash_attn: ", name, " must be a contiguous 1-D tensor");
 }
 
-// Features later issues add. window (-1, 0) is plain causal attention.
-void check_supported(double p_dropout, bool& is_causal, int64_t window_left, int64_t window_right,
-                     int64_t seqlen_k, double softcap, std::optional<at::Tensor> const& alibi_slopes) {
-  TORCH_CHECK_NOT_IMPLEMENTED(p_dropout == 0.0, "flash_attn: dropout_p > 0 is not supported yet");
-  TORCH_CHECK_NOT_IMPLEMENTED(softcap == 0.0, "flash_attn: softcap != 0 is not supported yet");
-  TORCH_CHECK_NOT_IMPLEMENTED(!alibi_slopes.has_value(), "flash_attn: alibi_slopes are not supported yet");
+// Window of visible keys in 2.x terms: a side < 0 is unbounded, causal is (-1, 0), and a side reaching
+// every key (>= seqlen_k) is unbounded too.
+struct Window {
+  bool bounded;
+  int64_t left, right;
+};
+
+// Option ranges, and the window normalised as 2.x does. softcap 0 is off.
+Window check_supported(double p_dropout, bool is_causal, int64_t window_left, int64_t window_right,
+                       int64_t seqlen_k, double softcap) {
+  TORCH_CHECK(p_dropout >= 0.0 && p_dropout < 1.0, "flash_attn: dropout_p must be in [0, 1), got ", p_dropout);
+  TORCH_CHECK(!(p_dropout > 0.0 && softcap > 0.0), "flash_attn: dropout_p > 0 with softcap > 0 is not supported");
+  TORCH_CHECK(softcap >= 0.0 && softcap < std::numeric_limits<double>::infinity(),
+              "flash_attn: softcap must be a finite number >= 0 (0 = off)");
+  TORCH_CHECK(window_left >= -1 && window_right >= -1, "flash_attn: window_size entries must be >= -1, got (",
+              window_left, ", ", window_right, ")");
   if (window_left >= seqlen_k) { window_left = -1; }
   if (window_right >= seqlen_k) { window_right = -1; }
   if (is_causal) { window_right = 0; }
-  if (window_left < 0 && window_right == 0) { is_causal = true; }
-  TORCH_CHECK_NOT_IMPLEMENTED(window_left < 0 && (window_right < 0 || is_causal),
-                              "flash_attn: window_size other than (-1, -1) is not supported yet");
+  return {window_left >= 0 || window_right >= 0, window_left, window_right};
+}
+
+// ALiBi slopes: fp32, (num_heads,) or (batch, num_heads), last dim contiguous, on q's device.
+void set_alibi(flash::FwdParams& p, std::optional<at::Tensor> const& alibi_slopes, int64_t batch,
+               at::Tensor const& q) {
+  if (!alibi_slopes.has_value()) { return; }
+  at::Tensor const& a = alibi_slopes.value();
+  int64_t const num_heads = q.size(-2);
+  TORCH_CHECK(a.scalar_type() == at::kFloat, "flash_attn: alibi_slopes must be float32");
+  TORCH_CHECK(a.is_cuda() && a.device() == q.device(), "flash_attn: alibi_slopes must be on q's device");
+  TORCH_CHECK((a.dim() == 1 && a.size(0) == num_heads) ||
+                  (a.dim() == 2 && a.size(0) == batch && a.size(1) == num_heads),
+              "flash_attn: alibi_slopes must have shape (num_heads,) or (batch, num_heads) = (", batch, ", ",
+              num_heads, "), got ", a.sizes());
+  TORCH_CHECK(a.stride(-1) == 1, "flash_attn: alibi_slopes must be contiguous in its last dim");
+  p.alibi_slopes_ptr = a.data_ptr<float>();
+  p.alibi_batch_stride = a.dim() == 2 ? a.stride(0) : 0;
+}
+
+// Dropout (flash/dropout.h), after the (max) sequence lengths are set. The forward takes a seed and counter
+// offset from torch's CUDA generator (graph-safe: pointers while capturing) and its kernel writes them to
+// rng_state; the backward reads them from rng_state on the device.
+void set_dropout_common(flash::FwdParams& p, double p_dropout) {
+  p.has_dropout = true;
+  p.dropout_keep_threshold = static_cast<uint32_t>(std::floor((1.0 - p_dropout) * 255.0));
+  p.dropout_scale = static_cast<float>(1.0 / (1.0 - p_dropout));
+}
+
+void set_dropout_fwd(flash::FwdParams& p, double p_dropout, std::optional<at::Generator> const& gen_,
+                     at::Tensor const& rng_state) {
+  if (p_dropout <= 0.0) { return; }
+  set_dropout_common(p, p_dropout);
+  // Counter values one (batch, head) uses (dropout.h): 128 per (16-row group, 128-key group); a multiple of 4
+  // for torch.
+  uint64_t const used = uint64_t((p.seqlen_q + 15) / 16) * uint64_t((p.seqlen_k + 127) / 128) * 128;
+  auto* gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(gen_, at::cuda::detail::getDefaultCUDAGenerator());
+  at::PhiloxCudaState state;
+  {
+    std::lock_guard<std::mutex> lock(gen->mutex_);
+    state = gen->philox_cuda_state((used + 3) / 4 * 4);
+  }
+  if (state.captured_) {
+    p.philox_seed_ptr = state.seed_.ptr;
+    p.philox_offset_ptr = state.offset_.ptr;
+    p.philox_offset_extra = state.offset_intragraph_;
+  } else {
+    p.philox_seed = state.seed_.val;
+    p.philox_offset = state.offset_.val;
+  }
+  p.rng_state_ptr = rng_state.data_ptr<int64_t>();
+}
+
+void set_dropout_bwd(flash::FwdParams& p, double p_dropout, std::optional<at::Tensor> const& rng_state,
+                     at::Tensor const& q) {
+  if (p_dropout <= 0.0) { return; }
+  TORCH_CHECK(rng_state.has_value(), "flash_attn: a dropout backward needs the forward's rng_state");
+  at::Tensor const& r = rng_state.value();
+  TORCH_CHECK(r.scalar_type() == at::kLong && r.numel() == 2 && r.is_contiguous(),
+              "flash_attn: rng_state must be a contiguous int64 tensor of 2 elements (seed, offset)");
+  TORCH_CHECK(r.is_cuda() && r.device() == q.device(), "flash_attn: rng_state must be on q's device");
+  set_dropout_common(p, p_dropout);
+  p.philox_seed_ptr = r.data_ptr<int64_t>();
+  p.philox_offset_ptr = r.data_ptr<int64_t>() + 1;
+}
+
+// (b, h, round128(sq), round128(sk)) for return_attn_probs with dropout, else an empty tensor.
+at::Tensor make_s_dmask(flash::FwdParams& p, bool return_softmax, double p_dropout, int64_t batch,
+                        at::Tensor const& q) {
+  if (!(return_softmax && p_dropout > 0.0)) { return at::empty({0}, q.options()); }
+  auto round128 = [](int64_t x) { return (x + 127) / 128 * 128; };
+  // The kernel addresses one 128-row tile of S_dmask with 32-bit offsets.
+  TORCH_CHECK(round128(p.seqlen_k) * 128 < (int64_t(1) << 31),
+              "flash_attn: return_attn_probs with dropout supports seqlen_k up to 2^24 (S_dmask is a debug output "
+              "of size seqlen_q x seqlen_k per head); got seqlen_k = ", p.seqlen_k);
+  at::Tensor s = at::zeros({batch, q.size(-2), round128(p.seqlen_q), round128(p.seqlen_k)}, q.options());
+  p.s_dmask_ptr = s.data_ptr();
+  p.s_dmask_batch_stride = s.stride(0), p.s_dmask_head_stride = s.stride(1), p.s_dmask_row_stride = s.stride(2);
+  return s;
+}
+
+// After the (max) sequence lengths are set: an unbounded side becomes seqlen_q + seqlen_k, which no
+// distance between a query and a key reaches (see flash/block.h).
+void set_window(flash::FwdParams& p, Window const& w) {
+  int64_t const unbounded = int64_t(p.seqlen_q) + p.seqlen_k;
+  p.has_window = w.bounded;
+  p.window_left = static_cast<int>(w.left < 0 ? unbounded : w.left);
+  p.window_right = static_cast<int>(w.right < 0 ? unbounded : w.right);
 }
 
 at::Tensor prepare_out(std::optional<at::Tensor> const& out_, at::Tensor const& q) {
@@ -64,7 +162,7 @@ at::Tensor prepare_out(std::optional<at::Tensor> const& out_, at::Tensor const& 
 }
 
 void set_common_params(flash::FwdParams& p, at::Tensor const& q, at::Tensor const& k, at::Tensor const& v,
-                       at::Tensor const& out, at::Tensor const& lse, double softmax_scale, bool is_causal) {
+                       at::Tensor const& out, at::Tensor const& lse, double softmax_scale, double softcap) {
   p.q_ptr = q.data_ptr();
   p.k_ptr = k.data_ptr();
   p.v_ptr = v.data_ptr();
@@ -80,8 +178,12 @@ void set_common_params(flash::FwdParams& p, at::Tensor const& q, at::Tensor cons
   p.head_ratio = p.num_heads / p.num_heads_k;
   p.head_dim = static_cast<int>(q.size(-1));
   p.softmax_scale = static_cast<float>(softmax_scale);
-  p.softmax_scale_log2 = static_cast<float>(softmax_scale * M_LOG2E);
-  p.is_causal = is_causal;
+  // With softcap the scores reach the softmax already scaled (flash/softcap.h).
+  double const score_scale = softcap > 0.0 ? 1.0 : softmax_scale;
+  p.score_scale = static_cast<float>(score_scale);
+  p.score_scale_log2 = static_cast<float>(score_scale * M_LOG2E);
+  p.softcap = softcap > 0.0 ? static_cast<float>(softcap) : 0.f;
+  p.softcap_inner = softcap > 0.0 ? static_cast<float>(softmax_scale / softcap) : 0.f;
 }
 
 void check_head_dims(at::Tensor const& q, at::Tensor const& k, at::Tensor const& v) {
@@ -94,11 +196,7 @@ void check_head_dims(at::Tensor const& q, at::Tensor const& k, at::Tensor const&
   TORCH_CHECK(v.size(-2) == k.size(-2), "flash_attn: k and v must have the same number of heads");
 }
 
-std::vector<at::Tensor> finish(at::Tensor out, at::Tensor lse, at::Tensor const& q) {
-  at::Tensor s_dmask = at::empty({0}, q.options());
-  at::Tensor rng_state = at::zeros({2}, q.options().dtype(at::kLong));
-  return {out, lse, s_dmask, rng_state};
-}
+at::Tensor make_rng_state(at::Tensor const& q) { return at::zeros({2}, q.options().dtype(at::kLong)); }
 
 std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Tensor const& v,
                                 std::optional<at::Tensor> out_, std::optional<at::Tensor> alibi_slopes_,
@@ -115,24 +213,28 @@ std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Te
   TORCH_CHECK(batch > 0, "flash_attn: batch size must be positive");
   TORCH_CHECK(k.size(0) == batch && v.size(0) == batch, "flash_attn: q, k and v must have the same batch size");
   TORCH_CHECK(v.size(1) == seqlen_k, "flash_attn: k and v must have the same sequence length");
-  check_supported(p_dropout, is_causal, window_size_left, window_size_right, seqlen_k, softcap, alibi_slopes_);
-  (void)return_softmax;
-  (void)gen_;
+  Window const window =
+      check_supported(p_dropout, is_causal, window_size_left, window_size_right, seqlen_k, softcap);
 
   c10::cuda::CUDAGuard device_guard{q.device()};
   at::Tensor out = prepare_out(out_, q);
   at::Tensor lse = at::empty({batch, num_heads, seqlen_q}, q.options().dtype(at::kFloat));
 
   flash::FwdParams p;
-  set_common_params(p, q, k, v, out, lse, softmax_scale, is_causal);
+  set_common_params(p, q, k, v, out, lse, softmax_scale, softcap);
   p.q_batch_stride = q.stride(0), p.k_batch_stride = k.stride(0), p.v_batch_stride = v.stride(0);
   p.o_batch_stride = out.stride(0);
   p.lse_batch_stride = num_heads * seqlen_q, p.lse_head_stride = seqlen_q;
   p.batch = static_cast<int>(batch);
   p.seqlen_q = static_cast<int>(seqlen_q);
   p.seqlen_k = static_cast<int>(seqlen_k);
+  set_window(p, window);
+  set_alibi(p, alibi_slopes_, batch, q);
+  at::Tensor rng_state = make_rng_state(q);
+  set_dropout_fwd(p, p_dropout, gen_, rng_state);
+  at::Tensor s_dmask = make_s_dmask(p, return_softmax, p_dropout, batch, q);
   if (seqlen_q > 0) { flash::run_fwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream()); }
-  return finish(out, lse, q);
+  return {out, lse, s_dmask, rng_state};
 }
 
 std::vector<at::Tensor> mha_varlen_fwd(
@@ -157,9 +259,8 @@ std::vector<at::Tensor> mha_varlen_fwd(
   TORCH_CHECK_NOT_IMPLEMENTED(!seqused_k.has_value(), "flash_attn: seqused_k is not supported yet");
   TORCH_CHECK_NOT_IMPLEMENTED(!leftpad_k.has_value(), "flash_attn: leftpad_k is not supported yet");
   TORCH_CHECK_NOT_IMPLEMENTED(!block_table.has_value(), "flash_attn: block_table (paged KV) is not supported yet");
-  check_supported(p_dropout, is_causal, window_size_left, window_size_right, max_seqlen_k, softcap, alibi_slopes_);
-  (void)return_softmax;
-  (void)gen_;
+  Window const window = check_supported(p_dropout, is_causal, window_size_left, window_size_right, max_seqlen_k,
+                                        softcap);
 
   c10::cuda::CUDAGuard device_guard{q.device()};
   int64_t const total_q = q.size(0), num_heads = q.size(1);
@@ -171,15 +272,20 @@ std::vector<at::Tensor> mha_varlen_fwd(
   }
 
   flash::FwdParams p;
-  set_common_params(p, q, k, v, out, lse, softmax_scale, is_causal);
+  set_common_params(p, q, k, v, out, lse, softmax_scale, softcap);
   p.lse_head_stride = total_q;
   p.cu_seqlens_q = cu_seqlens_q.data_ptr<int>();
   p.cu_seqlens_k = cu_seqlens_k.data_ptr<int>();
   p.batch = static_cast<int>(batch);
   p.seqlen_q = static_cast<int>(max_seqlen_q);
   p.seqlen_k = static_cast<int>(max_seqlen_k);
+  set_window(p, window);
+  set_alibi(p, alibi_slopes_, batch, q);
+  at::Tensor rng_state = make_rng_state(q);
+  set_dropout_fwd(p, p_dropout, gen_, rng_state);
+  at::Tensor s_dmask = make_s_dmask(p, return_softmax, p_dropout, batch, q);
   if (total_q > 0 && max_seqlen_q > 0) { flash::run_fwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream()); }
-  return finish(out, lse, q);
+  return {out, lse, s_dmask, rng_state};
 }
 
 // ------------------------------------------------------------------------------------------------------
@@ -207,8 +313,8 @@ void check_lse(at::Tensor const& lse, at::Tensor const& q, at::IntArrayRef expec
 void set_bwd_params(flash::BwdParams& p, at::Tensor const& dout, at::Tensor const& q, at::Tensor const& k,
                     at::Tensor const& v, at::Tensor const& out, at::Tensor const& lse, at::Tensor const& dq,
                     at::Tensor const& dk, at::Tensor const& dv, at::Tensor const& dsum, at::Tensor const& dq_accum,
-                    at::Tensor const& semaphore, double softmax_scale, bool is_causal, bool deterministic) {
-  set_common_params(p, q, k, v, out, lse, softmax_scale, is_causal);
+                    at::Tensor const& semaphore, double softmax_scale, double softcap, bool deterministic) {
+  set_common_params(p, q, k, v, out, lse, softmax_scale, softcap);
   p.do_ptr = dout.data_ptr();
   p.dq_ptr = dq.data_ptr();
   p.dk_ptr = dk.data_ptr();
@@ -253,9 +359,9 @@ std::vector<at::Tensor> mha_bwd(at::Tensor const& dout, at::Tensor const& q, at:
   TORCH_CHECK(v.size(1) == seqlen_k, "flash_attn: k and v must have the same sequence length");
   TORCH_CHECK(out.sizes() == q.sizes() && dout.sizes() == q.sizes(), "flash_attn: out and dout must have q's shape");
   check_lse(softmax_lse, q, {batch, num_heads, seqlen_q});
-  check_supported(p_dropout, is_causal, window_size_left, window_size_right, seqlen_k, softcap, alibi_slopes_);
-  (void)gen_;
-  (void)rng_state;
+  Window const window =
+      check_supported(p_dropout, is_causal, window_size_left, window_size_right, seqlen_k, softcap);
+  (void)gen_;  // the backward replays the forward's rng_state
 
   c10::cuda::CUDAGuard device_guard{q.device()};
   at::Tensor dq = prepare_grad(dq_, q, "dq");
@@ -273,7 +379,7 @@ std::vector<at::Tensor> mha_bwd(at::Tensor const& dout, at::Tensor const& q, at:
 
   flash::BwdParams p;
   set_bwd_params(p, dout, q, k, v, out, softmax_lse, dq, dk, dv, dsum, dq_accum, semaphore, softmax_scale,
-                 is_causal, deterministic);
+                 softcap, deterministic);
   p.q_batch_stride = q.stride(0), p.k_batch_stride = k.stride(0), p.v_batch_stride = v.stride(0);
   p.o_batch_stride = out.stride(0), p.do_batch_stride = dout.stride(0);
   p.dq_batch_stride = dq.stride(0), p.dk_batch_stride = dk.stride(0), p.dv_batch_stride = dv.stride(0);
@@ -283,6 +389,9 @@ std::vector<at::Tensor> mha_bwd(at::Tensor const& dout, at::Tensor const& q, at:
   p.batch = static_cast<int>(batch);
   p.seqlen_q = static_cast<int>(seqlen_q);
   p.seqlen_k = static_cast<int>(seqlen_k);
+  set_window(p, window);
+  set_alibi(p, alibi_slopes_, batch, q);
+  set_dropout_bwd(p, p_dropout, rng_state, q);
   flash::run_bwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream());
   return {dq, dk, dv, dsum};
 }
@@ -311,9 +420,9 @@ std::vector<at::Tensor> mha_varlen_bwd(
   TORCH_CHECK(out.sizes() == q.sizes() && dout.sizes() == q.sizes(), "flash_attn: out and dout must have q's shape");
   int64_t const total_q = q.size(0), num_heads = q.size(1);
   check_lse(softmax_lse, q, {num_heads, total_q});
-  check_supported(p_dropout, is_causal, window_size_left, window_size_right, max_seqlen_k, softcap, alibi_slopes_);
-  (void)gen_;
-  (void)rng_state;
+  Window const window = check_supported(p_dropout, is_causal, window_size_left, window_size_right, max_seqlen_k,
+                                        softcap);
+  (void)gen_;  // the backward replays the forward's rng_state
 
   c10::cuda::CUDAGuard device_guard{q.device()};
   at::Tensor dq = prepare_grad(dq_, q, "dq");
@@ -331,7 +440,7 @@ std::vector<at::Tensor> mha_varlen_bwd(
 
   flash::BwdParams p;
   set_bwd_params(p, dout, q, k, v, out, softmax_lse, dq, dk, dv, dsum, dq_accum, semaphore, softmax_scale,
-                 is_causal, deterministic);
+                 softcap, deterministic);
   p.lse_head_stride = softmax_lse.stride(0);
   p.dsum_head_stride = dsum.stride(0);
   p.dq_accum_head_stride = dq_accum.stride(0);
@@ -340,6 +449,9 @@ std::vector<at::Tensor> mha_varlen_bwd(
   p.batch = static_cast<int>(batch);
   p.seqlen_q = static_cast<int>(max_seqlen_q);
   p.seqlen_k = static_cast<int>(max_seqlen_k);
+  set_window(p, window);
+  set_alibi(p, alibi_slopes_, batch, q);
+  set_dropout_bwd(p, p_dropout, rng_state, q);
   flash::run_bwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream());
   return {dq, dk, dv, dsum};
 }

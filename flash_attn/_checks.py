@@ -300,7 +300,9 @@ def check_max_seqlen(name: str, value) -> int:
 
 
 def _normalize_window(window_size, causal: bool, seqlen_k) -> Tuple[bool, int, int]:
-    """(causal, left, right) in kernel terms; raises NotImplementedError for a real (bounded) window."""
+    """(causal, left, right) as the kernel gets them, normalised as 2.x does: -1 = unbounded, a side reaching
+    every key (>= seqlen_k) is unbounded, causal forces right = 0, and (-1, 0) is plain causal attention
+    (returned as (True, -1, -1))."""
     if isinstance(window_size, torch.Tensor):
         if window_size.numel() != 2 or window_size.dtype.is_floating_point or window_size.dtype == torch.bool:
             raise FlashAttnValueError(
@@ -313,19 +315,19 @@ def _normalize_window(window_size, causal: bool, seqlen_k) -> Tuple[bool, int, i
             raise FlashAttnValueError(f"window_size must be a pair of ints (left, right), got {window_size!r}")
         left = as_int("window_size[0]", window_size[0])
         right = as_int("window_size[1]", window_size[1])
-    # Negative = unbounded; values >= seqlen_k reach every key, i.e. are unbounded too.
-    left_unbounded = left < 0 or left >= seqlen_k
-    right_unbounded = right < 0 or right >= seqlen_k
+    if left < -1 or right < -1:
+        raise FlashAttnValueError(
+            f"window_size entries must be >= -1 (-1 = unbounded), got window_size={(left, right)}"
+        )
+    if left >= seqlen_k:
+        left = -1
+    if right >= seqlen_k:
+        right = -1
     if causal:
-        right_unbounded, right = False, 0
-    if left_unbounded and right_unbounded:
-        return False, -1, -1
-    if left_unbounded and right == 0:
-        return True, -1, -1  # (-1, 0) is exactly causal (bottom-right aligned)
-    raise NotImplementedError(
-        f"window_size={(left, right)} (local / sliding-window attention) is not supported yet; "
-        "only window_size=(-1, -1) (or causal=True with window_size=(-1, 0)) is"
-    )
+        right = 0
+    if left < 0 and right == 0:
+        return True, -1, -1
+    return False, left, right
 
 
 def check_fwd_options(
@@ -342,13 +344,13 @@ def check_fwd_options(
     dropout_p = _as_float("dropout_p", dropout_p)
     if not (0.0 <= dropout_p < 1.0):
         raise FlashAttnValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
-    if dropout_p > 0.0:
-        raise NotImplementedError(f"dropout_p > 0 is not supported yet (got dropout_p={dropout_p})")
     softcap = _as_float("softcap", softcap)
-    if softcap > 0.0:  # <= 0 means "off", as in 2.x
-        raise NotImplementedError(f"softcap != 0 is not supported yet (got softcap={softcap})")
-    if alibi_slopes is not None:
-        raise NotImplementedError("alibi_slopes is not supported yet (pass alibi_slopes=None)")
+    if not (0.0 <= softcap < math.inf):  # 0 = off; a negative cap has no meaning (NaN fails here too)
+        raise FlashAttnValueError(f"softcap must be a finite number >= 0 (0 = off), got softcap={softcap}")
+    if dropout_p > 0.0 and softcap > 0.0:
+        raise FlashAttnValueError(
+            f"dropout_p > 0 cannot be combined with softcap > 0 (got dropout_p={dropout_p}, softcap={softcap})"
+        )
     if not isinstance(causal, (bool, torch.SymBool)):
         if isinstance(causal, int) and causal in (0, 1):
             causal = bool(causal)
@@ -360,6 +362,24 @@ def check_fwd_options(
         softmax_scale = _as_float("softmax_scale", softmax_scale)
     causal, left, right = _normalize_window(window_size, causal, seqlen_k)
     return FwdConfig(softmax_scale, causal, left, right)
+
+
+def check_alibi_slopes(alibi_slopes, batch: int, nheads: int) -> None:
+    """alibi_slopes: None, or fp32 of shape (nheads,) or (batch, nheads) with a contiguous last dim."""
+    if alibi_slopes is None:
+        return
+    if not isinstance(alibi_slopes, torch.Tensor):
+        raise FlashAttnTypeError(f"alibi_slopes must be a torch.Tensor or None, got {type(alibi_slopes).__name__}")
+    if alibi_slopes.dtype != torch.float32:
+        raise FlashAttnTypeError(f"alibi_slopes must have dtype torch.float32, got {alibi_slopes.dtype}")
+    shape = _shape(alibi_slopes)
+    if shape not in ((nheads,), (batch, nheads)):
+        raise FlashAttnValueError(
+            f"alibi_slopes must have shape (nheads,) = ({nheads},) or (batch, nheads) = ({batch}, {nheads}), "
+            f"got {shape}"
+        )
+    if alibi_slopes.stride(-1) != 1:
+        raise FlashAttnValueError("alibi_slopes must be contiguous in its last dim (stride(-1) == 1)")
 
 
 def check_block_table(block_table) -> None:
@@ -390,8 +410,9 @@ def validate_fwd_args(
     cfg = check_fwd_options(
         q.shape[-1], k.shape[1], dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes
     )
+    check_alibi_slopes(alibi_slopes, q.shape[0], q.shape[2])
     if check_device:
-        check_devices(q, (("k", k), ("v", v)))
+        check_devices(q, (("k", k), ("v", v), ("alibi_slopes", alibi_slopes)))
     return cfg
 
 
@@ -421,8 +442,10 @@ def validate_varlen_fwd_args(
     cfg = check_fwd_options(
         q.shape[-1], max_seqlen_k, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes
     )
+    check_alibi_slopes(alibi_slopes, cu_seqlens_q.shape[0] - 1, q.shape[1])
     if check_device:
-        check_devices(q, (("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)))
+        check_devices(q, (("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k),
+                          ("alibi_slopes", alibi_slopes)))
     return cfg, max_seqlen_q, max_seqlen_k
 
 

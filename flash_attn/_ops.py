@@ -40,11 +40,12 @@ def _poisoned_out(q: torch.Tensor) -> Optional[torch.Tensor]:
     return None
 
 
-def _empty_result(q, lse_shape):
+def _empty_result(q, lse_shape, s_dmask_shape=(0,)):
     """Outputs for calls with no key (or no query) anywhere: out 0, lse +inf; no launch needed."""
     out = torch.zeros_like(q)
     lse = torch.full(lse_shape, float("inf"), dtype=torch.float32, device=q.device)
-    return out, lse, torch.empty(0, dtype=q.dtype, device=q.device), torch.zeros(2, dtype=torch.int64, device=q.device)
+    s_dmask = torch.zeros(s_dmask_shape, dtype=q.dtype, device=q.device)
+    return out, lse, s_dmask, torch.zeros(2, dtype=torch.int64, device=q.device)
 
 
 def _launch_fwd(q, k, v, dropout_p, softmax_scale, causal, window_size_left, window_size_right, softcap,
@@ -55,7 +56,8 @@ def _launch_fwd(q, k, v, dropout_p, softmax_scale, causal, window_size_left, win
     _checks.check_build(q.dtype, q.shape[-1], q.device)
     b, sq, h, _ = q.shape
     if sq == 0 or k.shape[1] == 0:
-        return _empty_result(q, (b, h, sq))
+        s_dmask_shape = (b, h, _round128(sq), _round128(k.shape[1])) if return_softmax else (0,)
+        return _empty_result(q, (b, h, sq), s_dmask_shape)
     ext = _require_extension()
     q, k, v = (_checks.vector_aligned(x) for x in (q, k, v))  # the kernels move 16 bytes at a time
     out, lse, s_dmask, rng_state = ext.fwd(
@@ -79,7 +81,9 @@ def _launch_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_se
     _checks.check_build(q.dtype, q.shape[-1], q.device)
     total_q, h, _ = q.shape
     if total_q == 0 or k.shape[0] == 0 or max_seqlen_k == 0 or max_seqlen_q == 0:
-        return _empty_result(q, (h, total_q))
+        batch = cu_seqlens_q.shape[0] - 1
+        s_dmask_shape = (batch, h, _round128(max_seqlen_q), _round128(max_seqlen_k)) if return_softmax else (0,)
+        return _empty_result(q, (h, total_q), s_dmask_shape)
     ext = _require_extension()
     q, k, v = (_checks.vector_aligned(x) for x in (q, k, v))  # the kernels move 16 bytes at a time
     out, lse, s_dmask, rng_state = ext.varlen_fwd(
@@ -119,7 +123,7 @@ def _flash_attn_forward_fake(q, k, v, dropout_p, softmax_scale, causal, window_s
     b, sq, h, _ = q.shape
     out = torch.empty_like(q)
     lse = q.new_empty((b, h, sq), dtype=torch.float32)
-    s_dmask = q.new_empty((0,))
+    s_dmask = q.new_empty((b, h, _round128(sq), _round128(k.shape[1])) if return_softmax else (0,))
     rng_state = q.new_empty((2,), dtype=torch.int64)
     return out, lse, s_dmask, rng_state
 
@@ -160,7 +164,8 @@ def _flash_attn_varlen_forward_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seq
     total_q, h, _ = q.shape
     out = torch.empty_like(q)
     lse = q.new_empty((h, total_q), dtype=torch.float32)
-    s_dmask = q.new_empty((0,))
+    batch = cu_seqlens_q.shape[0] - 1
+    s_dmask = q.new_empty((batch, h, _round128(max_seqlen_q), _round128(max_seqlen_k)) if return_softmax else (0,))
     rng_state = q.new_empty((2,), dtype=torch.int64)
     return out, lse, s_dmask, rng_state
 

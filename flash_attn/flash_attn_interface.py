@@ -53,15 +53,17 @@ def _pad_head_dim(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _return(out, softmax_lse, return_softmax):
-    # Dropout is not supported yet, so there is never an attention-probability matrix to return.
-    return (out, softmax_lse, None) if return_softmax else out
+def _return(out, softmax_lse, s_dmask, dropout_p, return_softmax):
+    """out, or (out, lse, S_dmask) with return_attn_probs; S_dmask only exists with dropout (else None)."""
+    if not return_softmax:
+        return out
+    return out, softmax_lse, (s_dmask if dropout_p > 0 else None)
 
 
 def _run_dense(ctx, q, k, v, head_size_og, dropout_p, softmax_scale, causal, window_size, softcap,
                alibi_slopes, deterministic, return_softmax, is_grad):
     """q, k, v: last dim contiguous, already padded; options already validated on the unpadded tensors."""
-    out_padded, softmax_lse, _, rng_state = _flash_attn_forward(
+    out_padded, softmax_lse, s_dmask, rng_state = _flash_attn_forward(
         q, k, v, dropout_p, softmax_scale, causal, window_size[0], window_size[1], softcap, alibi_slopes,
         bool(return_softmax and dropout_p > 0),
     )
@@ -75,13 +77,13 @@ def _run_dense(ctx, q, k, v, head_size_og, dropout_p, softmax_scale, causal, win
         ctx.alibi_slopes = alibi_slopes
         ctx.deterministic = deterministic
         ctx.head_size_og = head_size_og
-    return _return(out_padded[..., :head_size_og], softmax_lse, return_softmax)
+    return _return(out_padded[..., :head_size_og], softmax_lse, s_dmask, dropout_p, return_softmax)
 
 
 def _run_varlen(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, head_size_og, dropout_p,
                 softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic, return_softmax,
                 block_table, is_grad):
-    out_padded, softmax_lse, _, rng_state = _flash_attn_varlen_forward(
+    out_padded, softmax_lse, s_dmask, rng_state = _flash_attn_varlen_forward(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
         window_size[0], window_size[1], softcap, alibi_slopes, bool(return_softmax and dropout_p > 0),
         block_table,
@@ -98,7 +100,7 @@ def _run_varlen(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
         ctx.alibi_slopes = alibi_slopes
         ctx.deterministic = deterministic
         ctx.head_size_og = head_size_og
-    return _return(out_padded[..., :head_size_og], softmax_lse, return_softmax)
+    return _return(out_padded[..., :head_size_og], softmax_lse, s_dmask, dropout_p, return_softmax)
 
 
 def _bwd_dense(ctx, dout, dq, dk, dv):
@@ -294,7 +296,7 @@ def flash_attn_qkvpacked_func(
     softmax_scale=None,
     causal=False,
     window_size=(-1, -1),  # -1 means infinite context window
-    softcap=0.0,  # <=0.0 means deactivate
+    softcap=0.0,  # 0.0 = off; must be >= 0
     alibi_slopes=None,
     deterministic=False,
     return_attn_probs=False,

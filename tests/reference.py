@@ -21,9 +21,50 @@ def causal_mask(seqlen_q: int, seqlen_k: int, device=None) -> torch.Tensor:
     return j <= i + (seqlen_k - seqlen_q)
 
 
-def attention_ref(q, k, v, causal: bool = False, softmax_scale: Optional[float] = None, upcast: bool = True):
+def window_mask(seqlen_q: int, seqlen_k: int, left: int, right: int, device=None) -> torch.Tensor:
+    """Bool (seqlen_q, seqlen_k), True = visible: with shift = seqlen_k - seqlen_q, key j is visible to query i iff
+    i + shift - left <= j <= i + shift + right; a negative side is unbounded (2.x's window_size)."""
+    i = torch.arange(seqlen_q, device=device).unsqueeze(1) + (seqlen_k - seqlen_q)
+    j = torch.arange(seqlen_k, device=device).unsqueeze(0)
+    visible = torch.ones(seqlen_q, seqlen_k, dtype=torch.bool, device=device)
+    if left >= 0:
+        visible &= j >= i - left
+    if right >= 0:
+        visible &= j <= i + right
+    return visible
+
+
+def visible_keys(seqlen_q: int, seqlen_k: int, causal: bool, window, device=None,
+                 window_bound: Optional[int] = None) -> Optional[torch.Tensor]:
+    """The mask for (causal, window_size), or None when every key is visible. As in 2.x, a side >= window_bound
+    (seqlen_k; max_seqlen_k for varlen) counts as unbounded before causal forces right = 0."""
+    left, right = window
+    bound = seqlen_k if window_bound is None else window_bound
+    left = -1 if left >= bound else left
+    right = -1 if right >= bound else right
+    if causal:
+        right = 0
+    if left < 0 and right < 0:
+        return None
+    return window_mask(seqlen_q, seqlen_k, left, right, device)
+
+
+def alibi_bias(alibi_slopes: torch.Tensor, batch: int, nheads: int, seqlen_q: int, seqlen_k: int) -> torch.Tensor:
+    """(b or 1, h, sq, sk) float32: -slope * |i + seqlen_k - seqlen_q - j| (API.md)."""
+    slopes = alibi_slopes.float().reshape(-1, nheads)[:, :, None, None]
+    i = torch.arange(seqlen_q, device=alibi_slopes.device).unsqueeze(1) + (seqlen_k - seqlen_q)
+    j = torch.arange(seqlen_k, device=alibi_slopes.device).unsqueeze(0)
+    return -slopes * (i - j).abs().float()
+
+
+def attention_ref(q, k, v, causal: bool = False, softmax_scale: Optional[float] = None, upcast: bool = True,
+                  window=(-1, -1), window_bound: Optional[int] = None, softcap: float = 0.0, alibi_slopes=None,
+                  dropout_p: float = 0.0, dropout_mask: Optional[torch.Tensor] = None):
     """
-    q: (b, sq, h, d); k, v: (b, sk, hk, d) with h % hk == 0.
+    q: (b, sq, h, d); k, v: (b, sk, hk, d) with h % hk == 0; window = 2.x's window_size (left, right);
+    softcap > 0 caps the scaled scores at softcap * tanh(scores / softcap) before masking; alibi_slopes ((h,) or
+    (b, h) fp32) then adds alibi_bias. dropout_mask (b, h, sq, sk) bool, True = kept: the normalised probabilities
+    are masked and scaled by 1 / (1 - dropout_p) before P·V (lse is unaffected).
     Returns (out (b, sq, h, d) float32 if upcast else q.dtype, lse (b, h, sq) float32).
     """
     b, sq, h, d = q.shape
@@ -36,18 +77,26 @@ def attention_ref(q, k, v, causal: bool = False, softmax_scale: Optional[float] 
     kh = k.to(dtype).permute(0, 2, 1, 3).repeat_interleave(h // hk, dim=1)
     vh = v.to(dtype).permute(0, 2, 1, 3).repeat_interleave(h // hk, dim=1)
     scores = torch.matmul(qh * softmax_scale, kh.transpose(-1, -2))  # (b, h, sq, sk), in `dtype`
-    if causal:
-        scores = scores.masked_fill(~causal_mask(sq, sk, q.device), float("-inf"))
+    if softcap > 0:
+        scores = torch.tanh(scores / softcap) * softcap
+    if alibi_slopes is not None:
+        scores = (scores + alibi_bias(alibi_slopes, b, h, sq, sk).to(q.device)).to(scores.dtype)
+    visible = visible_keys(sq, sk, causal, window, q.device, window_bound)
+    if visible is not None:
+        scores = scores.masked_fill(~visible, float("-inf"))
     lse = torch.logsumexp(scores.float(), dim=-1)  # -inf where a row sees no key
     empty = torch.isneginf(lse)
     # rows with no key: softmax over a finite dummy row, then zeroed (keeps gradients NaN-free)
     p = torch.softmax(scores.masked_fill(empty.unsqueeze(-1), 0.0), dim=-1).masked_fill(empty.unsqueeze(-1), 0.0)
+    if dropout_mask is not None:
+        p = p.masked_fill(~dropout_mask, 0.0) / (1 - dropout_p)
     out = torch.matmul(p, vh).masked_fill(empty.unsqueeze(-1), 0.0)
     lse = lse.masked_fill(empty, float("inf"))
     return out.permute(0, 2, 1, 3).contiguous(), lse
 
 
-def attention_ref_bwd(q, k, v, dout, causal: bool = False, softmax_scale: Optional[float] = None):
+def attention_ref_bwd(q, k, v, dout, causal: bool = False, softmax_scale: Optional[float] = None, window=(-1, -1),
+                      window_bound: Optional[int] = None, softcap: float = 0.0, alibi_slopes=None):
     """Analytic float32 gradients (dq, dk, dv) of attention_ref; GQA gradients summed over each group."""
     b, sq, h, d = q.shape
     sk, hk = k.shape[1], k.shape[2]
@@ -59,13 +108,21 @@ def attention_ref_bwd(q, k, v, dout, causal: bool = False, softmax_scale: Option
     vh = v.float().permute(0, 2, 1, 3).repeat_interleave(g, dim=1)
     do = dout.float().permute(0, 2, 1, 3)
     scores = torch.matmul(qh, kh.transpose(-1, -2)) * softmax_scale
-    if causal:
-        scores = scores.masked_fill(~causal_mask(sq, sk, q.device), float("-inf"))
+    tanh_scores = torch.tanh(scores / softcap) if softcap > 0 else None
+    if tanh_scores is not None:
+        scores = tanh_scores * softcap
+    if alibi_slopes is not None:
+        scores = scores + alibi_bias(alibi_slopes, b, h, sq, sk).to(q.device)
+    visible = visible_keys(sq, sk, causal, window, q.device, window_bound)
+    if visible is not None:
+        scores = scores.masked_fill(~visible, float("-inf"))
     empty = torch.isneginf(torch.logsumexp(scores, dim=-1)).unsqueeze(-1)
     p = torch.softmax(scores.masked_fill(empty, 0.0), dim=-1).masked_fill(empty, 0.0)
     dv = torch.matmul(p.transpose(-1, -2), do)
     dp = torch.matmul(do, vh.transpose(-1, -2))
     ds = p * (dp - (dp * p).sum(-1, keepdim=True))
+    if tanh_scores is not None:  # d(softcap * tanh(x / softcap)) / dx
+        ds = ds * (1 - tanh_scores * tanh_scores)
     dq = torch.matmul(ds, kh) * softmax_scale
     dk = torch.matmul(ds.transpose(-1, -2), qh) * softmax_scale
 
@@ -76,13 +133,16 @@ def attention_ref_bwd(q, k, v, dout, causal: bool = False, softmax_scale: Option
 
 
 def attention_varlen_ref(q, k, v, cu_seqlens_q: Sequence[int], cu_seqlens_k: Sequence[int], causal: bool = False,
-                         softmax_scale: Optional[float] = None, upcast: bool = True):
+                         softmax_scale: Optional[float] = None, upcast: bool = True, window=(-1, -1),
+                         softcap: float = 0.0, alibi_slopes=None):
     """
     q: (total_q, h, d); k, v: (total_k, hk, d); cu_seqlens as Python lists or tensors (batch + 1).
-    Returns (out (total_q, h, d), lse (h, total_q) float32); each sequence is attended independently.
+    Returns (out (total_q, h, d), lse (h, total_q) float32); each sequence is attended independently, with the
+    window normalised against the longest key sequence (max_seqlen_k), as the kernel does.
     """
     cu_q = [int(x) for x in cu_seqlens_q]
     cu_k = [int(x) for x in cu_seqlens_k]
+    max_k = max(b - a for a, b in zip(cu_k, cu_k[1:]))
     total_q, h, d = q.shape
     dtype = torch.float32 if upcast else q.dtype
     out = torch.zeros(total_q, h, v.shape[-1], dtype=dtype, device=q.device)
@@ -91,7 +151,9 @@ def attention_varlen_ref(q, k, v, cu_seqlens_q: Sequence[int], cu_seqlens_k: Seq
         q0, q1, k0, k1 = cu_q[i], cu_q[i + 1], cu_k[i], cu_k[i + 1]
         if q1 == q0:
             continue
-        o, l = attention_ref(q[None, q0:q1], k[None, k0:k1], v[None, k0:k1], causal, softmax_scale, upcast)
+        slopes = None if alibi_slopes is None else (alibi_slopes if alibi_slopes.dim() == 1 else alibi_slopes[i])
+        o, l = attention_ref(q[None, q0:q1], k[None, k0:k1], v[None, k0:k1], causal, softmax_scale, upcast, window,
+                             max_k, softcap, slopes)
         out[q0:q1] = o[0]
         lse[:, q0:q1] = l[0]
     return out, lse
@@ -137,7 +199,8 @@ class ReferenceLauncher:
         assert q.shape[-1] % 8 == 0, "the op must see a padded head dim"
         self.calls.append(("fwd", dict(q_shape=tuple(q.shape), softmax_scale=softmax_scale, causal=causal,
                                        window=(window_size_left, window_size_right))))
-        o, lse = attention_ref(q, k, v, causal, softmax_scale)
+        o, lse = attention_ref(q, k, v, causal, softmax_scale, window=(window_size_left, window_size_right),
+                               softcap=softcap, alibi_slopes=alibi_slopes)
         out = torch.empty_like(q)
         out.copy_(o)
         return out, lse, q.new_empty((0,)), torch.zeros(2, dtype=torch.int64, device=q.device)
@@ -151,7 +214,8 @@ class ReferenceLauncher:
                                               max_seqlen=(max_seqlen_q, max_seqlen_k),
                                               window=(window_size_left, window_size_right))))
         o, lse = attention_varlen_ref(q, k, v, cu_seqlens_q.tolist(), cu_seqlens_k.tolist(), causal,
-                                      softmax_scale)
+                                      softmax_scale, window=(window_size_left, window_size_right), softcap=softcap,
+                                      alibi_slopes=alibi_slopes)
         out = torch.empty_like(q)
         out.copy_(o)
         return out, lse, q.new_empty((0,)), torch.zeros(2, dtype=torch.int64, device=q.device)
@@ -159,9 +223,9 @@ class ReferenceLauncher:
     # Backward stand-ins: gradients of the float32 reference written into dq/dk/dv; returns softmax_d
     # (rowsum(dout * out), padded like the kernel's).
     @staticmethod
-    def _grads(q, k, v, dout, causal, softmax_scale):
+    def _grads(q, k, v, dout, causal, softmax_scale, window, softcap, alibi_slopes, window_bound=None):
         # analytic: autograd is not recorded inside a custom op's body
-        return attention_ref_bwd(q, k, v, dout, causal, softmax_scale)
+        return attention_ref_bwd(q, k, v, dout, causal, softmax_scale, window, window_bound, softcap, alibi_slopes)
 
     def bwd(self, dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, softmax_scale, causal, window_size_left,
             window_size_right, softcap, alibi_slopes, deterministic, rng_state):
@@ -169,7 +233,9 @@ class ReferenceLauncher:
         b, sq, h, _ = q.shape
         _checks.check_bwd_tensors(q, k, v, dout, out, softmax_lse, dq, dk, dv, (b, h, sq))  # the real op's checks
         self.calls.append(("bwd", dict(q_shape=tuple(q.shape))))
-        for dst, g in zip((dq, dk, dv), self._grads(q, k, v, dout, causal, softmax_scale)):
+        grads = self._grads(q, k, v, dout, causal, softmax_scale, (window_size_left, window_size_right), softcap,
+                            alibi_slopes)
+        for dst, g in zip((dq, dk, dv), grads):
             dst.copy_(g)
         b, sq, h, _ = q.shape
         softmax_d = torch.zeros(b, h, (sq + 127) // 128 * 128, dtype=torch.float32, device=q.device)
@@ -188,7 +254,9 @@ class ReferenceLauncher:
         dv.zero_()
         for i in range(len(cu_q) - 1):
             q0, q1, k0, k1 = cu_q[i], cu_q[i + 1], cu_k[i], cu_k[i + 1]
+            slopes = None if alibi_slopes is None else (alibi_slopes if alibi_slopes.dim() == 1 else alibi_slopes[i])
             gq, gk, gv = self._grads(q[None, q0:q1], k[None, k0:k1], v[None, k0:k1], dout[None, q0:q1], causal,
-                                     softmax_scale)
+                                     softmax_scale, (window_size_left, window_size_right), softcap, slopes,
+                                     max_seqlen_k)
             dq[q0:q1], dk[k0:k1], dv[k0:k1] = gq[0], gk[0], gv[0]
         return torch.zeros(q.shape[1], q.shape[0] + 128 * (len(cu_q) - 1), dtype=torch.float32, device=q.device)

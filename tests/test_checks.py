@@ -81,17 +81,31 @@ BAD_CASES = [
      r"^v must have contiguous last dimension"),
     ("dropout_range", lambda: vdense(q0, k0, v0, dropout_p=1.0), FlashAttnValueError, r"^dropout_p must be in"),
     ("dropout_negative", lambda: vdense(q0, k0, v0, dropout_p=-0.1), FlashAttnValueError, r"^dropout_p"),
-    ("dropout_unsupported", lambda: vdense(q0, k0, v0, dropout_p=0.1), NotImplementedError, r"^dropout_p"),
-    ("window_unsupported", lambda: vdense(q0, k0, v0, window_size=(8, 8)), NotImplementedError, r"^window_size"),
-    ("window_left_causal", lambda: vdense(q0, k0, v0, causal=True, window_size=(8, 0)), NotImplementedError,
-     r"^window_size"),
+    ("dropout_softcap", lambda: vdense(q0, k0, v0, dropout_p=0.1, softcap=5.0), FlashAttnValueError,
+     r"^dropout_p > 0 cannot be combined with softcap"),
+    ("window_below_minus_one", lambda: vdense(q0, k0, v0, window_size=(-2, 0)), FlashAttnValueError,
+     r"^window_size entries must be >= -1"),
+    ("window_right_below_minus_one", lambda: vdense(q0, k0, v0, causal=True, window_size=(4, -3)),
+     FlashAttnValueError, r"^window_size entries must be >= -1"),
     ("window_bad_form", lambda: vdense(q0, k0, v0, window_size=(1, 2, 3)), FlashAttnValueError, r"^window_size"),
     ("window_bad_tensor", lambda: vdense(q0, k0, v0, window_size=torch.tensor([1, 2, 3])), FlashAttnValueError,
      r"^window_size"),
     ("window_float", lambda: vdense(q0, k0, v0, window_size=(-1, 0.5)), FlashAttnTypeError, r"^window_size\[1\]"),
-    ("softcap_unsupported", lambda: vdense(q0, k0, v0, softcap=30.0), NotImplementedError, r"^softcap"),
-    ("alibi_unsupported", lambda: vdense(q0, k0, v0, alibi_slopes=torch.ones(4)), NotImplementedError,
-     r"^alibi_slopes"),
+    ("softcap_nan", lambda: vdense(q0, k0, v0, softcap=float("nan")), FlashAttnValueError, r"^softcap must be"),
+    ("softcap_negative", lambda: vdense(q0, k0, v0, softcap=-1.0), FlashAttnValueError, r"^softcap must be .*>= 0"),
+    ("softcap_inf", lambda: vdense(q0, k0, v0, softcap=float("inf")), FlashAttnValueError, r"^softcap must be"),
+    ("alibi_dtype", lambda: vdense(q0, k0, v0, alibi_slopes=torch.ones(4, dtype=torch.float64)), FlashAttnTypeError,
+     r"^alibi_slopes must have dtype torch.float32"),
+    ("alibi_not_tensor", lambda: vdense(q0, k0, v0, alibi_slopes=[0.5] * 4), FlashAttnTypeError,
+     r"^alibi_slopes must be a torch.Tensor"),
+    ("alibi_shape", lambda: vdense(q0, k0, v0, alibi_slopes=torch.ones(2)), FlashAttnValueError,
+     r"^alibi_slopes must have shape \(nheads,\) = \(4,\) or \(batch, nheads\) = \(2, 4\)"),
+    ("alibi_shape_2d", lambda: vdense(q0, k0, v0, alibi_slopes=torch.ones(3, 4)), FlashAttnValueError,
+     r"^alibi_slopes must have shape"),
+    ("alibi_stride", lambda: vdense(q0, k0, v0, alibi_slopes=torch.ones(2, 8)[:, ::2]), FlashAttnValueError,
+     r"^alibi_slopes must be contiguous"),
+    ("alibi_varlen_shape", lambda: vvarlen(vq0, vk0, vv0, cu0, cuk0, alibi_slopes=torch.ones(2, 4)),
+     FlashAttnValueError, r"^alibi_slopes must have shape .* \(3, 4\)"),
     ("causal_type", lambda: vdense(q0, k0, v0, causal="yes"), FlashAttnTypeError, r"^causal"),
     ("softmax_scale_type", lambda: vdense(q0, k0, v0, softmax_scale="x"), FlashAttnTypeError, r"^softmax_scale"),
     ("device_cpu", lambda: _checks.validate_fwd_args(*dense(device="cpu")), FlashAttnValueError,
@@ -191,7 +205,8 @@ def test_defaults_and_scale():
     assert cfg.softmax_scale == pytest.approx(1 / math.sqrt(59))  # caller's d, not the padded one
     assert (cfg.causal, cfg.window_size_left, cfg.window_size_right) == (False, -1, -1)
     assert vdense(q0, k0, v0, softmax_scale=0.5).softmax_scale == 0.5
-    assert vdense(q0, k0, v0, softcap=-1.0).causal is False  # softcap <= 0 means off (2.x)
+    assert vdense(q0, k0, v0, softcap=0.0).causal is False  # 0 = off
+    assert vdense(q0, k0, v0, softcap=30.0).causal is False
 
 
 @pytest.mark.parametrize(
@@ -214,6 +229,23 @@ def test_window_normalisation(window, causal, expected_causal):
     assert (cfg.causal, cfg.window_size_left, cfg.window_size_right) == (expected_causal, -1, -1)
 
 
+@pytest.mark.parametrize(
+    "window,causal,expected",
+    [
+        ((8, 8), False, (8, 8)),
+        ((8, 0), True, (8, 0)),  # a left-bounded causal window is a window, not plain causal
+        ((8, 5), True, (8, 0)),  # causal forces right = 0
+        ((0, 0), False, (0, 0)),  # each query sees its diagonal key only
+        ((-1, 3), False, (-1, 3)),
+        ((31, 40), False, (31, -1)),  # right >= seqlen_k: unbounded
+        (torch.tensor([4, 2]), False, (4, 2)),
+    ],
+)
+def test_window_bounded(window, causal, expected):
+    cfg = vdense(q0, k0, v0, causal=causal, window_size=window)  # seqlen_k = 32
+    assert (cfg.causal, cfg.window_size_left, cfg.window_size_right) == (False, *expected)
+
+
 def test_varlen_max_seqlen_forms():
     cfg, mq, mk = vvarlen(vq0, vk0, vv0, cu0, cuk0, max_q=torch.tensor(7, dtype=torch.int32),
                           max_k=torch.tensor(9))
@@ -223,9 +255,9 @@ def test_varlen_max_seqlen_forms():
     assert mq == 5
     # window bound is relative to max_seqlen_k
     cfg, _, _ = vvarlen(vq0, vk0, vv0, cu0, cuk0, max_k=16, window_size=(16, 16))
-    assert cfg.causal is False
-    with pytest.raises(NotImplementedError, match="window_size"):
-        vvarlen(vq0, vk0, vv0, cu0, cuk0, max_k=17, window_size=(16, 16))
+    assert (cfg.causal, cfg.window_size_left, cfg.window_size_right) == (False, -1, -1)
+    cfg, _, _ = vvarlen(vq0, vk0, vv0, cu0, cuk0, max_k=17, window_size=(16, 16))
+    assert (cfg.causal, cfg.window_size_left, cfg.window_size_right) == (False, 16, 16)
 
 
 def test_noncontiguous_but_last_dim_ok():
@@ -251,12 +283,16 @@ PUBLIC_BAD = [
     ("func_device", lambda: flash_attn.flash_attn_func(*dense()), FlashAttnValueError, r"^q must be a CUDA tensor"),
     ("func_cpu", lambda: flash_attn.flash_attn_func(*dense(device="cpu")), FlashAttnValueError,
      r"^q must be a CUDA tensor"),
-    ("func_dropout", lambda: flash_attn.flash_attn_func(*dense(), 0.1), NotImplementedError, r"^dropout_p"),
-    ("func_window", lambda: flash_attn.flash_attn_func(*dense(), window_size=(4, 4)), NotImplementedError,
-     r"^window_size"),
-    ("func_softcap", lambda: flash_attn.flash_attn_func(*dense(), softcap=5.0), NotImplementedError, r"^softcap"),
-    ("func_alibi", lambda: flash_attn.flash_attn_func(*dense(), alibi_slopes=torch.ones(4)), NotImplementedError,
-     r"^alibi_slopes"),
+    ("func_dropout_softcap", lambda: flash_attn.flash_attn_func(*dense(), 0.1, softcap=5.0), FlashAttnValueError,
+     r"^dropout_p"),
+    ("func_window", lambda: flash_attn.flash_attn_func(*dense(), window_size=(4, -2)), FlashAttnValueError,
+     r"^window_size entries"),
+    ("func_softcap", lambda: flash_attn.flash_attn_func(*dense(), softcap=float("nan")), FlashAttnValueError,
+     r"^softcap"),
+    ("func_alibi_device", lambda: flash_attn.flash_attn_func(*dense(device="cpu"), alibi_slopes=torch.ones(4)),
+     FlashAttnValueError, r"^q must be a CUDA tensor"),
+    ("func_alibi_dtype", lambda: flash_attn.flash_attn_func(*dense(), alibi_slopes=torch.ones(4, dtype=torch.half)),
+     FlashAttnTypeError, r"^alibi_slopes must have dtype"),
     ("qkvpacked_shape", lambda: flash_attn.flash_attn_qkvpacked_func(t(2, 8, 2, 4, 64)), FlashAttnValueError,
      r"^qkv must be 5-D"),
     ("kvpacked_shape", lambda: flash_attn.flash_attn_kvpacked_func(q0, t(2, 32, 3, 2, 64)), FlashAttnValueError,

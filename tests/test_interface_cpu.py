@@ -15,6 +15,7 @@ from flash_attn import (
     flash_attn_varlen_kvpacked_func,
     flash_attn_varlen_qkvpacked_func,
 )
+from flash_attn._checks import FlashAttnValueError
 from reference import attention_ref, attention_varlen_ref
 
 DT = torch.bfloat16
@@ -233,11 +234,11 @@ def test_backward_plumbing_under_compile(ref_launcher_bwd):
 def test_error_before_launch_under_compile(ref_launcher):
     torch._dynamo.reset()
     q, k, v = (_rand(1, 4, 2, 16, seed=s) for s in (22, 32, 33))
-    fn = lambda q, k, v: flash_attn_func(q, k, v, dropout_p=0.1)  # noqa: E731
-    with pytest.raises(NotImplementedError, match="dropout_p"):
+    fn = lambda q, k, v: flash_attn_func(q, k, v, dropout_p=0.1, softcap=5.0)  # noqa: E731
+    with pytest.raises(FlashAttnValueError, match="dropout_p"):
         torch.compile(fn, backend="aot_eager")(q, k, v)  # graph break, then the eager error
     # fullgraph: dynamo reports the same error at trace time (wrapped in its Unsupported exception)
-    with pytest.raises(Exception, match="dropout_p > 0 is not supported"):
+    with pytest.raises(Exception, match="dropout_p > 0 cannot be combined"):
         torch.compile(fn, fullgraph=True, backend="aot_eager")(q, k, v)
     assert not ref_launcher.calls
 

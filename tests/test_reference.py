@@ -112,17 +112,52 @@ def test_tolerance_rule():
         assert_close_to_ref("x", torch.tensor([1.0, 2.0, float("-inf")]), ref32, lowp)
 
 
-@pytest.mark.parametrize("causal,sq,sk,h,hk", [(False, 5, 7, 4, 2), (True, 9, 4, 4, 1), (True, 6, 6, 2, 2)])
-def test_analytic_backward_matches_autograd(causal, sq, sk, h, hk):
+@pytest.mark.parametrize(
+    "causal,sq,sk,h,hk,window,softcap",
+    [(False, 5, 7, 4, 2, (-1, -1), 0.0), (True, 9, 4, 4, 1, (-1, -1), 0.0), (True, 6, 6, 2, 2, (-1, -1), 0.0),
+     (False, 9, 7, 2, 1, (2, 1), 0.0), (True, 8, 8, 2, 2, (3, -1), 0.0), (False, 5, 7, 4, 2, (-1, -1), 0.7),
+     (True, 9, 6, 2, 1, (2, 0), 1.5), (False, 7, 5, 2, 1, (-1, -1), "alibi"), (True, 6, 9, 2, 2, (3, 0), "alibi+cap")],
+)
+def test_analytic_backward_matches_autograd(causal, sq, sk, h, hk, window, softcap):
     from reference import attention_ref_bwd
 
+    slopes = None
+    if isinstance(softcap, str):  # ALiBi cases: (b, h) slopes, with a cap when named
+        slopes = torch.linspace(0.1, 0.9, 2 * h).reshape(2, h)
+        softcap = 2.0 if "cap" in softcap else 0.0
     q = _rand(2, sq, h, 8, seed=20, dtype=torch.float64).requires_grad_()
     k = _rand(2, sk, hk, 8, seed=21, dtype=torch.float64).requires_grad_()
     v = _rand(2, sk, hk, 8, seed=22, dtype=torch.float64).requires_grad_()
     dout = _rand(2, sq, h, 8, seed=23, dtype=torch.float64)
-    out, _ = attention_ref(q.float(), k.float(), v.float(), causal)
+    out, _ = attention_ref(q.float(), k.float(), v.float(), causal, window=window, softcap=softcap,
+                           alibi_slopes=slopes)
     grads = torch.autograd.grad(out, (q, k, v), dout.float())
-    ours = attention_ref_bwd(q.detach(), k.detach(), v.detach(), dout, causal)
+    ours = attention_ref_bwd(q.detach(), k.detach(), v.detach(), dout, causal, window=window, softcap=softcap,
+                             alibi_slopes=slopes)
     for a, b in zip(ours, grads):
         assert not torch.isnan(b).any()
         torch.testing.assert_close(a, b.float(), atol=1e-5, rtol=1e-5)
+
+
+def test_window_mask_semantics():
+    """window_size as 2.x: bottom-right aligned, -1 unbounded, a side >= seqlen_k unbounded, causal forces right 0."""
+    from reference import visible_keys, window_mask
+
+    m = window_mask(4, 6, 1, 0)  # shift 2: row i sees keys i + 1 .. i + 2
+    assert m.tolist()[0] == [False, True, True, False, False, False]
+    assert m.tolist()[3] == [False, False, False, False, True, True]
+    assert visible_keys(4, 6, False, (-1, -1)) is None
+    assert visible_keys(4, 6, False, (6, 6)) is None  # both sides reach every key
+    assert torch.equal(visible_keys(4, 6, True, (-1, 5)), window_mask(4, 6, -1, 0))  # causal
+    diagonal = torch.zeros(5, 6, dtype=torch.bool)
+    diagonal[torch.arange(5), torch.arange(5) + 1] = True  # shift 1
+    assert torch.equal(visible_keys(5, 6, False, (0, 0)), diagonal)
+
+
+def test_alibi_bias_is_distance_to_the_diagonal():
+    from reference import alibi_bias
+
+    bias = alibi_bias(torch.tensor([0.5, 2.0]), 1, 2, 3, 5)  # shift 2
+    assert bias.shape == (1, 2, 3, 5)
+    assert bias[0, 0, 0].tolist() == [-1.0, -0.5, 0.0, -0.5, -1.0]
+    assert bias[0, 1, 2].tolist() == [-8.0, -6.0, -4.0, -2.0, 0.0]

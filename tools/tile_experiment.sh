@@ -18,7 +18,7 @@ export PYTHONPATH=/tmp/site:$PYTHONPATH
 for v in $VARIANTS; do
   if [[ "$DIRECTION" == fwd ]]; then
     IFS=, read -r bm bn nw <<< "$v"
-    sed -i -E "s/(struct FwdTileConfig<$HDIM, kIsCausal> *\{ static constexpr int kBlockM = )[0-9]+, kBlockN = [0-9]+, kNWarps = [0-9]+/\1$bm, kBlockN = $bn, kNWarps = $nw/" "$CFG"
+    sed -i -E "s/(struct FwdTileConfig<$HDIM, kHasWindow> *\{ static constexpr int kBlockM = )[0-9]+, kBlockN = [0-9]+, kNWarps = [0-9]+/\1$bm, kBlockN = $bn, kNWarps = $nw/" "$CFG"
     grep "FwdTileConfig<$HDIM," "$CFG"
   else
     IFS=, read -r bm bn nw sdp dkv dq st <<< "$v"

@@ -1,46 +1,62 @@
-// Which key blocks a query block has to visit. Causal attention is aligned bottom-right:
-// query row i sees key j iff j <= i + seqlen_k - seqlen_q.
+// Which key blocks a query block has to visit. Attention may be limited to a window around the
+// bottom-right-aligned diagonal: query row i sees key j iff
+//   i + (seqlen_k - seqlen_q) - window_left <= j <= i + (seqlen_k - seqlen_q) + window_right.
+// Causal attention is the window (unbounded, 0); an unbounded side is passed as seqlen_q + seqlen_k, which
+// no distance reaches. Without kHasWindow every key is visible and the window arguments are ignored.
 #pragma once
 
 #include <cutlass/cutlass.h>
 
 namespace flash {
 
-template <int kBlockM, int kBlockN, bool kIsCausal>
+template <int kBlockM, int kBlockN, bool kHasWindow>
 struct BlockRange {
-  // Half-open range [n_block_min, n_block_max) of key blocks touched by query block m_block.
-  CUTLASS_DEVICE static void key_blocks(int m_block, int seqlen_q, int seqlen_k,
+  // Half-open range [n_block_min, n_block_max) of key blocks touched by query block m_block (empty when
+  // n_block_max <= n_block_min).
+  CUTLASS_DEVICE static void key_blocks(int m_block, int seqlen_q, int seqlen_k, int window_left, int window_right,
                                         int& n_block_min, int& n_block_max) {
     n_block_min = 0;
     n_block_max = (seqlen_k + kBlockN - 1) / kBlockN;
-    if constexpr (kIsCausal) {
-      // Last key visible to the block's last row, +1; may be <= 0 when sq > sk.
-      int const key_end = (m_block + 1) * kBlockM + seqlen_k - seqlen_q;
-      int const causal_max = key_end <= 0 ? 0 : (key_end + kBlockN - 1) / kBlockN;
-      n_block_max = causal_max < n_block_max ? causal_max : n_block_max;
+    if constexpr (kHasWindow) {
+      int const shift = seqlen_k - seqlen_q;
+      // One past the last key visible to the block's last row; may be <= 0 when sq > sk.
+      int const key_end = (m_block + 1) * kBlockM + shift + window_right;
+      int const right_max = key_end <= 0 ? 0 : (key_end + kBlockN - 1) / kBlockN;
+      n_block_max = right_max < n_block_max ? right_max : n_block_max;
+      // First key visible to the block's first row.
+      int const key_begin = m_block * kBlockM + shift - window_left;
+      n_block_min = key_begin <= 0 ? 0 : key_begin / kBlockN;
     }
   }
 
   // The inverse, for the backward pass: half-open range [m_block_min, m_block_max) of query blocks
   // that see key block n_block. Query block m is in it exactly when n_block is in key_blocks(m).
-  CUTLASS_DEVICE static void query_blocks(int n_block, int seqlen_q, int seqlen_k,
-                                          int& m_block_min, int& m_block_max) {
+  CUTLASS_DEVICE static void query_blocks(int n_block, int seqlen_q, int seqlen_k, int window_left,
+                                          int window_right, int& m_block_min, int& m_block_max) {
     m_block_min = 0;
     m_block_max = (seqlen_q + kBlockM - 1) / kBlockM;
-    if constexpr (kIsCausal) {
-      // First query row that sees the block's first key: n_block*kBlockN - (seqlen_k - seqlen_q).
-      int const first_row = n_block * kBlockN - seqlen_k + seqlen_q;
+    if constexpr (kHasWindow) {
+      int const shift = seqlen_k - seqlen_q;
+      // First query row that sees the block's first key, and last row that sees its last key.
+      int const first_row = n_block * kBlockN - shift - window_right;
       m_block_min = first_row <= 0 ? 0 : first_row / kBlockM;
+      int const last_row = (n_block + 1) * kBlockN - 1 - shift + window_left;
+      int const left_max = last_row < 0 ? 0 : last_row / kBlockM + 1;
+      m_block_max = left_max < m_block_max ? left_max : m_block_max;
     }
   }
 
-  // A key block needs element-wise masking when it crosses the sequence end or the causal diagonal.
-  CUTLASS_DEVICE static bool needs_mask(int m_block, int n_block, int seqlen_q, int seqlen_k) {
+  // A key block needs element-wise masking when it crosses the sequence end or either window edge.
+  CUTLASS_DEVICE static bool needs_mask(int m_block, int n_block, int seqlen_q, int seqlen_k, int window_left,
+                                        int window_right) {
     bool const crosses_end = (n_block + 1) * kBlockN > seqlen_k;
-    if constexpr (kIsCausal) {
-      // The block's first query row sees keys up to m_block*kBlockM + sk - sq.
-      bool const crosses_diag = (n_block + 1) * kBlockN - 1 > m_block * kBlockM + seqlen_k - seqlen_q;
-      return crosses_end || crosses_diag;
+    if constexpr (kHasWindow) {
+      int const shift = seqlen_k - seqlen_q;
+      // The block's first query row sees keys up to m_block*kBlockM + shift + window_right ...
+      bool const crosses_right = (n_block + 1) * kBlockN - 1 > m_block * kBlockM + shift + window_right;
+      // ... and its last row sees keys from (m_block+1)*kBlockM - 1 + shift - window_left on.
+      bool const crosses_left = n_block * kBlockN < (m_block + 1) * kBlockM - 1 + shift - window_left;
+      return crosses_end || crosses_right || crosses_left;
     } else {
       return crosses_end;
     }

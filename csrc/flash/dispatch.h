@@ -1,4 +1,4 @@
-// Static switches from runtime (dtype, head dim, causal) to the compiled kernel instantiations,
+// Static switches from runtime (dtype, head dim, windowed) to the compiled kernel instantiations,
 // shared by the forward and backward entry points.
 // Only kernels selected at build time (FLASH_ATTN_HDIM_<d>, FLASH_ATTN_DTYPE_<t> defines from
 // setup.py) are referenced; any other combination throws with the variable that would build it.
@@ -19,9 +19,9 @@ namespace flash {
 enum class DType { kFloat16, kBFloat16 };
 
 namespace sm80 {
-template <class Element, int kHeadDim, bool kIsCausal>
+template <class Element, int kHeadDim, bool kHasWindow>
 void run_fwd(FwdParams const& params, cudaStream_t stream);
-template <class Element, int kHeadDim, bool kIsCausal>
+template <class Element, int kHeadDim, bool kHasWindow>
 void run_bwd(BwdParams const& params, cudaStream_t stream);
 }  // namespace sm80
 
@@ -38,11 +38,11 @@ inline int head_dim_bucket(int head_dim) {
                            " including \"" + value + "\" (e.g. " + variable + "=\"" + value + "\")");
 }
 
-// Calls fn.template operator()<Element, kHeadDim, kIsCausal>() for the compiled kernel that serves
-// (dtype, head_dim, is_causal); throws, naming the build variable, when it was not built.
+// Calls fn.template operator()<Element, kHeadDim, kHasWindow>() for the compiled kernel that serves
+// (dtype, head_dim, has_window); throws, naming the build variable, when it was not built.
 template <class Element, int kHeadDim, class Fn>
-void dispatch_causal(bool is_causal, Fn&& fn) {
-  if (is_causal) {
+void dispatch_window(bool has_window, Fn&& fn) {
+  if (has_window) {
     fn.template operator()<Element, kHeadDim, true>();
   } else {
     fn.template operator()<Element, kHeadDim, false>();
@@ -50,26 +50,26 @@ void dispatch_causal(bool is_causal, Fn&& fn) {
 }
 
 template <class Element, class Fn>
-void dispatch_hdim(int head_dim, bool is_causal, Fn&& fn) {
+void dispatch_hdim(int head_dim, bool has_window, Fn&& fn) {
   int const bucket = head_dim_bucket(head_dim);
   switch (bucket) {
 #ifdef FLASH_ATTN_HDIM_32
-    case 32: return dispatch_causal<Element, 32>(is_causal, fn);
+    case 32: return dispatch_window<Element, 32>(has_window, fn);
 #endif
 #ifdef FLASH_ATTN_HDIM_64
-    case 64: return dispatch_causal<Element, 64>(is_causal, fn);
+    case 64: return dispatch_window<Element, 64>(has_window, fn);
 #endif
 #ifdef FLASH_ATTN_HDIM_96
-    case 96: return dispatch_causal<Element, 96>(is_causal, fn);
+    case 96: return dispatch_window<Element, 96>(has_window, fn);
 #endif
 #ifdef FLASH_ATTN_HDIM_128
-    case 128: return dispatch_causal<Element, 128>(is_causal, fn);
+    case 128: return dispatch_window<Element, 128>(has_window, fn);
 #endif
 #ifdef FLASH_ATTN_HDIM_192
-    case 192: return dispatch_causal<Element, 192>(is_causal, fn);
+    case 192: return dispatch_window<Element, 192>(has_window, fn);
 #endif
 #ifdef FLASH_ATTN_HDIM_256
-    case 256: return dispatch_causal<Element, 256>(is_causal, fn);
+    case 256: return dispatch_window<Element, 256>(has_window, fn);
 #endif
     default: break;
   }
@@ -77,16 +77,16 @@ void dispatch_hdim(int head_dim, bool is_causal, Fn&& fn) {
 }
 
 template <class Fn>
-void dispatch_kernel(DType dtype, int head_dim, bool is_causal, Fn&& fn) {
+void dispatch_kernel(DType dtype, int head_dim, bool has_window, Fn&& fn) {
   if (dtype == DType::kFloat16) {
 #ifdef FLASH_ATTN_DTYPE_FP16
-    return dispatch_hdim<cutlass::half_t>(head_dim, is_causal, fn);
+    return dispatch_hdim<cutlass::half_t>(head_dim, has_window, fn);
 #else
     throw_not_built("FLASH_ATTN_DTYPES", "fp16", "fp16");
 #endif
   } else {
 #ifdef FLASH_ATTN_DTYPE_BF16
-    return dispatch_hdim<cutlass::bfloat16_t>(head_dim, is_causal, fn);
+    return dispatch_hdim<cutlass::bfloat16_t>(head_dim, has_window, fn);
 #else
     throw_not_built("FLASH_ATTN_DTYPES", "bf16", "bf16");
 #endif
@@ -94,14 +94,14 @@ void dispatch_kernel(DType dtype, int head_dim, bool is_causal, Fn&& fn) {
 }
 
 inline void run_fwd(FwdParams const& params, DType dtype, cudaStream_t stream) {
-  dispatch_kernel(dtype, params.head_dim, params.is_causal, [&]<class Element, int kHeadDim, bool kIsCausal>() {
-    sm80::run_fwd<Element, kHeadDim, kIsCausal>(params, stream);
+  dispatch_kernel(dtype, params.head_dim, params.has_window, [&]<class Element, int kHeadDim, bool kHasWindow>() {
+    sm80::run_fwd<Element, kHeadDim, kHasWindow>(params, stream);
   });
 }
 
 inline void run_bwd(BwdParams const& params, DType dtype, cudaStream_t stream) {
-  dispatch_kernel(dtype, params.head_dim, params.is_causal, [&]<class Element, int kHeadDim, bool kIsCausal>() {
-    sm80::run_bwd<Element, kHeadDim, kIsCausal>(params, stream);
+  dispatch_kernel(dtype, params.head_dim, params.has_window, [&]<class Element, int kHeadDim, bool kHasWindow>() {
+    sm80::run_bwd<Element, kHeadDim, kHasWindow>(params, stream);
   });
 }
 

@@ -31,15 +31,51 @@ struct FwdParams {
   int seqlen_k = 0;      // dense: the length; varlen: max_seqlen_k
   int head_dim = 0;      // actual head dim (multiple of 8, <= the kernel's bucket)
 
-  float softmax_scale = 1.f;
-  float softmax_scale_log2 = 1.f;  // softmax_scale * log2(e): exp(x*scale) == exp2(x*scale_log2)
+  float softmax_scale = 1.f;       // the caller's scale; also the chain-rule factor of the backward
+  // The scale the softmax applies to its input: softmax_scale, or 1 with softcap (the capped scores are scaled
+  // already). lse = score_scale * max + log(sum); score_scale_log2 = score_scale * log2(e) for exp2.
+  float score_scale = 1.f;
+  float score_scale_log2 = 1.f;
+  // softcap > 0: scores <- softcap * tanh(softmax_scale * s / softcap) before masking (see softcap.h);
+  // softcap_inner = softmax_scale / softcap. 0 = off.
+  float softcap = 0.f;
+  float softcap_inner = 0.f;
+  // ALiBi slopes, fp32 (num_heads,) or (batch, num_heads) (batch stride 0 for the former); nullptr = off.
+  float const* __restrict__ alibi_slopes_ptr = nullptr;
+  int64_t alibi_batch_stride = 0;
+
+  // Dropout (dropout.h): has_dropout with p > 0; keep iff random byte <= keep_threshold; kept x dropout_scale.
+  bool has_dropout = false;
+  uint32_t dropout_keep_threshold = 255;
+  float dropout_scale = 1.f;  // 1 / (1 - p)
+  // Philox seed and counter offset: values, or (inside CUDA graph capture, and in the backward, which reads the
+  // forward's rng_state) device pointers read by the kernel; philox_offset_extra is added to *offset_ptr.
+  uint64_t philox_seed = 0, philox_offset = 0, philox_offset_extra = 0;
+  int64_t const* philox_seed_ptr = nullptr;
+  int64_t const* philox_offset_ptr = nullptr;
+  int64_t* rng_state_ptr = nullptr;  // forward: (seed, offset) written here for the backward
+  // return_attn_probs with dropout: (b, h, round128(sq), round128(sk)) in the element dtype, dropped entries
+  // negated (API.md); nullptr = not requested.
+  void* __restrict__ s_dmask_ptr = nullptr;
+  int64_t s_dmask_batch_stride = 0, s_dmask_head_stride = 0, s_dmask_row_stride = 0;
 
   // Varlen: int32 (batch + 1,) prefix sums of sequence lengths; nullptr for dense inputs.
   int const* __restrict__ cu_seqlens_q = nullptr;
   int const* __restrict__ cu_seqlens_k = nullptr;
 
-  bool is_causal = false;
+  // Keys visible to query row i: [i + shift - window_left, i + shift + window_right] with
+  // shift = seqlen_k - seqlen_q (bottom-right aligned). Causal is (unbounded, 0); an unbounded side is
+  // seqlen_q + seqlen_k. Only read when has_window selects the windowed kernels.
+  bool has_window = false;
+  int window_left = 0;
+  int window_right = 0;
 };
+
+// Softcap, ALiBi and dropout run in a second instantiation of each kernel (kHasExtras): their register needs
+// would otherwise cost the plain kernels spills.
+inline bool needs_score_extras(FwdParams const& p) {
+  return p.softcap > 0.f || p.alibi_slopes_ptr != nullptr || p.has_dropout;
+}
 
 // Backward: the forward's inputs and saved outputs plus the incoming gradient dO and the gradients.
 // dq/dk/dv may be strided views (e.g. slices of a packed dqkv buffer).

@@ -12,14 +12,18 @@
 #pragma once
 
 #include <cmath>
+#include <type_traits>
 
 #include <cute/tensor.hpp>
 
+#include "../alibi.h"
 #include "../block.h"
+#include "../dropout.h"
 #include "../mask.h"
 #include "../params.h"
 #include "../semaphore.h"
 #include "../seqlen.h"
+#include "../softcap.h"
 #include "../softmax.h"
 #include "copy.h"
 #include "dq_accum.h"
@@ -31,14 +35,15 @@ namespace flash::sm80 {
 
 using namespace cute;
 
-template <class Traits, bool kIsCausal, bool kEvenCols>
+// kHasExtras: softcap, ALiBi and dropout are compiled in (each still switched on by params).
+template <class Traits, bool kHasWindow, bool kEvenCols, bool kHasExtras>
 struct BwdKernel {
   using Element = typename Traits::Element;
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kBlockN = Traits::kBlockN;
   static constexpr int kHeadDim = Traits::kHeadDim;
   static constexpr int kStages = Traits::kStages;
-  using Range = BlockRange<kBlockM, kBlockN, kIsCausal>;
+  using Range = BlockRange<kBlockM, kBlockN, kHasWindow>;
   using TileQ = Shape<Int<kBlockM>, Int<kHeadDim>>;
   using TileK = Shape<Int<kBlockN>, Int<kHeadDim>>;
   using TileS = Shape<Int<kBlockM>, Int<kBlockN>>;
@@ -57,7 +62,8 @@ struct BwdKernel {
     if (key_base >= seq.seqlen_k) { return; }
     int const keys_left = seq.seqlen_k - key_base;
     int m_block_min, m_block_max;
-    Range::query_blocks(n_block, seq.seqlen_q, seq.seqlen_k, m_block_min, m_block_max);
+    Range::query_blocks(n_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, m_block_min,
+                        m_block_max);
     int const num_m_steps = m_block_max > m_block_min ? m_block_max - m_block_min : 0;
     int const num_steps = num_m_steps * params.head_ratio;  // every query head of the group
     int const num_m_blocks_total = (params.seqlen_q + kBlockM - 1) / kBlockM;
@@ -205,6 +211,7 @@ struct BwdKernel {
     Tensor tScS = thr_sdp.partition_C(make_identity_tensor(TileS{}));
     Tensor score_coords = make_tensor(tScS.data(), acc_to_rowcol(tScS.layout()));
     constexpr int kRows = decltype(size<0>(score_coords))::value;
+    constexpr int kCols = decltype(size<1>(score_coords))::value;
 
     copy_tile<kEvenCols, true, true>(gmem_copy, gmem_thr.partition_S(gK), gmem_thr.partition_D(sK), tKVcKV,
                                      kv_col_pred, keys_left);
@@ -214,75 +221,126 @@ struct BwdKernel {
     if (num_steps > 0) { load_q_do(cursor, 0); }
     cp_async_fence();
 
-    for (int step = 0; step < num_steps; ++step) {
-      int const stage = kStages == 2 ? (step & 1) : 0;
-      int const head = cursor.head;
-      int const m_block = cursor.m_block;
-      cursor = next_step(cursor);
-      int const row_base = m_block * kBlockM;
-      int const rows_left = seq.seqlen_q - row_base;
-      cp_async_wait<0>();
-      // Q, dO, lse, D of this step (and at step 0 K, V) have landed, and every warp is done with the previous
-      // step: its Q/dO stage, P and dS may be overwritten.
-      __syncthreads();
-      if constexpr (kStages == 2) {
-        if (step + 1 < num_steps) { load_q_do(cursor, stage ^ 1); }
-        cp_async_fence();
-      }
+    // Dropout gets its own copy of the step loop: its keep bits and masking cost the loop spills (ptxas, d 64:
+    // ~40 spill stores per step) that the softcap / ALiBi-only calls need not pay.
+    auto step_loop = [&](auto with_dropout) __attribute__((always_inline)) {
+      constexpr bool kDropout = decltype(with_dropout)::value;
+      for (int step = 0; step < num_steps; ++step) {
+        int const stage = kStages == 2 ? (step & 1) : 0;
+        int const head = cursor.head;
+        int const m_block = cursor.m_block;
+        cursor = next_step(cursor);
+        int const row_base = m_block * kBlockM;
+        int const rows_left = seq.seqlen_q - row_base;
+        cp_async_wait<0>();
+        // Q, dO, lse, D of this step (and at step 0 K, V) have landed, and every warp is done with the previous
+        // step: its Q/dO stage, P and dS may be overwritten.
+        __syncthreads();
+        if constexpr (kStages == 2) {
+          if (step + 1 < num_steps) { load_q_do(cursor, stage ^ 1); }
+          cp_async_fence();
+        }
 
-      // lse (in log2 units) and D of this thread's rows; rows past the sequence end get P = 0.
-      Tensor lse_log2 = make_tensor<float>(Shape<Int<kRows>>{});
-      Tensor dsum = make_tensor<float>(Shape<Int<kRows>>{});
-      CUTE_UNROLL
-      for (int r = 0; r < kRows; ++r) {
-        int const row = get<0>(score_coords(r, 0));
-        bool const valid = row < rows_left;
-        lse_log2(r) = valid ? sLse(row, stage) * float(M_LOG2E) : INFINITY;
-        dsum(r) = valid ? sDsum(row, stage) : 0.f;
-      }
-
-      // P = exp(scale·Q·Kᵀ - lse), masked.
-      Tensor acc_s = partition_fragment_C(mma_sdp, TileS{});
-      clear(acc_s);
-      gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ(_, _, _, stage), tSsK, mma_sdp, copy_sdp_a, copy_sdp_b,
-                     thr_copy_sdp_a, thr_copy_sdp_b);
-      Tensor probs = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
-      if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k)) {
-        apply_mask<kIsCausal>(probs, score_coords, row_base, key_base, seq.seqlen_q, seq.seqlen_k);
-      }
-      scores_to_probs(probs, lse_log2, params.softmax_scale_log2);
-
-      // dS = P ∘ (dO·Vᵀ - D).
-      Tensor acc_dp = partition_fragment_C(mma_sdp, TileS{});
-      clear(acc_dp);
-      gemm_smem_smem(acc_dp, tdPrdO, tdPrV, tdPsdO(_, _, _, stage), tdPsV, mma_sdp, copy_sdp_a, copy_sdp_b,
-                     thr_copy_sdp_a, thr_copy_sdp_b);
-      acc_to_smem<Element>(mma_sdp, acc_s, sP, tidx);
-      Tensor dscores = make_tensor(acc_dp.data(), acc_to_rowcol(acc_dp.layout()));
-      CUTE_UNROLL
-      for (int r = 0; r < kRows; ++r) {
+        // lse (in log2 units) and D of this thread's rows; rows past the sequence end get P = 0.
+        Tensor lse_log2 = make_tensor<float>(Shape<Int<kRows>>{});
         CUTE_UNROLL
-        for (int c = 0; c < size<1>(dscores); ++c) { dscores(r, c) = probs(r, c) * (dscores(r, c) - dsum(r)); }
+        for (int r = 0; r < kRows; ++r) {
+          int const row = get<0>(score_coords(r, 0));
+          lse_log2(r) = row < rows_left ? sLse(row, stage) * float(M_LOG2E) : INFINITY;
+        }
+        Tensor dsum = make_tensor<float>(Shape<Int<kRows>>{});
+        CUTE_UNROLL
+        for (int r = 0; r < kRows; ++r) {
+          int const row = get<0>(score_coords(r, 0));
+          dsum(r) = row < rows_left ? sDsum(row, stage) : 0.f;
+        }
+
+        // P = exp(scale·Q·Kᵀ - lse), masked.
+        Tensor acc_s = partition_fragment_C(mma_sdp, TileS{});
+        clear(acc_s);
+        gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ(_, _, _, stage), tSsK, mma_sdp, copy_sdp_a, copy_sdp_b,
+                       thr_copy_sdp_a, thr_copy_sdp_b);
+        Tensor probs = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
+        bool const softcap = kHasExtras && !kDropout && params.softcap > 0.f;  // never with dropout (API)
+        Tensor cap_grad = make_tensor<float>(probs.layout());
+        if (softcap) { apply_softcap_with_grad(probs, cap_grad, params.softcap, params.softcap_inner); }
+        Alibi const alibi = kHasExtras ? make_alibi(params, batch, head, seq.seqlen_q, seq.seqlen_k) : Alibi{};
+        if (kHasExtras && alibi.enabled()) { alibi.apply(probs, score_coords, row_base, key_base); }
+        if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left,
+                              params.window_right)) {
+          apply_mask<kHasWindow>(probs, score_coords, row_base, key_base, seq.seqlen_q, seq.seqlen_k,
+                                 params.window_left, params.window_right);
+        }
+        scores_to_probs(probs, lse_log2, params.score_scale_log2);
+        uint32_t keep[Dropout::kKeepWords<kRows, kCols>];  // dropout keep bits, drawn before dP's registers are live
+        if constexpr (kDropout) {
+          Dropout const dropout = make_dropout(params, batch, head);
+          dropout.template keep_bits<kRows, kCols, Traits::kWarpsN_SdP>(keep, score_coords, row_base, key_base);
+        }
+
+        if (softcap) {  // P goes to shared memory now, and the cap's derivative into the registers dS reads
+          acc_to_smem<Element>(mma_sdp, acc_s, sP, tidx);
+          CUTE_UNROLL
+          for (int i = 0; i < size(probs); ++i) { probs(i) *= cap_grad(i); }
+        }
+
+        // dS = P ∘ (dO·Vᵀ - D) (P times the cap's derivative with softcap).
+        Tensor acc_dp = partition_fragment_C(mma_sdp, TileS{});
+        clear(acc_dp);
+        gemm_smem_smem(acc_dp, tdPrdO, tdPrV, tdPsdO(_, _, _, stage), tdPsV, mma_sdp, copy_sdp_a, copy_sdp_b,
+                       thr_copy_sdp_a, thr_copy_sdp_b);
+        Tensor dscores = make_tensor(acc_dp.data(), acc_to_rowcol(acc_dp.layout()));
+        if (!kDropout && !softcap) { acc_to_smem<Element>(mma_sdp, acc_s, sP, tidx); }
+        if constexpr (kDropout) {
+          // O = (P ∘ Z / (1 - p)) V for the keep mask Z.
+          CUTE_UNROLL
+          for (int r = 0; r < kRows; ++r) {
+            CUTE_UNROLL
+            for (int c = 0; c < kCols; ++c) {
+              // dS = P ∘ (Z ∘ dP / (1 - p) - D) = kept_p dP - P D, with kept_p = P ∘ Z / (1 - p) what dV needs
+              float const p = probs(r, c);
+              float const kept_p = Dropout::kept<kCols>(keep, r, c) ? p * params.dropout_scale : 0.f;
+              dscores(r, c) = kept_p * dscores(r, c) - p * dsum(r);
+              probs(r, c) = kept_p;
+            }
+          }
+        } else {
+          CUTE_UNROLL
+          for (int r = 0; r < kRows; ++r) {
+            CUTE_UNROLL
+            for (int c = 0; c < kCols; ++c) { dscores(r, c) = probs(r, c) * (dscores(r, c) - dsum(r)); }
+          }
+        }
+        if constexpr (kDropout) { acc_to_smem<Element>(mma_sdp, acc_s, sP, tidx); }  // P ∘ Z/(1-p)
+        acc_to_smem<Element>(mma_sdp, acc_dp, sdS, tidx);
+        __syncthreads();  // P and dS are in shared memory
+
+        gemm_smem_smem(acc_dv, tdVrPt, tdVrdOt, tdVsPt, tdVsdOt(_, _, _, stage), mma_dkv, copy_dkv_a, copy_dkv_b,
+                       thr_copy_dkv_a, thr_copy_dkv_b);
+
+        Tensor acc_dq = partition_fragment_C(mma_dq, TileQ{});
+        clear(acc_dq);
+        gemm_smem_smem(acc_dq, tdQrdS, tdQrKt, tdQsdS, tdQsKt, mma_dq, copy_dq_a, copy_dq_b, thr_copy_dq_a,
+                       thr_copy_dq_b);
+        add_dq(params, seq, batch, head, m_block, n_block, num_m_blocks_total, acc_dq, tidx);
+
+        gemm_smem_smem(acc_dk, tdKrdSt, tdKrQt, tdKsdSt, tdKsQt(_, _, _, stage), mma_dkv, copy_dkv_a, copy_dkv_b,
+                       thr_copy_dkv_a, thr_copy_dkv_b);
+        if constexpr (kStages == 1) {
+          __syncthreads();  // every warp is done with this step's Q and dO before the next ones land there
+          if (step + 1 < num_steps) { load_q_do(cursor, 0); }
+          cp_async_fence();
+        }
       }
-      acc_to_smem<Element>(mma_sdp, acc_dp, sdS, tidx);
-      __syncthreads();  // P and dS are in shared memory
-
-      gemm_smem_smem(acc_dv, tdVrPt, tdVrdOt, tdVsPt, tdVsdOt(_, _, _, stage), mma_dkv, copy_dkv_a, copy_dkv_b,
-                     thr_copy_dkv_a, thr_copy_dkv_b);
-
-      Tensor acc_dq = partition_fragment_C(mma_dq, TileQ{});
-      clear(acc_dq);
-      gemm_smem_smem(acc_dq, tdQrdS, tdQrKt, tdQsdS, tdQsKt, mma_dq, copy_dq_a, copy_dq_b, thr_copy_dq_a,
-                     thr_copy_dq_b);
-      add_dq(params, seq, batch, head, m_block, n_block, num_m_blocks_total, acc_dq, tidx);
-
-      gemm_smem_smem(acc_dk, tdKrdSt, tdKrQt, tdKsdSt, tdKsQt(_, _, _, stage), mma_dkv, copy_dkv_a, copy_dkv_b,
-                     thr_copy_dkv_a, thr_copy_dkv_b);
-      if constexpr (kStages == 1) {
-        __syncthreads();  // every warp is done with this step's Q and dO before the next ones land there
-        if (step + 1 < num_steps) { load_q_do(cursor, 0); }
-        cp_async_fence();
+    };
+    if constexpr (kHasExtras) {
+      if (params.has_dropout) {
+        step_loop(std::true_type{});
+      } else {
+        step_loop(std::false_type{});
       }
+    } else {
+      step_loop(std::false_type{});
     }
 
     // Epilogue: dK (scaled) and dV through the K/V shared memory to global memory. A key block no query
@@ -312,19 +370,25 @@ struct BwdKernel {
     Tensor accum = dq_accum_fragment<Traits::kNThreads>(dq_accum_tile<kBlockM>(params, seq, batch, head, m_block),
                                                         acc_dq, tidx);
     int* turn = nullptr;
+    int order = 0;  // this key block's place among the key blocks that see the query block
     if (params.deterministic) {
+      // With a left window the first key blocks may not see this query block: count from the first that does.
+      int n_block_min, n_block_max;
+      Range::key_blocks(m_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, n_block_min,
+                        n_block_max);
+      order = n_block - n_block_min;
       turn = params.dq_semaphore + (int64_t(batch) * params.num_heads + head) * num_m_blocks_total + m_block;
-      wait_for_turn(turn, n_block);
+      wait_for_turn(turn, order);
     }
     reduce_add_fragment(accum, acc_dq);
-    if (params.deterministic) { pass_turn(turn, n_block + 1); }
+    if (params.deterministic) { pass_turn(turn, order + 1); }
   }
 };
 
-template <class Traits, bool kIsCausal, bool kEvenCols>
+template <class Traits, bool kHasWindow, bool kEvenCols, bool kHasExtras>
 __global__ void __launch_bounds__(Traits::kNThreads) bwd_kernel(__grid_constant__ const BwdParams params) {
   extern __shared__ __align__(128) char smem[];
-  BwdKernel<Traits, kIsCausal, kEvenCols>::run(params, smem);
+  BwdKernel<Traits, kHasWindow, kEvenCols, kHasExtras>::run(params, smem);
 }
 
 }  // namespace flash::sm80

@@ -1,4 +1,4 @@
-// Host-side launch of the sm80-instruction backward for one (dtype, head-dim bucket, causal) combination:
+// Host-side launch of the sm80-instruction backward for one (dtype, head-dim bucket, windowed) combination:
 // prep (D, zeroed dQ accumulator) -> mainloop (dK, dV, dQ accumulation) -> dQ conversion, on one stream.
 // Included only by the generated instantiation files.
 #pragma once
@@ -17,7 +17,7 @@
 
 namespace flash::sm80 {
 
-template <class Element, int kHeadDim, bool kIsCausal>
+template <class Element, int kHeadDim, bool kHasWindow>
 void run_bwd(BwdParams const& params, cudaStream_t stream) {
   using Config = BwdTileConfig<kHeadDim>;
   using Traits = BwdTraits<kHeadDim, Config::kBlockM, Config::kBlockN, Config::kNWarps, Config::kWarpsM_SdP,
@@ -34,7 +34,11 @@ void run_bwd(BwdParams const& params, cudaStream_t stream) {
                       "flash_attn backward prep kernel");
   if (key_ctas > 0) {
     dim3 const grid(static_cast<unsigned>(key_ctas), params.num_heads_k);
-    auto const kernel = even_cols ? &bwd_kernel<Traits, kIsCausal, true> : &bwd_kernel<Traits, kIsCausal, false>;
+    auto const kernel = needs_score_extras(params)
+                            ? (even_cols ? &bwd_kernel<Traits, kHasWindow, true, true>
+                                         : &bwd_kernel<Traits, kHasWindow, false, true>)
+                            : (even_cols ? &bwd_kernel<Traits, kHasWindow, true, false>
+                                         : &bwd_kernel<Traits, kHasWindow, false, false>);
     launch_with_smem<Traits::kSmemBytes>(kernel, grid, Traits::kNThreads, params, stream, "flash_attn backward kernel");
   }
   auto const convert = even_cols ? &bwd_convert_dq_kernel<Traits, true> : &bwd_convert_dq_kernel<Traits, false>;

@@ -26,7 +26,8 @@ struct BwdTraits {
   static_assert(kStages == 1 || kStages == 2);
 
   // S = Q·Kᵀ and dP = dO·Vᵀ: (kBlockM, kBlockN), reduced over the head dim.
-  using TiledMmaSdP = WarpTiledMma<Element, kWarpsM_SdP, kNWarps / kWarpsM_SdP>;
+  static constexpr int kWarpsN_SdP = kNWarps / kWarpsM_SdP;
+  using TiledMmaSdP = WarpTiledMma<Element, kWarpsM_SdP, kWarpsN_SdP>;
   // dV += Pᵀ·dO and dK += dSᵀ·Q: (kBlockN, head dim), reduced over the query rows.
   using TiledMmadKV = WarpTiledMma<Element, kWarpsN_dKV, kNWarps / kWarpsN_dKV>;
   // dQ = dS·K: (kBlockM, head dim), reduced over the key rows.

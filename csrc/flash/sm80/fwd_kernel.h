@@ -10,10 +10,13 @@
 
 #include <cute/tensor.hpp>
 
+#include "../alibi.h"
 #include "../block.h"
+#include "../dropout.h"
 #include "../mask.h"
 #include "../params.h"
 #include "../seqlen.h"
+#include "../softcap.h"
 #include "../softmax.h"
 #include "copy.h"
 #include "fragment_layouts.h"
@@ -24,13 +27,44 @@ namespace flash::sm80 {
 
 using namespace cute;
 
-template <class Traits, bool kIsCausal, bool kEvenCols>
+// kHasExtras: softcap, ALiBi and dropout are compiled in (each still switched on by params).
+template <class Traits, bool kHasWindow, bool kEvenCols, bool kHasExtras>
 struct FwdKernel {
   using Element = typename Traits::Element;
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kBlockN = Traits::kBlockN;
   static constexpr int kHeadDim = Traits::kHeadDim;
-  using Range = BlockRange<kBlockM, kBlockN, kIsCausal>;
+  enum DropoutMode : int { kNoDropout, kDropoutOnly, kDropoutWritingDmask };
+  using Range = BlockRange<kBlockM, kBlockN, kHasWindow>;
+
+  // Unnormalised probabilities of one key tile (the row sums already include every key): dropped entries
+  // become 0 before P·V; with return_attn_probs they are also written to S_dmask, dropped ones negated.
+  template <bool kWritesDmask, int kWords, class Scores, class Coords>
+  CUTE_DEVICE static void apply_dropout(FwdParams const& params, uint32_t const (&keep)[kWords], Scores& scores,
+                                        Coords const& coords, int batch, int head, int row_base, int col_base) {
+    constexpr int kRows = decltype(size<0>(scores))::value, kCols = decltype(size<1>(scores))::value;
+    // S_dmask addresses: one 64-bit tile base and 32-bit in-tile offsets (the binding keeps a tile's span
+    // below 2^31 elements), so that no per-row 64-bit offsets stay live across the key-block loop.
+    Element* s_dmask = !kWritesDmask
+                           ? nullptr
+                           : static_cast<Element*>(params.s_dmask_ptr) + batch * params.s_dmask_batch_stride +
+                                 head * params.s_dmask_head_stride + int64_t(row_base) * params.s_dmask_row_stride +
+                                 col_base;
+    int const s_dmask_row_stride = int(params.s_dmask_row_stride);
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      CUTE_UNROLL
+      for (int c = 0; c < kCols; ++c) {
+        bool const kept = Dropout::kept<kCols>(keep, r, c);
+        float const p = scores(r, c);
+        if constexpr (kWritesDmask) {
+          auto const rc = coords(r, c);
+          s_dmask[get<0>(rc) * s_dmask_row_stride + get<1>(rc)] = Element(kept ? p : -p);
+        }
+        scores(r, c) = kept ? p : 0.f;
+      }
+    }
+  }
 
   CUTE_DEVICE static void run(FwdParams const& params, char* smem) {
     int const tidx = threadIdx.x;
@@ -40,13 +74,19 @@ struct FwdKernel {
     int const batch = int(blockIdx.x) / num_m_blocks;
     int const m_block = num_m_blocks - 1 - (int(blockIdx.x) - batch * num_m_blocks);
     int const head = blockIdx.y;
+    if (kHasExtras && params.rng_state_ptr != nullptr && blockIdx.x == 0 && blockIdx.y == 0 && tidx == 0) {
+      Dropout const d = make_dropout(params, 0, 0);  // the backward replays this call's seed and offset
+      params.rng_state_ptr[0] = int64_t(d.seed);
+      params.rng_state_ptr[1] = int64_t(d.offset);
+    }
 
     SeqlenInfo const seq(params, batch);
     int const row_base = m_block * kBlockM;
     if (row_base >= seq.seqlen_q) { return; }
     int const rows_left = seq.seqlen_q - row_base;
     int n_block_min, n_block_max;
-    Range::key_blocks(m_block, seq.seqlen_q, seq.seqlen_k, n_block_min, n_block_max);
+    Range::key_blocks(m_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, n_block_min,
+                      n_block_max);
 
     // Global tiles. Offsets are 64-bit; K/V are (kBlockN, d, n_blocks) views of one (batch, kv head).
     int const kv_head = head / params.head_ratio;
@@ -115,14 +155,32 @@ struct FwdKernel {
     Tensor acc_o = partition_fragment_C(tiled_mma, tile_q);
     clear(acc_o);
     Tensor acc_o_rows = make_tensor(acc_o.data(), acc_to_rowcol(acc_o.layout()));
-    OnlineSoftmax<decltype(size<0>(acc_o_rows))::value> softmax(params.softmax_scale_log2);
+    OnlineSoftmax<decltype(size<0>(acc_o_rows))::value> softmax(params.score_scale_log2);
 
     // Tile-relative (row, col) of each score this thread holds, for masking.
     Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
     Tensor score_coords = make_tensor(tScS.data(), acc_to_rowcol(tScS.layout()));
+    Alibi const alibi = kHasExtras ? make_alibi(params, batch, head, seq.seqlen_q, seq.seqlen_k) : Alibi{};
+    Dropout const dropout = kHasExtras ? make_dropout(params, batch, head) : Dropout{};
 
-    auto process_key_block = [&](int n_block, auto is_first) {
+    // always_inline: with the extras compiled in the body outgrows NVVM's inlining budget, and an outlined call
+    // would put every fragment it touches (acc_o, the MMA operands) in local memory.
+    // dropout_mode: a DropoutMode, one copy of the loop each (see key_block_loop).
+    auto process_key_block = [&](int n_block, auto is_first, auto dropout_mode) __attribute__((always_inline)) {
       constexpr bool kIsFirst = decltype(is_first)::value;
+      constexpr bool kDropout = decltype(dropout_mode)::value != kNoDropout;
+      // Dropout's keep bits first: the Philox rounds then run while only acc_o is live, not acc_s and the
+      // softmax state as well.
+      constexpr int kScoreRows = decltype(size<0>(score_coords))::value;
+      constexpr int kScoreCols = decltype(size<1>(score_coords))::value;
+      uint32_t keep[Dropout::kKeepWords<kScoreRows, kScoreCols>];
+      // The runtime test (always true in this copy) keeps the Philox rounds in their own basic block: with
+      // them in the GEMM's block ptxas interleaves them with the MMAs and spills (d 128: ~90 spill ops per
+      // key block instead of ~30).
+      if (kDropout && params.has_dropout) {
+        dropout.template keep_bits<kScoreRows, kScoreCols, Traits::kWarpsN>(keep, score_coords, row_base,
+                                                                          n_block * kBlockN);
+      }
       Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
       clear(acc_s);
       cp_async_wait<0>();
@@ -135,8 +193,15 @@ struct FwdKernel {
       gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK, tiled_mma, smem_copy_q, smem_copy_k, smem_thr_copy_q,
                      smem_thr_copy_k);
       Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
-      if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k)) {
-        apply_mask<kIsCausal>(scores, score_coords, row_base, n_block * kBlockN, seq.seqlen_q, seq.seqlen_k);
+      // Softcap never comes with dropout (API).
+      if (kHasExtras && !kDropout && params.softcap > 0.f) {
+        apply_softcap(scores, params.softcap, params.softcap_inner);
+      }
+      if (kHasExtras && alibi.enabled()) { alibi.apply(scores, score_coords, row_base, n_block * kBlockN); }
+      if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left,
+                            params.window_right)) {
+        apply_mask<kHasWindow>(scores, score_coords, row_base, n_block * kBlockN, seq.seqlen_q, seq.seqlen_k,
+                               params.window_left, params.window_right);
       }
 
       cp_async_wait<0>();
@@ -148,6 +213,10 @@ struct FwdKernel {
       }
 
       softmax.template update<kIsFirst>(scores, acc_o_rows);
+      if (kDropout && params.has_dropout) {
+        apply_dropout<decltype(dropout_mode)::value == kDropoutWritingDmask>(params, keep, scores, score_coords, batch, head, row_base,
+                                                     n_block * kBlockN);
+      }
       Tensor rP = convert_fragment<Element>(acc_s);
       Tensor tOrP = make_tensor(rP.data(), acc_to_a_operand(rP.layout()));
       gemm_reg_smem(acc_o, tOrP, tOrVt, tOsVt, tiled_mma, smem_copy_v, smem_thr_copy_v);
@@ -158,22 +227,39 @@ struct FwdKernel {
       copy_tile<kEvenCols, true, true>(gmem_copy, tKgK(_, _, _, n_block_max - 1), tKsK, tKVcKV, kv_col_pred,
                                        seq.seqlen_k - (n_block_max - 1) * kBlockN);
       cp_async_fence();
-      process_key_block(n_block_max - 1, std::true_type{});
-      for (int n_block = n_block_max - 2; n_block >= n_block_min; --n_block) {
-        process_key_block(n_block, std::false_type{});
+      // Dropout and S_dmask (return_attn_probs with dropout, a debug output) get their own copies of the loop:
+      // the keep bits and Philox rounds would otherwise cost softcap / ALiBi calls registers and scheduling
+      // (forward ALiBi alone ran at 0.76x plain with dropout's code in its loop), and S_dmask's stores every
+      // dropout call spills (ptxas: 620 instead of ~160 bytes at d 128).
+      auto key_block_loop = [&](auto dropout_mode) __attribute__((always_inline)) {
+        process_key_block(n_block_max - 1, std::true_type{}, dropout_mode);
+        for (int n_block = n_block_max - 2; n_block >= n_block_min; --n_block) {
+          process_key_block(n_block, std::false_type{}, dropout_mode);
+        }
+      };
+      if (kHasExtras && params.has_dropout && params.s_dmask_ptr != nullptr) {
+        key_block_loop(std::integral_constant<int, kDropoutWritingDmask>{});
+      } else if (kHasExtras && params.has_dropout) {
+        key_block_loop(std::integral_constant<int, kDropoutOnly>{});
+      } else {
+        key_block_loop(std::integral_constant<int, kNoDropout>{});
       }
     }
 
     // Rows that saw no key (no key blocks at all, or all masked) end with output 0 and lse +inf.
-    Tensor lse = softmax.finalize(acc_o_rows, params.softmax_scale);
+    Tensor lse = softmax.finalize(acc_o_rows, params.score_scale);
+    if (kHasExtras && params.has_dropout) {
+      CUTE_UNROLL
+      for (int i = 0; i < size(acc_o); ++i) { acc_o(i) *= params.dropout_scale; }
+    }
     FwdEpilogue<Traits, kEvenCols>::store(acc_o, lse, gO, gLse, smem_q, rows_left, params.head_dim, tidx);
   }
 };
 
-template <class Traits, bool kIsCausal, bool kEvenCols>
+template <class Traits, bool kHasWindow, bool kEvenCols, bool kHasExtras>
 __global__ void __launch_bounds__(Traits::kNThreads) fwd_kernel(__grid_constant__ const FwdParams params) {
   extern __shared__ __align__(128) char smem[];
-  FwdKernel<Traits, kIsCausal, kEvenCols>::run(params, smem);
+  FwdKernel<Traits, kHasWindow, kEvenCols, kHasExtras>::run(params, smem);
 }
 
 }  // namespace flash::sm80

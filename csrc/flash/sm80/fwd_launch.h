@@ -1,4 +1,4 @@
-// Host-side launch of the sm80-instruction forward kernel for one (dtype, head-dim bucket, causal)
+// Host-side launch of the sm80-instruction forward kernel for one (dtype, head-dim bucket, windowed)
 // combination. Included only by the generated instantiation files.
 #pragma once
 
@@ -17,9 +17,9 @@
 
 namespace flash::sm80 {
 
-template <class Element, int kHeadDim, bool kIsCausal>
+template <class Element, int kHeadDim, bool kHasWindow>
 void run_fwd(FwdParams const& params, cudaStream_t stream) {
-  using Config = FwdTileConfig<kHeadDim, kIsCausal>;
+  using Config = FwdTileConfig<kHeadDim, kHasWindow>;
   using Traits = FwdTraits<kHeadDim, Config::kBlockM, Config::kBlockN, Config::kNWarps, Element>;
   int64_t const num_m_blocks = (params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM;
   int64_t const num_ctas = num_m_blocks * params.batch;
@@ -28,9 +28,13 @@ void run_fwd(FwdParams const& params, cudaStream_t stream) {
     throw std::runtime_error("flash_attn forward: too many query blocks x batch or heads for one launch");
   }
   dim3 const grid(static_cast<unsigned>(num_ctas), params.num_heads);
-  // Full-width head dims skip the column predicates.
-  auto const kernel = params.head_dim == kHeadDim ? &fwd_kernel<Traits, kIsCausal, true>
-                                                  : &fwd_kernel<Traits, kIsCausal, false>;
+  // Full-width head dims skip the column predicates; softcap/ALiBi/dropout use the kHasExtras instantiation.
+  bool const even_cols = params.head_dim == kHeadDim;
+  auto const kernel = needs_score_extras(params)
+                          ? (even_cols ? &fwd_kernel<Traits, kHasWindow, true, true>
+                                       : &fwd_kernel<Traits, kHasWindow, false, true>)
+                          : (even_cols ? &fwd_kernel<Traits, kHasWindow, true, false>
+                                       : &fwd_kernel<Traits, kHasWindow, false, false>);
   launch_with_smem<Traits::kSmemBytes>(kernel, grid, Traits::kNThreads, params, stream, "flash_attn forward kernel");
 }
 

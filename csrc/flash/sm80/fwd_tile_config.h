@@ -4,14 +4,14 @@
 
 namespace flash::sm80 {
 
-template <int kHeadDim, bool kIsCausal>
+template <int kHeadDim, bool kHasWindow>
 struct FwdTileConfig;
 
-template <bool kIsCausal> struct FwdTileConfig<32, kIsCausal>  { static constexpr int kBlockM = 128, kBlockN = 128, kNWarps = 4; };
-template <bool kIsCausal> struct FwdTileConfig<64, kIsCausal>  { static constexpr int kBlockM = 128, kBlockN = 64, kNWarps = 4; };
-template <bool kIsCausal> struct FwdTileConfig<96, kIsCausal>  { static constexpr int kBlockM = 128, kBlockN = 64, kNWarps = 4; };
-template <bool kIsCausal> struct FwdTileConfig<128, kIsCausal> { static constexpr int kBlockM = 128, kBlockN = 64, kNWarps = 4; };
-template <bool kIsCausal> struct FwdTileConfig<192, kIsCausal> { static constexpr int kBlockM = 128, kBlockN = 64, kNWarps = 8; };
-template <bool kIsCausal> struct FwdTileConfig<256, kIsCausal> { static constexpr int kBlockM = 128, kBlockN = 64, kNWarps = 8; };
+template <bool kHasWindow> struct FwdTileConfig<32, kHasWindow>  { static constexpr int kBlockM = 128, kBlockN = 128, kNWarps = 4; };
+template <bool kHasWindow> struct FwdTileConfig<64, kHasWindow>  { static constexpr int kBlockM = 128, kBlockN = 64, kNWarps = 4; };
+template <bool kHasWindow> struct FwdTileConfig<96, kHasWindow>  { static constexpr int kBlockM = 128, kBlockN = 64, kNWarps = 4; };
+template <bool kHasWindow> struct FwdTileConfig<128, kHasWindow> { static constexpr int kBlockM = 128, kBlockN = 64, kNWarps = 4; };
+template <bool kHasWindow> struct FwdTileConfig<192, kHasWindow> { static constexpr int kBlockM = 128, kBlockN = 64, kNWarps = 8; };
+template <bool kHasWindow> struct FwdTileConfig<256, kHasWindow> { static constexpr int kBlockM = 128, kBlockN = 64, kNWarps = 8; };
 
 }  // namespace flash::sm80

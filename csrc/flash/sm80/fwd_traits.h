@@ -23,7 +23,8 @@ struct FwdTraits {
   static_assert(kHeadDim % 32 == 0 && kBlockN % 16 == 0 && kBlockM % (16 * kNWarps) == 0);
 
   // Warps tile M only: each warp owns whole rows of S, so softmax never leaves the warp.
-  using TiledMma = WarpTiledMma<Element, kNWarps, 1>;
+  static constexpr int kWarpsN = 1;  // every warp spans the whole key tile
+  using TiledMma = WarpTiledMma<Element, kNWarps, kWarpsN>;
 
   using SmemLayoutQ = SmemTile<kBlockM, kHeadDim>;
   using SmemLayoutKV = SmemTile<kBlockN, kHeadDim>;

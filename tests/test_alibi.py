@@ -1,0 +1,126 @@
+"""ALiBi (bias -slope * |i + sk - sq - j| on the scaled, soft-capped scores), forward and backward, dense and
+varlen, slopes of shape (h,) and (b, h), alone and with causal / window / softcap, against the float32
+reference. Outputs and gradients are poisoned (NaN-filled) before the kernels write them."""
+
+import random
+import zlib
+
+import pytest
+import torch
+
+from flash_attn import _ops, flash_attn_func, flash_attn_varlen_func
+from helpers import DEVICE, DRYRUN, DTYPE_NAME, built_head_dim, require_kernel, requires_gpu
+from helpers import cu_seqlens as _cu
+from helpers import randn as _randn
+from reference import assert_close_to_ref, attention_ref, attention_varlen_ref
+
+pytestmark = requires_gpu
+
+HEAD_DIMS = [32, 64, 96, 128, 192, 256, 72]
+DTYPES = [torch.float16, torch.bfloat16]
+SEQ_PAIRS = [(113, 113), (239, 1023), (1023, 239), (1, 17), (512, 512)]
+HEADS = [(4, 4), (8, 1), (8, 2)]
+VARIANTS = [  # (causal, window, softcap)
+    (False, (-1, -1), 0.0), (True, (-1, -1), 0.0), (False, (64, 16), 0.0), (True, (-1, -1), 30.0),
+]
+
+
+@pytest.fixture(autouse=True)
+def _backend(request, monkeypatch):
+    if DRYRUN:
+        request.getfixturevalue("ref_launcher_bwd")
+        yield
+        return
+    monkeypatch.setenv(_ops.POISON_ENV, "1")
+    prev = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    yield
+    torch.set_float32_matmul_precision(prev)
+
+
+def alibi_slopes(nheads: int, batch=None) -> torch.Tensor:
+    """The ALiBi paper's geometric slopes 2^(-8 (i + 1) / h), per batch entry slightly perturbed."""
+    base = torch.tensor([2.0 ** (-8.0 * (i + 1) / nheads) for i in range(nheads)], device=DEVICE)
+    if batch is None:
+        return base
+    return base[None, :] * torch.linspace(0.5, 1.5, batch, device=DEVICE)[:, None]
+
+
+def _cases():
+    rng = random.Random(1234)
+    cases = []
+    for i, d in enumerate(HEAD_DIMS):
+        for j, (causal, window, softcap) in enumerate(VARIANTS):
+            sq, sk = rng.choice(SEQ_PAIRS)
+            h, hk = rng.choice(HEADS)
+            cases.append((sq, sk, h, hk, d, DTYPES[(i + j) % 2], causal, window, softcap, (i + j) % 2 == 0))
+    return cases
+
+
+def _id(c):
+    sq, sk, h, hk, d, dtype, causal, window, softcap, per_batch = c
+    return (f"sq{sq}-sk{sk}-h{h}-hk{hk}-d{d}-{DTYPE_NAME[dtype]}{'-causal' if causal else ''}"
+            f"-w{window[0]}_{window[1]}-cap{softcap:g}-{'bh' if per_batch else 'h'}")
+
+
+CASES = _cases()
+
+
+def _ref_grads(fn, inputs, dout, upcast):
+    xs = [x.detach().float().requires_grad_() if upcast else x.detach().clone().requires_grad_() for x in inputs]
+    out = fn(*xs, upcast)[0]
+    return torch.autograd.grad(out, xs, dout.to(out.dtype))
+
+
+def _check(out, lse, grads, fn, inputs, dout):
+    ref_out, ref_lse = fn(*(x.detach() for x in inputs), True)
+    lp_out, lp_lse = fn(*(x.detach() for x in inputs), False)
+    assert_close_to_ref("out", out, ref_out, lp_out)
+    assert_close_to_ref("lse", lse, ref_lse, lp_lse)
+    ref32, lowp = _ref_grads(fn, inputs, dout, True), _ref_grads(fn, inputs, dout, False)
+    for name, g, r, lp in zip(("dq", "dk", "dv"), grads, ref32, lowp):
+        assert_close_to_ref(name, g, r, lp)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_alibi_dense(case):
+    sq, sk, h, hk, d, dtype, causal, window, softcap, per_batch = case
+    require_kernel(dtype, d)
+    seed = zlib.crc32(_id(case).encode()) % (1 << 30)
+    b = 2
+    q = _randn((b, sq, h, d), dtype, seed).requires_grad_()
+    k = _randn((b, sk, hk, d), dtype, seed + 1).requires_grad_()
+    v = _randn((b, sk, hk, d), dtype, seed + 2).requires_grad_()
+    dout = _randn((b, sq, h, d), dtype, seed + 3)
+    slopes = alibi_slopes(h, b if per_batch else None)
+    out, lse, _ = flash_attn_func(q, k, v, causal=causal, window_size=window, softcap=softcap, alibi_slopes=slopes,
+                                  return_attn_probs=True)
+    grads = torch.autograd.grad(out, (q, k, v), dout)
+
+    def fn(q_, k_, v_, upcast):
+        return attention_ref(q_, k_, v_, causal, upcast=upcast, window=window, softcap=softcap, alibi_slopes=slopes)
+
+    _check(out, lse, grads, fn, (q, k, v), dout)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("per_batch", [False, True])
+def test_alibi_varlen(dtype, per_batch):
+    d = built_head_dim()
+    require_kernel(dtype, d)
+    seqlens_q, seqlens_k = [17, 0, 300, 64], [40, 77, 300, 0]
+    cu_q, cu_k = _cu(seqlens_q), _cu(seqlens_k)
+    q = _randn((sum(seqlens_q), 4, d), dtype, 51).requires_grad_()
+    k = _randn((sum(seqlens_k), 2, d), dtype, 52).requires_grad_()
+    v = _randn((sum(seqlens_k), 2, d), dtype, 53).requires_grad_()
+    dout = _randn(q.shape, dtype, 54)
+    slopes = alibi_slopes(4, len(seqlens_q) if per_batch else None)
+    out, lse, _ = flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(seqlens_q), max(seqlens_k), causal=True,
+                                         alibi_slopes=slopes, return_attn_probs=True)
+    grads = torch.autograd.grad(out, (q, k, v), dout)
+    cq, ck = cu_q.tolist(), cu_k.tolist()
+
+    def fn(q_, k_, v_, upcast):
+        return attention_varlen_ref(q_, k_, v_, cq, ck, True, upcast=upcast, alibi_slopes=slopes)
+
+    _check(out, lse, grads, fn, (q, k, v), dout)

@@ -1,0 +1,114 @@
+"""Softcap (scores <- softcap * tanh(scores / softcap) on the scaled scores, before masking), forward and
+backward, dense and varlen, alone and with causal / sliding-window masks, against the float32 reference.
+Outputs and gradients are poisoned (NaN-filled) before the kernels write them."""
+
+import random
+import zlib
+
+import pytest
+import torch
+
+from flash_attn import _ops, flash_attn_func, flash_attn_varlen_func
+from helpers import DRYRUN, DTYPE_NAME, built_head_dim, require_kernel, requires_gpu
+from helpers import cu_seqlens as _cu
+from helpers import randn as _randn
+from reference import assert_close_to_ref, attention_ref, attention_varlen_ref
+
+pytestmark = requires_gpu
+
+HEAD_DIMS = [32, 64, 96, 128, 192, 256, 80]
+DTYPES = [torch.float16, torch.bfloat16]
+SOFTCAPS = [50.0, 30.0, 5.0, 0.5]  # Gemma's 50 down to a cap that saturates most scores
+SEQ_PAIRS = [(113, 113), (239, 1023), (1023, 239), (1, 17), (512, 512)]
+HEADS = [(4, 4), (8, 1), (8, 2)]
+
+
+@pytest.fixture(autouse=True)
+def _backend(request, monkeypatch):
+    if DRYRUN:
+        request.getfixturevalue("ref_launcher_bwd")
+        yield
+        return
+    monkeypatch.setenv(_ops.POISON_ENV, "1")
+    prev = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    yield
+    torch.set_float32_matmul_precision(prev)
+
+
+def _cases():
+    rng = random.Random(808)
+    cases = []
+    for i, d in enumerate(HEAD_DIMS):
+        for causal, window in ((False, (-1, -1)), (True, (-1, -1)), (False, (40, 7))):
+            sq, sk = rng.choice(SEQ_PAIRS)
+            h, hk = rng.choice(HEADS)
+            cases.append((sq, sk, h, hk, d, DTYPES[i % 2], SOFTCAPS[(i + len(cases)) % len(SOFTCAPS)], causal, window))
+    return cases
+
+
+def _id(c):
+    sq, sk, h, hk, d, dtype, softcap, causal, window = c
+    return (f"sq{sq}-sk{sk}-h{h}-hk{hk}-d{d}-{DTYPE_NAME[dtype]}-cap{softcap:g}{'-causal' if causal else ''}"
+            f"-w{window[0]}_{window[1]}")
+
+
+CASES = _cases()
+
+
+def _ref_grads(fn, inputs, dout, upcast):
+    xs = [x.detach().float().requires_grad_() if upcast else x.detach().clone().requires_grad_() for x in inputs]
+    out = fn(*xs, upcast)[0]
+    return torch.autograd.grad(out, xs, dout.to(out.dtype))
+
+
+def _check(out, lse, grads, fn, inputs, dout):
+    """fn(q, k, v, upcast) -> (out, lse) of the reference."""
+    ref_out, ref_lse = fn(*(x.detach() for x in inputs), True)
+    lp_out, lp_lse = fn(*(x.detach() for x in inputs), False)
+    assert_close_to_ref("out", out, ref_out, lp_out)
+    assert_close_to_ref("lse", lse, ref_lse, lp_lse)
+    ref32, lowp = _ref_grads(fn, inputs, dout, True), _ref_grads(fn, inputs, dout, False)
+    for name, g, r, lp in zip(("dq", "dk", "dv"), grads, ref32, lowp):
+        assert_close_to_ref(name, g, r, lp)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_softcap_dense(case):
+    sq, sk, h, hk, d, dtype, softcap, causal, window = case
+    require_kernel(dtype, d)
+    seed = zlib.crc32(_id(case).encode()) % (1 << 30)
+    # scores of a few units: a cap of 0.5-5 bends most of them, 30-50 only the tails
+    q = (_randn((2, sq, h, d), dtype, seed) * 2).requires_grad_()
+    k = _randn((2, sk, hk, d), dtype, seed + 1).requires_grad_()
+    v = _randn((2, sk, hk, d), dtype, seed + 2).requires_grad_()
+    dout = _randn((2, sq, h, d), dtype, seed + 3)
+    out, lse, _ = flash_attn_func(q, k, v, causal=causal, window_size=window, softcap=softcap,
+                                  return_attn_probs=True)
+    grads = torch.autograd.grad(out, (q, k, v), dout)
+
+    def fn(q_, k_, v_, upcast):
+        return attention_ref(q_, k_, v_, causal, upcast=upcast, window=window, softcap=softcap)
+
+    _check(out, lse, grads, fn, (q, k, v), dout)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softcap_varlen(dtype):
+    d = built_head_dim()
+    require_kernel(dtype, d)
+    seqlens_q, seqlens_k = [17, 0, 300, 64], [40, 77, 128, 0]
+    cu_q, cu_k = _cu(seqlens_q), _cu(seqlens_k)
+    q = (_randn((sum(seqlens_q), 4, d), dtype, 91) * 2).requires_grad_()
+    k = _randn((sum(seqlens_k), 2, d), dtype, 92).requires_grad_()
+    v = _randn((sum(seqlens_k), 2, d), dtype, 93).requires_grad_()
+    dout = _randn(q.shape, dtype, 94)
+    out, lse, _ = flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(seqlens_q), max(seqlens_k), causal=True,
+                                         softcap=20.0, return_attn_probs=True)
+    grads = torch.autograd.grad(out, (q, k, v), dout)
+    cq, ck = cu_q.tolist(), cu_k.tolist()
+
+    def fn(q_, k_, v_, upcast):
+        return attention_varlen_ref(q_, k_, v_, cq, ck, True, upcast=upcast, softcap=20.0)
+
+    _check(out, lse, grads, fn, (q, k, v), dout)
