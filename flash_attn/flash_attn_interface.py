@@ -53,11 +53,12 @@ def _pad_head_dim(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _return(out, softmax_lse, s_dmask, dropout_p, return_softmax):
-    """out, or (out, lse, S_dmask) with return_attn_probs; S_dmask only exists with dropout (else None)."""
+def _return(out, softmax_lse, s_dmask, return_softmax):
+    """out, or (out, lse, S_dmask) with return_attn_probs; S_dmask only exists with dropout (else the op's empty
+    (0,) tensor, as in 2.x)."""
     if not return_softmax:
         return out
-    return out, softmax_lse, (s_dmask if dropout_p > 0 else None)
+    return out, softmax_lse, s_dmask
 
 
 def _run_dense(ctx, q, k, v, head_size_og, dropout_p, softmax_scale, causal, window_size, softcap,
@@ -77,7 +78,7 @@ def _run_dense(ctx, q, k, v, head_size_og, dropout_p, softmax_scale, causal, win
         ctx.alibi_slopes = alibi_slopes
         ctx.deterministic = deterministic
         ctx.head_size_og = head_size_og
-    return _return(out_padded[..., :head_size_og], softmax_lse, s_dmask, dropout_p, return_softmax)
+    return _return(out_padded[..., :head_size_og], softmax_lse, s_dmask, return_softmax)
 
 
 def _run_varlen(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, head_size_og, dropout_p,
@@ -100,7 +101,7 @@ def _run_varlen(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
         ctx.alibi_slopes = alibi_slopes
         ctx.deterministic = deterministic
         ctx.head_size_og = head_size_og
-    return _return(out_padded[..., :head_size_og], softmax_lse, s_dmask, dropout_p, return_softmax)
+    return _return(out_padded[..., :head_size_og], softmax_lse, s_dmask, return_softmax)
 
 
 def _bwd_dense(ctx, dout, dq, dk, dv):

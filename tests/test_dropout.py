@@ -128,7 +128,7 @@ def test_dropout_zero_is_plain(dtype):
     q, k, v = (_randn((2, 113, 4, d), dtype, s) for s in (31, 32, 33))
     out0, lse0, probs = flash_attn_func(q, k, v, dropout_p=0.0, return_attn_probs=True)
     out1 = flash_attn_func(q, k, v)
-    assert probs is None
+    assert probs.shape == (0,)  # S_dmask only exists with dropout
     assert torch.equal(out0, out1)
 
 

@@ -117,7 +117,7 @@ def test_flash_attn_func(case):
     k = _randn((b, sk, hk, d), dtype, seed + 1)
     v = _randn((b, sk, hk, d), dtype, seed + 2)
     out, lse, probs = flash_attn_func(q, k, v, causal=causal, return_attn_probs=True)
-    assert probs is None
+    assert probs.shape == (0,)  # S_dmask only exists with dropout
     _check_dense(out, lse, q, k, v, causal)
 
 
