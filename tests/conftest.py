@@ -49,3 +49,22 @@ def ref_launcher_bwd(ref_launcher, monkeypatch):
     monkeypatch.setattr(_ops, "_launch_bwd", ref_launcher.bwd)
     monkeypatch.setattr(_ops, "_launch_varlen_bwd", ref_launcher.varlen_bwd)
     return ref_launcher
+
+
+@pytest.fixture
+def kernel_backend(request, monkeypatch):
+    """For the GPU test modules: kernel outputs start NaN-poisoned and the float32 reference runs without TF32.
+    Under FLASH_ATTN_TEST_DRYRUN the reference launcher (forward and backward) stands in for the kernels."""
+    import torch
+    from flash_attn import _ops
+    from helpers import DRYRUN
+
+    if DRYRUN:
+        request.getfixturevalue("ref_launcher_bwd")
+        yield
+        return
+    monkeypatch.setenv(_ops.POISON_ENV, "1")
+    prev = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    yield
+    torch.set_float32_matmul_precision(prev)

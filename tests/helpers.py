@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from flash_attn import _checks, _ops
+from reference import assert_close_to_ref
 
 DRYRUN = os.environ.get("FLASH_ATTN_TEST_DRYRUN", "0") not in ("", "0")
 DEVICE = "cpu" if DRYRUN else "cuda"
@@ -76,3 +77,29 @@ def built_dtype():
     if "fp16" in dtypes:
         return torch.float16
     pytest.skip("no dtype kernels built")
+
+
+def reference_grads(fn, inputs, dout, upcast):
+    """Gradients of fn(*inputs, upcast) (an output tensor) w.r.t. inputs: on float32 copies (upcast, the
+    reference) or in the inputs' dtype (the low-precision reference that sets the tolerance)."""
+    xs = [x.detach().float().requires_grad_() if upcast else x.detach().clone().requires_grad_() for x in inputs]
+    out = fn(*xs, upcast)
+    return torch.autograd.grad(out, xs, dout.to(out.dtype))
+
+
+def assert_grads_close(names, grads, fn, inputs, dout):
+    """Our gradients (the inputs' dtype and shape) against reference_grads of fn."""
+    ref32, lowp = reference_grads(fn, inputs, dout, True), reference_grads(fn, inputs, dout, False)
+    for name, g, r, lp, x in zip(names, grads, ref32, lowp, inputs):
+        assert g.dtype == x.dtype and g.shape == x.shape, f"{name}: {g.dtype} {tuple(g.shape)}"
+        assert_close_to_ref(name, g, r, lp)
+
+
+def assert_attention_close(out, lse, grads, fn, inputs, dout):
+    """out, lse and the gradients (dq, dk, dv) of one call against the reference fn(q, k, v, upcast) -> (out, lse)."""
+    detached = [x.detach() for x in inputs]
+    ref_out, ref_lse = fn(*detached, True)
+    lp_out, lp_lse = fn(*detached, False)
+    assert_close_to_ref("out", out, ref_out, lp_out)
+    assert_close_to_ref("lse", lse, ref_lse, lp_lse)
+    assert_grads_close(("dq", "dk", "dv"), grads, lambda *args: fn(*args)[0], inputs, dout)

@@ -8,24 +8,16 @@ import math
 import pytest
 import torch
 
-from flash_attn import _ops, flash_attn_func, flash_attn_varlen_func
-from helpers import DTYPE_NAME, built_head_dim, require_kernel, requires_gpu, skip_in_dryrun
+from flash_attn import flash_attn_func, flash_attn_varlen_func
+from helpers import built_head_dim, require_kernel, requires_gpu, skip_in_dryrun
 from helpers import cu_seqlens as _cu
 from helpers import randn as _randn
 from reference import assert_close_to_ref, attention_ref
 
-pytestmark = [requires_gpu, skip_in_dryrun]  # the reference launcher has no dropout
+# skip_in_dryrun: the reference launcher has no dropout
+pytestmark = [requires_gpu, skip_in_dryrun, pytest.mark.usefixtures("kernel_backend")]
 
 DTYPES = [torch.float16, torch.bfloat16]
-
-
-@pytest.fixture(autouse=True)
-def _backend(monkeypatch):
-    monkeypatch.setenv(_ops.POISON_ENV, "1")
-    prev = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    yield
-    torch.set_float32_matmul_precision(prev)
 
 
 def keep_probability(p: float) -> float:

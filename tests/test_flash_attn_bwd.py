@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from flash_attn import (
-    _ops,
     flash_attn_func,
     flash_attn_kvpacked_func,
     flash_attn_qkvpacked_func,
@@ -24,8 +23,8 @@ from flash_attn import (
 )
 from helpers import (
     DEVICE,
-    DRYRUN,
     DTYPE_NAME,
+    assert_grads_close,
     built_dtype,
     built_head_dim,
     require_kernel,
@@ -36,7 +35,7 @@ from helpers import cu_seqlens as _cu
 from helpers import randn as _randn
 from reference import assert_close_to_ref, attention_ref, attention_varlen_ref
 
-pytestmark = requires_gpu
+pytestmark = [requires_gpu, pytest.mark.usefixtures("kernel_backend")]
 
 HEAD_DIMS = [32, 40, 59, 64, 80, 96, 111, 128, 160, 192, 224, 256]
 DTYPES = [torch.float16, torch.bfloat16]
@@ -45,34 +44,6 @@ SEQ_PAIRS = [(s, s) for s in (1, 17, 113, 239, 256, 1023)] + [
     (239, 1), (113, 17), (512, 239), (1023, 113),  # seqlen_q > seqlen_k (causal: rows and keys without partners)
 ]
 HEADS = [(4, 4), (8, 1), (8, 2), (6, 3), (2, 2)]  # MHA, MQA, GQA
-
-
-@pytest.fixture(autouse=True)
-def _backend(request, monkeypatch):
-    if DRYRUN:
-        request.getfixturevalue("ref_launcher_bwd")
-        yield
-        return
-    monkeypatch.setenv(_ops.POISON_ENV, "1")  # forward outputs and dq/dk/dv start as NaN
-    prev = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")  # the float32 reference must not use TF32
-    yield
-    torch.set_float32_matmul_precision(prev)
-
-
-def _ref_grads(fn, inputs, dout, upcast):
-    """Gradients of fn(*inputs, upcast) w.r.t. inputs: float32 copies (ref32) or the inputs' dtype (ref_lowp)."""
-    xs = [x.detach().float().requires_grad_() if upcast else x.detach().clone().requires_grad_() for x in inputs]
-    out = fn(*xs, upcast)
-    return torch.autograd.grad(out, xs, dout.to(out.dtype))
-
-
-def _check_grads(names, ours, fn, inputs, dout):
-    ref32 = _ref_grads(fn, inputs, dout, True)
-    lowp = _ref_grads(fn, inputs, dout, False)
-    for name, g, r, lp, x in zip(names, ours, ref32, lowp, inputs):
-        assert g.dtype == x.dtype and g.shape == x.shape, f"{name}: {g.dtype} {tuple(g.shape)}"
-        assert_close_to_ref(name, g, r, lp)
 
 
 def _dense_ref(causal, softmax_scale=None):
@@ -132,7 +103,7 @@ def test_flash_attn_func_grads(case):
     dout = _randn((b, sq, h, d), dtype, seed + 3)
     out = flash_attn_func(q, k, v, causal=causal)
     grads = _grads(out, (q, k, v), dout)
-    _check_grads(("dq", "dk", "dv"), grads, _dense_ref(causal), (q, k, v), dout)
+    assert_grads_close(("dq", "dk", "dv"), grads, _dense_ref(causal), (q, k, v), dout)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -142,7 +113,7 @@ def test_softmax_scale(dtype):
     q, k, v = (_randn((2, 113, 4, d), dtype, s).requires_grad_() for s in (1, 2, 3))
     dout = _randn((2, 113, 4, d), dtype, 4)
     out = flash_attn_func(q, k, v, softmax_scale=0.37, causal=True)
-    _check_grads(("dq", "dk", "dv"), _grads(out, (q, k, v), dout), _dense_ref(True, 0.37), (q, k, v), dout)
+    assert_grads_close(("dq", "dk", "dv"), _grads(out, (q, k, v), dout), _dense_ref(True, 0.37), (q, k, v), dout)
 
 
 @skip_in_dryrun
@@ -160,7 +131,7 @@ def test_deterministic_bitwise(causal):
     for run in runs[1:]:
         for a, b in zip(run, runs[0]):
             assert torch.equal(a, b)
-    _check_grads(("dq", "dk", "dv"), runs[0], _dense_ref(causal), (q, k, v), dout)
+    assert_grads_close(("dq", "dk", "dv"), runs[0], _dense_ref(causal), (q, k, v), dout)
 
 
 @skip_in_dryrun
@@ -224,7 +195,7 @@ def test_misaligned_views(dtype):
     ref_out, _ = attention_ref(q, k, v, True)
     lp_out, _ = attention_ref(q, k, v, True, upcast=False)
     assert_close_to_ref("out", out, ref_out, lp_out)
-    _check_grads(("dq", "dk", "dv"), _grads(out, (q, k, v), dout), _dense_ref(True), (q, k, v), dout)
+    assert_grads_close(("dq", "dk", "dv"), _grads(out, (q, k, v), dout), _dense_ref(True), (q, k, v), dout)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -243,7 +214,7 @@ def test_qkvpacked_grads(dtype, d, causal):
     def fn(qkv, upcast):
         return attention_ref(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], causal, upcast=upcast)[0]
 
-    _check_grads(("dqkv",), (dqkv,), fn, (qkv,), dout)
+    assert_grads_close(("dqkv",), (dqkv,), fn, (qkv,), dout)
 
 
 @pytest.mark.parametrize("dtype,d,causal", [(torch.float16, 32, True), (torch.bfloat16, 96, False)])
@@ -257,7 +228,7 @@ def test_kvpacked_grads(dtype, d, causal):
     def fn(q, kv, upcast):
         return attention_ref(q, kv[:, :, 0], kv[:, :, 1], causal, upcast=upcast)[0]
 
-    _check_grads(("dq", "dkv"), (dq, dkv), fn, (q, kv), dout)
+    assert_grads_close(("dq", "dkv"), (dq, dkv), fn, (q, kv), dout)
 
 
 VARLEN_SEQLENS = [
@@ -296,7 +267,7 @@ def test_flash_attn_varlen_func_grads(case):
     dout = _randn(q.shape, dtype, 400 + i)
     out = flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(seqlens_q), max(seqlens_k), causal=causal)
     grads = _grads(out, (q, k, v), dout)
-    _check_grads(("dq", "dk", "dv"), grads, _varlen_ref(cu_q, cu_k, causal), (q, k, v), dout)
+    assert_grads_close(("dq", "dk", "dv"), grads, _varlen_ref(cu_q, cu_k, causal), (q, k, v), dout)
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -309,13 +280,13 @@ def test_varlen_packed_grads(causal):
     dout = _randn((sum(seqlens), 4, d), dtype, 62)
     (dqkv,) = _grads(flash_attn_varlen_qkvpacked_func(qkv, cu, 256, causal=causal), (qkv,), dout)
     ref = _varlen_ref(cu, cu, causal)
-    _check_grads(("dqkv",), (dqkv,), lambda qkv, up: ref(qkv[:, 0], qkv[:, 1], qkv[:, 2], up), (qkv,), dout)
+    assert_grads_close(("dqkv",), (dqkv,), lambda qkv, up: ref(qkv[:, 0], qkv[:, 1], qkv[:, 2], up), (qkv,), dout)
 
     q = _randn((sum(seqlens), 8, d), dtype, 63).requires_grad_()
     kv = _randn((sum(seqlens), 2, 2, d), dtype, 64).requires_grad_()
     dout = _randn(q.shape, dtype, 65)
     dq, dkv = _grads(flash_attn_varlen_kvpacked_func(q, kv, cu, cu, 256, 256, causal=causal), (q, kv), dout)
-    _check_grads(("dq", "dkv"), (dq, dkv), lambda q, kv, up: ref(q, kv[:, 0], kv[:, 1], up), (q, kv), dout)
+    assert_grads_close(("dq", "dkv"), (dq, dkv), lambda q, kv, up: ref(q, kv[:, 0], kv[:, 1], up), (q, kv), dout)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -330,7 +301,7 @@ def test_noncontiguous_grads(dtype):
     dout = _randn((2, 4, 239, d), dtype, 74).transpose(1, 2)
     assert not q.is_contiguous() and not dout.is_contiguous()
     out = flash_attn_func(q, k, v, causal=True)
-    _check_grads(("dq", "dk", "dv"), _grads(out, (q, k, v), dout), _dense_ref(True), (q, k, v), dout)
+    assert_grads_close(("dq", "dk", "dv"), _grads(out, (q, k, v), dout), _dense_ref(True), (q, k, v), dout)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -404,5 +375,5 @@ def test_bwd_more_than_2_31_elements():
     dout = torch.randn((b, s, h, d), device=DEVICE, dtype=dtype)
     grads = _grads(flash_attn_func(q, k, v, causal=True), (q, k, v), dout)
     tail = slice(b - 2, b)
-    _check_grads(("dq", "dk", "dv"), [g[tail] for g in grads], _dense_ref(True), (q[tail], k[tail], v[tail]),
+    assert_grads_close(("dq", "dk", "dv"), [g[tail] for g in grads], _dense_ref(True), (q[tail], k[tail], v[tail]),
                  dout[tail])

@@ -38,7 +38,7 @@ from helpers import cu_seqlens as _cu
 from helpers import randn as _randn
 from reference import assert_close_to_ref, attention_ref, attention_varlen_ref
 
-pytestmark = requires_gpu
+pytestmark = [requires_gpu, pytest.mark.usefixtures("kernel_backend")]
 
 HEAD_DIMS = [32, 40, 59, 64, 80, 96, 111, 128, 160, 192, 224, 256]
 DTYPES = [torch.float16, torch.bfloat16]
@@ -48,19 +48,6 @@ SEQ_PAIRS = [(s, s) for s in SEQLENS] + [
     (239, 1), (113, 17), (512, 239), (1023, 256), (2048, 113),  # seqlen_q > seqlen_k (causal: empty rows)
 ]
 HEADS = [(4, 4), (8, 1), (8, 2), (6, 3), (2, 2)]  # (nheads, nheads_k): MHA, MQA, GQA
-
-
-@pytest.fixture(autouse=True)
-def _backend(request, monkeypatch):
-    if DRYRUN:
-        request.getfixturevalue("ref_launcher")
-        yield
-        return
-    monkeypatch.setenv(_ops.POISON_ENV, "1")  # every kernel output buffer starts as NaN
-    prev = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")  # the float32 reference must not use TF32
-    yield
-    torch.set_float32_matmul_precision(prev)
 
 
 def _check_dense(out, lse, q, k, v, causal, softmax_scale=None):

@@ -8,32 +8,19 @@ import zlib
 import pytest
 import torch
 
-from flash_attn import _ops, flash_attn_func, flash_attn_varlen_func
-from helpers import DRYRUN, DTYPE_NAME, built_head_dim, require_kernel, requires_gpu
+from flash_attn import flash_attn_func, flash_attn_varlen_func
+from helpers import DTYPE_NAME, assert_attention_close, built_head_dim, require_kernel, requires_gpu
 from helpers import cu_seqlens as _cu
 from helpers import randn as _randn
-from reference import assert_close_to_ref, attention_ref, attention_varlen_ref
+from reference import attention_ref, attention_varlen_ref
 
-pytestmark = requires_gpu
+pytestmark = [requires_gpu, pytest.mark.usefixtures("kernel_backend")]
 
 HEAD_DIMS = [32, 64, 96, 128, 192, 256, 80]
 DTYPES = [torch.float16, torch.bfloat16]
 SOFTCAPS = [50.0, 30.0, 5.0, 0.5]  # Gemma's 50 down to a cap that saturates most scores
 SEQ_PAIRS = [(113, 113), (239, 1023), (1023, 239), (1, 17), (512, 512)]
 HEADS = [(4, 4), (8, 1), (8, 2)]
-
-
-@pytest.fixture(autouse=True)
-def _backend(request, monkeypatch):
-    if DRYRUN:
-        request.getfixturevalue("ref_launcher_bwd")
-        yield
-        return
-    monkeypatch.setenv(_ops.POISON_ENV, "1")
-    prev = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    yield
-    torch.set_float32_matmul_precision(prev)
 
 
 def _cases():
@@ -56,23 +43,6 @@ def _id(c):
 CASES = _cases()
 
 
-def _ref_grads(fn, inputs, dout, upcast):
-    xs = [x.detach().float().requires_grad_() if upcast else x.detach().clone().requires_grad_() for x in inputs]
-    out = fn(*xs, upcast)[0]
-    return torch.autograd.grad(out, xs, dout.to(out.dtype))
-
-
-def _check(out, lse, grads, fn, inputs, dout):
-    """fn(q, k, v, upcast) -> (out, lse) of the reference."""
-    ref_out, ref_lse = fn(*(x.detach() for x in inputs), True)
-    lp_out, lp_lse = fn(*(x.detach() for x in inputs), False)
-    assert_close_to_ref("out", out, ref_out, lp_out)
-    assert_close_to_ref("lse", lse, ref_lse, lp_lse)
-    ref32, lowp = _ref_grads(fn, inputs, dout, True), _ref_grads(fn, inputs, dout, False)
-    for name, g, r, lp in zip(("dq", "dk", "dv"), grads, ref32, lowp):
-        assert_close_to_ref(name, g, r, lp)
-
-
 @pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
 def test_softcap_dense(case):
     sq, sk, h, hk, d, dtype, softcap, causal, window = case
@@ -90,7 +60,7 @@ def test_softcap_dense(case):
     def fn(q_, k_, v_, upcast):
         return attention_ref(q_, k_, v_, causal, upcast=upcast, window=window, softcap=softcap)
 
-    _check(out, lse, grads, fn, (q, k, v), dout)
+    assert_attention_close(out, lse, grads, fn, (q, k, v), dout)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -111,4 +81,4 @@ def test_softcap_varlen(dtype):
     def fn(q_, k_, v_, upcast):
         return attention_varlen_ref(q_, k_, v_, cq, ck, True, upcast=upcast, softcap=20.0)
 
-    _check(out, lse, grads, fn, (q, k, v), dout)
+    assert_attention_close(out, lse, grads, fn, (q, k, v), dout)

@@ -13,13 +13,13 @@ import zlib
 import pytest
 import torch
 
-from flash_attn import _ops, flash_attn_func, flash_attn_varlen_func
-from helpers import DEVICE, DRYRUN, DTYPE_NAME, built_head_dim, require_kernel, requires_gpu
+from flash_attn import flash_attn_func, flash_attn_varlen_func
+from helpers import DTYPE_NAME, assert_attention_close, built_head_dim, require_kernel, requires_gpu
 from helpers import cu_seqlens as _cu
 from helpers import randn as _randn
-from reference import assert_close_to_ref, attention_ref, attention_varlen_ref
+from reference import attention_ref, attention_varlen_ref
 
-pytestmark = requires_gpu
+pytestmark = [requires_gpu, pytest.mark.usefixtures("kernel_backend")]
 
 HEAD_DIMS = [32, 59, 64, 96, 128, 160, 192, 256]
 DTYPES = [torch.float16, torch.bfloat16]
@@ -28,19 +28,6 @@ WINDOWS = [((0, 0), False), ((16, 0), False), ((16, 0), True), ((64, 32), False)
            ((100, -1), False), ((3, 200), False), ((300, 7), True), ((1, 1), False)]
 SEQ_PAIRS = [(113, 113), (239, 1023), (1023, 239), (1, 17), (17, 1), (512, 512), (2048, 2048), (640, 4096)]
 HEADS = [(4, 4), (8, 1), (8, 2), (6, 3)]
-
-
-@pytest.fixture(autouse=True)
-def _backend(request, monkeypatch):
-    if DRYRUN:
-        request.getfixturevalue("ref_launcher_bwd")
-        yield
-        return
-    monkeypatch.setenv(_ops.POISON_ENV, "1")
-    prev = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    yield
-    torch.set_float32_matmul_precision(prev)
 
 
 def _cases():
@@ -67,12 +54,6 @@ def _id(c):
 CASES = _cases()
 
 
-def _ref_grads(fn, inputs, dout, upcast):
-    xs = [x.detach().float().requires_grad_() if upcast else x.detach().clone().requires_grad_() for x in inputs]
-    out = fn(*xs, upcast)
-    return torch.autograd.grad(out, xs, dout.to(out.dtype))
-
-
 @pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
 def test_window_dense(case):
     b, sq, sk, h, hk, d, dtype, window, causal = case
@@ -83,21 +64,12 @@ def test_window_dense(case):
     v = _randn((b, sk, hk, d), dtype, seed + 2).requires_grad_()
     dout = _randn((b, sq, h, d), dtype, seed + 3)
     out, lse, _ = flash_attn_func(q, k, v, causal=causal, window_size=window, return_attn_probs=True)
-
-    ref_out, ref_lse = attention_ref(q.detach(), k.detach(), v.detach(), causal, window=window)
-    lp_out, lp_lse = attention_ref(q.detach(), k.detach(), v.detach(), causal, upcast=False, window=window)
-    assert_close_to_ref("out", out, ref_out, lp_out)
-    assert_close_to_ref("lse", lse, ref_lse, lp_lse)
-
     grads = torch.autograd.grad(out, (q, k, v), dout)
 
     def fn(q_, k_, v_, upcast):
-        return attention_ref(q_, k_, v_, causal, upcast=upcast, window=window)[0]
+        return attention_ref(q_, k_, v_, causal, upcast=upcast, window=window)
 
-    ref32 = _ref_grads(fn, (q, k, v), dout, True)
-    lowp = _ref_grads(fn, (q, k, v), dout, False)
-    for name, g, r, lp in zip(("dq", "dk", "dv"), grads, ref32, lowp):
-        assert_close_to_ref(name, g, r, lp)
+    assert_attention_close(out, lse, grads, fn, (q, k, v), dout)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -115,21 +87,12 @@ def test_window_varlen(dtype, window, causal):
     out, lse, _ = flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(seqlens_q), max(seqlens_k), causal=causal,
                                          window_size=window, return_attn_probs=True)
     cq, ck = cu_q.tolist(), cu_k.tolist()
-    ref_out, ref_lse = attention_varlen_ref(q.detach(), k.detach(), v.detach(), cq, ck, causal, window=window)
-    lp_out, lp_lse = attention_varlen_ref(q.detach(), k.detach(), v.detach(), cq, ck, causal, upcast=False,
-                                          window=window)
-    assert_close_to_ref("out", out, ref_out, lp_out)
-    assert_close_to_ref("lse", lse, ref_lse, lp_lse)
-
     grads = torch.autograd.grad(out, (q, k, v), dout)
 
     def fn(q_, k_, v_, upcast):
-        return attention_varlen_ref(q_, k_, v_, cq, ck, causal, upcast=upcast, window=window)[0]
+        return attention_varlen_ref(q_, k_, v_, cq, ck, causal, upcast=upcast, window=window)
 
-    ref32 = _ref_grads(fn, (q, k, v), dout, True)
-    lowp = _ref_grads(fn, (q, k, v), dout, False)
-    for name, g, r, lp in zip(("dq", "dk", "dv"), grads, ref32, lowp):
-        assert_close_to_ref(name, g, r, lp)
+    assert_attention_close(out, lse, grads, fn, (q, k, v), dout)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
