@@ -196,7 +196,9 @@ void check_head_dims(at::Tensor const& q, at::Tensor const& k, at::Tensor const&
   TORCH_CHECK(v.size(-2) == k.size(-2), "flash_attn: k and v must have the same number of heads");
 }
 
-at::Tensor make_rng_state(at::Tensor const& q) { return at::zeros({2}, q.options().dtype(at::kLong)); }
+// (seed, offset) of a dropout call, written by the forward kernel; read only by a dropout backward, so it is
+// left uninitialised (no fill kernel on every call) otherwise.
+at::Tensor make_rng_state(at::Tensor const& q) { return at::empty({2}, q.options().dtype(at::kLong)); }
 
 std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Tensor const& v,
                                 std::optional<at::Tensor> out_, std::optional<at::Tensor> alibi_slopes_,

@@ -243,16 +243,13 @@ struct BwdKernel {
 
         // lse (in log2 units) and D of this thread's rows; rows past the sequence end get P = 0.
         Tensor lse_log2 = make_tensor<float>(Shape<Int<kRows>>{});
-        CUTE_UNROLL
-        for (int r = 0; r < kRows; ++r) {
-          int const row = get<0>(score_coords(r, 0));
-          lse_log2(r) = row < rows_left ? sLse(row, stage) * float(M_LOG2E) : INFINITY;
-        }
         Tensor dsum = make_tensor<float>(Shape<Int<kRows>>{});
         CUTE_UNROLL
         for (int r = 0; r < kRows; ++r) {
           int const row = get<0>(score_coords(r, 0));
-          dsum(r) = row < rows_left ? sDsum(row, stage) : 0.f;
+          bool const valid = row < rows_left;
+          lse_log2(r) = valid ? sLse(row, stage) * float(M_LOG2E) : INFINITY;
+          dsum(r) = valid ? sDsum(row, stage) : 0.f;
         }
 
         // P = exp(scale·Q·Kᵀ - lse), masked.

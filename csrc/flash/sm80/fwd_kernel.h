@@ -214,8 +214,8 @@ struct FwdKernel {
 
       softmax.template update<kIsFirst>(scores, acc_o_rows);
       if (kDropout && params.has_dropout) {
-        apply_dropout<decltype(dropout_mode)::value == kDropoutWritingDmask>(params, keep, scores, score_coords, batch, head, row_base,
-                                                     n_block * kBlockN);
+        constexpr bool kWritesDmask = decltype(dropout_mode)::value == kDropoutWritingDmask;
+        apply_dropout<kWritesDmask>(params, keep, scores, score_coords, batch, head, row_base, n_block * kBlockN);
       }
       Tensor rP = convert_fragment<Element>(acc_s);
       Tensor tOrP = make_tensor(rP.data(), acc_to_a_operand(rP.layout()));
