@@ -56,8 +56,7 @@ def _launch_fwd(q, k, v, dropout_p, softmax_scale, causal, window_size_left, win
     _checks.check_build(q.dtype, q.shape[-1], q.device)
     b, sq, h, _ = q.shape
     if sq == 0 or k.shape[1] == 0:
-        s_dmask_shape = (b, h, _round128(sq), _round128(k.shape[1])) if return_softmax else (0,)
-        return _empty_result(q, (b, h, sq), s_dmask_shape)
+        return _empty_result(q, (b, h, sq), _s_dmask_shape(b, h, sq, k.shape[1], dropout_p, return_softmax))
     ext = _require_extension()
     q, k, v = (_checks.vector_aligned(x) for x in (q, k, v))  # the kernels move 16 bytes at a time
     out, lse, s_dmask, rng_state = ext.fwd(
@@ -82,7 +81,7 @@ def _launch_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_se
     total_q, h, _ = q.shape
     if total_q == 0 or k.shape[0] == 0 or max_seqlen_k == 0 or max_seqlen_q == 0:
         batch = cu_seqlens_q.shape[0] - 1
-        s_dmask_shape = (batch, h, _round128(max_seqlen_q), _round128(max_seqlen_k)) if return_softmax else (0,)
+        s_dmask_shape = _s_dmask_shape(batch, h, max_seqlen_q, max_seqlen_k, dropout_p, return_softmax)
         return _empty_result(q, (h, total_q), s_dmask_shape)
     ext = _require_extension()
     q, k, v = (_checks.vector_aligned(x) for x in (q, k, v))  # the kernels move 16 bytes at a time
@@ -123,7 +122,7 @@ def _flash_attn_forward_fake(q, k, v, dropout_p, softmax_scale, causal, window_s
     b, sq, h, _ = q.shape
     out = torch.empty_like(q)
     lse = q.new_empty((b, h, sq), dtype=torch.float32)
-    s_dmask = q.new_empty((b, h, _round128(sq), _round128(k.shape[1])) if return_softmax else (0,))
+    s_dmask = q.new_empty(_s_dmask_shape(b, h, sq, k.shape[1], dropout_p, return_softmax))
     rng_state = q.new_empty((2,), dtype=torch.int64)
     return out, lse, s_dmask, rng_state
 
@@ -165,7 +164,7 @@ def _flash_attn_varlen_forward_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seq
     out = torch.empty_like(q)
     lse = q.new_empty((h, total_q), dtype=torch.float32)
     batch = cu_seqlens_q.shape[0] - 1
-    s_dmask = q.new_empty((batch, h, _round128(max_seqlen_q), _round128(max_seqlen_k)) if return_softmax else (0,))
+    s_dmask = q.new_empty(_s_dmask_shape(batch, h, max_seqlen_q, max_seqlen_k, dropout_p, return_softmax))
     rng_state = q.new_empty((2,), dtype=torch.int64)
     return out, lse, s_dmask, rng_state
 
@@ -240,6 +239,14 @@ def _launch_varlen_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q
 
 def _round128(x):
     return (x + 127) // 128 * 128
+
+
+def _s_dmask_shape(batch, nheads, seqlen_q, seqlen_k, dropout_p, return_softmax):
+    """S_dmask's shape as the binding makes it: (b, h, round128(sq), round128(sk)) for return_softmax with
+    dropout, else the empty (0,)."""
+    if return_softmax and dropout_p > 0:
+        return (batch, nheads, _round128(seqlen_q), _round128(seqlen_k))
+    return (0,)
 
 
 @torch.library.custom_op("flash_attn::_flash_attn_backward", mutates_args=("dq", "dk", "dv"))

@@ -58,6 +58,16 @@ def test_fake_shapes_dense(dtype):
     _check_dense_outputs(res, q)
 
 
+@pytest.mark.parametrize("dropout_p,expected", [(0.0, (0,)), (0.1, (2, 4, 128, 256))])
+def test_meta_s_dmask_shape(dropout_p, expected):
+    """S_dmask only exists with dropout, as the binding makes it: return_softmax alone gives the empty (0,)."""
+    q, k, v = _dense(torch.bfloat16, "meta", b=2, sq=5, sk=129, h=4, hk=2, d=64)
+    assert fwd_op(q, k, v, dropout_p, 0.1, False, -1, -1, 0.0, None, True)[2].shape == expected
+    qv, kv, vv, cu_q, cu_k, mq, mk = _varlen(torch.bfloat16, "meta")
+    s_dmask = varlen_op(qv, kv, vv, cu_q, cu_k, mq, mk, dropout_p, 0.2, False, -1, -1, 0.0, None, True)[2]
+    assert s_dmask.shape == ((0,) if dropout_p == 0 else (3, 4, 128, 128))
+
+
 def test_meta_shapes_dense():
     q, k, v = _dense(torch.float16, "meta", b=3, sq=17, sk=1, h=8, hk=1, d=256)
     res = fwd_op(q, k, v, 0.0, 0.1, False, -1, -1, 0.0, None, False)
