@@ -178,8 +178,9 @@ void set_common_params(flash::FwdParams& p, at::Tensor const& q, at::Tensor cons
   p.head_ratio = p.num_heads / p.num_heads_k;
   p.head_dim = static_cast<int>(q.size(-1));
   p.softmax_scale = static_cast<float>(softmax_scale);
-  // With softcap the scores reach the softmax already scaled (flash/softcap.h).
-  double const score_scale = softcap > 0.0 ? 1.0 : softmax_scale;
+  // With softcap the kernels hold t = tanh(softmax_scale * s / softcap) and the softmax scales it by softcap
+  // (flash/softcap.h).
+  double const score_scale = softcap > 0.0 ? softcap : softmax_scale;
   p.score_scale = static_cast<float>(score_scale);
   p.score_scale_log2 = static_cast<float>(score_scale * M_LOG2E);
   p.softcap = softcap > 0.0 ? static_cast<float>(softcap) : 0.f;

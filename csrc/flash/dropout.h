@@ -27,14 +27,12 @@ struct Dropout {
   uint32_t keep_threshold = 255;
 
   // The Philox words serving the atom whose top-left score is (row, col), row % 16 < 8 and col even.
+  // Unsigned arithmetic: the coordinates are never negative, and the divisions become shifts.
   CUTLASS_HOST_DEVICE PhiloxWords atom_words(int row, int col) const {
-    uint64_t const index = ((uint64_t(row / 16) * key_groups + uint64_t(col / 128)) * 8 + uint64_t(row % 8)) * 16 +
-                           uint64_t((col % 32) / 8) * 4 + uint64_t((col % 8) / 2);
+    uint32_t const r = uint32_t(row), c = uint32_t(col);
+    uint64_t const index = (uint64_t(r / 16) * key_groups + c / 128) * 128 +
+                           ((r % 8) * 16 + ((c % 32) / 8) * 4 + (c % 8) / 2);
     return philox4x32_10(seed, offset + index, subsequence);
-  }
-
-  CUTLASS_HOST_DEVICE static uint32_t word(PhiloxWords const& words, int w) {
-    return w == 0 ? words.w[0] : w == 1 ? words.w[1] : w == 2 ? words.w[2] : words.w[3];
   }
 
   // Words of keep bits for a thread's (kRows, kCols) score tile: four bits per m16n8 atom, four atoms per word.
@@ -50,32 +48,17 @@ struct Dropout {
   template <int kRows, int kCols, int kWarpsN, class Coords>
   CUTLASS_HOST_DEVICE void keep_bits(uint32_t (&bits)[kKeepWords<kRows, kCols>], Coords const& coords,
                                      int row_base, int col_base) const {
-    using namespace cute;
-    static_assert(kWarpsN == 1 || kWarpsN == 2 || kWarpsN == 4);
-    constexpr int kAtoms = kCols / 2;              // along N
-    constexpr int kCallSlots = 4 / kWarpsN;        // atoms n, n + kCallSlots, ... share a call
-    constexpr int kSlots = kCallSlots < kAtoms ? kCallSlots : kAtoms;
-    // All four bytes of a word at once, in two 16-bit lanes per half: 0x100 + threshold - byte keeps bit 8 of
-    // its lane iff byte <= threshold, and never borrows from the next lane.
-    uint32_t const lanes = (0x100u + keep_threshold) * 0x00010001u;
-    CUTE_UNROLL
-    for (int i = 0; i < kKeepWords<kRows, kCols>; ++i) { bits[i] = 0; }
-    CUTE_UNROLL
-    for (int m = 0; m < kRows / 2; ++m) {
-      CUTE_UNROLL
-      for (int slot = 0; slot < kSlots; ++slot) {
-        auto const first = coords(2 * m, 2 * slot);
-        PhiloxWords const words = atom_words(row_base + get<0>(first), col_base + get<1>(first));
-        CUTE_UNROLL
-        for (int n = slot; n < kAtoms; n += kCallSlots) {
-          uint32_t const bytes = word(words, ((col_base + get<1>(coords(2 * m, 2 * n))) / 32) % 4);
-          uint32_t const even = (lanes - (bytes & 0x00ff00ffu)) & 0x01000100u;         // bytes 0, 2 -> bits 8, 24
-          uint32_t const odd = (lanes - ((bytes >> 8) & 0x00ff00ffu)) & 0x01000100u;  // bytes 1, 3 -> bits 8, 24
-          int const atom = m * kAtoms + n;
-          bits[atom / 4] |= (even | (odd << 1)) << (2 * (atom % 4));
-        }
-      }
-    }
+    draw_keep_bits<kRows, kCols, kWarpsN, false>(bits, bits, coords, row_base, col_base);
+  }
+
+  // keep_bits() of a 64-key tile and, into partner_bits, of the other 64-key tile of its 128-key group (keys
+  // col_base ^ 64 of the group, same rows): the atoms of a thread 64 keys apart share a Philox call, so a
+  // kernel visiting both tiles draws each call once instead of using half of its words twice.
+  template <int kRows, int kCols, int kWarpsN, class Coords>
+  CUTLASS_HOST_DEVICE void keep_bits_with_partner(uint32_t (&bits)[kKeepWords<kRows, kCols>],
+                                                  uint32_t (&partner_bits)[kKeepWords<kRows, kCols>],
+                                                  Coords const& coords, int row_base, int col_base) const {
+    draw_keep_bits<kRows, kCols, kWarpsN, true>(bits, partner_bits, coords, row_base, col_base);
   }
 
   // Whether score (r, c) of the tile is kept: byte a * 2 + c % 2 of its atom's word (a = r % 2) sits at bit
@@ -85,6 +68,62 @@ struct Dropout {
     int const atom = (r / 2) * (kCols / 2) + c / 2;
     int const bit = 8 + 16 * (r % 2) + c % 2 + 2 * (atom % 4);
     return (bits[atom / 4] >> bit) & 1u;
+  }
+
+ private:
+  // Byte a * 2 + k of a word (the score at row + 8 a, key + k of an atom) becomes bit 8 + 16 a + k of the
+  // atom's 2-bit-shifted place in its word of bits (see kept()): all four bytes at once, in two 16-bit lanes
+  // per half: 0x100 + threshold - byte keeps bit 8 of its lane iff byte <= threshold, and never borrows from
+  // the next lane.
+  template <int kWords>
+  CUTLASS_HOST_DEVICE void add_word(uint32_t (&bits)[kWords], int atom, uint32_t bytes) const {
+    uint32_t const lanes = (0x100u + keep_threshold) * 0x00010001u;
+    uint32_t const even = (lanes - (bytes & 0x00ff00ffu)) & 0x01000100u;         // bytes 0, 2 -> bits 8, 24
+    uint32_t const odd = (lanes - ((bytes >> 8) & 0x00ff00ffu)) & 0x01000100u;  // bytes 1, 3 -> bits 8, 24
+    bits[atom / 4] |= (even | (odd << 1)) << (2 * (atom % 4));
+  }
+
+  // The words of an atom are picked at compile time: a thread's first atom sits less than 8 kWarpsN keys into
+  // the tile, so atom n's word is (8 kWarpsN n) / 32 in a tile at the start of its 128-key group, two more in a
+  // 64-key tile at its second half.
+  template <int kRows, int kCols, int kWarpsN, bool kWithPartner, class Coords>
+  CUTLASS_HOST_DEVICE void draw_keep_bits(uint32_t (&bits)[kKeepWords<kRows, kCols>],
+                                          uint32_t (&partner_bits)[kKeepWords<kRows, kCols>], Coords const& coords,
+                                          int row_base, int col_base) const {
+    using namespace cute;
+    static_assert(kWarpsN == 1 || kWarpsN == 2 || kWarpsN == 4);
+    constexpr int kAtoms = kCols / 2;        // along N
+    constexpr int kTileKeys = 8 * kWarpsN * kAtoms;
+    static_assert(kTileKeys == 64 || kTileKeys == 128, "a tile is one 128-key group or half of one");
+    static_assert(!kWithPartner || kTileKeys == 64, "a partner tile needs 64-key tiles");
+    constexpr int kCallSlots = 4 / kWarpsN;  // atoms n, n + kCallSlots, ... share a call
+    constexpr int kSlots = kCallSlots < kAtoms ? kCallSlots : kAtoms;
+    bool const second_half = kTileKeys == 64 && (col_base & 64) != 0;
+    CUTE_UNROLL
+    for (int i = 0; i < kKeepWords<kRows, kCols>; ++i) {
+      bits[i] = 0;
+      if constexpr (kWithPartner) { partner_bits[i] = 0; }
+    }
+    CUTE_UNROLL
+    for (int m = 0; m < kRows / 2; ++m) {
+      CUTE_UNROLL
+      for (int slot = 0; slot < kSlots; ++slot) {
+        auto const first = coords(2 * m, 2 * slot);
+        PhiloxWords const words = atom_words(row_base + get<0>(first), col_base + get<1>(first));
+        CUTE_UNROLL
+        for (int n = slot; n < kAtoms; n += kCallSlots) {
+          int const w = (8 * kWarpsN * n) / 32;
+          if constexpr (kTileKeys == 128) {
+            add_word(bits, m * kAtoms + n, words.w[w]);
+          } else {
+            add_word(bits, m * kAtoms + n, second_half ? words.w[w + 2] : words.w[w]);
+            if constexpr (kWithPartner) {
+              add_word(partner_bits, m * kAtoms + n, second_half ? words.w[w] : words.w[w + 2]);
+            }
+          }
+        }
+      }
+    }
   }
 };
 

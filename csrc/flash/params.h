@@ -32,12 +32,12 @@ struct FwdParams {
   int head_dim = 0;      // actual head dim (multiple of 8, <= the kernel's bucket)
 
   float softmax_scale = 1.f;       // the caller's scale; also the chain-rule factor of the backward
-  // The scale the softmax applies to its input: softmax_scale, or 1 with softcap (the capped scores are scaled
-  // already). lse = score_scale * max + log(sum); score_scale_log2 = score_scale * log2(e) for exp2.
+  // The scale the softmax applies to its input: softmax_scale, or softcap with softcap (its input is then the
+  // tanh, see softcap.h). lse = score_scale * max + log(sum); score_scale_log2 = score_scale * log2(e) for exp2.
   float score_scale = 1.f;
   float score_scale_log2 = 1.f;
-  // softcap > 0: scores <- softcap * tanh(softmax_scale * s / softcap) before masking (see softcap.h);
-  // softcap_inner = softmax_scale / softcap. 0 = off.
+  // softcap > 0: scores <- softcap * tanh(softmax_scale * s / softcap) before masking (see softcap.h), the
+  // kernels holding the tanh; softcap_inner = softmax_scale / softcap. 0 = off.
   float softcap = 0.f;
   float softcap_inner = 0.f;
   // ALiBi slopes, fp32 (num_heads,) or (batch, num_heads) (batch stride 0 for the former); nullptr = off.

@@ -2,7 +2,8 @@
 // for every thread of the forward and backward score tiles, Dropout::keep_bits (which shares Philox calls between
 // a thread's atoms) must give each score the bit that the per-score definition gives: byte ((row % 16) / 8) * 2 +
 // col % 2 of word (col / 32) % 4 of the call of the atom at (row - row % 16 + row % 8, col - col % 2). Forward and
-// backward then drop the same scores whatever their tilings. Built and run by tests/test_dropout_mapping.py.
+// backward then drop the same scores whatever their tilings. With 64-key tiles Dropout::keep_bits_with_partner,
+// which also returns the bits of the other 64 keys of the 128-key group, must agree too. Built and run by tests/test_dropout_mapping.py.
 #include <cstdio>
 
 #include <cute/tensor.hpp>
@@ -19,7 +20,7 @@ using Element = cutlass::bfloat16_t;
 
 bool keep_reference(flash::Dropout const& d, int row, int col) {
   flash::PhiloxWords const words = d.atom_words(row - row % 16 + row % 8, col - col % 2);
-  uint32_t const bytes = flash::Dropout::word(words, ((col - col % 2) / 32) % 4);
+  uint32_t const bytes = words.w[((col - col % 2) / 32) % 4];
   return ((bytes >> (8 * (((row % 16) / 8) * 2 + col % 2))) & 0xffu) <= d.keep_threshold;
 }
 
@@ -47,6 +48,20 @@ int check(char const* name, int num_threads) {
             for (int col = 0; col < kCols; ++col) {
               int const row_abs = row_base + get<0>(coords(r, col)), col_abs = col_base + get<1>(coords(r, col));
               mismatches += flash::Dropout::kept<kCols>(bits, r, col) != keep_reference(d, row_abs, col_abs);
+            }
+          }
+          if constexpr (kBlockN == 64) {  // one draw for this tile and the other half of its 128-key group
+            uint32_t partner_bits[flash::Dropout::kKeepWords<kRows, kCols>];
+            d.keep_bits_with_partner<kRows, kCols, kWarpsN>(bits, partner_bits, coords, row_base, col_base);
+            int const partner_base = col_base ^ 64;
+            for (int r = 0; r < kRows; ++r) {
+              for (int col = 0; col < kCols; ++col) {
+                int const row_abs = row_base + get<0>(coords(r, col));
+                mismatches += flash::Dropout::kept<kCols>(bits, r, col) !=
+                              keep_reference(d, row_abs, col_base + get<1>(coords(r, col)));
+                mismatches += flash::Dropout::kept<kCols>(partner_bits, r, col) !=
+                              keep_reference(d, row_abs, partner_base + get<1>(coords(r, col)));
+              }
             }
           }
         }

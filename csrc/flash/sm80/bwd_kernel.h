@@ -260,7 +260,7 @@ struct BwdKernel {
         Tensor probs = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
         bool const softcap = kHasExtras && !kDropout && params.softcap > 0.f;  // never with dropout (API)
         Tensor cap_grad = make_tensor<float>(probs.layout());
-        if (softcap) { apply_softcap_with_grad(probs, cap_grad, params.softcap, params.softcap_inner); }
+        if (softcap) { apply_softcap_with_grad(probs, cap_grad, params.softcap_inner); }
         Alibi const alibi = kHasExtras ? make_alibi(params, batch, head, seq.seqlen_q, seq.seqlen_k) : Alibi{};
         if (kHasExtras && alibi.enabled()) { alibi.apply(probs, score_coords, row_base, key_base); }
         if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left,

@@ -35,6 +35,13 @@ struct FwdKernel {
   static constexpr int kBlockN = Traits::kBlockN;
   static constexpr int kHeadDim = Traits::kHeadDim;
   enum DropoutMode : int { kNoDropout, kDropoutOnly, kDropoutWritingDmask };
+  // Where a key block's dropout keep bits come from: its own Philox calls, the calls that also serve the other
+  // 64-key block of its 128-key group (kept in next_keep), or next_keep, drawn with the block visited before.
+  enum KeepSource : int { kDraw, kDrawWithPartner, kCarried };
+  // A thread's scores in the (rows, cols) view of its accumulator, and the words of dropout keep bits for them.
+  static constexpr int kScoreRows = 2 * kBlockM / (16 * Traits::kNWarps / Traits::kWarpsN);
+  static constexpr int kScoreCols = 2 * kBlockN / (8 * Traits::kWarpsN);
+  static constexpr int kKeepWords = Dropout::kKeepWords<kScoreRows, kScoreCols>;
   using Range = BlockRange<kBlockM, kBlockN, kHasWindow>;
 
   // Unnormalised probabilities of one key tile (the row sums already include every key): dropped entries
@@ -162,24 +169,35 @@ struct FwdKernel {
     Tensor score_coords = make_tensor(tScS.data(), acc_to_rowcol(tScS.layout()));
     Alibi const alibi = kHasExtras ? make_alibi(params, batch, head, seq.seqlen_q, seq.seqlen_k) : Alibi{};
     Dropout const dropout = kHasExtras ? make_dropout(params, batch, head) : Dropout{};
+    static_assert(decltype(size<0>(score_coords))::value == kScoreRows &&
+                  decltype(size<1>(score_coords))::value == kScoreCols);
 
     // always_inline: with the extras compiled in the body outgrows NVVM's inlining budget, and an outlined call
     // would put every fragment it touches (acc_o, the MMA operands) in local memory.
     // dropout_mode: a DropoutMode, one copy of the loop each (see key_block_loop).
-    auto process_key_block = [&](int n_block, auto is_first, auto dropout_mode) __attribute__((always_inline)) {
+    // keep_source: a KeepSource, where the block's dropout keep bits come from.
+    auto process_key_block = [&](int n_block, auto is_first, auto dropout_mode, auto keep_source,
+                                 uint32_t (&next_keep)[kKeepWords]) __attribute__((always_inline)) {
       constexpr bool kIsFirst = decltype(is_first)::value;
       constexpr bool kDropout = decltype(dropout_mode)::value != kNoDropout;
+      constexpr int kKeepSource = decltype(keep_source)::value;
       // Dropout's keep bits first: the Philox rounds then run while only acc_o is live, not acc_s and the
       // softmax state as well.
-      constexpr int kScoreRows = decltype(size<0>(score_coords))::value;
-      constexpr int kScoreCols = decltype(size<1>(score_coords))::value;
-      uint32_t keep[Dropout::kKeepWords<kScoreRows, kScoreCols>];
+      uint32_t keep[kKeepWords];
       // The runtime test (always true in this copy) keeps the Philox rounds in their own basic block: with
       // them in the GEMM's block ptxas interleaves them with the MMAs and spills (d 128: ~90 spill ops per
       // key block instead of ~30).
       if (kDropout && params.has_dropout) {
-        dropout.template keep_bits<kScoreRows, kScoreCols, Traits::kWarpsN>(keep, score_coords, row_base,
-                                                                          n_block * kBlockN);
+        if constexpr (kKeepSource == kDrawWithPartner) {
+          dropout.template keep_bits_with_partner<kScoreRows, kScoreCols, Traits::kWarpsN>(
+              keep, next_keep, score_coords, row_base, n_block * kBlockN);
+        } else if constexpr (kKeepSource == kCarried) {
+          CUTE_UNROLL
+          for (int i = 0; i < kKeepWords; ++i) { keep[i] = next_keep[i]; }
+        } else {
+          dropout.template keep_bits<kScoreRows, kScoreCols, Traits::kWarpsN>(keep, score_coords, row_base,
+                                                                            n_block * kBlockN);
+        }
       }
       Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
       clear(acc_s);
@@ -195,7 +213,7 @@ struct FwdKernel {
       Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
       // Softcap never comes with dropout (API).
       if (kHasExtras && !kDropout && params.softcap > 0.f) {
-        apply_softcap(scores, params.softcap, params.softcap_inner);
+        apply_softcap(scores, params.softcap_inner);
       }
       if (kHasExtras && alibi.enabled()) { alibi.apply(scores, score_coords, row_base, n_block * kBlockN); }
       if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left,
@@ -231,14 +249,32 @@ struct FwdKernel {
       // the keep bits and Philox rounds would otherwise cost softcap / ALiBi calls registers and scheduling
       // (forward ALiBi alone ran at 0.76x plain with dropout's code in its loop), and S_dmask's stores every
       // dropout call spills (ptxas: 620 instead of ~160 bytes at d 128).
+      using Draw = std::integral_constant<int, kDraw>;
+      using DrawWithPartner = std::integral_constant<int, kDrawWithPartner>;
+      using Carried = std::integral_constant<int, kCarried>;
+      uint32_t next_keep[kKeepWords];
       auto key_block_loop = [&](auto dropout_mode) __attribute__((always_inline)) {
-        process_key_block(n_block_max - 1, std::true_type{}, dropout_mode);
+        process_key_block(n_block_max - 1, std::true_type{}, dropout_mode, Draw{}, next_keep);
         for (int n_block = n_block_max - 2; n_block >= n_block_min; --n_block) {
-          process_key_block(n_block, std::false_type{}, dropout_mode);
+          process_key_block(n_block, std::false_type{}, dropout_mode, Draw{}, next_keep);
         }
       };
       if (kHasExtras && params.has_dropout && params.s_dmask_ptr != nullptr) {
         key_block_loop(std::integral_constant<int, kDropoutWritingDmask>{});
+      } else if (kHasExtras && params.has_dropout && kBlockN == 64) {
+        // One Philox call serves a thread's atoms in both 64-key blocks of a 128-key group: the first block
+        // and every odd one draw the bits of their partner too, which is the next block visited when even.
+        // Two copies of the block, not a branch around the draw: ptxas predicates such a branch, and every
+        // block would issue the Philox rounds.
+        using DropoutOnly = std::integral_constant<int, kDropoutOnly>;
+        process_key_block(n_block_max - 1, std::true_type{}, DropoutOnly{}, DrawWithPartner{}, next_keep);
+        for (int n_block = n_block_max - 2; n_block >= n_block_min; --n_block) {
+          if (n_block % 2 == 1) {
+            process_key_block(n_block, std::false_type{}, DropoutOnly{}, DrawWithPartner{}, next_keep);
+          } else {
+            process_key_block(n_block, std::false_type{}, DropoutOnly{}, Carried{}, next_keep);
+          }
+        }
       } else if (kHasExtras && params.has_dropout) {
         key_block_loop(std::integral_constant<int, kDropoutOnly>{});
       } else {
