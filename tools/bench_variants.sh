@@ -56,10 +56,37 @@ print("| variant (d 128, bf16; fwd+bwd unless named) | causal | TFLOP/s | ms | v
 print("|---|---|---|---|---|")
 ms = {}
 for label, causal, tf, t in rows:
-    ms[label] = num(t)
+    ms[label, causal] = num(t)
     key = (plain_of(label), causal)
     rel = f"{num(tf) / plain[key]:.2f}" if num(tf) and key in plain and not label.endswith("16k") else ""
     print(f"| {label} | {'yes' if causal == '1' else 'no'} | {tf} | {t} | {rel} |")
-if ms.get("causal_16k") and ms.get("window_512_16k"):
-    print(f"\nwindow (512, 0) vs full causal at s 16k: {ms['causal_16k'] / ms['window_512_16k']:.1f}x faster (bar: >= 8x)")
+def computed_pairs(s, left, right, block_m, block_n, by_query_block):
+    """(query, key) pairs in the tiles the kernels visit for window (left, right), seqlen s (csrc/flash/block.h)."""
+    tiles = 0
+    if by_query_block:  # forward: key blocks of each query block
+        for m in range((s + block_m - 1) // block_m):
+            hi = min((s + block_n - 1) // block_n, max(0, -(-((m + 1) * block_m + right) // block_n)))
+            lo = max(0, (m * block_m - left) // block_n)
+            tiles += max(0, hi - lo)
+    else:  # backward: query blocks of each key block
+        for n in range((s + block_n - 1) // block_n):
+            lo = max(0, (n * block_n - right) // block_m)
+            hi = min((s + block_m - 1) // block_m, max(0, ((n + 1) * block_n - 1 + left) // block_m + 1))
+            tiles += max(0, hi - lo)
+    return tiles * block_m * block_n
+# Window (1024, 1024) at s 8k per FLOP computed: the kernels' tiles (d 128: forward 128 x 64, backward 64 x 128)
+# against the plain run's s^2 pairs, FLOPs 4 per pair forward, 10 backward.
+s, full = 8192, 8192 * 8192
+fwd_pairs, bwd_pairs = computed_pairs(s, 1024, 1024, 128, 64, True), computed_pairs(s, 1024, 1024, 64, 128, False)
+per_computed = []
+for label, work in (("window_1k", (4 * fwd_pairs + 10 * bwd_pairs) / (14 * full)), ("fwd/window_1k", fwd_pairs / full),
+                    ("bwd/window_1k", bwd_pairs / full)):
+    t, t_plain = ms.get((label, "0")), ms.get((plain_of(label), "0"))
+    if t and t_plain:
+        per_computed.append(f"{label} {work * t_plain / t:.2f}")
+if per_computed:
+    print("\nwindow (1024, 1024) vs plain per FLOP computed (tiles visited): " + ", ".join(per_computed))
+t_causal, t_window = ms.get(("causal_16k", "1")), ms.get(("window_512_16k", "1"))
+if t_causal and t_window:
+    print(f"\nwindow (512, 0) vs full causal at s 16k: {t_causal / t_window:.1f}x faster (bar: >= 8x)")
 PY

@@ -18,6 +18,7 @@
 #include "../seqlen.h"
 #include "../softcap.h"
 #include "../softmax.h"
+#include "../uniform_branch.h"
 #include "copy.h"
 #include "fragment_layouts.h"
 #include "fwd_epilogue.h"
@@ -211,11 +212,13 @@ struct FwdKernel {
       gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK, tiled_mma, smem_copy_q, smem_copy_k, smem_thr_copy_q,
                      smem_thr_copy_k);
       Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
-      // Softcap never comes with dropout (API).
-      if (kHasExtras && !kDropout && params.softcap > 0.f) {
-        apply_softcap(scores, params.softcap_inner);
+      if constexpr (kHasExtras) {
+        // Softcap never comes with dropout (API).
+        if constexpr (!kDropout) {
+          if_uniform(params.softcap > 0.f, [&] { apply_softcap(scores, params.softcap_inner); });
+        }
+        if_uniform(alibi.enabled(), [&] { alibi.apply(scores, score_coords, row_base, n_block * kBlockN); });
       }
-      if (kHasExtras && alibi.enabled()) { alibi.apply(scores, score_coords, row_base, n_block * kBlockN); }
       if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left,
                             params.window_right)) {
         apply_mask<kHasWindow>(scores, score_coords, row_base, n_block * kBlockN, seq.seqlen_q, seq.seqlen_k,
