@@ -24,6 +24,14 @@ def randn(shape, dtype, seed):
     return torch.randn(shape, generator=g, device=DEVICE, dtype=torch.float32).to(dtype)
 
 
+def alibi_slopes(nheads: int, batch=None) -> torch.Tensor:
+    """The ALiBi paper's geometric slopes 2^(-8 (i + 1) / h), per batch entry slightly perturbed."""
+    base = torch.tensor([2.0 ** (-8.0 * (i + 1) / nheads) for i in range(nheads)], device=DEVICE)
+    if batch is None:
+        return base
+    return base[None, :] * torch.linspace(0.5, 1.5, batch, device=DEVICE)[:, None]
+
+
 def cu_seqlens(seqlens):
     """int32 (len(seqlens) + 1,) prefix sums on DEVICE."""
     return torch.tensor(list(itertools.accumulate(seqlens, initial=0)), dtype=torch.int32, device=DEVICE)

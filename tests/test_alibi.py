@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from flash_attn import flash_attn_func, flash_attn_varlen_func
-from helpers import DEVICE, DTYPE_NAME, assert_attention_close, built_head_dim, require_kernel, requires_gpu
+from helpers import DTYPE_NAME, alibi_slopes, assert_attention_close, built_head_dim, require_kernel, requires_gpu
 from helpers import cu_seqlens as _cu
 from helpers import randn as _randn
 from reference import attention_ref, attention_varlen_ref
@@ -23,14 +23,6 @@ HEADS = [(4, 4), (8, 1), (8, 2)]
 VARIANTS = [  # (causal, window, softcap)
     (False, (-1, -1), 0.0), (True, (-1, -1), 0.0), (False, (64, 16), 0.0), (True, (-1, -1), 30.0),
 ]
-
-
-def alibi_slopes(nheads: int, batch=None) -> torch.Tensor:
-    """The ALiBi paper's geometric slopes 2^(-8 (i + 1) / h), per batch entry slightly perturbed."""
-    base = torch.tensor([2.0 ** (-8.0 * (i + 1) / nheads) for i in range(nheads)], device=DEVICE)
-    if batch is None:
-        return base
-    return base[None, :] * torch.linspace(0.5, 1.5, batch, device=DEVICE)[:, None]
 
 
 def _cases():

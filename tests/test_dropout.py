@@ -1,6 +1,7 @@
 """Dropout: the keep mask comes back in S_dmask (return_attn_probs; dropped entries negated), the output and
-gradients match the float32 reference under that mask, the kept fraction matches the quantised keep
-probability, runs are reproducible from torch's seed, and dropout_p = 0 is the plain path. The kernels draw
+gradients match the float32 reference under that mask (also for the call without S_dmask, which runs its own
+copy of the kernel loop, and combined with causal, window and ALiBi), the kept fraction matches the quantised
+keep probability, runs are reproducible from torch's seed, and dropout_p = 0 is the plain path. The kernels draw
 the mask from Philox keyed by torch's CUDA generator (csrc/flash/dropout.h)."""
 
 import math
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 from flash_attn import flash_attn_func, flash_attn_varlen_func
-from helpers import built_head_dim, require_kernel, requires_gpu, skip_in_dryrun
+from helpers import alibi_slopes, assert_attention_close, assert_grads_close, built_head_dim, require_kernel
+from helpers import requires_gpu, skip_in_dryrun
 from helpers import cu_seqlens as _cu
 from helpers import randn as _randn
 from reference import assert_close_to_ref, attention_ref
@@ -56,38 +58,69 @@ def test_kept_fraction(p):
         assert abs(kept.mean().item() - (1 - p)) <= 5 * sigma
 
 
+def _check_dropout_call(q, k, v, dout, p, seed, **kwargs):
+    """One call with S_dmask against the reference under the mask it returns (out, lse, dq, dk, dv), and the same
+    call without S_dmask (its own copy of the kernel loop, the one training runs) against the same reference."""
+    torch.manual_seed(seed)
+    out, lse, s_dmask = flash_attn_func(q, k, v, dropout_p=p, return_attn_probs=True, **kwargs)
+    mask = kept_mask(s_dmask, q.shape[1], k.shape[1])
+    causal = kwargs.pop("causal", False)
+    window = kwargs.pop("window_size", (-1, -1))
+
+    def fn(q_, k_, v_, upcast):
+        return attention_ref(q_, k_, v_, causal, upcast=upcast, window=window, dropout_p=p, dropout_mask=mask,
+                             **kwargs)
+
+    grads = torch.autograd.grad(out, (q, k, v), dout)
+    assert_attention_close(out, lse, grads, fn, (q, k, v), dout)
+    torch.manual_seed(seed)
+    out_train = flash_attn_func(q, k, v, dropout_p=p, causal=causal, window_size=window, **kwargs)
+    grads_train = torch.autograd.grad(out_train, (q, k, v), dout)
+    ref_out, lp_out = (fn(q.detach(), k.detach(), v.detach(), upcast)[0] for upcast in (True, False))
+    assert_close_to_ref("out without S_dmask", out_train, ref_out, lp_out)
+    assert_grads_close(("dq", "dk", "dv"), grads_train, lambda *args: fn(*args)[0], (q, k, v), dout)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("sq,sk,h,hk", [(113, 113, 4, 4), (239, 512, 8, 2), (512, 239, 6, 3), (1, 64, 2, 1)])
+# (97, 150): three 64-key blocks, the first visited even; the others start odd
+@pytest.mark.parametrize("sq,sk,h,hk", [(113, 113, 4, 4), (239, 512, 8, 2), (512, 239, 6, 3), (1, 64, 2, 1),
+                                        (97, 150, 4, 2)])
 def test_dropout_matches_reference(dtype, causal, sq, sk, h, hk):
     d = built_head_dim()
     require_kernel(dtype, d)
-    p = 0.17
     b = 2
     q = _randn((b, sq, h, d), dtype, 11).requires_grad_()
     k = _randn((b, sk, hk, d), dtype, 12).requires_grad_()
     v = _randn((b, sk, hk, d), dtype, 13).requires_grad_()
     dout = _randn((b, sq, h, d), dtype, 14)
-    torch.manual_seed(1234)
-    out, lse, s_dmask = flash_attn_func(q, k, v, dropout_p=p, causal=causal, return_attn_probs=True)
-    mask = kept_mask(s_dmask, sq, sk)
+    _check_dropout_call(q, k, v, dout, 0.17, 1234, causal=causal)
 
-    def fn(q_, k_, v_, upcast):
-        return attention_ref(q_, k_, v_, causal, upcast=upcast, dropout_p=p, dropout_mask=mask)
 
-    ref_out, ref_lse = fn(q.detach(), k.detach(), v.detach(), True)
-    lp_out, lp_lse = fn(q.detach(), k.detach(), v.detach(), False)
-    assert_close_to_ref("out", out, ref_out, lp_out)
-    assert_close_to_ref("lse", lse, ref_lse, lp_lse)
-    grads = torch.autograd.grad(out, (q, k, v), dout)
-    refs = []
-    for upcast in (True, False):
-        xs = [x.detach().float() if upcast else x.detach().clone() for x in (q, k, v)]
-        xs = [x.requires_grad_() for x in xs]
-        o = fn(*xs, upcast)[0]
-        refs.append(torch.autograd.grad(o, xs, dout.to(o.dtype)))
-    for name, g, r, lp in zip(("dq", "dk", "dv"), grads, refs[0], refs[1]):
-        assert_close_to_ref(name, g, r, lp)
+# Dropout with the other variants (softcap excluded: API.md makes dropout + softcap an error), every head dim.
+COMBINED = [  # (sq, sk, h, hk, d, causal, window, alibi: None / "h" / "bh")
+    (113, 300, 4, 2, 32, True, (-1, -1), "h"),
+    (239, 239, 8, 1, 64, False, (64, 32), "bh"),
+    (300, 97, 6, 3, 96, False, (-1, 40), None),
+    (640, 1000, 4, 4, 128, True, (200, 0), "h"),
+    (150, 150, 4, 2, 192, False, (30, 90), "bh"),
+    (77, 190, 2, 1, 256, True, (16, 0), "h"),
+]
+
+
+@pytest.mark.parametrize("case", COMBINED, ids=[f"sq{c[0]}-sk{c[1]}-d{c[4]}-w{c[6][0]}_{c[6][1]}"
+                                                 f"{'-causal' if c[5] else ''}-alibi{c[7]}" for c in COMBINED])
+def test_dropout_with_window_and_alibi(case):
+    sq, sk, h, hk, d, causal, window, alibi = case
+    dtype = torch.bfloat16 if d % 64 == 0 else torch.float16
+    require_kernel(dtype, d)
+    b = 2
+    q = _randn((b, sq, h, d), dtype, 61).requires_grad_()
+    k = _randn((b, sk, hk, d), dtype, 62).requires_grad_()
+    v = _randn((b, sk, hk, d), dtype, 63).requires_grad_()
+    dout = _randn((b, sq, h, d), dtype, 64)
+    slopes = None if alibi is None else alibi_slopes(h, b if alibi == "bh" else None)
+    _check_dropout_call(q, k, v, dout, 0.3, 4321, causal=causal, window_size=window, alibi_slopes=slopes)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -140,6 +173,8 @@ def test_dropout_varlen(dtype):
                                                causal=True, return_attn_probs=True)
     assert s_dmask.shape == (4, 4, 256, 128)
     grads = torch.autograd.grad(out, (q, k, v), dout)
+    torch.manual_seed(99)  # the same call without S_dmask: its own copy of the kernel loop
+    out_train = flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(seqlens_q), max(seqlens_k), dropout_p=p, causal=True)
     cq, ck = cu_q.tolist(), cu_k.tolist()
     for i in range(len(seqlens_q)):
         q0, q1, k0, k1 = cq[i], cq[i + 1], ck[i], ck[i + 1]
@@ -154,6 +189,7 @@ def test_dropout_varlen(dtype):
         ref_out, _ = fn(*(x.detach() for x in xs), True)
         lp_out, _ = fn(*(x.detach() for x in xs), False)
         assert_close_to_ref(f"out[{i}]", out[None, q0:q1], ref_out, lp_out)
+        assert_close_to_ref(f"out[{i}] without S_dmask", out_train[None, q0:q1], ref_out, lp_out)
         refs = []
         for upcast in (True, False):
             ys = [(x.detach().float() if upcast else x.detach().clone()).requires_grad_() for x in xs]

@@ -264,22 +264,24 @@ struct FwdKernel {
       };
       if (kHasExtras && params.has_dropout && params.s_dmask_ptr != nullptr) {
         key_block_loop(std::integral_constant<int, kDropoutWritingDmask>{});
-      } else if (kHasExtras && params.has_dropout && kBlockN == 64) {
-        // One Philox call serves a thread's atoms in both 64-key blocks of a 128-key group: the first block
-        // and every odd one draw the bits of their partner too, which is the next block visited when even.
-        // Two copies of the block, not a branch around the draw: ptxas predicates such a branch, and every
-        // block would issue the Philox rounds.
-        using DropoutOnly = std::integral_constant<int, kDropoutOnly>;
-        process_key_block(n_block_max - 1, std::true_type{}, DropoutOnly{}, DrawWithPartner{}, next_keep);
-        for (int n_block = n_block_max - 2; n_block >= n_block_min; --n_block) {
-          if (n_block % 2 == 1) {
-            process_key_block(n_block, std::false_type{}, DropoutOnly{}, DrawWithPartner{}, next_keep);
-          } else {
-            process_key_block(n_block, std::false_type{}, DropoutOnly{}, Carried{}, next_keep);
-          }
-        }
       } else if (kHasExtras && params.has_dropout) {
-        key_block_loop(std::integral_constant<int, kDropoutOnly>{});
+        using DropoutOnly = std::integral_constant<int, kDropoutOnly>;
+        if constexpr (kBlockN == 64) {
+          // One Philox call serves a thread's atoms in both 64-key blocks of a 128-key group: the first block
+          // and every odd one draw the bits of their partner too, which is the next block visited when even.
+          // Two copies of the block, not a branch around the draw: ptxas predicates such a branch, and every
+          // block would issue the Philox rounds.
+          process_key_block(n_block_max - 1, std::true_type{}, DropoutOnly{}, DrawWithPartner{}, next_keep);
+          for (int n_block = n_block_max - 2; n_block >= n_block_min; --n_block) {
+            if (n_block % 2 == 1) {
+              process_key_block(n_block, std::false_type{}, DropoutOnly{}, DrawWithPartner{}, next_keep);
+            } else {
+              process_key_block(n_block, std::false_type{}, DropoutOnly{}, Carried{}, next_keep);
+            }
+          }
+        } else {
+          key_block_loop(DropoutOnly{});
+        }
       } else {
         key_block_loop(std::integral_constant<int, kNoDropout>{});
       }
