@@ -58,6 +58,14 @@ def test_kept_fraction(p):
         assert abs(kept.mean().item() - (1 - p)) <= 5 * sigma
 
 
+def _inputs(b, sq, sk, h, hk, d, dtype, seed):
+    """q, k, v (requiring grad) and dout, each from its own seed."""
+    q = _randn((b, sq, h, d), dtype, seed).requires_grad_()
+    k = _randn((b, sk, hk, d), dtype, seed + 1).requires_grad_()
+    v = _randn((b, sk, hk, d), dtype, seed + 2).requires_grad_()
+    return q, k, v, _randn((b, sq, h, d), dtype, seed + 3)
+
+
 def _check_dropout_call(q, k, v, dout, p, seed, **kwargs):
     """One call with S_dmask against the reference under the mask it returns (out, lse, dq, dk, dv), and the same
     call without S_dmask (its own copy of the kernel loop, the one training runs) against the same reference."""
@@ -89,12 +97,7 @@ def _check_dropout_call(q, k, v, dout, p, seed, **kwargs):
 def test_dropout_matches_reference(dtype, causal, sq, sk, h, hk):
     d = built_head_dim()
     require_kernel(dtype, d)
-    b = 2
-    q = _randn((b, sq, h, d), dtype, 11).requires_grad_()
-    k = _randn((b, sk, hk, d), dtype, 12).requires_grad_()
-    v = _randn((b, sk, hk, d), dtype, 13).requires_grad_()
-    dout = _randn((b, sq, h, d), dtype, 14)
-    _check_dropout_call(q, k, v, dout, 0.17, 1234, causal=causal)
+    _check_dropout_call(*_inputs(2, sq, sk, h, hk, d, dtype, 11), 0.17, 1234, causal=causal)
 
 
 # Dropout with the other variants (softcap excluded: API.md makes dropout + softcap an error), every head dim.
@@ -114,13 +117,9 @@ def test_dropout_with_window_and_alibi(case):
     sq, sk, h, hk, d, causal, window, alibi = case
     dtype = torch.bfloat16 if d % 64 == 0 else torch.float16
     require_kernel(dtype, d)
-    b = 2
-    q = _randn((b, sq, h, d), dtype, 61).requires_grad_()
-    k = _randn((b, sk, hk, d), dtype, 62).requires_grad_()
-    v = _randn((b, sk, hk, d), dtype, 63).requires_grad_()
-    dout = _randn((b, sq, h, d), dtype, 64)
-    slopes = None if alibi is None else alibi_slopes(h, b if alibi == "bh" else None)
-    _check_dropout_call(q, k, v, dout, 0.3, 4321, causal=causal, window_size=window, alibi_slopes=slopes)
+    slopes = None if alibi is None else alibi_slopes(h, 2 if alibi == "bh" else None)
+    _check_dropout_call(*_inputs(2, sq, sk, h, hk, d, dtype, 61), 0.3, 4321, causal=causal, window_size=window,
+                        alibi_slopes=slopes)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
