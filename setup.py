@@ -390,11 +390,11 @@ def make_ext_modules_and_cmdclass():
         # build_ext above raises the error.
         from setuptools import Extension
 
-        ext = Extension(EXT_NAME, sources=["csrc/flash_api.cpp", *CFG["sources"]])
+        ext = Extension(EXT_NAME, sources=["csrc/flash_api.cpp", "csrc/kvcache_append.cu", *CFG["sources"]])
     else:
         ext = CUDAExtension(
             name=EXT_NAME,
-            sources=["csrc/flash_api.cpp", *CFG["sources"]],
+            sources=["csrc/flash_api.cpp", "csrc/kvcache_append.cu", *CFG["sources"]],
             include_dirs=[str(ROOT / "csrc")],
             extra_compile_args=compile_flags(CFG),
         )

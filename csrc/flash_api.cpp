@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "flash/dispatch.h"
+#include "flash/kvcache_append.h"
 #include "flash/params.h"
 
 namespace {
@@ -292,6 +293,131 @@ std::vector<at::Tensor> mha_varlen_fwd(
 }
 
 // ------------------------------------------------------------------------------------------------------
+// KV cache (flash_attn_with_kvcache): append the new keys/values in place, rotate, attend over the cache
+// ------------------------------------------------------------------------------------------------------
+
+void check_int32_per_batch(std::optional<at::Tensor> const& t, char const* name, int64_t batch, at::Tensor const& q) {
+  if (!t.has_value()) { return; }
+  check_cu_seqlens(t.value(), name, q);
+  TORCH_CHECK(t->numel() == batch, "flash_attn: ", name, " must have shape (batch,) = (", batch, "), got ",
+              t->sizes());
+}
+
+std::vector<at::Tensor> mha_fwd_kvcache(
+    at::Tensor const& q, at::Tensor const& k_cache, at::Tensor const& v_cache, std::optional<at::Tensor> k_new,
+    std::optional<at::Tensor> v_new, std::optional<at::Tensor> cache_seqlens, std::optional<at::Tensor> rotary_cos,
+    std::optional<at::Tensor> rotary_sin, std::optional<at::Tensor> cache_batch_idx,
+    std::optional<at::Tensor> cache_leftpad, std::optional<at::Tensor> alibi_slopes_, std::optional<at::Tensor> out_,
+    double softmax_scale, bool is_causal, int64_t window_size_left, int64_t window_size_right, double softcap,
+    bool rotary_interleaved) {
+  flash::DType const dtype = kernel_dtype(q.scalar_type());
+  check_input(q, "q", q, 4);
+  check_input(k_cache, "k_cache", q, 4);
+  check_input(v_cache, "v_cache", q, 4);
+  check_head_dims(q, k_cache, v_cache);
+  int64_t const batch = q.size(0), seqlen_q = q.size(1), num_heads = q.size(2), head_dim = q.size(3);
+  int64_t const capacity = k_cache.size(1), num_heads_k = k_cache.size(2);
+  TORCH_CHECK(batch > 0, "flash_attn: batch size must be positive");
+  TORCH_CHECK(v_cache.sizes() == k_cache.sizes(), "flash_attn: k_cache and v_cache must have the same shape");
+  check_int32_per_batch(cache_seqlens, "cache_seqlens", batch, q);
+  check_int32_per_batch(cache_batch_idx, "cache_batch_idx", batch, q);
+  check_int32_per_batch(cache_leftpad, "cache_leftpad", batch, q);
+  TORCH_CHECK(cache_batch_idx.has_value() || k_cache.size(0) == batch,
+              "flash_attn: k_cache must have q's batch size unless cache_batch_idx maps the rows");
+  TORCH_CHECK(k_new.has_value() == v_new.has_value(), "flash_attn: pass both k and v, or neither");
+  int64_t seqlen_new = 0;
+  if (k_new.has_value()) {
+    TORCH_CHECK(cache_seqlens.has_value(), "flash_attn: appending k/v needs cache_seqlens");
+    check_input(*k_new, "k", q, 4);
+    check_input(*v_new, "v", q, 4);
+    seqlen_new = k_new->size(1);
+    TORCH_CHECK(k_new->size(0) == batch && k_new->size(2) == num_heads_k && k_new->size(3) == head_dim,
+                "flash_attn: k must have shape (batch, seqlen_new, nheads_k, headdim) = (", batch, ", *, ",
+                num_heads_k, ", ", head_dim, "), got ", k_new->sizes());
+    TORCH_CHECK(v_new->sizes() == k_new->sizes(), "flash_attn: k and v must have the same shape");
+  }
+  TORCH_CHECK(rotary_cos.has_value() == rotary_sin.has_value(), "flash_attn: pass both rotary_cos and rotary_sin");
+  int64_t rotary_dim = 0;
+  if (rotary_cos.has_value()) {
+    TORCH_CHECK(k_new.has_value(), "flash_attn: rotary_cos/rotary_sin are applied only with new k/v");
+    for (auto const* t : {&*rotary_cos, &*rotary_sin}) {
+      TORCH_CHECK(t->is_cuda() && t->device() == q.device() && t->scalar_type() == q.scalar_type(),
+                  "flash_attn: rotary_cos/rotary_sin must be CUDA tensors of q's dtype on q's device");
+      TORCH_CHECK(t->dim() == 2 && t->is_contiguous(), "flash_attn: rotary_cos/rotary_sin must be contiguous 2-D");
+    }
+    TORCH_CHECK(rotary_sin->sizes() == rotary_cos->sizes(), "flash_attn: rotary_cos and rotary_sin must match");
+    rotary_dim = 2 * rotary_cos->size(1);
+    TORCH_CHECK(rotary_dim % 16 == 0 && rotary_dim <= head_dim && rotary_dim > 0,
+                "flash_attn: rotary_dim (2 * rotary_cos.shape[1]) must be a positive multiple of 16 <= headdim, got ",
+                rotary_dim);
+    TORCH_CHECK(rotary_cos->size(0) >= capacity, "flash_attn: rotary_cos/rotary_sin need a row per cache slot (",
+                capacity, "), got ", rotary_cos->size(0));
+  }
+  Window const window = check_supported(0.0, is_causal, window_size_left, window_size_right, capacity, softcap);
+
+  c10::cuda::CUDAGuard device_guard{q.device()};
+  cudaStream_t const stream = c10::cuda::getCurrentCUDAStream().stream();
+  at::Tensor q_attn = q;
+  if (k_new.has_value()) {
+    flash::KvcacheAppendParams a;
+    a.k_new = k_new->data_ptr(), a.v_new = v_new->data_ptr();
+    a.k_new_batch_stride = k_new->stride(0), a.k_new_row_stride = k_new->stride(1);
+    a.k_new_head_stride = k_new->stride(2);
+    a.v_new_batch_stride = v_new->stride(0), a.v_new_row_stride = v_new->stride(1);
+    a.v_new_head_stride = v_new->stride(2);
+    a.k_cache = k_cache.data_ptr(), a.v_cache = v_cache.data_ptr();
+    a.k_cache_batch_stride = k_cache.stride(0), a.k_cache_row_stride = k_cache.stride(1);
+    a.k_cache_head_stride = k_cache.stride(2);
+    a.v_cache_batch_stride = v_cache.stride(0), a.v_cache_row_stride = v_cache.stride(1);
+    a.v_cache_head_stride = v_cache.stride(2);
+    if (rotary_cos.has_value()) {
+      q_attn = at::empty(q.sizes(), q.options());
+      a.q = q.data_ptr(), a.q_rot = q_attn.data_ptr();
+      a.q_batch_stride = q.stride(0), a.q_row_stride = q.stride(1), a.q_head_stride = q.stride(2);
+      a.cos = rotary_cos->data_ptr(), a.sin = rotary_sin->data_ptr();
+      a.seqlen_ro = static_cast<int>(rotary_cos->size(0));
+      a.rotary_dim = static_cast<int>(rotary_dim);
+      a.interleaved = rotary_interleaved;
+      a.q_position_per_row = is_causal || window.bounded;
+    }
+    a.cache_seqlens = cache_seqlens->data_ptr<int>();
+    a.cache_batch_idx = cache_batch_idx.has_value() ? cache_batch_idx->data_ptr<int>() : nullptr;
+    a.batch = static_cast<int>(batch), a.seqlen_new = static_cast<int>(seqlen_new);
+    a.seqlen_q = static_cast<int>(seqlen_q), a.num_heads = static_cast<int>(num_heads);
+    a.num_heads_k = static_cast<int>(num_heads_k), a.head_dim = static_cast<int>(head_dim);
+    a.capacity = static_cast<int>(capacity);
+    flash::run_kvcache_append(a, dtype, stream);
+  }
+
+  at::Tensor out = prepare_out(out_, q);
+  at::Tensor lse = at::empty({batch, num_heads, seqlen_q}, q.options().dtype(at::kFloat));
+  flash::FwdParams p;
+  set_common_params(p, q_attn, k_cache, v_cache, out, lse, softmax_scale, softcap);
+  p.q_batch_stride = q_attn.stride(0), p.k_batch_stride = k_cache.stride(0), p.v_batch_stride = v_cache.stride(0);
+  p.o_batch_stride = out.stride(0);
+  p.lse_batch_stride = num_heads * seqlen_q, p.lse_head_stride = seqlen_q;
+  p.batch = static_cast<int>(batch);
+  p.seqlen_q = static_cast<int>(seqlen_q);
+  p.seqlen_k = static_cast<int>(capacity);
+  at::Tensor seqused;  // keys in use: the cached ones plus the appended ones
+  if (cache_seqlens.has_value()) {
+    seqused = seqlen_new > 0 ? at::add(*cache_seqlens, seqlen_new) : *cache_seqlens;
+    p.seqused_k = seqused.data_ptr<int>();
+  }
+  p.kv_batch_idx = cache_batch_idx.has_value() ? cache_batch_idx->data_ptr<int>() : nullptr;
+  p.leftpad_k = cache_leftpad.has_value() ? cache_leftpad->data_ptr<int>() : nullptr;
+  set_window(p, window);
+  set_alibi(p, alibi_slopes_, batch, q);
+  if (seqlen_q > 0 && capacity > 0) {
+    flash::run_fwd(p, dtype, stream);
+  } else {
+    out.zero_();
+    lse.fill_(std::numeric_limits<float>::infinity());
+  }
+  return {out, lse};
+}
+
+// ------------------------------------------------------------------------------------------------------
 // Backward
 // ------------------------------------------------------------------------------------------------------
 
@@ -467,4 +593,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("varlen_fwd", &mha_varlen_fwd, "Forward pass (variable-length sequences)");
   m.def("bwd", &mha_bwd, "Backward pass (dense)");
   m.def("varlen_bwd", &mha_varlen_bwd, "Backward pass (variable-length sequences)");
+  m.def("fwd_kvcache", &mha_fwd_kvcache, "Forward pass against a KV cache, appending new keys/values in place");
 }

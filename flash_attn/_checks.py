@@ -387,6 +387,143 @@ def check_block_table(block_table) -> None:
         raise NotImplementedError("block_table (paged KV cache) is not supported yet (pass block_table=None)")
 
 
+def _check_per_batch_int32(name: str, t, batch: int) -> None:
+    if t is None:
+        return
+    _require_tensor(name, t)
+    if t.dtype != torch.int32:
+        raise FlashAttnTypeError(f"{name} must have dtype torch.int32, got {t.dtype}")
+    if _shape(t) != (batch,):
+        raise FlashAttnValueError(f"{name} must have shape (batch,) = ({batch},), got {_shape(t)}")
+
+
+def _is_capturing(t: torch.Tensor) -> bool:
+    return t.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def check_kvcache_capacity(cache_seqlens, seqlen_new: int, capacity: int) -> None:
+    """cache_seqlens (int or (batch,) int32) + seqlen_new must fit the cache. A tensor is read on the host,
+    except during CUDA graph capture (the kernels then skip writes past the cache and clamp what they read)."""
+    if isinstance(cache_seqlens, torch.Tensor):
+        if cache_seqlens.device.type == "meta" or _is_capturing(cache_seqlens) or cache_seqlens.numel() == 0:
+            return
+        lo, hi = int(cache_seqlens.min()), int(cache_seqlens.max())
+    else:
+        lo = hi = cache_seqlens
+    if lo < 0:
+        raise FlashAttnValueError(f"cache_seqlens must be >= 0, got a minimum of {lo}")
+    if hi + seqlen_new > capacity:
+        raise FlashAttnValueError(
+            f"cache_seqlens + seqlen_new must fit the cache: max(cache_seqlens) = {hi} plus {seqlen_new} new "
+            f"tokens exceeds the cache's {capacity} slots (k_cache.shape[1])"
+        )
+
+
+class KvcacheConfig(NamedTuple):
+    fwd: FwdConfig
+    cache_seqlens: Optional[torch.Tensor]  # (batch,) int32 on q's device, or None for a full cache
+    rotary_dim: int
+
+
+def validate_kvcache_args(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin=None,
+                          cache_seqlens=None, cache_batch_idx=None, cache_leftpad=None, block_table=None,
+                          softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                          rotary_interleaved=True, alibi_slopes=None, num_splits=0, *,
+                          check_device: bool = True) -> KvcacheConfig:
+    """Everything flash_attn_with_kvcache needs checked (API.md); returns the normalised options."""
+    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
+        _require_tensor(name, t)
+    check_dtypes(q, (("k_cache", k_cache), ("v_cache", v_cache)))
+    if q.dim() != 4:
+        raise FlashAttnValueError(f"q must be 4-D (batch, seqlen_q, nheads, headdim), got shape {_shape(q)}")
+    for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+        if t.dim() != 4:
+            raise FlashAttnValueError(
+                f"{name} must be 4-D (batch_cache, seqlen_cache, nheads_k, headdim), got shape {_shape(t)}"
+            )
+    if _shape(v_cache) != _shape(k_cache):
+        raise FlashAttnValueError(f"v_cache shape {_shape(v_cache)} must match k_cache shape {_shape(k_cache)}")
+    batch, _, nheads, head_dim = q.shape
+    if batch <= 0:
+        raise FlashAttnValueError(f"q batch size must be positive, got shape {_shape(q)}")
+    _check_head_dims(head_dim, "q", False)
+    if k_cache.shape[-1] != head_dim:
+        raise FlashAttnValueError(f"k_cache head dim ({k_cache.shape[-1]}) must match q head dim ({head_dim})")
+    nheads_k, capacity = k_cache.shape[2], k_cache.shape[1]
+    _check_heads(nheads, nheads_k)
+    _check_last_dim_contiguous((("q", q), ("k_cache", k_cache), ("v_cache", v_cache)))
+    if block_table is not None:
+        raise NotImplementedError("block_table (paged KV cache) is not supported yet (pass block_table=None)")
+    _check_per_batch_int32("cache_batch_idx", cache_batch_idx, batch)
+    _check_per_batch_int32("cache_leftpad", cache_leftpad, batch)
+    if cache_batch_idx is None and k_cache.shape[0] != batch:
+        raise FlashAttnValueError(
+            f"k_cache batch size ({k_cache.shape[0]}) must match q batch size ({batch}) unless cache_batch_idx "
+            "maps batch entries to cache rows"
+        )
+    if (k is None) != (v is None):
+        raise FlashAttnValueError("k and v must be passed together (both new keys and new values, or neither)")
+    seqlen_new = 0
+    if k is not None:
+        check_dtypes(q, (("k", k), ("v", v)))
+        for name, t in (("k", k), ("v", v)):
+            if t.dim() != 4 or t.shape[0] != batch or t.shape[2] != nheads_k or t.shape[3] != head_dim:
+                raise FlashAttnValueError(
+                    f"{name} must have shape (batch, seqlen_new, nheads_k, headdim) = ({batch}, *, {nheads_k}, "
+                    f"{head_dim}), got {_shape(t)}"
+                )
+        if _shape(v) != _shape(k):
+            raise FlashAttnValueError(f"v shape {_shape(v)} must match k shape {_shape(k)}")
+        if cache_seqlens is None:
+            raise FlashAttnValueError("appending k/v needs cache_seqlens (where each sequence's new tokens go)")
+        _check_last_dim_contiguous((("k", k), ("v", v)))
+        seqlen_new = k.shape[1]
+    if cache_seqlens is not None:
+        if isinstance(cache_seqlens, torch.Tensor):
+            _check_per_batch_int32("cache_seqlens", cache_seqlens, batch)
+        else:
+            cache_seqlens = as_int("cache_seqlens", cache_seqlens)
+        check_kvcache_capacity(cache_seqlens, seqlen_new, capacity)
+        if not isinstance(cache_seqlens, torch.Tensor):
+            cache_seqlens = torch.full((batch,), cache_seqlens, dtype=torch.int32, device=q.device)
+    if (rotary_cos is None) != (rotary_sin is None):
+        raise FlashAttnValueError("rotary_cos and rotary_sin must be passed together")
+    rotary_dim = 0
+    if rotary_cos is not None:
+        if k is None:
+            raise FlashAttnValueError("rotary_cos/rotary_sin are applied to new k (and q): pass k and v with them")
+        check_dtypes(q, (("rotary_cos", rotary_cos), ("rotary_sin", rotary_sin)))
+        if rotary_cos.dim() != 2 or _shape(rotary_sin) != _shape(rotary_cos):
+            raise FlashAttnValueError(
+                "rotary_cos and rotary_sin must be 2-D (seqlen_ro, rotary_dim / 2) of the same shape, got "
+                f"{_shape(rotary_cos)} and {_shape(rotary_sin)}"
+            )
+        rotary_dim = 2 * rotary_cos.shape[1]
+        if rotary_dim <= 0 or rotary_dim % 16 != 0 or rotary_dim > head_dim:
+            raise FlashAttnValueError(
+                f"rotary_dim = 2 * rotary_cos.shape[1] = {rotary_dim} must be a positive multiple of 16 and "
+                f"<= headdim ({head_dim})"
+            )
+        if rotary_cos.shape[0] < capacity:
+            raise FlashAttnValueError(
+                f"rotary_cos/rotary_sin need a row per cache slot: seqlen_ro = {rotary_cos.shape[0]} < "
+                f"k_cache.shape[1] = {capacity}"
+            )
+    num_splits = as_int("num_splits", num_splits)
+    if num_splits < 0:
+        raise FlashAttnValueError(f"num_splits must be >= 0 (0 = heuristic), got {num_splits}")
+    if not isinstance(rotary_interleaved, bool):
+        raise FlashAttnTypeError(f"rotary_interleaved must be a bool, got {type(rotary_interleaved).__name__}")
+    cfg = check_fwd_options(head_dim, capacity, 0.0, softmax_scale, causal, window_size, softcap, alibi_slopes)
+    check_alibi_slopes(alibi_slopes, batch, nheads)
+    if check_device:
+        check_devices(q, (("k_cache", k_cache), ("v_cache", v_cache), ("k", k), ("v", v), ("rotary_cos", rotary_cos),
+                          ("rotary_sin", rotary_sin), ("cache_seqlens", cache_seqlens),
+                          ("cache_batch_idx", cache_batch_idx), ("cache_leftpad", cache_leftpad),
+                          ("alibi_slopes", alibi_slopes)))
+    return KvcacheConfig(cfg, cache_seqlens, rotary_dim)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Entry-point validators
 # ----------------------------------------------------------------------------------------------------------

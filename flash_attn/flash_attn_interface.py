@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from flash_attn import _checks
+from flash_attn._ops import _poisoned_out, _require_extension
 from flash_attn._ops import flash_attn_gpu  # noqa: F401  (re-exported: the extension, or None if not built)
 
 USE_TRITON_ROCM = os.getenv("FLASH_ATTENTION_TRITON_AMD_ENABLE", "FALSE") == "TRUE"
@@ -466,5 +467,33 @@ def flash_attn_with_kvcache(
     num_splits=0,
     return_softmax_lse=False,
 ):
-    """Decoding attention against a (possibly paged) KV cache, appending k/v in place. Not implemented yet."""
-    raise NotImplementedError("flash_attn_with_kvcache is not implemented yet")
+    """Attention of q (batch, seqlen_q, nheads, headdim) against a KV cache (batch_cache, seqlen_cache, nheads_k,
+    headdim), for decoding and chunked prefill. New keys/values k, v (batch, seqlen_new, nheads_k, headdim) are
+    first written into the caches in place at cache_seqlens (rotated by rotary_cos/rotary_sin when given, which
+    also rotate q); attention then covers keys [cache_leftpad, cache_seqlens + seqlen_new) of each sequence,
+    bottom-right aligned for causal/window. No autograd. Returns out, or (out, softmax_lse (batch, nheads,
+    seqlen_q)) with return_softmax_lse. Paged caches (block_table) are not supported yet."""
+    cfg = _checks.validate_kvcache_args(
+        q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens, cache_batch_idx, cache_leftpad,
+        block_table, softmax_scale, causal, window_size, softcap, rotary_interleaved, alibi_slopes, num_splits,
+    )
+    head_dim = q.shape[-1]
+    _checks.check_build(q.dtype, head_dim, q.device)
+    ext = _require_extension()
+    q, k, v = (None if x is None else _checks.vector_aligned(maybe_contiguous(x)) for x in (q, k, v))
+    k_cache_og, v_cache_og = k_cache, v_cache
+    if head_dim % 8 != 0:  # the kernels need a multiple of 8: padded copies, written back below
+        q, k, v, k_cache, v_cache = (None if x is None else _pad_head_dim(x) for x in (q, k, v, k_cache, v_cache))
+    rotary_cos, rotary_sin = (None if x is None else x.contiguous() for x in (rotary_cos, rotary_sin))
+    opts = cfg.fwd
+    out, softmax_lse = ext.fwd_kvcache(
+        q, k_cache, v_cache, k, v, cfg.cache_seqlens, rotary_cos, rotary_sin, cache_batch_idx, cache_leftpad,
+        alibi_slopes, _poisoned_out(q), opts.softmax_scale, opts.causal, opts.window_size_left,
+        opts.window_size_right, float(softcap), rotary_interleaved,
+    )
+    if head_dim % 8 != 0:
+        out = out[..., :head_dim]
+        if k is not None:
+            k_cache_og.copy_(k_cache[..., :head_dim])
+            v_cache_og.copy_(v_cache[..., :head_dim])
+    return (out, softmax_lse) if return_softmax_lse else out

@@ -159,6 +159,61 @@ def attention_varlen_ref(q, k, v, cu_seqlens_q: Sequence[int], cu_seqlens_k: Seq
     return out, lse
 
 
+def rotary_ref(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
+               interleaved: bool) -> torch.Tensor:
+    """x (s, h, d) rotated in float32 at positions (s,): the first rotary_dim = 2 * cos.shape[1] channels as
+    x * cos + rotate(x) * sin, pairs (2i, 2i + 1) if interleaved else (i, i + rotary_dim / 2); the rest as is."""
+    half = cos.shape[1]
+    c, s = cos[positions].float()[:, None, :], sin[positions].float()[:, None, :]
+    out = x.float().clone()
+    a_idx = torch.arange(half, device=x.device) * 2 if interleaved else torch.arange(half, device=x.device)
+    b_idx = a_idx + 1 if interleaved else a_idx + half
+    a, b = out[..., a_idx], out[..., b_idx]
+    out[..., a_idx] = a * c - b * s
+    out[..., b_idx] = a * s + b * c
+    return out
+
+
+def kvcache_ref(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin=None, cache_seqlens=None,
+                cache_batch_idx=None, cache_leftpad=None, causal=False, window=(-1, -1), softcap=0.0,
+                alibi_slopes=None, rotary_interleaved=True, upcast=True):
+    """flash_attn_with_kvcache in plain PyTorch (API.md): the caches after the append (q's dtype, exact: the
+    rotation rounds once, like the kernel) and (out (b, sq, h, d), lse (b, h, sq)) attending per sequence to
+    keys [leftpad, cache_seqlens + seqlen_new) of its cache row. Lists or tensors for the per-batch arguments."""
+    b, sq = q.shape[:2]
+    capacity = k_cache.shape[1]
+    as_list = (lambda x, default: [default] * b if x is None else [int(i) for i in (x.tolist() if
+               isinstance(x, torch.Tensor) else x)])
+    seqlens = as_list(cache_seqlens, capacity)
+    rows, leftpad = as_list(cache_batch_idx, None), as_list(cache_leftpad, 0)
+    rows = [i if r is None else r for i, r in enumerate(rows)]
+    k_cache, v_cache = k_cache.clone(), v_cache.clone()
+    s_new = 0 if k is None else k.shape[1]
+    local = causal or visible_keys(1, capacity, False, window, q.device, capacity) is not None
+    outs, lses = [], []
+    for i in range(b):
+        qi = q[i]
+        if k is not None:
+            pos = torch.arange(seqlens[i], seqlens[i] + s_new, device=q.device)
+            ki = k[i] if rotary_cos is None else rotary_ref(k[i], rotary_cos, rotary_sin, pos, rotary_interleaved)
+            k_cache[rows[i], pos] = ki.to(k_cache.dtype)
+            v_cache[rows[i], pos] = v[i]
+            if rotary_cos is not None:
+                qpos = torch.arange(sq, device=q.device) + seqlens[i] if local else \
+                    torch.full((sq,), seqlens[i], device=q.device)
+                qi = rotary_ref(q[i], rotary_cos, rotary_sin, qpos, rotary_interleaved)
+                qi = qi if upcast else qi.to(q.dtype)
+        end = seqlens[i] + s_new
+        keys, values = k_cache[rows[i], leftpad[i]:end], v_cache[rows[i], leftpad[i]:end]
+        slopes = None if alibi_slopes is None else (alibi_slopes[i] if alibi_slopes.dim() == 2 else alibi_slopes)
+        out, lse = attention_ref(qi[None].to(q.dtype) if not upcast else qi[None].float(), keys[None], values[None],
+                                 causal, upcast=upcast, window=window, window_bound=capacity, softcap=softcap,
+                                 alibi_slopes=slopes)
+        outs.append(out)
+        lses.append(lse)
+    return torch.cat(outs), torch.cat(lses), k_cache, v_cache
+
+
 def max_abs_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| over entries where both are finite (0 if there are none)."""
     a, b = a.float(), b.float()

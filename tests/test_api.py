@@ -95,9 +95,9 @@ def test_helpers():
     assert fai._get_block_size_n(None, 128, False, True) in (32, 64, 128)
 
 
-def test_kvcache_not_implemented():
+def test_kvcache_checks_before_the_device():
     q = torch.empty(1, 1, 2, 64, dtype=torch.float16)
-    with pytest.raises(NotImplementedError, match="flash_attn_with_kvcache"):
+    with pytest.raises(ValueError, match="^q must be a CUDA tensor"):
         flash_attn.flash_attn_with_kvcache(q, q, q)
 
 

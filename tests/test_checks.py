@@ -167,6 +167,77 @@ BAD_CASES = [
     ("bwd_dv_type", lambda: bwd(dv="dv"), FlashAttnTypeError, r"^dv must be a torch.Tensor"),
 ]
 
+I32 = torch.int32
+
+
+def kvc(b=2, sq=1, cap=64, h=4, hk=2, d=64, new=1, device=META, **kw):
+    """validate_kvcache_args on a (b, cap, hk, d) cache with `new` appended tokens; kw overrides arguments."""
+    args = dict(q=t(b, sq, h, d, device=device), k_cache=t(b, cap, hk, d, device=device),
+                v_cache=t(b, cap, hk, d, device=device), cache_seqlens=3)
+    if new:
+        args.update(k=t(b, new, hk, d, device=device), v=t(b, new, hk, d, device=device))
+    args.update(kw)
+    return _checks.validate_kvcache_args(**args, check_device=False)
+
+
+def rot(rows, half, device=META):
+    return dict(rotary_cos=t(rows, half, device=device), rotary_sin=t(rows, half, device=device))
+
+
+KVCACHE_BAD_CASES = [
+    ("kv_block_table", lambda: kvc(block_table=torch.zeros(2, 1, dtype=I32)), NotImplementedError, r"^block_table"),
+    ("kv_cache_ndim", lambda: kvc(k_cache=t(2, 64, 128), v_cache=t(2, 64, 128)), FlashAttnValueError,
+     r"^k_cache must be 4-D"),
+    ("kv_v_cache_shape", lambda: kvc(v_cache=t(2, 32, 2, 64)), FlashAttnValueError, r"^v_cache shape"),
+    ("kv_heads", lambda: kvc(k_cache=t(2, 64, 3, 64), v_cache=t(2, 64, 3, 64), new=0), FlashAttnValueError,
+     r"^number of heads in q \(4\) must be divisible"),
+    ("kv_cache_dtype", lambda: kvc(k_cache=t(2, 64, 2, 64, dtype=BF16)), FlashAttnTypeError,
+     r"^k_cache must have the same dtype"),
+    ("kv_k_without_v", lambda: kvc(v=None), FlashAttnValueError, r"^k and v must be passed together"),
+    ("kv_k_heads", lambda: kvc(k=t(2, 1, 4, 64), v=t(2, 1, 4, 64)), FlashAttnValueError, r"^k must have shape"),
+    ("kv_append_needs_seqlens", lambda: kvc(cache_seqlens=None), FlashAttnValueError,
+     r"^appending k/v needs cache_seqlens"),
+    ("kv_seqlens_dtype", lambda: kvc(cache_seqlens=torch.zeros(2, dtype=torch.int64)), FlashAttnTypeError,
+     r"^cache_seqlens must have dtype torch.int32"),
+    ("kv_seqlens_shape", lambda: kvc(cache_seqlens=torch.zeros(3, dtype=I32)), FlashAttnValueError,
+     r"^cache_seqlens must have shape \(batch,\) = \(2,\)"),
+    ("kv_seqlens_past_cache_int", lambda: kvc(cache_seqlens=64), FlashAttnValueError,
+     r"^cache_seqlens \+ seqlen_new must fit the cache"),
+    ("kv_seqlens_past_cache_tensor", lambda: kvc(cache_seqlens=torch.tensor([3, 60], dtype=I32), new=5),
+     FlashAttnValueError, r"^cache_seqlens \+ seqlen_new must fit the cache"),
+    ("kv_seqlens_negative", lambda: kvc(cache_seqlens=-1), FlashAttnValueError, r"^cache_seqlens must be >= 0"),
+    ("kv_batch_idx_dtype", lambda: kvc(cache_batch_idx=torch.zeros(2, dtype=torch.int64)), FlashAttnTypeError,
+     r"^cache_batch_idx must have dtype torch.int32"),
+    ("kv_cache_batch", lambda: kvc(k_cache=t(3, 64, 2, 64), v_cache=t(3, 64, 2, 64)), FlashAttnValueError,
+     r"^k_cache batch size \(3\) must match q batch size \(2\) unless cache_batch_idx"),
+    ("kv_leftpad_shape", lambda: kvc(cache_leftpad=torch.zeros(1, dtype=I32)), FlashAttnValueError,
+     r"^cache_leftpad must have shape"),
+    ("kv_rotary_odd", lambda: kvc(**rot(64, 4)), FlashAttnValueError, r"^rotary_dim = 2 \* rotary_cos.shape\[1\] = 8"),
+    ("kv_rotary_too_wide", lambda: kvc(**rot(64, 40)), FlashAttnValueError, r"^rotary_dim .* <= headdim \(64\)"),
+    ("kv_rotary_short_table", lambda: kvc(**rot(32, 16)), FlashAttnValueError,
+     r"^rotary_cos/rotary_sin need a row per cache slot"),
+    ("kv_rotary_without_kv", lambda: kvc(new=0, **rot(64, 16)), FlashAttnValueError,
+     r"^rotary_cos/rotary_sin are applied to new k"),
+    ("kv_rotary_one_table", lambda: kvc(rotary_cos=t(64, 16)), FlashAttnValueError,
+     r"^rotary_cos and rotary_sin must be passed together"),
+    ("kv_num_splits", lambda: kvc(num_splits=-1), FlashAttnValueError, r"^num_splits must be >= 0"),
+    ("kv_window", lambda: kvc(window_size=(-2, 0)), FlashAttnValueError, r"^window_size entries must be >= -1"),
+    ("kv_softcap", lambda: kvc(softcap=-1.0), FlashAttnValueError, r"^softcap must be a finite number >= 0"),
+    ("kv_alibi", lambda: kvc(alibi_slopes=torch.zeros(3, dtype=torch.float32)), FlashAttnValueError,
+     r"^alibi_slopes must have shape"),
+    ("kv_device", lambda: _checks.validate_kvcache_args(t(2, 1, 4, 64), t(2, 8, 2, 64), t(2, 8, 2, 64)),
+     FlashAttnValueError, r"^q must be a CUDA tensor"),
+]
+BAD_CASES += KVCACHE_BAD_CASES
+
+
+def test_kvcache_valid_arguments():
+    cfg = kvc(**rot(64, 16), cache_seqlens=7, window_size=(8, 0))
+    assert cfg.rotary_dim == 32 and cfg.cache_seqlens.dtype == I32 and cfg.cache_seqlens.shape == (2,)
+    assert cfg.fwd.causal is False and (cfg.fwd.window_size_left, cfg.fwd.window_size_right) == (8, 0)
+    full = kvc(new=0, cache_seqlens=None)
+    assert full.cache_seqlens is None and full.rotary_dim == 0
+
 
 @pytest.mark.parametrize("thunk,exc,pattern", [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES])
 def test_bad_input(thunk, exc, pattern):

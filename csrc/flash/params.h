@@ -62,6 +62,12 @@ struct FwdParams {
   // Varlen: int32 (batch + 1,) prefix sums of sequence lengths; nullptr for dense inputs.
   int const* __restrict__ cu_seqlens_q = nullptr;
   int const* __restrict__ cu_seqlens_k = nullptr;
+  // KV cache (dense K/V of capacity seqlen_k), int32 (batch,) each, nullptr = off: seqused_k, the keys in use
+  // (clamped to seqlen_k); kv_batch_idx, the K/V batch row of each query batch entry; leftpad_k, the first
+  // valid key, from which the sequence (and its bottom-right alignment) starts.
+  int const* __restrict__ seqused_k = nullptr;
+  int const* __restrict__ kv_batch_idx = nullptr;
+  int const* __restrict__ leftpad_k = nullptr;
 
   // Keys visible to query row i: [i + shift - window_left, i + shift + window_right] with
   // shift = seqlen_k - seqlen_q (bottom-right aligned). Causal is (unbounded, 0); an unbounded side is

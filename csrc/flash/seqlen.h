@@ -13,7 +13,8 @@ struct SeqlenInfo {
   int seqlen_q;
   int seqlen_k;
   int start_q;   // first row of this sequence in a varlen (total, h, d) tensor; 0 when dense
-  int start_k;
+  int start_k;   // varlen: first row in the (total, h, d) tensor; dense: the first valid key (leftpad_k)
+  int kv_batch;  // dense: the K/V batch row (kv_batch_idx, else the query's)
   bool varlen_q;
   bool varlen_k;
 
@@ -22,17 +23,28 @@ struct SeqlenInfo {
     varlen_q = params.cu_seqlens_q != nullptr;
     varlen_k = params.cu_seqlens_k != nullptr;
     start_q = varlen_q ? params.cu_seqlens_q[batch_idx] : 0;
-    start_k = varlen_k ? params.cu_seqlens_k[batch_idx] : 0;
     seqlen_q = varlen_q ? params.cu_seqlens_q[batch_idx + 1] - start_q : params.seqlen_q;
-    seqlen_k = varlen_k ? params.cu_seqlens_k[batch_idx + 1] - start_k : params.seqlen_k;
+    kv_batch = batch_idx;
+    if (varlen_k) {
+      start_k = params.cu_seqlens_k[batch_idx];
+      seqlen_k = params.cu_seqlens_k[batch_idx + 1] - start_k;
+    } else {
+      // A KV cache: keys [leftpad, seqused) of the K/V row kv_batch_idx[batch], never past its capacity.
+      int const used =
+          params.seqused_k != nullptr ? min(params.seqused_k[batch_idx], params.seqlen_k) : params.seqlen_k;
+      start_k = params.leftpad_k != nullptr ? params.leftpad_k[batch_idx] : 0;
+      seqlen_k = max(used - start_k, 0);
+      if (params.kv_batch_idx != nullptr) { kv_batch = params.kv_batch_idx[batch_idx]; }
+    }
   }
 
   // Element offset of (batch_idx, row 0) given the tensor's batch and row strides.
   CUTLASS_DEVICE int64_t q_offset(int64_t batch_stride, int64_t row_stride, int batch_idx) const {
     return varlen_q ? int64_t(start_q) * row_stride : int64_t(batch_idx) * batch_stride;
   }
-  CUTLASS_DEVICE int64_t k_offset(int64_t batch_stride, int64_t row_stride, int batch_idx) const {
-    return varlen_k ? int64_t(start_k) * row_stride : int64_t(batch_idx) * batch_stride;
+  // K/V (and their gradients): the sequence's first key.
+  CUTLASS_DEVICE int64_t k_offset(int64_t batch_stride, int64_t row_stride) const {
+    return varlen_k ? int64_t(start_k) * row_stride : int64_t(kv_batch) * batch_stride + int64_t(start_k) * row_stride;
   }
   // lse rows are contiguous: dense (b, h, sq) uses the batch stride, varlen (h, total_q) the start row.
   CUTLASS_DEVICE int64_t lse_offset(int64_t batch_stride, int batch_idx) const {

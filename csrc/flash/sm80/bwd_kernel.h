@@ -70,12 +70,12 @@ struct BwdKernel {
 
     // Global tiles of this key block.
     auto kv_tile = [&](void const* base, int64_t batch_stride, int64_t row_stride, int64_t head_stride) {
-      Element const* ptr = static_cast<Element const*>(base) + seq.k_offset(batch_stride, row_stride, batch) +
+      Element const* ptr = static_cast<Element const*>(base) + seq.k_offset(batch_stride, row_stride) +
                            kv_head * head_stride + int64_t(key_base) * row_stride;
       return make_tensor(make_gmem_ptr(ptr), TileK{}, make_stride(row_stride, _1{}));
     };
     auto dkv_tile = [&](void* base, int64_t batch_stride, int64_t row_stride, int64_t head_stride) {
-      Element* ptr = static_cast<Element*>(base) + seq.k_offset(batch_stride, row_stride, batch) +
+      Element* ptr = static_cast<Element*>(base) + seq.k_offset(batch_stride, row_stride) +
                      kv_head * head_stride + int64_t(key_base) * row_stride;
       return make_tensor(make_gmem_ptr(ptr), TileK{}, make_stride(row_stride, _1{}));
     };

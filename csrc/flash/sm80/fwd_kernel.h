@@ -102,10 +102,10 @@ struct FwdKernel {
                             seq.q_offset(params.q_batch_stride, params.q_row_stride, batch) +
                             head * params.q_head_stride + int64_t(row_base) * params.q_row_stride;
     Element const* k_base = static_cast<Element const*>(params.k_ptr) +
-                            seq.k_offset(params.k_batch_stride, params.k_row_stride, batch) +
+                            seq.k_offset(params.k_batch_stride, params.k_row_stride) +
                             kv_head * params.k_head_stride;
     Element const* v_base = static_cast<Element const*>(params.v_ptr) +
-                            seq.k_offset(params.v_batch_stride, params.v_row_stride, batch) +
+                            seq.k_offset(params.v_batch_stride, params.v_row_stride) +
                             kv_head * params.v_head_stride;
     Element* o_base = static_cast<Element*>(params.o_ptr) +
                       seq.q_offset(params.o_batch_stride, params.o_row_stride, batch) +
