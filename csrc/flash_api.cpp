@@ -307,7 +307,8 @@ std::vector<at::Tensor> mha_fwd_kvcache(
     at::Tensor const& q, at::Tensor const& k_cache, at::Tensor const& v_cache, std::optional<at::Tensor> k_new,
     std::optional<at::Tensor> v_new, std::optional<at::Tensor> cache_seqlens, std::optional<at::Tensor> rotary_cos,
     std::optional<at::Tensor> rotary_sin, std::optional<at::Tensor> cache_batch_idx,
-    std::optional<at::Tensor> cache_leftpad, std::optional<at::Tensor> alibi_slopes_, std::optional<at::Tensor> out_,
+    std::optional<at::Tensor> cache_leftpad, std::optional<at::Tensor> block_table,
+    std::optional<at::Tensor> alibi_slopes_, std::optional<at::Tensor> out_,
     double softmax_scale, bool is_causal, int64_t window_size_left, int64_t window_size_right, double softcap,
     bool rotary_interleaved) {
   flash::DType const dtype = kernel_dtype(q.scalar_type());
@@ -316,13 +317,27 @@ std::vector<at::Tensor> mha_fwd_kvcache(
   check_input(v_cache, "v_cache", q, 4);
   check_head_dims(q, k_cache, v_cache);
   int64_t const batch = q.size(0), seqlen_q = q.size(1), num_heads = q.size(2), head_dim = q.size(3);
-  int64_t const capacity = k_cache.size(1), num_heads_k = k_cache.size(2);
+  int64_t const num_heads_k = k_cache.size(2);
   TORCH_CHECK(batch > 0, "flash_attn: batch size must be positive");
   TORCH_CHECK(v_cache.sizes() == k_cache.sizes(), "flash_attn: k_cache and v_cache must have the same shape");
   check_int32_per_batch(cache_seqlens, "cache_seqlens", batch, q);
   check_int32_per_batch(cache_batch_idx, "cache_batch_idx", batch, q);
   check_int32_per_batch(cache_leftpad, "cache_leftpad", batch, q);
-  TORCH_CHECK(cache_batch_idx.has_value() || k_cache.size(0) == batch,
+  bool const paged = block_table.has_value();
+  int64_t const page_size = paged ? k_cache.size(1) : 0;
+  if (paged) {
+    TORCH_CHECK(block_table->scalar_type() == at::kInt && block_table->is_cuda() &&
+                    block_table->device() == q.device() && block_table->dim() == 2 && block_table->size(0) == batch &&
+                    block_table->stride(1) == 1,
+                "flash_attn: block_table must be an int32 (batch, max_blocks) CUDA tensor on q's device with "
+                "contiguous rows");
+    TORCH_CHECK(page_size % 16 == 0, "flash_attn: paged KV page size (k_cache.shape[1]) must be a multiple of 16");
+    TORCH_CHECK(!cache_batch_idx.has_value() && !cache_leftpad.has_value(),
+                "flash_attn: cache_batch_idx and cache_leftpad do not work with a paged cache (block_table)");
+  }
+  // Key positions per sequence: a row of the cache, or every page of the block table.
+  int64_t const capacity = paged ? block_table->size(1) * page_size : k_cache.size(1);
+  TORCH_CHECK(paged || cache_batch_idx.has_value() || k_cache.size(0) == batch,
               "flash_attn: k_cache must have q's batch size unless cache_batch_idx maps the rows");
   TORCH_CHECK(k_new.has_value() == v_new.has_value(), "flash_attn: pass both k and v, or neither");
   int64_t seqlen_new = 0;
@@ -382,6 +397,11 @@ std::vector<at::Tensor> mha_fwd_kvcache(
     }
     a.cache_seqlens = cache_seqlens->data_ptr<int>();
     a.cache_batch_idx = cache_batch_idx.has_value() ? cache_batch_idx->data_ptr<int>() : nullptr;
+    if (paged) {
+      a.block_table = block_table->data_ptr<int>();
+      a.block_table_batch_stride = block_table->stride(0);
+      a.page_size = static_cast<int>(page_size);
+    }
     a.batch = static_cast<int>(batch), a.seqlen_new = static_cast<int>(seqlen_new);
     a.seqlen_q = static_cast<int>(seqlen_q), a.num_heads = static_cast<int>(num_heads);
     a.num_heads_k = static_cast<int>(num_heads_k), a.head_dim = static_cast<int>(head_dim);
@@ -406,6 +426,11 @@ std::vector<at::Tensor> mha_fwd_kvcache(
   }
   p.kv_batch_idx = cache_batch_idx.has_value() ? cache_batch_idx->data_ptr<int>() : nullptr;
   p.leftpad_k = cache_leftpad.has_value() ? cache_leftpad->data_ptr<int>() : nullptr;
+  if (paged) {
+    p.block_table = block_table->data_ptr<int>();
+    p.block_table_batch_stride = block_table->stride(0);
+    p.page_size = static_cast<int>(page_size);
+  }
   set_window(p, window);
   set_alibi(p, alibi_slopes_, batch, q);
   if (seqlen_q > 0 && capacity > 0) {

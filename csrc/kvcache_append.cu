@@ -73,16 +73,24 @@ __global__ void kvcache_append_kernel(__grid_constant__ KvcacheAppendParams cons
     if (is_kv) {
       int const pos = cached + row;
       if (pos >= params.capacity) { continue; }
-      int const cache_batch = params.cache_batch_idx != nullptr ? params.cache_batch_idx[batch] : batch;
+      // The cache row (or page) and slot of position pos.
+      int64_t cache_row, slot;
+      if (params.block_table != nullptr) {
+        cache_row = params.block_table[batch * params.block_table_batch_stride + pos / params.page_size];
+        slot = pos % params.page_size;
+      } else {
+        cache_row = params.cache_batch_idx != nullptr ? params.cache_batch_idx[batch] : batch;
+        slot = pos;
+      }
       Element const* k_src = static_cast<Element const*>(params.k_new) + batch * params.k_new_batch_stride +
                              row * params.k_new_row_stride + head * params.k_new_head_stride;
-      Element* k_dst = static_cast<Element*>(params.k_cache) + cache_batch * params.k_cache_batch_stride +
-                       pos * params.k_cache_row_stride + head * params.k_cache_head_stride;
+      Element* k_dst = static_cast<Element*>(params.k_cache) + cache_row * params.k_cache_batch_stride +
+                       slot * params.k_cache_row_stride + head * params.k_cache_head_stride;
       rotator.apply(k_src, k_dst, j, pos);
       Element const* v_src = static_cast<Element const*>(params.v_new) + batch * params.v_new_batch_stride +
                              row * params.v_new_row_stride + head * params.v_new_head_stride;
-      Element* v_dst = static_cast<Element*>(params.v_cache) + cache_batch * params.v_cache_batch_stride +
-                       pos * params.v_cache_row_stride + head * params.v_cache_head_stride;
+      Element* v_dst = static_cast<Element*>(params.v_cache) + cache_row * params.v_cache_batch_stride +
+                       slot * params.v_cache_row_stride + head * params.v_cache_head_stride;
       int a, b;
       rotator.channels(j, a, b);
       v_dst[a] = v_src[a];

@@ -415,7 +415,8 @@ def check_kvcache_capacity(cache_seqlens, seqlen_new: int, capacity: int) -> Non
     if hi + seqlen_new > capacity:
         raise FlashAttnValueError(
             f"cache_seqlens + seqlen_new must fit the cache: max(cache_seqlens) = {hi} plus {seqlen_new} new "
-            f"tokens exceeds the cache's {capacity} slots (k_cache.shape[1])"
+            f"tokens exceeds the cache's {capacity} positions (k_cache.shape[1], or max_blocks * page_size of "
+            "block_table)"
         )
 
 
@@ -452,11 +453,27 @@ def validate_kvcache_args(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, 
     nheads_k, capacity = k_cache.shape[2], k_cache.shape[1]
     _check_heads(nheads, nheads_k)
     _check_last_dim_contiguous((("q", q), ("k_cache", k_cache), ("v_cache", v_cache)))
-    if block_table is not None:
-        raise NotImplementedError("block_table (paged KV cache) is not supported yet (pass block_table=None)")
     _check_per_batch_int32("cache_batch_idx", cache_batch_idx, batch)
     _check_per_batch_int32("cache_leftpad", cache_leftpad, batch)
-    if cache_batch_idx is None and k_cache.shape[0] != batch:
+    if block_table is not None:  # paged: k_cache is (num_pages, page_size, nheads_k, headdim)
+        _require_tensor("block_table", block_table)
+        if block_table.dtype != torch.int32:
+            raise FlashAttnTypeError(f"block_table must have dtype torch.int32, got {block_table.dtype}")
+        if block_table.dim() != 2 or block_table.shape[0] != batch:
+            raise FlashAttnValueError(
+                f"block_table must have shape (batch, max_blocks_per_seq) = ({batch}, *), got {_shape(block_table)}"
+            )
+        if block_table.stride(-1) != 1:
+            raise FlashAttnValueError("block_table must be contiguous in its last dim (stride(-1) == 1)")
+        page_size = k_cache.shape[1]
+        if page_size % 16 != 0:
+            raise FlashAttnValueError(
+                f"paged KV cache: the page size (k_cache.shape[1]) must be a multiple of 16, got {page_size}"
+            )
+        if cache_batch_idx is not None or cache_leftpad is not None:
+            raise FlashAttnValueError("cache_batch_idx and cache_leftpad do not work with a paged cache (block_table)")
+        capacity = block_table.shape[1] * page_size
+    elif cache_batch_idx is None and k_cache.shape[0] != batch:
         raise FlashAttnValueError(
             f"k_cache batch size ({k_cache.shape[0]}) must match q batch size ({batch}) unless cache_batch_idx "
             "maps batch entries to cache rows"
@@ -506,8 +523,8 @@ def validate_kvcache_args(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, 
             )
         if rotary_cos.shape[0] < capacity:
             raise FlashAttnValueError(
-                f"rotary_cos/rotary_sin need a row per cache slot: seqlen_ro = {rotary_cos.shape[0]} < "
-                f"k_cache.shape[1] = {capacity}"
+                f"rotary_cos/rotary_sin need a row per cache position: seqlen_ro = {rotary_cos.shape[0]} < "
+                f"the cache's {capacity} positions"
             )
     num_splits = as_int("num_splits", num_splits)
     if num_splits < 0:
@@ -520,7 +537,7 @@ def validate_kvcache_args(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, 
         check_devices(q, (("k_cache", k_cache), ("v_cache", v_cache), ("k", k), ("v", v), ("rotary_cos", rotary_cos),
                           ("rotary_sin", rotary_sin), ("cache_seqlens", cache_seqlens),
                           ("cache_batch_idx", cache_batch_idx), ("cache_leftpad", cache_leftpad),
-                          ("alibi_slopes", alibi_slopes)))
+                          ("block_table", block_table), ("alibi_slopes", alibi_slopes)))
     return KvcacheConfig(cfg, cache_seqlens, rotary_dim)
 
 

@@ -471,8 +471,9 @@ def flash_attn_with_kvcache(
     headdim), for decoding and chunked prefill. New keys/values k, v (batch, seqlen_new, nheads_k, headdim) are
     first written into the caches in place at cache_seqlens (rotated by rotary_cos/rotary_sin when given, which
     also rotate q); attention then covers keys [cache_leftpad, cache_seqlens + seqlen_new) of each sequence,
-    bottom-right aligned for causal/window. No autograd. Returns out, or (out, softmax_lse (batch, nheads,
-    seqlen_q)) with return_softmax_lse. Paged caches (block_table) are not supported yet."""
+    bottom-right aligned for causal/window. A paged cache is (num_pages, page_size, nheads_k, headdim) with
+    block_table (batch, max_blocks) int32 naming the page of every page_size positions (page_size a multiple of
+    16). No autograd. Returns out, or (out, softmax_lse (batch, nheads, seqlen_q)) with return_softmax_lse."""
     cfg = _checks.validate_kvcache_args(
         q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens, cache_batch_idx, cache_leftpad,
         block_table, softmax_scale, causal, window_size, softcap, rotary_interleaved, alibi_slopes, num_splits,
@@ -488,7 +489,7 @@ def flash_attn_with_kvcache(
     opts = cfg.fwd
     out, softmax_lse = ext.fwd_kvcache(
         q, k_cache, v_cache, k, v, cfg.cache_seqlens, rotary_cos, rotary_sin, cache_batch_idx, cache_leftpad,
-        alibi_slopes, _poisoned_out(q), opts.softmax_scale, opts.causal, opts.window_size_left,
+        block_table, alibi_slopes, _poisoned_out(q), opts.softmax_scale, opts.causal, opts.window_size_left,
         opts.window_size_right, float(softcap), rotary_interleaved,
     )
     if head_dim % 8 != 0:

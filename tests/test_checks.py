@@ -185,7 +185,16 @@ def rot(rows, half, device=META):
 
 
 KVCACHE_BAD_CASES = [
-    ("kv_block_table", lambda: kvc(block_table=torch.zeros(2, 1, dtype=I32)), NotImplementedError, r"^block_table"),
+    ("kv_block_table_dtype", lambda: kvc(block_table=torch.zeros(2, 1, dtype=torch.int64)), FlashAttnTypeError,
+     r"^block_table must have dtype torch.int32"),
+    ("kv_block_table_shape", lambda: kvc(block_table=torch.zeros(3, 1, dtype=I32)), FlashAttnValueError,
+     r"^block_table must have shape \(batch, max_blocks_per_seq\) = \(2, \*\)"),
+    ("kv_page_size", lambda: kvc(cap=24, block_table=torch.zeros(2, 4, dtype=I32)), FlashAttnValueError,
+     r"^paged KV cache: the page size \(k_cache.shape\[1\]\) must be a multiple of 16, got 24"),
+    ("kv_paged_batch_idx", lambda: kvc(block_table=torch.zeros(2, 1, dtype=I32), cache_batch_idx=torch.zeros(
+        2, dtype=I32)), FlashAttnValueError, r"^cache_batch_idx and cache_leftpad do not work with a paged cache"),
+    ("kv_paged_capacity", lambda: kvc(cap=16, block_table=torch.zeros(2, 2, dtype=I32), cache_seqlens=31, new=2),
+     FlashAttnValueError, r"^cache_seqlens \+ seqlen_new must fit the cache: .* 32 positions"),
     ("kv_cache_ndim", lambda: kvc(k_cache=t(2, 64, 128), v_cache=t(2, 64, 128)), FlashAttnValueError,
      r"^k_cache must be 4-D"),
     ("kv_v_cache_shape", lambda: kvc(v_cache=t(2, 32, 2, 64)), FlashAttnValueError, r"^v_cache shape"),
@@ -215,7 +224,7 @@ KVCACHE_BAD_CASES = [
     ("kv_rotary_odd", lambda: kvc(**rot(64, 4)), FlashAttnValueError, r"^rotary_dim = 2 \* rotary_cos.shape\[1\] = 8"),
     ("kv_rotary_too_wide", lambda: kvc(**rot(64, 40)), FlashAttnValueError, r"^rotary_dim .* <= headdim \(64\)"),
     ("kv_rotary_short_table", lambda: kvc(**rot(32, 16)), FlashAttnValueError,
-     r"^rotary_cos/rotary_sin need a row per cache slot"),
+     r"^rotary_cos/rotary_sin need a row per cache position"),
     ("kv_rotary_without_kv", lambda: kvc(new=0, **rot(64, 16)), FlashAttnValueError,
      r"^rotary_cos/rotary_sin are applied to new k"),
     ("kv_rotary_one_table", lambda: kvc(rotary_cos=t(64, 16)), FlashAttnValueError,
@@ -237,6 +246,9 @@ def test_kvcache_valid_arguments():
     assert cfg.fwd.causal is False and (cfg.fwd.window_size_left, cfg.fwd.window_size_right) == (8, 0)
     full = kvc(new=0, cache_seqlens=None)
     assert full.cache_seqlens is None and full.rotary_dim == 0
+    # paged: 48-slot pages, 3 per sequence, any number of pages in the pool; rotary rows cover 144 positions
+    kvc(k_cache=t(7, 48, 2, 64), v_cache=t(7, 48, 2, 64), block_table=torch.zeros(2, 3, dtype=I32),
+        cache_seqlens=140, new=4, **rot(144, 16))
 
 
 @pytest.mark.parametrize("thunk,exc,pattern", [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES])

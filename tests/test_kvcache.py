@@ -1,8 +1,8 @@
 """flash_attn_with_kvcache against a float32 reference that appends, rotates and attends in plain PyTorch
 (reference.kvcache_ref): with and without appended k/v, rotary (none, interleaved, GPT-NeoX), cache_batch_idx,
-cache_leftpad, GQA, causal / window / softcap / ALiBi, seqlen_q 1 and > 1, cache_seqlens at 0 and up to the
-cache end. The caches after the append must equal the reference's exactly (untouched slots included); outputs
-are poisoned before the kernel writes them."""
+cache_leftpad, paged caches (block_table; pages of 16 to 256 slots, shuffled), GQA, causal / window / softcap /
+ALiBi, seqlen_q 1 and > 1, cache_seqlens at 0 and up to the cache end. The caches after the append must equal
+the reference's exactly (untouched slots included); outputs are poisoned before the kernel writes them."""
 
 import random
 
@@ -43,13 +43,28 @@ def _cases():
 
 
 def _id(c):
-    return (f"d{c['d']}-h{c['h']}_{c['hk']}-cap{c['capacity']}-sq{c['seqlen_q']}-new{c['seqlen_new']}"
+    page = f"page{c['page_size']}-" if c.get("page_size") else ""
+    return (f"{page}d{c['d']}-h{c['h']}_{c['hk']}-cap{c['capacity']}-sq{c['seqlen_q']}-new{c['seqlen_new']}"
             f"-rot{c['rotary']}-idx{int(c['batch_idx'])}-lp{int(c['leftpad'])}{'-causal' if c['causal'] else ''}"
             f"-w{c['window'][0]}_{c['window'][1]}-cap{c['softcap']:g}{'-alibi' if c['alibi'] else ''}"
             f"-{DTYPE_NAME[c['dtype']]}")
 
 
-CASES = _cases()
+def _paged_cases():
+    """Paged caches: pages of 16 (vLLM), 48 (not a power of two), 64 and 256 (2.x), 2-4 pages per sequence."""
+    rng = random.Random(3141)
+    cases = []
+    for i, page in enumerate((16, 48, 64, 256, 16, 48, 64, 16)):
+        c = _cases()[i * 4 + 1]
+        c.update(page_size=page, capacity=page * rng.choice([2, 3, 4]) if page < 256 else 512, batch_idx=False,
+                 leftpad=False, dtype=DTYPES[i % 2], seed=5000 + i)
+        if i == 2:
+            c.update(causal=False, window=(40, 8))
+        cases.append(c)
+    return cases
+
+
+CASES = _cases() + _paged_cases()
 
 
 def _run_case(c, cache_seqlens):
@@ -83,8 +98,22 @@ def _run_case(c, cache_seqlens):
     ref_out, ref_lse, ref_k_cache, ref_v_cache = kvcache_ref(q, k_cache, v_cache, k, v, upcast=True, **kwargs)
     lp_out, lp_lse, _, _ = kvcache_ref(q, k_cache, v_cache, k, v, upcast=False, **kwargs)
     window = kwargs.pop("window")
-    out, lse = flash_attn_with_kvcache(q, k_cache, v_cache, k, v, window_size=window, return_softmax_lse=True,
-                                       **kwargs)
+    page = c.get("page_size")
+    if page:  # the same cache in pages: a shuffled pool with spare pages, read back through the block table
+        pool = b * cap // page + 3
+        table = torch.randperm(pool, generator=torch.Generator().manual_seed(seed))[: b * cap // page]
+        table = table.reshape(b, cap // page).to(device=q.device, dtype=torch.int32)
+        k_pool, v_pool = _randn((pool, page, c["hk"], d), dtype, seed + 6), _randn((pool, page, c["hk"], d), dtype,
+                                                                                    seed + 7)
+        k_pool[table.flatten().long()] = k_cache.reshape(-1, page, c["hk"], d)
+        v_pool[table.flatten().long()] = v_cache.reshape(-1, page, c["hk"], d)
+        out, lse = flash_attn_with_kvcache(q, k_pool, v_pool, k, v, window_size=window, block_table=table,
+                                           return_softmax_lse=True, **kwargs)
+        k_cache = k_pool[table.flatten().long()].reshape(b, cap, c["hk"], d)
+        v_cache = v_pool[table.flatten().long()].reshape(b, cap, c["hk"], d)
+    else:
+        out, lse = flash_attn_with_kvcache(q, k_cache, v_cache, k, v, window_size=window, return_softmax_lse=True,
+                                           **kwargs)
     assert torch.equal(k_cache, ref_k_cache), "k_cache after the append"
     assert torch.equal(v_cache, ref_v_cache), "v_cache after the append"
     assert_close_to_ref("out", out, ref_out, lp_out)

@@ -68,6 +68,12 @@ struct FwdParams {
   int const* __restrict__ seqused_k = nullptr;
   int const* __restrict__ kv_batch_idx = nullptr;
   int const* __restrict__ leftpad_k = nullptr;
+  // Paged KV cache: K/V are (num_pages, page_size, num_heads_k, d) (batch strides = page strides) and key
+  // position p of batch b sits in page block_table[b * block_table_batch_stride + p / page_size], slot
+  // p % page_size. nullptr = contiguous K/V.
+  int const* __restrict__ block_table = nullptr;
+  int64_t block_table_batch_stride = 0;
+  int page_size = 0;
 
   // Keys visible to query row i: [i + shift - window_left, i + shift + window_right] with
   // shift = seqlen_k - seqlen_q (bottom-right aligned). Causal is (unbounded, 0); an unbounded side is
@@ -77,10 +83,10 @@ struct FwdParams {
   int window_right = 0;
 };
 
-// Softcap, ALiBi and dropout run in a second instantiation of each kernel (kHasExtras): their register needs
-// would otherwise cost the plain kernels spills.
+// Softcap, ALiBi, dropout and paged K/V run in a second instantiation of each kernel (kHasExtras): their
+// register needs would otherwise cost the plain kernels spills.
 inline bool needs_score_extras(FwdParams const& p) {
-  return p.softcap > 0.f || p.alibi_slopes_ptr != nullptr || p.has_dropout;
+  return p.softcap > 0.f || p.alibi_slopes_ptr != nullptr || p.has_dropout || p.block_table != nullptr;
 }
 
 // Backward: the forward's inputs and saved outputs plus the incoming gradient dO and the gradients.

@@ -143,6 +143,38 @@ struct FwdKernel {
     Tensor tKVcKV = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
     Tensor q_col_pred = make_col_predicate(tQcQ, params.head_dim);
     Tensor kv_col_pred = make_col_predicate(tKVcKV, params.head_dim);
+    // K or V tile n_block into shared memory: a strided view, or row by row through the block table of a paged
+    // cache (rows_left: the tile's rows that exist, checked when kCheckRows). Paged calls run the kHasExtras
+    // kernel (needs_score_extras), whose loop without dropout alone carries the paged path: in the plain
+    // kernel's loop it cost 400 instructions of code and 160 bytes of spills.
+    constexpr bool kMayPage = kHasExtras;
+    auto load_kv_tile = [&](auto const& tSrcG, auto& tDstS, void const* cache, int64_t page_stride, int64_t row_stride,
+                            int64_t head_stride, int n_block, auto check_rows, auto may_page,
+                            int rows_left) __attribute__((always_inline)) {
+      constexpr bool kCheckRows = decltype(check_rows)::value;
+      if (!decltype(may_page)::value || params.block_table == nullptr) {
+        copy_tile<kEvenCols, kCheckRows, /*kZeroFill=*/true>(gmem_copy, tSrcG(_, _, _, n_block), tDstS, tKVcKV,
+                                                              kv_col_pred, rows_left);
+      } else {
+        int const* pages = params.block_table + batch * params.block_table_batch_stride;
+        Element const* base = static_cast<Element const*>(cache) + kv_head * head_stride;
+        auto row_ptr = [&](int row) {
+          int const pos = n_block * kBlockN + row;
+          return base + int64_t(pages[pos / params.page_size]) * page_stride +
+                 int64_t(pos % params.page_size) * row_stride;
+        };
+        copy_rows<kEvenCols, kCheckRows, /*kZeroFill=*/true>(gmem_copy, row_ptr, tSrcG(_, 0, 0, 0).layout(), tDstS,
+                                                              tKVcKV, kv_col_pred, rows_left);
+      }
+    };
+    auto load_k = [&](int n_block, auto check_rows, auto may_page, int rows_left) __attribute__((always_inline)) {
+      load_kv_tile(tKgK, tKsK, params.k_ptr, params.k_batch_stride, params.k_row_stride, params.k_head_stride,
+                   n_block, check_rows, may_page, rows_left);
+    };
+    auto load_v = [&](int n_block, auto check_rows, auto may_page, int rows_left) __attribute__((always_inline)) {
+      load_kv_tile(tVgV, tVsV, params.v_ptr, params.v_batch_stride, params.v_row_stride, params.v_head_stride,
+                   n_block, check_rows, may_page, rows_left);
+    };
 
     // Shared -> registers (ldmatrix) and the MMAs.
     typename Traits::TiledMma tiled_mma;
@@ -205,8 +237,8 @@ struct FwdKernel {
       cp_async_wait<0>();
       __syncthreads();  // K(n) has landed; every warp is done reading V(n+1)
       // Only the first block visited can end past seqlen_k.
-      copy_tile<kEvenCols, /*kCheckRows=*/kIsFirst, /*kZeroFill=*/true>(
-          gmem_copy, tVgV(_, _, _, n_block), tVsV, tKVcKV, kv_col_pred, seq.seqlen_k - n_block * kBlockN);
+      using MayPage = std::bool_constant<kMayPage && !kDropout>;  // the KV cache has no dropout
+      load_v(n_block, is_first, MayPage{}, seq.seqlen_k - n_block * kBlockN);
       cp_async_fence();
 
       gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK, tiled_mma, smem_copy_q, smem_copy_k, smem_thr_copy_q,
@@ -228,8 +260,7 @@ struct FwdKernel {
       cp_async_wait<0>();
       __syncthreads();  // V(n) has landed; every warp is done reading K(n)
       if (n_block > n_block_min) {
-        copy_tile<kEvenCols, /*kCheckRows=*/false, /*kZeroFill=*/true>(
-            gmem_copy, tKgK(_, _, _, n_block - 1), tKsK, tKVcKV, kv_col_pred, kBlockN);
+        load_k(n_block - 1, std::false_type{}, MayPage{}, kBlockN);
         cp_async_fence();
       }
 
@@ -245,8 +276,8 @@ struct FwdKernel {
 
     if (n_block_max > n_block_min) {
       copy_tile<kEvenCols, true, true>(gmem_copy, tQgQ, tQsQ, tQcQ, q_col_pred, rows_left);
-      copy_tile<kEvenCols, true, true>(gmem_copy, tKgK(_, _, _, n_block_max - 1), tKsK, tKVcKV, kv_col_pred,
-                                       seq.seqlen_k - (n_block_max - 1) * kBlockN);
+      load_k(n_block_max - 1, std::true_type{}, std::bool_constant<kMayPage>{},
+             seq.seqlen_k - (n_block_max - 1) * kBlockN);
       cp_async_fence();
       // Dropout and S_dmask (return_attn_probs with dropout, a debug output) get their own copies of the loop:
       // the keep bits and Philox rounds would otherwise cost softcap / ALiBi calls registers and scheduling
