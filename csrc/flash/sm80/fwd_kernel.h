@@ -35,7 +35,9 @@ struct FwdKernel {
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kBlockN = Traits::kBlockN;
   static constexpr int kHeadDim = Traits::kHeadDim;
-  enum DropoutMode : int { kNoDropout, kDropoutOnly, kDropoutWritingDmask };
+  // The copies of the key-block loop (see key_block_loop): without dropout; a paged KV cache (no dropout);
+  // dropout; dropout writing S_dmask.
+  enum LoopMode : int { kNoDropout, kPagedKv, kDropoutOnly, kDropoutWritingDmask };
   // Where a key block's dropout keep bits come from: its own Philox calls, the calls that also serve the other
   // 64-key block of its 128-key group (kept in next_keep), or next_keep, drawn with the block visited before.
   enum KeepSource : int { kDraw, kDrawWithPartner, kCarried };
@@ -145,9 +147,8 @@ struct FwdKernel {
     Tensor kv_col_pred = make_col_predicate(tKVcKV, params.head_dim);
     // K or V tile n_block into shared memory: a strided view, or row by row through the block table of a paged
     // cache (rows_left: the tile's rows that exist, checked when kCheckRows). Paged calls run the kHasExtras
-    // kernel (needs_score_extras), whose loop without dropout alone carries the paged path: in the plain
-    // kernel's loop it cost 400 instructions of code and 160 bytes of spills.
-    constexpr bool kMayPage = kHasExtras;
+    // kernel (needs_score_extras) in a copy of the loop of their own: in the plain kernel's loop the paged path
+    // cost 400 instructions of code and 160 bytes of spills, in the softcap / ALiBi loop 5% of their speed.
     auto load_kv_tile = [&](auto const& tSrcG, auto& tDstS, void const* cache, int64_t page_stride, int64_t row_stride,
                             int64_t head_stride, int n_block, auto check_rows, auto may_page,
                             int rows_left) __attribute__((always_inline)) {
@@ -207,12 +208,13 @@ struct FwdKernel {
 
     // always_inline: with the extras compiled in the body outgrows NVVM's inlining budget, and an outlined call
     // would put every fragment it touches (acc_o, the MMA operands) in local memory.
-    // dropout_mode: a DropoutMode, one copy of the loop each (see key_block_loop).
+    // loop_mode: a LoopMode, one copy of the loop each (see key_block_loop).
     // keep_source: a KeepSource, where the block's dropout keep bits come from.
-    auto process_key_block = [&](int n_block, auto is_first, auto dropout_mode, auto keep_source,
+    auto process_key_block = [&](int n_block, auto is_first, auto loop_mode, auto keep_source,
                                  uint32_t (&next_keep)[kKeepWords]) __attribute__((always_inline)) {
       constexpr bool kIsFirst = decltype(is_first)::value;
-      constexpr bool kDropout = decltype(dropout_mode)::value != kNoDropout;
+      constexpr int kMode = decltype(loop_mode)::value;
+      constexpr bool kDropout = kMode == kDropoutOnly || kMode == kDropoutWritingDmask;
       constexpr int kKeepSource = decltype(keep_source)::value;
       // Dropout's keep bits first: the Philox rounds then run while only acc_o is live, not acc_s and the
       // softmax state as well.
@@ -237,7 +239,7 @@ struct FwdKernel {
       cp_async_wait<0>();
       __syncthreads();  // K(n) has landed; every warp is done reading V(n+1)
       // Only the first block visited can end past seqlen_k.
-      using MayPage = std::bool_constant<kMayPage && !kDropout>;  // the KV cache has no dropout
+      using MayPage = std::bool_constant<kMode == kPagedKv>;
       load_v(n_block, is_first, MayPage{}, seq.seqlen_k - n_block * kBlockN);
       cp_async_fence();
 
@@ -266,7 +268,7 @@ struct FwdKernel {
 
       softmax.template update<kIsFirst>(scores, acc_o_rows);
       if (kDropout && params.has_dropout) {
-        constexpr bool kWritesDmask = decltype(dropout_mode)::value == kDropoutWritingDmask;
+        constexpr bool kWritesDmask = kMode == kDropoutWritingDmask;
         apply_dropout<kWritesDmask>(params, keep, scores, score_coords, batch, head, row_base, n_block * kBlockN);
       }
       Tensor rP = convert_fragment<Element>(acc_s);
@@ -276,21 +278,21 @@ struct FwdKernel {
 
     if (n_block_max > n_block_min) {
       copy_tile<kEvenCols, true, true>(gmem_copy, tQgQ, tQsQ, tQcQ, q_col_pred, rows_left);
-      load_k(n_block_max - 1, std::true_type{}, std::bool_constant<kMayPage>{},
+      load_k(n_block_max - 1, std::true_type{}, std::bool_constant<kHasExtras>{},
              seq.seqlen_k - (n_block_max - 1) * kBlockN);
       cp_async_fence();
-      // Dropout and S_dmask (return_attn_probs with dropout, a debug output) get their own copies of the loop:
-      // the keep bits and Philox rounds would otherwise cost softcap / ALiBi calls registers and scheduling
-      // (forward ALiBi alone ran at 0.76x plain with dropout's code in its loop), and S_dmask's stores every
-      // dropout call spills (ptxas: 620 instead of ~160 bytes at d 128).
+      // Dropout, S_dmask (return_attn_probs with dropout, a debug output) and paged K/V get their own copies of
+      // the loop: the keep bits and Philox rounds would otherwise cost softcap / ALiBi calls registers and
+      // scheduling (forward ALiBi alone ran at 0.76x plain with dropout's code in its loop), and S_dmask's stores
+      // every dropout call spills (ptxas: 620 instead of ~160 bytes at d 128).
       using Draw = std::integral_constant<int, kDraw>;
       using DrawWithPartner = std::integral_constant<int, kDrawWithPartner>;
       using Carried = std::integral_constant<int, kCarried>;
       uint32_t next_keep[kKeepWords];
-      auto key_block_loop = [&](auto dropout_mode) __attribute__((always_inline)) {
-        process_key_block(n_block_max - 1, std::true_type{}, dropout_mode, Draw{}, next_keep);
+      auto key_block_loop = [&](auto loop_mode) __attribute__((always_inline)) {
+        process_key_block(n_block_max - 1, std::true_type{}, loop_mode, Draw{}, next_keep);
         for (int n_block = n_block_max - 2; n_block >= n_block_min; --n_block) {
-          process_key_block(n_block, std::false_type{}, dropout_mode, Draw{}, next_keep);
+          process_key_block(n_block, std::false_type{}, loop_mode, Draw{}, next_keep);
         }
       };
       if (kHasExtras && params.has_dropout && params.s_dmask_ptr != nullptr) {
@@ -313,6 +315,8 @@ struct FwdKernel {
         } else {
           key_block_loop(DropoutOnly{});
         }
+      } else if (kHasExtras && params.block_table != nullptr) {
+        key_block_loop(std::integral_constant<int, kPagedKv>{});
       } else {
         key_block_loop(std::integral_constant<int, kNoDropout>{});
       }
