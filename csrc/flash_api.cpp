@@ -432,6 +432,8 @@ std::vector<at::Tensor> mha_fwd_kvcache(
     p.page_size = static_cast<int>(page_size);
   }
   set_window(p, window);
+  // Only the windowed kernels read paged K/V (see sm80/fwd_kernel.h); an unbounded window masks nothing.
+  if (paged) { p.has_window = true; }
   set_alibi(p, alibi_slopes_, batch, q);
   if (seqlen_q > 0 && capacity > 0) {
     flash::run_fwd(p, dtype, stream);

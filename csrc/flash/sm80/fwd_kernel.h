@@ -146,9 +146,11 @@ struct FwdKernel {
     Tensor q_col_pred = make_col_predicate(tQcQ, params.head_dim);
     Tensor kv_col_pred = make_col_predicate(tKVcKV, params.head_dim);
     // K or V tile n_block into shared memory: a strided view, or row by row through the block table of a paged
-    // cache (rows_left: the tile's rows that exist, checked when kCheckRows). Paged calls run the kHasExtras
-    // kernel (needs_score_extras) in a copy of the loop of their own: in the plain kernel's loop the paged path
-    // cost 400 instructions of code and 160 bytes of spills, in the softcap / ALiBi loop 5% of their speed.
+    // cache (rows_left: the tile's rows that exist, checked when kCheckRows). Paged calls run the windowed
+    // kHasExtras kernel (needs_score_extras; the binding sets has_window) in a copy of the loop of their own: in
+    // the plain kernel's loop the paged path cost 400 instructions of code and 160 bytes of spills, and beside
+    // the softcap / ALiBi loop of the unwindowed kernel those calls ran 8% slower.
+    constexpr bool kMayPage = kHasExtras && kHasWindow;
     auto load_kv_tile = [&](auto const& tSrcG, auto& tDstS, void const* cache, int64_t page_stride, int64_t row_stride,
                             int64_t head_stride, int n_block, auto check_rows, auto may_page,
                             int rows_left) __attribute__((always_inline)) {
@@ -278,7 +280,7 @@ struct FwdKernel {
 
     if (n_block_max > n_block_min) {
       copy_tile<kEvenCols, true, true>(gmem_copy, tQgQ, tQsQ, tQcQ, q_col_pred, rows_left);
-      load_k(n_block_max - 1, std::true_type{}, std::bool_constant<kHasExtras>{},
+      load_k(n_block_max - 1, std::true_type{}, std::bool_constant<kMayPage>{},
              seq.seqlen_k - (n_block_max - 1) * kBlockN);
       cp_async_fence();
       // Dropout, S_dmask (return_attn_probs with dropout, a debug output) and paged K/V get their own copies of
@@ -315,7 +317,7 @@ struct FwdKernel {
         } else {
           key_block_loop(DropoutOnly{});
         }
-      } else if (kHasExtras && params.block_table != nullptr) {
+      } else if (kMayPage && params.block_table != nullptr) {
         key_block_loop(std::integral_constant<int, kPagedKv>{});
       } else {
         key_block_loop(std::integral_constant<int, kNoDropout>{});
