@@ -15,12 +15,12 @@ Prefill: seqlen_q = 2k appended into an empty cache of 2k, causal, against flash
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.functional import scaled_dot_product_attention
 
+from benchmark_flash_attn import time_ms as _time_ms  # this folder: CUDA events, warm-up, median
 from flash_attn import flash_attn_func, flash_attn_with_kvcache
 
 HEADS, KV_HEADS, HEAD_DIM, DTYPE = 32, 8, 128, torch.bfloat16
@@ -31,18 +31,8 @@ def parse_sizes(text: str):
     return [int(x[:-1]) * 1024 if x.endswith("k") else int(x) for x in text.split(",")]
 
 
-def time_ms(fn, warmup: int = 5, reps: int = 50) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    for i in range(reps):
-        starts[i].record()
-        fn()
-        ends[i].record()
-    torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+def time_ms(fn) -> float:
+    return _time_ms(fn, warmup=5, reps=50)
 
 
 def graphed(fn):

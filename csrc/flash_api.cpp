@@ -188,6 +188,20 @@ void set_common_params(flash::FwdParams& p, at::Tensor const& q, at::Tensor cons
   p.softcap_inner = softcap > 0.0 ? static_cast<float>(softmax_scale / softcap) : 0.f;
 }
 
+// Dense (b, s, h, d) q/out and (b or pages, s, hk, d) k/v with lse (b, h, sq); seqlen_k: keys per sequence
+// (a KV cache's capacity).
+void set_dense_fwd_params(flash::FwdParams& p, at::Tensor const& q, at::Tensor const& k, at::Tensor const& v,
+                          at::Tensor const& out, at::Tensor const& lse, double softmax_scale, double softcap,
+                          int64_t seqlen_k) {
+  set_common_params(p, q, k, v, out, lse, softmax_scale, softcap);
+  p.q_batch_stride = q.stride(0), p.k_batch_stride = k.stride(0), p.v_batch_stride = v.stride(0);
+  p.o_batch_stride = out.stride(0);
+  p.lse_batch_stride = lse.stride(0), p.lse_head_stride = lse.stride(1);
+  p.batch = static_cast<int>(q.size(0));
+  p.seqlen_q = static_cast<int>(q.size(1));
+  p.seqlen_k = static_cast<int>(seqlen_k);
+}
+
 void check_head_dims(at::Tensor const& q, at::Tensor const& k, at::Tensor const& v) {
   int64_t const d = q.size(-1);
   TORCH_CHECK(d % 8 == 0, "flash_attn: head dim must be a multiple of 8 here (the Python wrapper pads it), got ", d);
@@ -225,13 +239,7 @@ std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Te
   at::Tensor lse = at::empty({batch, num_heads, seqlen_q}, q.options().dtype(at::kFloat));
 
   flash::FwdParams p;
-  set_common_params(p, q, k, v, out, lse, softmax_scale, softcap);
-  p.q_batch_stride = q.stride(0), p.k_batch_stride = k.stride(0), p.v_batch_stride = v.stride(0);
-  p.o_batch_stride = out.stride(0);
-  p.lse_batch_stride = num_heads * seqlen_q, p.lse_head_stride = seqlen_q;
-  p.batch = static_cast<int>(batch);
-  p.seqlen_q = static_cast<int>(seqlen_q);
-  p.seqlen_k = static_cast<int>(seqlen_k);
+  set_dense_fwd_params(p, q, k, v, out, lse, softmax_scale, softcap, seqlen_k);
   set_window(p, window);
   set_alibi(p, alibi_slopes_, batch, q);
   at::Tensor rng_state = make_rng_state(q);
@@ -412,13 +420,7 @@ std::vector<at::Tensor> mha_fwd_kvcache(
   at::Tensor out = prepare_out(out_, q);
   at::Tensor lse = at::empty({batch, num_heads, seqlen_q}, q.options().dtype(at::kFloat));
   flash::FwdParams p;
-  set_common_params(p, q_attn, k_cache, v_cache, out, lse, softmax_scale, softcap);
-  p.q_batch_stride = q_attn.stride(0), p.k_batch_stride = k_cache.stride(0), p.v_batch_stride = v_cache.stride(0);
-  p.o_batch_stride = out.stride(0);
-  p.lse_batch_stride = num_heads * seqlen_q, p.lse_head_stride = seqlen_q;
-  p.batch = static_cast<int>(batch);
-  p.seqlen_q = static_cast<int>(seqlen_q);
-  p.seqlen_k = static_cast<int>(capacity);
+  set_dense_fwd_params(p, q_attn, k_cache, v_cache, out, lse, softmax_scale, softcap, capacity);
   at::Tensor seqused;  // keys in use: the cached ones plus the appended ones
   if (cache_seqlens.has_value()) {
     seqused = seqlen_new > 0 ? at::add(*cache_seqlens, seqlen_new) : *cache_seqlens;
