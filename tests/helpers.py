@@ -24,6 +24,16 @@ def randn(shape, dtype, seed):
     return torch.randn(shape, generator=g, device=DEVICE, dtype=torch.float32).to(dtype)
 
 
+def attention_inputs(q_shape, kv_shape, dtype, seed, q_scale=None):
+    """q (q_shape, times q_scale if given), k and v (kv_shape), all requiring grad, and dout (q_shape), drawn from
+    seeds seed, seed + 1, seed + 2 and seed + 3."""
+    q = randn(q_shape, dtype, seed)
+    q = (q if q_scale is None else q * q_scale).requires_grad_()
+    k = randn(kv_shape, dtype, seed + 1).requires_grad_()
+    v = randn(kv_shape, dtype, seed + 2).requires_grad_()
+    return q, k, v, randn(q_shape, dtype, seed + 3)
+
+
 def alibi_slopes(nheads: int, batch=None) -> torch.Tensor:
     """The ALiBi paper's geometric slopes 2^(-8 (i + 1) / h), per batch entry slightly perturbed."""
     base = torch.tensor([2.0 ** (-8.0 * (i + 1) / nheads) for i in range(nheads)], device=DEVICE)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from flash_attn import flash_attn_func, flash_attn_varlen_func
-from helpers import DTYPE_NAME, alibi_slopes, assert_attention_close, built_head_dim, require_kernel, requires_gpu
+from helpers import DTYPE_NAME, alibi_slopes, assert_attention_close, attention_inputs, built_head_dim, require_kernel
+from helpers import requires_gpu
 from helpers import cu_seqlens as _cu
-from helpers import randn as _randn
 from reference import attention_ref, attention_varlen_ref
 
 pytestmark = [requires_gpu, pytest.mark.usefixtures("kernel_backend")]
@@ -51,10 +51,7 @@ def test_alibi_dense(case):
     require_kernel(dtype, d)
     seed = zlib.crc32(_id(case).encode()) % (1 << 30)
     b = 2
-    q = _randn((b, sq, h, d), dtype, seed).requires_grad_()
-    k = _randn((b, sk, hk, d), dtype, seed + 1).requires_grad_()
-    v = _randn((b, sk, hk, d), dtype, seed + 2).requires_grad_()
-    dout = _randn((b, sq, h, d), dtype, seed + 3)
+    q, k, v, dout = attention_inputs((b, sq, h, d), (b, sk, hk, d), dtype, seed)
     slopes = alibi_slopes(h, b if per_batch else None)
     out, lse, _ = flash_attn_func(q, k, v, causal=causal, window_size=window, softcap=softcap, alibi_slopes=slopes,
                                   return_attn_probs=True)
@@ -73,10 +70,7 @@ def test_alibi_varlen(dtype, per_batch):
     require_kernel(dtype, d)
     seqlens_q, seqlens_k = [17, 0, 300, 64], [40, 77, 300, 0]
     cu_q, cu_k = _cu(seqlens_q), _cu(seqlens_k)
-    q = _randn((sum(seqlens_q), 4, d), dtype, 51).requires_grad_()
-    k = _randn((sum(seqlens_k), 2, d), dtype, 52).requires_grad_()
-    v = _randn((sum(seqlens_k), 2, d), dtype, 53).requires_grad_()
-    dout = _randn(q.shape, dtype, 54)
+    q, k, v, dout = attention_inputs((sum(seqlens_q), 4, d), (sum(seqlens_k), 2, d), dtype, 51)
     slopes = alibi_slopes(4, len(seqlens_q) if per_batch else None)
     out, lse, _ = flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(seqlens_q), max(seqlens_k), causal=True,
                                          alibi_slopes=slopes, return_attn_probs=True)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from flash_attn import flash_attn_func, flash_attn_varlen_func
-from helpers import alibi_slopes, assert_attention_close, assert_grads_close, built_head_dim, require_kernel
-from helpers import requires_gpu, skip_in_dryrun
+from helpers import alibi_slopes, assert_attention_close, assert_grads_close, attention_inputs, built_head_dim
+from helpers import require_kernel, requires_gpu, skip_in_dryrun
 from helpers import cu_seqlens as _cu
 from helpers import randn as _randn
 from reference import assert_close_to_ref, attention_ref
@@ -58,14 +58,6 @@ def test_kept_fraction(p):
         assert abs(kept.mean().item() - (1 - p)) <= 5 * sigma
 
 
-def _inputs(b, sq, sk, h, hk, d, dtype, seed):
-    """q, k, v (requiring grad) and dout, each from its own seed."""
-    q = _randn((b, sq, h, d), dtype, seed).requires_grad_()
-    k = _randn((b, sk, hk, d), dtype, seed + 1).requires_grad_()
-    v = _randn((b, sk, hk, d), dtype, seed + 2).requires_grad_()
-    return q, k, v, _randn((b, sq, h, d), dtype, seed + 3)
-
-
 def _check_dropout_call(q, k, v, dout, p, seed, **kwargs):
     """One call with S_dmask against the reference under the mask it returns (out, lse, dq, dk, dv), and the same
     call without S_dmask (its own copy of the kernel loop, the one training runs) against the same reference."""
@@ -97,7 +89,7 @@ def _check_dropout_call(q, k, v, dout, p, seed, **kwargs):
 def test_dropout_matches_reference(dtype, causal, sq, sk, h, hk):
     d = built_head_dim()
     require_kernel(dtype, d)
-    _check_dropout_call(*_inputs(2, sq, sk, h, hk, d, dtype, 11), 0.17, 1234, causal=causal)
+    _check_dropout_call(*attention_inputs((2, sq, h, d), (2, sk, hk, d), dtype, 11), 0.17, 1234, causal=causal)
 
 
 # Dropout with the other variants (softcap excluded: API.md makes dropout + softcap an error), every head dim.
@@ -118,8 +110,8 @@ def test_dropout_with_window_and_alibi(case):
     dtype = torch.bfloat16 if d % 64 == 0 else torch.float16
     require_kernel(dtype, d)
     slopes = None if alibi is None else alibi_slopes(h, 2 if alibi == "bh" else None)
-    _check_dropout_call(*_inputs(2, sq, sk, h, hk, d, dtype, 61), 0.3, 4321, causal=causal, window_size=window,
-                        alibi_slopes=slopes)
+    _check_dropout_call(*attention_inputs((2, sq, h, d), (2, sk, hk, d), dtype, 61), 0.3, 4321, causal=causal,
+                        window_size=window, alibi_slopes=slopes)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -163,10 +155,7 @@ def test_dropout_varlen(dtype):
     seqlens_q, seqlens_k = [17, 0, 200, 64], [40, 77, 128, 0]
     cu_q, cu_k = _cu(seqlens_q), _cu(seqlens_k)
     p = 0.2
-    q = _randn((sum(seqlens_q), 4, d), dtype, 41).requires_grad_()
-    k = _randn((sum(seqlens_k), 2, d), dtype, 42).requires_grad_()
-    v = _randn((sum(seqlens_k), 2, d), dtype, 43).requires_grad_()
-    dout = _randn(q.shape, dtype, 44)
+    q, k, v, dout = attention_inputs((sum(seqlens_q), 4, d), (sum(seqlens_k), 2, d), dtype, 41)
     torch.manual_seed(99)
     out, lse, s_dmask = flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(seqlens_q), max(seqlens_k), dropout_p=p,
                                                causal=True, return_attn_probs=True)

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from flash_attn import flash_attn_func, flash_attn_varlen_func
-from helpers import DTYPE_NAME, assert_attention_close, built_head_dim, require_kernel, requires_gpu
+from helpers import DTYPE_NAME, assert_attention_close, attention_inputs, built_head_dim, require_kernel, requires_gpu
 from helpers import cu_seqlens as _cu
-from helpers import randn as _randn
 from reference import attention_ref, attention_varlen_ref
 
 pytestmark = [requires_gpu, pytest.mark.usefixtures("kernel_backend")]
@@ -49,10 +48,7 @@ def test_softcap_dense(case):
     require_kernel(dtype, d)
     seed = zlib.crc32(_id(case).encode()) % (1 << 30)
     # scores of a few units: a cap of 0.5-5 bends most of them, 30-50 only the tails
-    q = (_randn((2, sq, h, d), dtype, seed) * 2).requires_grad_()
-    k = _randn((2, sk, hk, d), dtype, seed + 1).requires_grad_()
-    v = _randn((2, sk, hk, d), dtype, seed + 2).requires_grad_()
-    dout = _randn((2, sq, h, d), dtype, seed + 3)
+    q, k, v, dout = attention_inputs((2, sq, h, d), (2, sk, hk, d), dtype, seed, q_scale=2)
     out, lse, _ = flash_attn_func(q, k, v, causal=causal, window_size=window, softcap=softcap,
                                   return_attn_probs=True)
     grads = torch.autograd.grad(out, (q, k, v), dout)
@@ -69,10 +65,7 @@ def test_softcap_varlen(dtype):
     require_kernel(dtype, d)
     seqlens_q, seqlens_k = [17, 0, 300, 64], [40, 77, 128, 0]
     cu_q, cu_k = _cu(seqlens_q), _cu(seqlens_k)
-    q = (_randn((sum(seqlens_q), 4, d), dtype, 91) * 2).requires_grad_()
-    k = _randn((sum(seqlens_k), 2, d), dtype, 92).requires_grad_()
-    v = _randn((sum(seqlens_k), 2, d), dtype, 93).requires_grad_()
-    dout = _randn(q.shape, dtype, 94)
+    q, k, v, dout = attention_inputs((sum(seqlens_q), 4, d), (sum(seqlens_k), 2, d), dtype, 91, q_scale=2)
     out, lse, _ = flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(seqlens_q), max(seqlens_k), causal=True,
                                          softcap=20.0, return_attn_probs=True)
     grads = torch.autograd.grad(out, (q, k, v), dout)

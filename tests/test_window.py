@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from flash_attn import flash_attn_func, flash_attn_varlen_func
-from helpers import DTYPE_NAME, assert_attention_close, built_head_dim, require_kernel, requires_gpu
+from helpers import DTYPE_NAME, assert_attention_close, attention_inputs, built_head_dim, require_kernel
+from helpers import requires_gpu
 from helpers import cu_seqlens as _cu
 from helpers import randn as _randn
 from reference import attention_ref, attention_varlen_ref
@@ -59,10 +60,7 @@ def test_window_dense(case):
     b, sq, sk, h, hk, d, dtype, window, causal = case
     require_kernel(dtype, d)
     seed = zlib.crc32(_id(case).encode()) % (1 << 30)
-    q = _randn((b, sq, h, d), dtype, seed).requires_grad_()
-    k = _randn((b, sk, hk, d), dtype, seed + 1).requires_grad_()
-    v = _randn((b, sk, hk, d), dtype, seed + 2).requires_grad_()
-    dout = _randn((b, sq, h, d), dtype, seed + 3)
+    q, k, v, dout = attention_inputs((b, sq, h, d), (b, sk, hk, d), dtype, seed)
     out, lse, _ = flash_attn_func(q, k, v, causal=causal, window_size=window, return_attn_probs=True)
     grads = torch.autograd.grad(out, (q, k, v), dout)
 
@@ -80,10 +78,7 @@ def test_window_varlen(dtype, window, causal):
     seqlens_q, seqlens_k = [17, 0, 300, 64, 1], [40, 77, 128, 0, 513]
     cu_q, cu_k = _cu(seqlens_q), _cu(seqlens_k)
     seed = zlib.crc32(f"{DTYPE_NAME[dtype]}{window}{causal}".encode()) % (1 << 30)
-    q = _randn((sum(seqlens_q), 4, d), dtype, seed).requires_grad_()
-    k = _randn((sum(seqlens_k), 2, d), dtype, seed + 1).requires_grad_()
-    v = _randn((sum(seqlens_k), 2, d), dtype, seed + 2).requires_grad_()
-    dout = _randn(q.shape, dtype, seed + 3)
+    q, k, v, dout = attention_inputs((sum(seqlens_q), 4, d), (sum(seqlens_k), 2, d), dtype, seed)
     out, lse, _ = flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(seqlens_q), max(seqlens_k), causal=causal,
                                          window_size=window, return_attn_probs=True)
     cq, ck = cu_q.tolist(), cu_k.tolist()
