@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parent
 PACKAGE = "flash_attn"
 EXT_NAME = "flash_attn_2_cuda"
 INSTANTIATIONS_DIR = Path("csrc") / "instantiations"
+# Always built: the torch binding and the small kernels beside attention (kv-cache append, rotary).
+COMMON_SOURCES = ["csrc/flash_api.cpp", "csrc/kvcache_append.cu", "csrc/rotary.cu"]
 BUILD_CONFIG_PATH = ROOT / PACKAGE / "_build_config.py"
 
 # Keep in sync with tools/generate_kernels.py.
@@ -390,11 +392,11 @@ def make_ext_modules_and_cmdclass():
         # build_ext above raises the error.
         from setuptools import Extension
 
-        ext = Extension(EXT_NAME, sources=["csrc/flash_api.cpp", "csrc/kvcache_append.cu", *CFG["sources"]])
+        ext = Extension(EXT_NAME, sources=[*COMMON_SOURCES, *CFG["sources"]])
     else:
         ext = CUDAExtension(
             name=EXT_NAME,
-            sources=["csrc/flash_api.cpp", "csrc/kvcache_append.cu", *CFG["sources"]],
+            sources=[*COMMON_SOURCES, *CFG["sources"]],
             include_dirs=[str(ROOT / "csrc")],
             extra_compile_args=compile_flags(CFG),
         )

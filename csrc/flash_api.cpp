@@ -16,6 +16,7 @@
 #include "flash/dispatch.h"
 #include "flash/kvcache_append.h"
 #include "flash/params.h"
+#include "flash/rotary_apply.h"
 
 namespace {
 
@@ -447,6 +448,70 @@ std::vector<at::Tensor> mha_fwd_kvcache(
 }
 
 // ------------------------------------------------------------------------------------------------------
+// Rotary embeddings (flash_attn.layers.rotary)
+// ------------------------------------------------------------------------------------------------------
+
+// out <- x rotated (out may be x). x: (b, s, h, d), or (total, h, d) with cu_seqlens and max_seqlen; cos/sin
+// (seqlen_ro, rotary_dim / 2); positions i + seqlen_offsets[b] (int32/int64 tensor) or i + seqlen_offset.
+void apply_rotary(at::Tensor const& x, at::Tensor const& cos, at::Tensor const& sin, at::Tensor const& out,
+                  std::optional<at::Tensor> seqlen_offsets, int64_t seqlen_offset, std::optional<at::Tensor> cu_seqlens,
+                  int64_t max_seqlen, bool interleaved, bool conjugate) {
+  flash::DType const dtype = kernel_dtype(x.scalar_type());
+  TORCH_CHECK(x.is_cuda(), "flash_attn: x must be a CUDA tensor");
+  TORCH_CHECK(x.stride(-1) == 1 && out.stride(-1) == 1, "flash_attn: x and out must be contiguous in the last dim");
+  TORCH_CHECK(out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type() && out.device() == x.device(),
+              "flash_attn: out must match x");
+  for (auto const* t : {&cos, &sin}) {
+    TORCH_CHECK(t->device() == x.device() && t->scalar_type() == x.scalar_type() && t->dim() == 2 &&
+                    t->stride(-1) == 1,
+                "flash_attn: cos/sin must be 2-D (seqlen_ro, rotary_dim / 2) of x's dtype on x's device, contiguous "
+                "in the last dim");
+  }
+  TORCH_CHECK(sin.sizes() == cos.sizes() && sin.stride(0) == cos.stride(0), "flash_attn: cos and sin must match");
+  bool const varlen = cu_seqlens.has_value();
+  TORCH_CHECK(x.dim() == (varlen ? 3 : 4), "flash_attn: x must be (batch, seqlen, nheads, headdim), or "
+              "(total, nheads, headdim) with cu_seqlens");
+  int64_t const head_dim = x.size(-1);
+  TORCH_CHECK(2 * cos.size(1) <= head_dim, "flash_attn: rotary_dim must be <= headdim");
+  c10::cuda::CUDAGuard device_guard{x.device()};
+  flash::RotaryApplyParams p;
+  p.x = x.data_ptr(), p.out = out.data_ptr();
+  p.x_row_stride = x.stride(-3), p.x_head_stride = x.stride(-2);
+  p.out_row_stride = out.stride(-3), p.out_head_stride = out.stride(-2);
+  p.cos = cos.data_ptr(), p.sin = sin.data_ptr();
+  p.table_row_stride = cos.stride(0);
+  p.seqlen_ro = static_cast<int>(cos.size(0));
+  p.rotary_dim = static_cast<int>(2 * cos.size(1));
+  if (varlen) {
+    check_cu_seqlens(*cu_seqlens, "cu_seqlens", x);
+    p.cu_seqlens = cu_seqlens->data_ptr<int>();
+    p.batch = static_cast<int>(cu_seqlens->numel() - 1);
+    p.seqlen = static_cast<int>(max_seqlen);
+  } else {
+    p.x_batch_stride = x.stride(0), p.out_batch_stride = out.stride(0);
+    p.batch = static_cast<int>(x.size(0));
+    p.seqlen = static_cast<int>(x.size(1));
+  }
+  if (seqlen_offsets.has_value()) {
+    at::Tensor const& o = *seqlen_offsets;
+    TORCH_CHECK(o.device() == x.device() && o.dim() == 1 && o.numel() == p.batch && o.is_contiguous() &&
+                    (o.scalar_type() == at::kInt || o.scalar_type() == at::kLong),
+                "flash_attn: seqlen_offsets must be an int or a contiguous (batch,) int32/int64 tensor on x's device");
+    if (o.scalar_type() == at::kInt) {
+      p.offsets32 = o.data_ptr<int>();
+    } else {
+      p.offsets64 = o.data_ptr<int64_t>();
+    }
+  }
+  p.offset = seqlen_offset;
+  p.num_heads = static_cast<int>(x.size(-2));
+  p.head_dim = static_cast<int>(head_dim);
+  p.interleaved = interleaved;
+  p.conjugate = conjugate;
+  flash::run_rotary_apply(p, dtype, c10::cuda::getCurrentCUDAStream().stream());
+}
+
+// ------------------------------------------------------------------------------------------------------
 // Backward
 // ------------------------------------------------------------------------------------------------------
 
@@ -623,4 +688,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bwd", &mha_bwd, "Backward pass (dense)");
   m.def("varlen_bwd", &mha_varlen_bwd, "Backward pass (variable-length sequences)");
   m.def("fwd_kvcache", &mha_fwd_kvcache, "Forward pass against a KV cache, appending new keys/values in place");
+  m.def("apply_rotary", &apply_rotary, "Rotary embeddings, in place or into out (flash_attn.layers.rotary)");
 }

@@ -1,9 +1,9 @@
 // flash_attn_with_kvcache's preparation kernel (see flash/kvcache_append.h). One thread per pair of channels
-// of one (row, head): a rotary pair (channels (2j, 2j + 1), or (j, j + rotary_dim / 2) for GPT-NeoX) or, past
-// rotary_dim, two channels copied as they are. Rotation in fp32, as x * cos + rotate(x) * sin.
+// of one (row, head), rotated or copied (flash/rotary.h).
 #include <cutlass/numeric_types.h>
 
 #include "flash/kvcache_append.h"
+#include "flash/rotary.h"
 
 namespace flash {
 namespace {
@@ -17,44 +17,14 @@ __host__ __device__ int64_t q_items(KvcacheAppendParams const& p) {
 }
 
 template <class Element>
-struct PairRotator {
-  KvcacheAppendParams const& p;
-
-  // Channels of pair j and, for a rotary pair, its table column.
-  __device__ void channels(int j, int& a, int& b) const {
-    int const half = p.rotary_dim / 2;
-    if (j < half) {
-      a = p.interleaved ? 2 * j : j;
-      b = p.interleaved ? 2 * j + 1 : j + half;
-    } else {
-      a = 2 * j;
-      b = 2 * j + 1;
-    }
-  }
-
-  // dst[a], dst[b] <- src[a], src[b] rotated to position pos (copied when j is past the rotary channels).
-  __device__ void apply(Element const* src, Element* dst, int j, int pos) const {
-    int a, b;
-    channels(j, a, b);
-    float const x = float(src[a]), y = float(src[b]);
-    if (p.cos != nullptr && j < p.rotary_dim / 2) {
-      int const row = pos < p.seqlen_ro ? pos : p.seqlen_ro - 1;  // the binding checks seqlen_ro >= capacity
-      int64_t const at = int64_t(row) * (p.rotary_dim / 2) + j;
-      float const c = float(static_cast<Element const*>(p.cos)[at]);
-      float const s = float(static_cast<Element const*>(p.sin)[at]);
-      // Rounded multiplies, no FMA contraction: the cache content equals the reference's bit for bit.
-      dst[a] = Element(__fsub_rn(__fmul_rn(x, c), __fmul_rn(y, s)));
-      dst[b] = Element(__fadd_rn(__fmul_rn(x, s), __fmul_rn(y, c)));
-    } else {
-      dst[a] = Element(x);
-      dst[b] = Element(y);
-    }
-  }
-};
-
-template <class Element>
 __global__ void kvcache_append_kernel(__grid_constant__ KvcacheAppendParams const params) {
-  PairRotator<Element> const rotator{params};
+  RotaryTable<Element> rotator;
+  rotator.cos = static_cast<Element const*>(params.cos);
+  rotator.sin = static_cast<Element const*>(params.sin);
+  rotator.row_stride = params.rotary_dim / 2;
+  rotator.seqlen_ro = params.seqlen_ro;
+  rotator.rotary_dim = params.rotary_dim;
+  rotator.interleaved = params.interleaved;
   int const pairs = params.head_dim / 2;
   int64_t const num_kv = kv_items(params), num_items = num_kv + q_items(params);
   for (int64_t item = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; item < num_items;
