@@ -17,6 +17,7 @@
 #include "flash/kvcache_append.h"
 #include "flash/params.h"
 #include "flash/rotary_apply.h"
+#include "flash/split_plan.h"
 
 namespace {
 
@@ -217,6 +218,34 @@ void check_head_dims(at::Tensor const& q, at::Tensor const& k, at::Tensor const&
 // left uninitialised (no fill kernel on every call) otherwise.
 at::Tensor make_rng_state(at::Tensor const& q) { return at::empty({2}, q.options().dtype(at::kLong)); }
 
+// The forward launch. Short queries (decode) take the split-KV kernel, which packs a KV head's query heads into
+// one tile and splits the keys across CTAs when too few (batch, KV head) pairs would leave SMs idle; its fp32
+// partial results live in a workspace sized by shapes only (CUDA-graph safe). accum_rows: query positions of the
+// call (dense batch * seqlen_q, varlen total_q). requested_splits: 0 = heuristic, else the kv-cache caller's.
+void run_forward(flash::FwdParams& p, flash::DType dtype, at::Tensor const& q, int64_t accum_rows,
+                 int64_t requested_splits, cudaStream_t stream) {
+  if (!flash::use_split_kernel(p, requested_splits)) {
+    flash::run_fwd(p, dtype, stream);
+    return;
+  }
+  int device = 0, num_sms = 0, smem_per_sm = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
+  p.num_splits = requested_splits > 0 ? static_cast<int>(std::min<int64_t>(requested_splits, flash::kMaxSplits))
+                                      : flash::choose_num_splits(p, num_sms, smem_per_sm);
+  at::Tensor o_accum, lse_accum;  // freed on return: the caching allocator orders their reuse on this stream
+  if (p.num_splits > 1) {
+    auto const f32 = q.options().dtype(at::kFloat);
+    o_accum = at::empty({p.num_splits, p.num_heads, accum_rows, p.head_dim}, f32);
+    lse_accum = at::empty({p.num_splits, p.num_heads, accum_rows}, f32);
+    p.o_accum_ptr = o_accum.data_ptr<float>();
+    p.lse_accum_ptr = lse_accum.data_ptr<float>();
+    p.accum_rows = accum_rows;
+  }
+  flash::run_fwd_split(p, dtype, stream);
+}
+
 std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Tensor const& v,
                                 std::optional<at::Tensor> out_, std::optional<at::Tensor> alibi_slopes_,
                                 double p_dropout, double softmax_scale, bool is_causal, int64_t window_size_left,
@@ -246,7 +275,7 @@ std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Te
   at::Tensor rng_state = make_rng_state(q);
   set_dropout_fwd(p, p_dropout, gen_, rng_state);
   at::Tensor s_dmask = make_s_dmask(p, return_softmax, p_dropout, batch, q);
-  if (seqlen_q > 0) { flash::run_fwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream()); }
+  if (seqlen_q > 0) { run_forward(p, dtype, q, batch * seqlen_q, 0, c10::cuda::getCurrentCUDAStream().stream()); }
   return {out, lse, s_dmask, rng_state};
 }
 
@@ -297,7 +326,9 @@ std::vector<at::Tensor> mha_varlen_fwd(
   at::Tensor rng_state = make_rng_state(q);
   set_dropout_fwd(p, p_dropout, gen_, rng_state);
   at::Tensor s_dmask = make_s_dmask(p, return_softmax, p_dropout, batch, q);
-  if (total_q > 0 && max_seqlen_q > 0) { flash::run_fwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream()); }
+  if (total_q > 0 && max_seqlen_q > 0) {
+    run_forward(p, dtype, q, total_q, 0, c10::cuda::getCurrentCUDAStream().stream());
+  }
   return {out, lse, s_dmask, rng_state};
 }
 
@@ -319,7 +350,7 @@ std::vector<at::Tensor> mha_fwd_kvcache(
     std::optional<at::Tensor> cache_leftpad, std::optional<at::Tensor> block_table,
     std::optional<at::Tensor> alibi_slopes_, std::optional<at::Tensor> out_,
     double softmax_scale, bool is_causal, int64_t window_size_left, int64_t window_size_right, double softcap,
-    bool rotary_interleaved) {
+    bool rotary_interleaved, int64_t num_splits) {
   flash::DType const dtype = kernel_dtype(q.scalar_type());
   check_input(q, "q", q, 4);
   check_input(k_cache, "k_cache", q, 4);
@@ -422,10 +453,9 @@ std::vector<at::Tensor> mha_fwd_kvcache(
   at::Tensor lse = at::empty({batch, num_heads, seqlen_q}, q.options().dtype(at::kFloat));
   flash::FwdParams p;
   set_dense_fwd_params(p, q_attn, k_cache, v_cache, out, lse, softmax_scale, softcap, capacity);
-  at::Tensor seqused;  // keys in use: the cached ones plus the appended ones
-  if (cache_seqlens.has_value()) {
-    seqused = seqlen_new > 0 ? at::add(*cache_seqlens, seqlen_new) : *cache_seqlens;
-    p.seqused_k = seqused.data_ptr<int>();
+  if (cache_seqlens.has_value()) {  // keys in use: the cached ones plus the appended ones
+    p.seqused_k = cache_seqlens->data_ptr<int>();
+    p.seqused_k_extra = static_cast<int>(seqlen_new);
   }
   p.kv_batch_idx = cache_batch_idx.has_value() ? cache_batch_idx->data_ptr<int>() : nullptr;
   p.leftpad_k = cache_leftpad.has_value() ? cache_leftpad->data_ptr<int>() : nullptr;
@@ -438,8 +468,9 @@ std::vector<at::Tensor> mha_fwd_kvcache(
   // Only the windowed kernels read paged K/V (see sm80/fwd_kernel.h); an unbounded window masks nothing.
   if (paged) { p.has_window = true; }
   set_alibi(p, alibi_slopes_, batch, q);
+  TORCH_CHECK(num_splits >= 0, "flash_attn: num_splits must be >= 0 (0 = heuristic)");
   if (seqlen_q > 0 && capacity > 0) {
-    flash::run_fwd(p, dtype, stream);
+    run_forward(p, dtype, q, batch * seqlen_q, num_splits, stream);
   } else {
     out.zero_();
     lse.fill_(std::numeric_limits<float>::infinity());

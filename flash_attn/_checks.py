@@ -424,6 +424,7 @@ class KvcacheConfig(NamedTuple):
     fwd: FwdConfig
     cache_seqlens: Optional[torch.Tensor]  # (batch,) int32 on q's device, or None for a full cache
     rotary_dim: int
+    num_splits: int  # 0 = heuristic
 
 
 def validate_kvcache_args(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin=None,
@@ -538,7 +539,7 @@ def validate_kvcache_args(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, 
                           ("rotary_sin", rotary_sin), ("cache_seqlens", cache_seqlens),
                           ("cache_batch_idx", cache_batch_idx), ("cache_leftpad", cache_leftpad),
                           ("block_table", block_table), ("alibi_slopes", alibi_slopes)))
-    return KvcacheConfig(cfg, cache_seqlens, rotary_dim)
+    return KvcacheConfig(cfg, cache_seqlens, rotary_dim, num_splits)
 
 
 # ----------------------------------------------------------------------------------------------------------

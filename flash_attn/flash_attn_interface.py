@@ -490,7 +490,7 @@ def flash_attn_with_kvcache(
     out, softmax_lse = ext.fwd_kvcache(
         q, k_cache, v_cache, k, v, cfg.cache_seqlens, rotary_cos, rotary_sin, cache_batch_idx, cache_leftpad,
         block_table, alibi_slopes, _poisoned_out(q), opts.softmax_scale, opts.causal, opts.window_size_left,
-        opts.window_size_right, float(softcap), rotary_interleaved,
+        opts.window_size_right, float(softcap), rotary_interleaved, cfg.num_splits,
     )
     if head_dim % 8 != 0:
         out = out[..., :head_dim]

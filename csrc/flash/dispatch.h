@@ -23,6 +23,8 @@ template <class Element, int kHeadDim, bool kHasWindow>
 void run_fwd(FwdParams const& params, cudaStream_t stream);
 template <class Element, int kHeadDim, bool kHasWindow>
 void run_bwd(BwdParams const& params, cudaStream_t stream);
+template <class Element, int kHeadDim>
+void run_fwd_split(FwdParams const& params, cudaStream_t stream);
 }  // namespace sm80
 
 // Smallest compiled-for bucket that holds head_dim (already a multiple of 8).
@@ -96,6 +98,13 @@ void dispatch_kernel(DType dtype, int head_dim, bool has_window, Fn&& fn) {
 inline void run_fwd(FwdParams const& params, DType dtype, cudaStream_t stream) {
   dispatch_kernel(dtype, params.head_dim, params.has_window, [&]<class Element, int kHeadDim, bool kHasWindow>() {
     sm80::run_fwd<Element, kHeadDim, kHasWindow>(params, stream);
+  });
+}
+
+// The split-KV forward masks windows at run time: one kernel per (dtype, head dim).
+inline void run_fwd_split(FwdParams const& params, DType dtype, cudaStream_t stream) {
+  dispatch_kernel(dtype, params.head_dim, /*has_window=*/false, [&]<class Element, int kHeadDim, bool>() {
+    sm80::run_fwd_split<Element, kHeadDim>(params, stream);
   });
 }
 

@@ -66,6 +66,7 @@ struct FwdParams {
   // (clamped to seqlen_k); kv_batch_idx, the K/V batch row of each query batch entry; leftpad_k, the first
   // valid key, from which the sequence (and its bottom-right alignment) starts.
   int const* __restrict__ seqused_k = nullptr;
+  int seqused_k_extra = 0;  // added to every seqused_k entry: the keys this call appended (kv cache)
   int const* __restrict__ kv_batch_idx = nullptr;
   int const* __restrict__ leftpad_k = nullptr;
   // Paged KV cache: K/V are (num_pages, page_size, num_heads_k, d) (batch strides = page strides) and key
@@ -74,6 +75,16 @@ struct FwdParams {
   int const* __restrict__ block_table = nullptr;
   int64_t block_table_batch_stride = 0;
   int page_size = 0;
+
+  // Split-KV forward (sm80/fwd_split_kernel.h): the key range of each query row is split num_splits ways.
+  // With num_splits > 1 each split writes its normalised partial output and lse (fp32) to
+  // o_accum (num_splits, num_heads, accum_rows, head_dim) and lse_accum (num_splits, num_heads, accum_rows), a
+  // row being a query position of the whole call (dense: batch * seqlen_q + i, varlen: cu_seqlens_q[b] + i), and
+  // a combine kernel merges them into o / softmax_lse. A split with no key writes lse -inf.
+  int num_splits = 1;
+  float* __restrict__ o_accum_ptr = nullptr;
+  float* __restrict__ lse_accum_ptr = nullptr;
+  int64_t accum_rows = 0;
 
   // Keys visible to query row i: [i + shift - window_left, i + shift + window_right] with
   // shift = seqlen_k - seqlen_q (bottom-right aligned). Causal is (unbounded, 0); an unbounded side is

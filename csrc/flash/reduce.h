@@ -20,4 +20,12 @@ CUTLASS_DEVICE float quad_allreduce(float x, Op op) {
   return x;
 }
 
+// Across the whole warp (every lane ends with the result).
+template <class Op>
+CUTLASS_DEVICE float warp_allreduce(float x, Op op) {
+  CUTLASS_PRAGMA_UNROLL
+  for (int offset = 16; offset > 0; offset /= 2) { x = op(x, __shfl_xor_sync(0xffffffffu, x, offset)); }
+  return x;
+}
+
 }  // namespace flash

@@ -31,7 +31,8 @@ struct SeqlenInfo {
     } else {
       // A KV cache: keys [leftpad, seqused) of the K/V row kv_batch_idx[batch], never past its capacity.
       int const used =
-          params.seqused_k != nullptr ? min(params.seqused_k[batch_idx], params.seqlen_k) : params.seqlen_k;
+          params.seqused_k != nullptr ? min(params.seqused_k[batch_idx] + params.seqused_k_extra, params.seqlen_k)
+                                     : params.seqlen_k;
       start_k = params.leftpad_k != nullptr ? params.leftpad_k[batch_idx] : 0;
       seqlen_k = max(used - start_k, 0);
       if (params.kv_batch_idx != nullptr) { kv_batch = params.kv_batch_idx[batch_idx]; }

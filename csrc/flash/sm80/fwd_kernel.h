@@ -23,6 +23,7 @@
 #include "fragment_layouts.h"
 #include "fwd_epilogue.h"
 #include "gemm.h"
+#include "kv_load.h"
 
 namespace flash::sm80 {
 
@@ -151,32 +152,17 @@ struct FwdKernel {
     // the plain kernel's loop the paged path cost 400 instructions of code and 160 bytes of spills, and beside
     // the softcap / ALiBi loop of the unwindowed kernel those calls ran 8% slower.
     constexpr bool kMayPage = kHasExtras && kHasWindow;
-    auto load_kv_tile = [&](auto const& tSrcG, auto& tDstS, void const* cache, int64_t page_stride, int64_t row_stride,
-                            int64_t head_stride, int n_block, auto check_rows, auto may_page,
-                            int rows_left) __attribute__((always_inline)) {
-      constexpr bool kCheckRows = decltype(check_rows)::value;
-      if (!decltype(may_page)::value || params.block_table == nullptr) {
-        copy_tile<kEvenCols, kCheckRows, /*kZeroFill=*/true>(gmem_copy, tSrcG(_, _, _, n_block), tDstS, tKVcKV,
-                                                              kv_col_pred, rows_left);
-      } else {
-        int const* pages = params.block_table + batch * params.block_table_batch_stride;
-        Element const* base = static_cast<Element const*>(cache) + kv_head * head_stride;
-        auto row_ptr = [&](int row) {
-          int const pos = n_block * kBlockN + row;
-          return base + int64_t(pages[pos / params.page_size]) * page_stride +
-                 int64_t(pos % params.page_size) * row_stride;
-        };
-        copy_rows<kEvenCols, kCheckRows, /*kZeroFill=*/true>(gmem_copy, row_ptr, tSrcG(_, 0, 0, 0).layout(), tDstS,
-                                                              tKVcKV, kv_col_pred, rows_left);
-      }
-    };
+    Element const* k_cache = static_cast<Element const*>(params.k_ptr);
+    Element const* v_cache = static_cast<Element const*>(params.v_ptr);
     auto load_k = [&](int n_block, auto check_rows, auto may_page, int rows_left) __attribute__((always_inline)) {
-      load_kv_tile(tKgK, tKsK, params.k_ptr, params.k_batch_stride, params.k_row_stride, params.k_head_stride,
-                   n_block, check_rows, may_page, rows_left);
+      load_kv_tile<kEvenCols, decltype(check_rows)::value, decltype(may_page)::value, kBlockN>(
+          params, gmem_copy, tKgK, tKsK, tKVcKV, kv_col_pred, k_cache, params.k_batch_stride, params.k_row_stride, params.k_head_stride,
+          batch, kv_head, n_block, rows_left);
     };
     auto load_v = [&](int n_block, auto check_rows, auto may_page, int rows_left) __attribute__((always_inline)) {
-      load_kv_tile(tVgV, tVsV, params.v_ptr, params.v_batch_stride, params.v_row_stride, params.v_head_stride,
-                   n_block, check_rows, may_page, rows_left);
+      load_kv_tile<kEvenCols, decltype(check_rows)::value, decltype(may_page)::value, kBlockN>(
+          params, gmem_copy, tVgV, tVsV, tKVcKV, kv_col_pred, v_cache, params.v_batch_stride, params.v_row_stride, params.v_head_stride,
+          batch, kv_head, n_block, rows_left);
     };
 
     // Shared -> registers (ldmatrix) and the MMAs.

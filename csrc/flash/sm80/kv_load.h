@@ -1,0 +1,40 @@
+// Loading one K or V tile of a (batch, KV head) into shared memory, shared by the forward kernels: a strided view
+// of a contiguous cache, or row by row through the block table of a paged one (FwdParams::block_table).
+#pragma once
+
+#include <cute/tensor.hpp>
+
+#include "../params.h"
+#include "copy.h"
+
+namespace flash::sm80 {
+
+using namespace cute;
+
+// tiles: the thread's (CPY, CPY_N, CPY_K, n_blocks) partition of the contiguous (kBlockN, d, n_blocks) view;
+// dst, coords, col_pred: its partition of the shared-memory tile, of the tile's identity, and the head-dim
+// predicate. cache, head_stride, kv_head: the paged cache and the KV head (used only on the paged path). Rows from rows_left on are
+// zero-filled when kCheckRows. kMayPage: the paged path is compiled in (it is taken when block_table is set).
+template <bool kEvenCols, bool kCheckRows, bool kMayPage, int kBlockN, class Element, class TiledCopy, class Tiles,
+          class Dst, class Coords, class ColPred>
+CUTE_DEVICE void load_kv_tile(FwdParams const& params, TiledCopy const& gmem_copy, Tiles const& tiles, Dst&& dst,
+                              Coords const& coords, ColPred const& col_pred, Element const* cache,
+                              int64_t page_stride, int64_t row_stride, int64_t head_stride, int batch, int kv_head,
+                              int n_block, int rows_left) {
+  if (!kMayPage || params.block_table == nullptr) {
+    copy_tile<kEvenCols, kCheckRows, /*kZeroFill=*/true>(gmem_copy, tiles(_, _, _, n_block), dst, coords, col_pred,
+                                                          rows_left);
+  } else {
+    int const* pages = params.block_table + batch * params.block_table_batch_stride;
+    Element const* cache_head = cache + kv_head * head_stride;
+    auto row_ptr = [&](int row) {
+      int const pos = n_block * kBlockN + row;
+      return cache_head + int64_t(pages[pos / params.page_size]) * page_stride +
+             int64_t(pos % params.page_size) * row_stride;
+    };
+    copy_rows<kEvenCols, kCheckRows, /*kZeroFill=*/true>(gmem_copy, row_ptr, tiles(_, 0, 0, 0).layout(), dst, coords,
+                                                          col_pred, rows_left);
+  }
+}
+
+}  // namespace flash::sm80

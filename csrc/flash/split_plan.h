@@ -1,0 +1,50 @@
+// Host-side choice of the forward kernel for short queries and of its number of key splits (params.h:
+// num_splits). Host-only, no CuTe: included by the torch binding.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "dispatch.h"
+#include "params.h"
+#include "sm80/fwd_split_config.h"
+
+namespace flash {
+
+inline constexpr int kMaxSplits = 128;
+// Calls whose packed rows (seqlen_q x query heads per KV head) fit this many take the split-KV kernel: above it
+// the main kernel's 128-row tiles use the tensor cores better than 16-row ones.
+inline constexpr int64_t kSplitMaxPackedRows = 64;
+
+// requested_splits: 0 = heuristic; > 1 forces the split-KV kernel (flash_attn_with_kvcache's num_splits).
+inline bool use_split_kernel(FwdParams const& p, int64_t requested_splits) {
+  if (p.has_dropout) { return false; }  // the split-KV kernel has no dropout
+  return requested_splits > 1 || int64_t(p.seqlen_q) * p.head_ratio <= kSplitMaxPackedRows;
+}
+
+// Splits so that the CTAs fill the GPU's CTA slots in whole waves: among 1..max, the smallest count whose wave
+// efficiency (CTAs / slots of the waves they take) is within 85% of the best, each split keeping >= 2 key blocks.
+inline int choose_num_splits(FwdParams const& p, int num_sms, int smem_per_sm) {
+  int const bucket = head_dim_bucket(p.head_dim);
+  sm80::FwdSplitTile const tile = sm80::fwd_split_tile(bucket);
+  int const ctas_per_sm = std::clamp(smem_per_sm / (sm80::fwd_split_smem_bytes(bucket) + 1024), 1, 4);
+  int64_t const m_blocks = (int64_t(p.seqlen_q) * p.head_ratio + sm80::kFwdSplitBlockM - 1) / sm80::kFwdSplitBlockM;
+  int64_t const ctas = m_blocks * p.num_heads_k * p.batch;
+  int64_t const key_blocks = (int64_t(p.seqlen_k) + tile.block_n - 1) / tile.block_n;
+  int const max_splits = static_cast<int>(std::min<int64_t>(kMaxSplits, key_blocks / 2));
+  int64_t const slots = int64_t(std::max(num_sms, 1)) * ctas_per_sm;
+  if (max_splits <= 1 || ctas >= slots) { return 1; }
+  auto efficiency = [&](int splits) {
+    int64_t const work = ctas * splits;
+    int64_t const waves = (work + slots - 1) / slots;
+    return double(work) / double(waves * slots);
+  };
+  double best = 0.0;
+  for (int s = 1; s <= max_splits; ++s) { best = std::max(best, efficiency(s)); }
+  for (int s = 1; s <= max_splits; ++s) {
+    if (efficiency(s) >= 0.85 * best) { return s; }
+  }
+  return 1;
+}
+
+}  // namespace flash
