@@ -6,6 +6,8 @@
 
 namespace flash {
 
+inline constexpr int kMaxSplits = 128;  // split-KV: most splits of one call (the combine kernel's bound)
+
 struct FwdParams {
   // Inputs, in the caller's dtype. Rows are seqlen positions; the last (head) dim is contiguous.
   void const* __restrict__ q_ptr = nullptr;
@@ -81,7 +83,7 @@ struct FwdParams {
   // o_accum (num_splits, num_heads, accum_rows, head_dim) and lse_accum (num_splits, num_heads, accum_rows), a
   // row being a query position of the whole call (dense: batch * seqlen_q + i, varlen: cu_seqlens_q[b] + i), and
   // a combine kernel merges them into o / softmax_lse. A split with no key writes lse -inf.
-  int num_splits = 1;
+  int num_splits = 1;  // <= kMaxSplits
   float* __restrict__ o_accum_ptr = nullptr;
   float* __restrict__ lse_accum_ptr = nullptr;
   int64_t accum_rows = 0;

@@ -11,7 +11,6 @@
 
 namespace flash {
 
-inline constexpr int kMaxSplits = 128;
 // Calls whose packed rows (seqlen_q x query heads per KV head) fit this many take the split-KV kernel: above it
 // the main kernel's 128-row tiles use the tensor cores better than 16-row ones.
 inline constexpr int64_t kSplitMaxPackedRows = 64;
@@ -19,6 +18,7 @@ inline constexpr int64_t kSplitMaxPackedRows = 64;
 // requested_splits: 0 = heuristic; > 1 forces the split-KV kernel (flash_attn_with_kvcache's num_splits).
 inline bool use_split_kernel(FwdParams const& p, int64_t requested_splits) {
   if (p.has_dropout) { return false; }  // the split-KV kernel has no dropout
+  if (p.batch > 65535 || p.num_heads_k > 65535) { return false; }  // its grid's y and z
   return requested_splits > 1 || int64_t(p.seqlen_q) * p.head_ratio <= kSplitMaxPackedRows;
 }
 

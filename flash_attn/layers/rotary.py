@@ -56,10 +56,10 @@ class ApplyRotaryEmb(torch.autograd.Function):
         else:
             cos, sin, cu_seqlens = ctx.saved_tensors
             seqlen_offsets = ctx.seqlen_offsets
-        # The inverse rotation; in place only when the forward was (its output buffer is do's).
-        inplace = ctx.inplace and do.is_contiguous()
+        # The inverse rotation, never in place: do may be a tensor the caller still holds (autograd.grad's
+        # grad_outputs), and rotating it would change their copy.
         dx = apply_rotary(do, cos, sin, seqlen_offsets=seqlen_offsets, cu_seqlens=cu_seqlens,
-                          max_seqlen=ctx.max_seqlen, interleaved=ctx.interleaved, inplace=inplace, conjugate=True)
+                          max_seqlen=ctx.max_seqlen, interleaved=ctx.interleaved, inplace=False, conjugate=True)
         return dx, None, None, None, None, None, None, None
 
 
@@ -110,7 +110,7 @@ class ApplyRotaryEmbQKV_(torch.autograd.Function):
     def backward(ctx, dqkv):
         cos, sin, cos_k, sin_k, *rest = ctx.saved_tensors
         seqlen_offsets = rest[0] if rest else ctx.seqlen_offsets
-        dqkv = dqkv.clone() if not dqkv.is_contiguous() else dqkv
+        dqkv = dqkv.clone()  # rotated in place below; the incoming gradient may be the caller's tensor
         dq, dk = _qk_views(dqkv, ctx.num_heads_q)
         apply_rotary(dq, cos, sin, seqlen_offsets, interleaved=ctx.interleaved, inplace=True, conjugate=True)
         apply_rotary(dk, cos_k, sin_k, seqlen_offsets, interleaved=ctx.interleaved, inplace=True, conjugate=True)
@@ -141,7 +141,7 @@ class ApplyRotaryEmbKV_(torch.autograd.Function):
     def backward(ctx, dkv):
         cos, sin, *rest = ctx.saved_tensors
         seqlen_offsets = rest[0] if rest else ctx.seqlen_offsets
-        dkv = dkv.clone() if not dkv.is_contiguous() else dkv
+        dkv = dkv.clone()  # rotated in place below; the incoming gradient may be the caller's tensor
         apply_rotary(dkv[:, :, 0], cos, sin, seqlen_offsets, interleaved=ctx.interleaved, inplace=True,
                      conjugate=True)
         return dkv, None, None, None, None

@@ -43,8 +43,9 @@ CUTE_DEVICE void copy_tile(TiledCopy const& tiled_copy, Src const& src, Dst&& ds
   }
 }
 
-// copy_tile for a source whose rows are not evenly strided (a paged KV cache): row_ptr(row) gives the address of
-// tile row `row`, and each 16-byte chunk takes the layout src_chunk of an ordinary partition's chunk.
+// copy_tile for a source whose rows are not evenly strided (a paged KV cache): row_ptr(m, row) gives the address
+// of tile row `row`, the thread's m-th row of the partition, and each 16-byte chunk takes the layout src_chunk of
+// an ordinary partition's chunk.
 template <bool kEvenCols, bool kCheckRows, bool kZeroFill, class TiledCopy, class RowPtr, class ChunkLayout,
           class Dst, class Coords, class ColPred>
 CUTE_DEVICE void copy_rows(TiledCopy const& tiled_copy, RowPtr const& row_ptr, ChunkLayout const& src_chunk,
@@ -53,7 +54,7 @@ CUTE_DEVICE void copy_rows(TiledCopy const& tiled_copy, RowPtr const& row_ptr, C
   for (int m = 0; m < size<1>(dst); ++m) {
     int const row = get<0>(coords(0, m, 0));
     if (!kCheckRows || row < row_limit) {
-      auto const* base = row_ptr(row);
+      auto const* base = row_ptr(m, row);
       CUTE_UNROLL
       for (int k = 0; k < size<2>(dst); ++k) {
         if (kEvenCols || col_pred(k)) {

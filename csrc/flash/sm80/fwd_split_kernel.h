@@ -132,16 +132,27 @@ struct FwdSplitKernel {
     Tensor tVsV = gmem_thr_copy.partition_D(sV);
     Tensor tKVcKV = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
     Tensor kv_col_pred = make_col_predicate(tKVcKV, params.head_dim);
-    Element const* k_cache = static_cast<Element const*>(params.k_ptr);
-    Element const* v_cache = static_cast<Element const*>(params.v_ptr);
+    // Paged caches: the block-table entries of a tile's rows are fetched one tile ahead (kv_load.h).
+    bool const paged = params.block_table != nullptr;
+    Element const* k_head = static_cast<Element const*>(params.k_ptr) + kv_head * params.k_head_stride;
+    Element const* v_head = static_cast<Element const*>(params.v_ptr) + kv_head * params.v_head_stride;
+    PagedRows<decltype(size<1>(tKVcKV))::value, kBlockN> page_rows;
     auto load_stage = [&](int n_block, int stage) {
       int const rows_in_block = seq.seqlen_k - n_block * kBlockN;
-      load_kv_tile<false, true, true, kBlockN>(params, gmem_copy, tKgK, tKsK(_, _, _, stage), tKVcKV, kv_col_pred,
-                                               k_cache, params.k_batch_stride, params.k_row_stride, params.k_head_stride, batch, kv_head,
-                                               n_block, rows_in_block);
-      load_kv_tile<false, true, true, kBlockN>(params, gmem_copy, tVgV, tVsV(_, _, _, stage), tKVcKV, kv_col_pred,
-                                               v_cache, params.v_batch_stride, params.v_row_stride, params.v_head_stride, batch, kv_head,
-                                               n_block, rows_in_block);
+      if (!paged) {
+        copy_tile<false, true, true>(gmem_copy, tKgK(_, _, _, n_block), tKsK(_, _, _, stage), tKVcKV, kv_col_pred,
+                                     rows_in_block);
+        copy_tile<false, true, true>(gmem_copy, tVgV(_, _, _, n_block), tVsV(_, _, _, stage), tKVcKV, kv_col_pred,
+                                     rows_in_block);
+      } else {
+        page_rows.copy(gmem_copy, tKgK, tKsK(_, _, _, stage), tKVcKV, kv_col_pred, k_head, params.k_batch_stride,
+                       params.k_row_stride, rows_in_block);
+        page_rows.copy(gmem_copy, tVgV, tVsV(_, _, _, stage), tKVcKV, kv_col_pred, v_head, params.v_batch_stride,
+                       params.v_row_stride, rows_in_block);
+      }
+    };
+    auto fetch_pages = [&](int n_block) {
+      if (paged) { page_rows.fetch(params, batch, n_block, seq.seqlen_k, tKVcKV); }
     };
 
     // Packed row r of the tile: query q = (row_base + r) / group of head kv_head * group + (row_base + r) % group.
@@ -157,7 +168,7 @@ struct FwdSplitKernel {
         Tensor tQcQ = q_thr_copy.partition_S(make_identity_tensor(tile_q));
         Tensor tQgQ = q_thr_copy.partition_S(
             make_tensor(make_gmem_ptr(q_group), tile_q, make_stride(params.q_row_stride, _1{})));
-        auto q_row_ptr = [&](int r) {
+        auto q_row_ptr = [&](int, int r) {
           int const packed = row_base + r;
           int const q = packed / group;
           return q_group + int64_t(q) * params.q_row_stride + int64_t(packed - q * group) * params.q_head_stride;
@@ -167,9 +178,13 @@ struct FwdSplitKernel {
       }
       CUTE_UNROLL
       for (int s = 0; s < kStages - 1; ++s) {
-        if (n_begin + s < n_end) { load_stage(n_begin + s, s); }
+        if (n_begin + s < n_end) {
+          fetch_pages(n_begin + s);
+          load_stage(n_begin + s, s);
+        }
         cp_async_fence();
       }
+      fetch_pages(n_begin + kStages - 1);
     }
 
     // Each warp multiplies all 16 rows of Q with its kWarpN keys of the tile.
@@ -216,7 +231,10 @@ struct FwdSplitKernel {
       int const stage = i % kStages;
       cp_async_wait<kStages - 2>();
       __syncthreads();  // tile n_block has landed; every warp is done with the stage the next load overwrites
-      if (n_block + kStages - 1 < n_end) { load_stage(n_block + kStages - 1, (i + kStages - 1) % kStages); }
+      if (n_block + kStages - 1 < n_end) {
+        load_stage(n_block + kStages - 1, (i + kStages - 1) % kStages);
+        fetch_pages(n_block + kStages);
+      }
       cp_async_fence();
 
       Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kWarpN>>{});

@@ -27,7 +27,7 @@ CUTE_DEVICE void load_kv_tile(FwdParams const& params, TiledCopy const& gmem_cop
   } else {
     int const* pages = params.block_table + batch * params.block_table_batch_stride;
     Element const* cache_head = cache + kv_head * head_stride;
-    auto row_ptr = [&](int row) {
+    auto row_ptr = [&](int, int row) {
       int const pos = n_block * kBlockN + row;
       return cache_head + int64_t(pages[pos / params.page_size]) * page_stride +
              int64_t(pos % params.page_size) * row_stride;
@@ -36,5 +36,38 @@ CUTE_DEVICE void load_kv_tile(FwdParams const& params, TiledCopy const& gmem_cop
                                                           col_pred, rows_left);
   }
 }
+
+// The block-table entries of the rows one thread copies in a K/V tile of a paged cache, read a tile ahead of
+// their use so that the lookups' latency is not in front of the copies (K and V share them). kRows: the thread's
+// rows per tile (CPY_N of its partition).
+template <int kRows, int kBlockN>
+struct PagedRows {
+  int page[kRows];
+  int slot[kRows];
+
+  // coords: the thread's partition of the tile's identity. Rows at or past seqlen_k are never read.
+  template <class Coords>
+  CUTE_DEVICE void fetch(FwdParams const& params, int batch, int n_block, int seqlen_k, Coords const& coords) {
+    int const* pages = params.block_table + batch * params.block_table_batch_stride;
+    CUTE_UNROLL
+    for (int m = 0; m < kRows; ++m) {
+      int const pos = n_block * kBlockN + get<0>(coords(0, m, 0));
+      int const valid_pos = pos < seqlen_k ? pos : 0;
+      page[m] = pages[valid_pos / params.page_size];
+      slot[m] = valid_pos % params.page_size;
+    }
+  }
+
+  // Tile rows [0, rows_left) from the fetched pages of a (pages, page_size, heads, d) cache, the rest zero-filled.
+  template <class Element, class TiledCopy, class Tiles, class Dst, class Coords, class ColPred>
+  CUTE_DEVICE void copy(TiledCopy const& gmem_copy, Tiles const& tiles, Dst&& dst, Coords const& coords,
+                        ColPred const& col_pred, Element const* cache_head, int64_t page_stride, int64_t row_stride,
+                        int rows_left) const {
+    auto row_ptr = [&](int m, int) { return cache_head + int64_t(page[m]) * page_stride + int64_t(slot[m]) * row_stride; };
+    copy_rows</*kEvenCols=*/false, /*kCheckRows=*/true, /*kZeroFill=*/true>(gmem_copy, row_ptr,
+                                                                            tiles(_, 0, 0, 0).layout(), dst, coords,
+                                                                            col_pred, rows_left);
+  }
+};
 
 }  // namespace flash::sm80
