@@ -412,8 +412,37 @@ std::vector<at::Tensor> mha_fwd_kvcache(
 
   c10::cuda::CUDAGuard device_guard{q.device()};
   cudaStream_t const stream = c10::cuda::getCurrentCUDAStream().stream();
-  at::Tensor q_attn = q;
-  if (k_new.has_value()) {
+  TORCH_CHECK(num_splits >= 0, "flash_attn: num_splits must be >= 0 (0 = heuristic)");
+  bool const rotary = rotary_cos.has_value();
+  at::Tensor q_attn = rotary ? at::empty(q.sizes(), q.options()) : q;  // rotary: q rotated by the append kernel
+  at::Tensor out = prepare_out(out_, q);
+  at::Tensor lse = at::empty({batch, num_heads, seqlen_q}, q.options().dtype(at::kFloat));
+  flash::FwdParams p;
+  set_dense_fwd_params(p, q_attn, k_cache, v_cache, out, lse, softmax_scale, softcap, capacity);
+  if (cache_seqlens.has_value()) {  // keys in use: the cached ones plus the appended ones
+    p.seqused_k = cache_seqlens->data_ptr<int>();
+    p.seqused_k_extra = static_cast<int>(seqlen_new);
+  }
+  p.kv_batch_idx = cache_batch_idx.has_value() ? cache_batch_idx->data_ptr<int>() : nullptr;
+  p.leftpad_k = cache_leftpad.has_value() ? cache_leftpad->data_ptr<int>() : nullptr;
+  if (paged) {
+    p.block_table = block_table->data_ptr<int>();
+    p.block_table_batch_stride = block_table->stride(0);
+    p.page_size = static_cast<int>(page_size);
+  }
+  set_window(p, window);
+  set_alibi(p, alibi_slopes_, batch, q);
+  bool const attends = seqlen_q > 0 && capacity > 0;
+  // Decode-sized calls without rotary append inside the split-KV kernel (no separate launch); the others run the
+  // append kernel first.
+  bool const fuse_append = k_new.has_value() && !rotary && attends && flash::use_split_kernel(p, num_splits);
+  if (fuse_append) {
+    p.k_new_ptr = k_new->data_ptr(), p.v_new_ptr = v_new->data_ptr();
+    p.k_new_batch_stride = k_new->stride(0), p.k_new_row_stride = k_new->stride(1);
+    p.k_new_head_stride = k_new->stride(2);
+    p.v_new_batch_stride = v_new->stride(0), p.v_new_row_stride = v_new->stride(1);
+    p.v_new_head_stride = v_new->stride(2);
+  } else if (k_new.has_value()) {
     flash::KvcacheAppendParams a;
     a.k_new = k_new->data_ptr(), a.v_new = v_new->data_ptr();
     a.k_new_batch_stride = k_new->stride(0), a.k_new_row_stride = k_new->stride(1);
@@ -425,8 +454,7 @@ std::vector<at::Tensor> mha_fwd_kvcache(
     a.k_cache_head_stride = k_cache.stride(2);
     a.v_cache_batch_stride = v_cache.stride(0), a.v_cache_row_stride = v_cache.stride(1);
     a.v_cache_head_stride = v_cache.stride(2);
-    if (rotary_cos.has_value()) {
-      q_attn = at::empty(q.sizes(), q.options());
+    if (rotary) {
       a.q = q.data_ptr(), a.q_rot = q_attn.data_ptr();
       a.q_batch_stride = q.stride(0), a.q_row_stride = q.stride(1), a.q_head_stride = q.stride(2);
       a.cos = rotary_cos->data_ptr(), a.sin = rotary_sin->data_ptr();
@@ -448,29 +476,10 @@ std::vector<at::Tensor> mha_fwd_kvcache(
     a.capacity = static_cast<int>(capacity);
     flash::run_kvcache_append(a, dtype, stream);
   }
-
-  at::Tensor out = prepare_out(out_, q);
-  at::Tensor lse = at::empty({batch, num_heads, seqlen_q}, q.options().dtype(at::kFloat));
-  flash::FwdParams p;
-  set_dense_fwd_params(p, q_attn, k_cache, v_cache, out, lse, softmax_scale, softcap, capacity);
-  if (cache_seqlens.has_value()) {  // keys in use: the cached ones plus the appended ones
-    p.seqused_k = cache_seqlens->data_ptr<int>();
-    p.seqused_k_extra = static_cast<int>(seqlen_new);
-  }
-  p.kv_batch_idx = cache_batch_idx.has_value() ? cache_batch_idx->data_ptr<int>() : nullptr;
-  p.leftpad_k = cache_leftpad.has_value() ? cache_leftpad->data_ptr<int>() : nullptr;
-  if (paged) {
-    p.block_table = block_table->data_ptr<int>();
-    p.block_table_batch_stride = block_table->stride(0);
-    p.page_size = static_cast<int>(page_size);
-  }
-  set_window(p, window);
   // Only the windowed kernels read paged K/V (see sm80/fwd_kernel.h); an unbounded window masks nothing.
   if (paged) { p.has_window = true; }
-  set_alibi(p, alibi_slopes_, batch, q);
-  TORCH_CHECK(num_splits >= 0, "flash_attn: num_splits must be >= 0 (0 = heuristic)");
-  if (seqlen_q > 0 && capacity > 0) {
-    run_forward(p, dtype, q, batch * seqlen_q, num_splits, stream);
+  if (attends) {
+    run_forward(p, dtype, q_attn, batch * seqlen_q, num_splits, stream);
   } else {
     out.zero_();
     lse.fill_(std::numeric_limits<float>::infinity());

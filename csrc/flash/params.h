@@ -88,6 +88,15 @@ struct FwdParams {
   float* __restrict__ lse_accum_ptr = nullptr;
   int64_t accum_rows = 0;
 
+  // Append fused into the split-KV forward (kv-cache calls without rotary): the seqused_k_extra keys of this call,
+  // k_new/v_new (batch, seqused_k_extra, num_heads_k, d), are read from there instead of the cache, and the CTAs of
+  // (query block 0, split 0) also write them into the cache at seqused_k (positions past the capacity are not
+  // written). nullptr = the keys are already in the cache.
+  void const* __restrict__ k_new_ptr = nullptr;
+  void const* __restrict__ v_new_ptr = nullptr;
+  int64_t k_new_batch_stride = 0, k_new_row_stride = 0, k_new_head_stride = 0;
+  int64_t v_new_batch_stride = 0, v_new_row_stride = 0, v_new_head_stride = 0;
+
   // Keys visible to query row i: [i + shift - window_left, i + shift + window_right] with
   // shift = seqlen_k - seqlen_q (bottom-right aligned). Causal is (unbounded, 0); an unbounded side is
   // seqlen_q + seqlen_k. Only read when has_window selects the windowed kernels.

@@ -1,11 +1,13 @@
 // Merging the split-KV forward's partial results (params.h: o_accum, lse_accum) into o and softmax_lse.
 // Split s of a row holds O_s normalised over its keys and lse_s; the row's lse = log sum_s exp(lse_s) and
 // O = sum_s exp(lse_s - lse) O_s. Splits without keys (lse -inf) get no weight; a row with none at all ends with
-// output 0 and lse +inf, as in the main kernel. One warp per (head, row), four columns per lane at a time.
+// output 0 and lse +inf, as in the main kernel. One CTA per (head, row): its warps take every fourth split, four
+// columns per lane (two chunks of four at d > 128).
 // Every split writes all its rows (a split without keys: output 0, lse -inf), so no partial is uninitialised.
 #pragma once
 
 #include <cmath>
+#include <type_traits>
 
 #include <cutlass/array.h>
 #include <cutlass/cutlass.h>
@@ -28,41 +30,88 @@ CUTLASS_DEVICE void store_float4(Element* dst, float4 const& v) {
 template <class Element>
 __global__ void __launch_bounds__(kCombineThreads) split_combine_kernel(__grid_constant__ const FwdParams params) {
   constexpr int kWarps = kCombineThreads / 32;
-  __shared__ float split_weights[kWarps][kMaxSplits];
+  constexpr int kMaxCols = 256;
+  __shared__ float split_weights[kMaxSplits];
+  __shared__ float4 partial[kWarps - 1][kMaxCols / 4];
+  __shared__ float row_lse;
   int64_t const rows = params.accum_rows;
   int const warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  int64_t const task = int64_t(blockIdx.x) * kWarps + warp;
-  if (task >= rows * params.num_heads) { return; }
-  int const head = int(task / rows);
-  int64_t const row = task - int64_t(head) * rows;
+  int const head = int(blockIdx.x / rows);
+  int64_t const row = int64_t(blockIdx.x) - int64_t(head) * rows;
   int const num_splits = params.num_splits;
   int64_t const split_stride = int64_t(params.num_heads) * rows;  // between splits, in rows
-  float const* lse_in = params.lse_accum_ptr + int64_t(head) * rows + row;
 
-  // Each lane holds the lse of splits lane, lane + 32, ...; then every split's weight goes to shared memory, so
-  // that the output loop issues its loads without waiting on each other.
-  constexpr int kPerLane = kMaxSplits / 32;
-  float split_lse[kPerLane];
-  float max_lse = -INFINITY;
-  CUTLASS_PRAGMA_UNROLL
-  for (int i = 0; i < kPerLane; ++i) {
-    int const s = lane + 32 * i;
-    split_lse[i] = s < num_splits ? lse_in[s * split_stride] : -INFINITY;
-    max_lse = fmaxf(max_lse, split_lse[i]);
+  // Warp 0: the row's lse from the splits' (lane s holds splits s, s + 32, ...), and each split's weight.
+  if (warp == 0) {
+    float const* lse_in = params.lse_accum_ptr + int64_t(head) * rows + row;
+    constexpr int kPerLane = kMaxSplits / 32;
+    float split_lse[kPerLane];
+    float max_lse = -INFINITY;
+    CUTLASS_PRAGMA_UNROLL
+    for (int i = 0; i < kPerLane; ++i) {
+      int const s = lane + 32 * i;
+      split_lse[i] = s < num_splits ? lse_in[s * split_stride] : -INFINITY;
+      max_lse = fmaxf(max_lse, split_lse[i]);
+    }
+    max_lse = warp_allreduce(max_lse, MaxOp{});
+    bool const empty = max_lse == -INFINITY;
+    float sum = 0.f;
+    CUTLASS_PRAGMA_UNROLL
+    for (int i = 0; i < kPerLane; ++i) { sum += empty ? 0.f : expf(split_lse[i] - max_lse); }
+    sum = warp_allreduce(sum, SumOp{});
+    float const lse = empty ? INFINITY : max_lse + logf(sum);
+    CUTLASS_PRAGMA_UNROLL
+    for (int i = 0; i < kPerLane; ++i) {
+      // A split without keys (lse -inf, output 0) gets weight 0.
+      split_weights[lane + 32 * i] = empty ? 0.f : expf(split_lse[i] - lse);
+    }
+    if (lane == 0) { row_lse = lse; }
   }
-  max_lse = warp_allreduce(max_lse, MaxOp{});
-  bool const empty = max_lse == -INFINITY;
-  float sum = 0.f;
-  CUTLASS_PRAGMA_UNROLL
-  for (int i = 0; i < kPerLane; ++i) { sum += empty ? 0.f : expf(split_lse[i] - max_lse); }
-  sum = warp_allreduce(sum, SumOp{});
-  float const lse = empty ? INFINITY : max_lse + logf(sum);
-  CUTLASS_PRAGMA_UNROLL
-  for (int i = 0; i < kPerLane; ++i) {
-    // A split without keys (lse -inf, output 0) gets weight 0.
-    split_weights[warp][lane + 32 * i] = empty ? 0.f : expf(split_lse[i] - lse);
+  __syncthreads();
+
+  // Warp w sums splits w, w + kWarps, ... over four columns per lane at a time, kBatch splits' loads in flight.
+  float const* o_in = params.o_accum_ptr + (int64_t(head) * rows + row) * params.head_dim;
+  int64_t const o_split_stride = split_stride * params.head_dim;
+  int const col = lane * 4;  // and col + 128: head_dim <= 256
+  float4 acc[2] = {make_float4(0.f, 0.f, 0.f, 0.f), make_float4(0.f, 0.f, 0.f, 0.f)};
+  // Branch-free loads, so that a batch is in flight together: lanes past head_dim reread its last four columns,
+  // and splits past the last reread that one with weight 0 (finite; nothing of theirs is stored).
+  auto accumulate = [&](auto num_chunks) {
+    constexpr int kChunks = decltype(num_chunks)::value;
+    constexpr int kBatch = 8;
+    for (int s0 = warp; s0 < num_splits; s0 += kWarps * kBatch) {
+      float4 o[kBatch][kChunks];
+      CUTLASS_PRAGMA_UNROLL
+      for (int j = 0; j < kBatch; ++j) {
+        int const split = min(s0 + j * kWarps, num_splits - 1);
+        CUTLASS_PRAGMA_UNROLL
+        for (int h = 0; h < kChunks; ++h) {
+          int const c = min(col + 128 * h, params.head_dim - 4);
+          o[j][h] = *reinterpret_cast<float4 const*>(o_in + split * o_split_stride + c);
+        }
+      }
+      CUTLASS_PRAGMA_UNROLL
+      for (int j = 0; j < kBatch; ++j) {
+        float const w = s0 + j * kWarps < num_splits ? split_weights[s0 + j * kWarps] : 0.f;
+        CUTLASS_PRAGMA_UNROLL
+        for (int h = 0; h < kChunks; ++h) {
+          acc[h].x += w * o[j][h].x, acc[h].y += w * o[j][h].y;
+          acc[h].z += w * o[j][h].z, acc[h].w += w * o[j][h].w;
+        }
+      }
+    }
+  };
+  if (params.head_dim > 128) {
+    accumulate(std::integral_constant<int, 2>{});
+  } else {
+    accumulate(std::integral_constant<int, 1>{});
   }
-  __syncwarp();
+  if (warp > 0) {
+    CUTLASS_PRAGMA_UNROLL
+    for (int h = 0; h < 2; ++h) { partial[warp - 1][lane + 32 * h] = acc[h]; }
+  }
+  __syncthreads();
+  if (warp != 0) { return; }
 
   // Where the row lives in o and softmax_lse: dense rows are batch * seqlen_q + i, varlen rows are the rows of
   // the (total_q, h, d) tensors.
@@ -71,28 +120,20 @@ __global__ void __launch_bounds__(kCombineThreads) split_combine_kernel(__grid_c
   int64_t const q = varlen ? row : row - batch * params.seqlen_q;
   Element* out = static_cast<Element*>(params.o_ptr) + batch * params.o_batch_stride + q * params.o_row_stride +
                  int64_t(head) * params.o_head_stride;
-  float const* o_in = params.o_accum_ptr + (int64_t(head) * rows + row) * params.head_dim;
-  int64_t const o_split_stride = split_stride * params.head_dim;
-  for (int col = lane * 4; col < params.head_dim; col += 32 * 4) {
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    constexpr int kBatch = 8;  // splits whose loads are in flight together
-    for (int s0 = 0; s0 < num_splits; s0 += kBatch) {
-      float4 o[kBatch];
-      CUTLASS_PRAGMA_UNROLL
-      for (int j = 0; j < kBatch; ++j) {  // past the last split: reread it (finite) with weight 0, no branch
-        int const split = min(s0 + j, num_splits - 1);
-        o[j] = *reinterpret_cast<float4 const*>(o_in + split * o_split_stride + col);
-      }
-      CUTLASS_PRAGMA_UNROLL
-      for (int j = 0; j < kBatch; ++j) {
-        float const w = s0 + j < num_splits ? split_weights[warp][s0 + j] : 0.f;
-        acc.x += w * o[j].x, acc.y += w * o[j].y, acc.z += w * o[j].z, acc.w += w * o[j].w;
-      }
+  CUTLASS_PRAGMA_UNROLL
+  for (int h = 0; h < 2; ++h) {
+    int const c = col + 128 * h;
+    if (c >= params.head_dim) { continue; }
+    float4 sum = acc[h];
+    CUTLASS_PRAGMA_UNROLL
+    for (int w = 0; w < kWarps - 1; ++w) {
+      float4 const o = partial[w][lane + 32 * h];
+      sum.x += o.x, sum.y += o.y, sum.z += o.z, sum.w += o.w;
     }
-    store_float4(out + col, acc);
+    store_float4(out + c, sum);
   }
   if (lane == 0) {
-    params.softmax_lse_ptr[batch * params.lse_batch_stride + int64_t(head) * params.lse_head_stride + q] = lse;
+    params.softmax_lse_ptr[batch * params.lse_batch_stride + int64_t(head) * params.lse_head_stride + q] = row_lse;
   }
 }
 

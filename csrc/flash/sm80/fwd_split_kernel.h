@@ -137,9 +137,40 @@ struct FwdSplitKernel {
     Element const* k_head = static_cast<Element const*>(params.k_ptr) + kv_head * params.k_head_stride;
     Element const* v_head = static_cast<Element const*>(params.v_ptr) + kv_head * params.v_head_stride;
     PagedRows<decltype(size<1>(tKVcKV))::value, kBlockN> page_rows;
+    // Fused append: keys from new_begin on (sequence-relative) come from k_new/v_new, not from the cache.
+    bool const appends = params.k_new_ptr != nullptr;
+    int const new_begin = appends ? params.seqused_k[batch] - seq.start_k : seq.seqlen_k;
+    Element const* k_new = appends ? static_cast<Element const*>(params.k_new_ptr) + batch * params.k_new_batch_stride +
+                                         kv_head * params.k_new_head_stride
+                                   : nullptr;
+    Element const* v_new = appends ? static_cast<Element const*>(params.v_new_ptr) + batch * params.v_new_batch_stride +
+                                         kv_head * params.v_new_head_stride
+                                   : nullptr;
+    // Where key pos (sequence-relative) of this (batch, KV head) lives in the cache.
+    auto cache_row = [&](Element const* base_contiguous, Element const* head, int64_t page_stride,
+                         int64_t row_stride, int pos) {
+      if (!paged) { return base_contiguous + int64_t(pos) * row_stride; }
+      int const page = params.block_table[batch * params.block_table_batch_stride + pos / params.page_size];
+      return head + int64_t(page) * page_stride + int64_t(pos % params.page_size) * row_stride;
+    };
     auto load_stage = [&](int n_block, int stage) {
       int const rows_in_block = seq.seqlen_k - n_block * kBlockN;
-      if (!paged) {
+      if ((n_block + 1) * kBlockN > new_begin) {  // a tile with appended keys: row by row from either source
+        auto k_row = [&](int, int row) {
+          int const pos = n_block * kBlockN + row;
+          return pos >= new_begin ? k_new + int64_t(pos - new_begin) * params.k_new_row_stride
+                                  : cache_row(k_base, k_head, params.k_batch_stride, params.k_row_stride, pos);
+        };
+        auto v_row = [&](int, int row) {
+          int const pos = n_block * kBlockN + row;
+          return pos >= new_begin ? v_new + int64_t(pos - new_begin) * params.v_new_row_stride
+                                  : cache_row(v_base, v_head, params.v_batch_stride, params.v_row_stride, pos);
+        };
+        copy_rows<false, true, true>(gmem_copy, k_row, tKgK(_, 0, 0, 0).layout(), tKsK(_, _, _, stage), tKVcKV,
+                                     kv_col_pred, rows_in_block);
+        copy_rows<false, true, true>(gmem_copy, v_row, tVgV(_, 0, 0, 0).layout(), tVsV(_, _, _, stage), tKVcKV,
+                                     kv_col_pred, rows_in_block);
+      } else if (!paged) {
         copy_tile<false, true, true>(gmem_copy, tKgK(_, _, _, n_block), tKsK(_, _, _, stage), tKVcKV, kv_col_pred,
                                      rows_in_block);
         copy_tile<false, true, true>(gmem_copy, tVgV(_, _, _, n_block), tVsV(_, _, _, stage), tKVcKV, kv_col_pred,
@@ -154,6 +185,25 @@ struct FwdSplitKernel {
     auto fetch_pages = [&](int n_block) {
       if (paged) { page_rows.fetch(params, batch, n_block, seq.seqlen_k, tKVcKV); }
     };
+
+    // The appended keys go into the cache once per (batch, KV head), 16 bytes per thread at a time. Nothing in this
+    // kernel reads them from there.
+    if (appends && m_block == 0 && split == 0) {
+      int const chunks_per_row = params.head_dim / 8;
+      for (int c = tidx; c < params.seqused_k_extra * chunks_per_row; c += Traits::kNThreads) {
+        int const j = c / chunks_per_row;
+        int const col = (c - j * chunks_per_row) * 8;
+        int const pos = new_begin + j;
+        if (seq.start_k + pos >= params.seqlen_k) { continue; }  // past the capacity
+        using Vec = cute::uint128_t;
+        *reinterpret_cast<Vec*>(const_cast<Element*>(
+            cache_row(k_base, k_head, params.k_batch_stride, params.k_row_stride, pos) + col)) =
+            *reinterpret_cast<Vec const*>(k_new + int64_t(j) * params.k_new_row_stride + col);
+        *reinterpret_cast<Vec*>(const_cast<Element*>(
+            cache_row(v_base, v_head, params.v_batch_stride, params.v_row_stride, pos) + col)) =
+            *reinterpret_cast<Vec const*>(v_new + int64_t(j) * params.v_new_row_stride + col);
+      }
+    }
 
     // Packed row r of the tile: query q = (row_base + r) / group of head kv_head * group + (row_base + r) % group.
     Element const* q_group = static_cast<Element const*>(params.q_ptr) +

@@ -27,8 +27,7 @@ void run_fwd_split(FwdParams const& params, cudaStream_t stream) {
   launch_with_smem<Traits::kSmemBytes>(&fwd_split_kernel<Traits>, grid, Traits::kNThreads, params, stream,
                                        "flash_attn split-KV forward kernel");
   if (params.num_splits > 1) {
-    int64_t const warps = params.accum_rows * params.num_heads;
-    int64_t const blocks = (warps + kCombineThreads / 32 - 1) / (kCombineThreads / 32);
+    int64_t const blocks = params.accum_rows * params.num_heads;  // one per (head, query row)
     if (blocks > int64_t(0x7fffffff)) { throw std::runtime_error("flash_attn split-KV combine: too many rows"); }
     split_combine_kernel<Element><<<static_cast<unsigned>(blocks), kCombineThreads, 0, stream>>>(params);
     check_cuda(cudaGetLastError(), "flash_attn split-KV combine kernel");
