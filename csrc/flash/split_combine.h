@@ -42,69 +42,81 @@ __global__ void __launch_bounds__(kCombineThreads) split_combine_kernel(__grid_c
   int64_t const split_stride = int64_t(params.num_heads) * rows;  // between splits, in rows
 
   // Warp 0: the row's lse from the splits' (lane s holds splits s, s + 32, ...), and each split's weight.
-  if (warp == 0) {
-    float const* lse_in = params.lse_accum_ptr + int64_t(head) * rows + row;
-    constexpr int kPerLane = kMaxSplits / 32;
-    float split_lse[kPerLane];
-    float max_lse = -INFINITY;
-    CUTLASS_PRAGMA_UNROLL
-    for (int i = 0; i < kPerLane; ++i) {
-      int const s = lane + 32 * i;
-      split_lse[i] = s < num_splits ? lse_in[s * split_stride] : -INFINITY;
-      max_lse = fmaxf(max_lse, split_lse[i]);
+  auto compute_weights = [&]() {
+    if (warp == 0) {
+      float const* lse_in = params.lse_accum_ptr + int64_t(head) * rows + row;
+      constexpr int kPerLane = kMaxSplits / 32;
+      float split_lse[kPerLane];
+      float max_lse = -INFINITY;
+      CUTLASS_PRAGMA_UNROLL
+      for (int i = 0; i < kPerLane; ++i) {
+        int const s = lane + 32 * i;
+        split_lse[i] = s < num_splits ? lse_in[s * split_stride] : -INFINITY;
+        max_lse = fmaxf(max_lse, split_lse[i]);
+      }
+      max_lse = warp_allreduce(max_lse, MaxOp{});
+      bool const empty = max_lse == -INFINITY;
+      float sum = 0.f;
+      CUTLASS_PRAGMA_UNROLL
+      for (int i = 0; i < kPerLane; ++i) { sum += empty ? 0.f : expf(split_lse[i] - max_lse); }
+      sum = warp_allreduce(sum, SumOp{});
+      float const lse = empty ? INFINITY : max_lse + logf(sum);
+      CUTLASS_PRAGMA_UNROLL
+      for (int i = 0; i < kPerLane; ++i) {
+        // A split without keys (lse -inf, output 0) gets weight 0.
+        split_weights[lane + 32 * i] = empty ? 0.f : expf(split_lse[i] - lse);
+      }
+      if (lane == 0) { row_lse = lse; }
     }
-    max_lse = warp_allreduce(max_lse, MaxOp{});
-    bool const empty = max_lse == -INFINITY;
-    float sum = 0.f;
-    CUTLASS_PRAGMA_UNROLL
-    for (int i = 0; i < kPerLane; ++i) { sum += empty ? 0.f : expf(split_lse[i] - max_lse); }
-    sum = warp_allreduce(sum, SumOp{});
-    float const lse = empty ? INFINITY : max_lse + logf(sum);
-    CUTLASS_PRAGMA_UNROLL
-    for (int i = 0; i < kPerLane; ++i) {
-      // A split without keys (lse -inf, output 0) gets weight 0.
-      split_weights[lane + 32 * i] = empty ? 0.f : expf(split_lse[i] - lse);
-    }
-    if (lane == 0) { row_lse = lse; }
-  }
-  __syncthreads();
-
-  // Warp w sums splits w, w + kWarps, ... over four columns per lane at a time, kBatch splits' loads in flight.
+    __syncthreads();
+  };
+  // Warp w sums splits w, w + kWarps, ... over four columns per lane (two chunks of four at d > 128), kBatch
+  // splits' loads in flight together. Branch-free loads: lanes past head_dim reread its last four columns, and
+  // splits past the last reread that one with weight 0 (finite; nothing of theirs is stored). The first batch is
+  // loaded before the weights are known, overlapping warp 0's lse loads.
   float const* o_in = params.o_accum_ptr + (int64_t(head) * rows + row) * params.head_dim;
   int64_t const o_split_stride = split_stride * params.head_dim;
-  int const col = lane * 4;  // and col + 128: head_dim <= 256
+  int const col = lane * 4;
+  constexpr int kBatch = 8;
   float4 acc[2] = {make_float4(0.f, 0.f, 0.f, 0.f), make_float4(0.f, 0.f, 0.f, 0.f)};
-  // Branch-free loads, so that a batch is in flight together: lanes past head_dim reread its last four columns,
-  // and splits past the last reread that one with weight 0 (finite; nothing of theirs is stored).
-  auto accumulate = [&](auto num_chunks) {
+  auto load_batch = [&](int s0, float4 (&o)[kBatch][2], auto num_chunks) {
     constexpr int kChunks = decltype(num_chunks)::value;
-    constexpr int kBatch = 8;
-    for (int s0 = warp; s0 < num_splits; s0 += kWarps * kBatch) {
-      float4 o[kBatch][kChunks];
+    CUTLASS_PRAGMA_UNROLL
+    for (int j = 0; j < kBatch; ++j) {
+      int const split = min(s0 + j * kWarps, num_splits - 1);
       CUTLASS_PRAGMA_UNROLL
-      for (int j = 0; j < kBatch; ++j) {
-        int const split = min(s0 + j * kWarps, num_splits - 1);
-        CUTLASS_PRAGMA_UNROLL
-        for (int h = 0; h < kChunks; ++h) {
-          int const c = min(col + 128 * h, params.head_dim - 4);
-          o[j][h] = *reinterpret_cast<float4 const*>(o_in + split * o_split_stride + c);
-        }
-      }
-      CUTLASS_PRAGMA_UNROLL
-      for (int j = 0; j < kBatch; ++j) {
-        float const w = s0 + j * kWarps < num_splits ? split_weights[s0 + j * kWarps] : 0.f;
-        CUTLASS_PRAGMA_UNROLL
-        for (int h = 0; h < kChunks; ++h) {
-          acc[h].x += w * o[j][h].x, acc[h].y += w * o[j][h].y;
-          acc[h].z += w * o[j][h].z, acc[h].w += w * o[j][h].w;
-        }
+      for (int h = 0; h < kChunks; ++h) {
+        int const c = min(col + 128 * h, params.head_dim - 4);
+        o[j][h] = *reinterpret_cast<float4 const*>(o_in + split * o_split_stride + c);
       }
     }
   };
+  auto add_batch = [&](int s0, float4 const (&o)[kBatch][2], auto num_chunks) {
+    constexpr int kChunks = decltype(num_chunks)::value;
+    CUTLASS_PRAGMA_UNROLL
+    for (int j = 0; j < kBatch; ++j) {
+      float const w = s0 + j * kWarps < num_splits ? split_weights[s0 + j * kWarps] : 0.f;
+      CUTLASS_PRAGMA_UNROLL
+      for (int h = 0; h < kChunks; ++h) {
+        acc[h].x += w * o[j][h].x, acc[h].y += w * o[j][h].y;
+        acc[h].z += w * o[j][h].z, acc[h].w += w * o[j][h].w;
+      }
+    }
+  };
+  auto combine = [&](auto num_chunks) {
+    float4 o[kBatch][2];
+    load_batch(warp, o, num_chunks);
+    compute_weights();
+    add_batch(warp, o, num_chunks);
+    for (int s0 = warp + kWarps * kBatch; s0 < num_splits; s0 += kWarps * kBatch) {
+      load_batch(s0, o, num_chunks);
+      add_batch(s0, o, num_chunks);
+    }
+  };
   if (params.head_dim > 128) {
-    accumulate(std::integral_constant<int, 2>{});
+    combine(std::integral_constant<int, 2>{});
   } else {
-    accumulate(std::integral_constant<int, 1>{});
+    combine(std::integral_constant<int, 1>{});
   }
   if (warp > 0) {
     CUTLASS_PRAGMA_UNROLL

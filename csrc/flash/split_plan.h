@@ -22,8 +22,9 @@ inline bool use_split_kernel(FwdParams const& p, int64_t requested_splits) {
   return requested_splits > 1 || int64_t(p.seqlen_q) * p.head_ratio <= kSplitMaxPackedRows;
 }
 
-// Splits so that the CTAs fill the GPU's CTA slots in whole waves: among 1..max, the smallest count whose wave
-// efficiency (CTAs / slots of the waves they take) is within 85% of the best, each split keeping >= 2 key blocks.
+// The split count with the shortest estimated run time: waves x (key blocks of the longest split + a CTA's fixed
+// cost, about 1.5 key blocks of streaming at decode sizes: start-up latency and the warps' merge). The smallest
+// count wins ties, as every split adds a partial output for the combine kernel to read.
 inline int choose_num_splits(FwdParams const& p, int num_sms, int smem_per_sm) {
   int const bucket = head_dim_bucket(p.head_dim);
   sm80::FwdSplitTile const tile = sm80::fwd_split_tile(bucket);
@@ -31,20 +32,17 @@ inline int choose_num_splits(FwdParams const& p, int num_sms, int smem_per_sm) {
   int64_t const m_blocks = (int64_t(p.seqlen_q) * p.head_ratio + sm80::kFwdSplitBlockM - 1) / sm80::kFwdSplitBlockM;
   int64_t const ctas = m_blocks * p.num_heads_k * p.batch;
   int64_t const key_blocks = (int64_t(p.seqlen_k) + tile.block_n - 1) / tile.block_n;
-  int const max_splits = static_cast<int>(std::min<int64_t>(kMaxSplits, key_blocks / 2));
+  int const max_splits = static_cast<int>(std::min<int64_t>(kMaxSplits, key_blocks / 2));  // >= 2 blocks each
   int64_t const slots = int64_t(std::max(num_sms, 1)) * ctas_per_sm;
-  if (max_splits <= 1 || ctas >= slots) { return 1; }
-  auto efficiency = [&](int splits) {
-    int64_t const work = ctas * splits;
-    int64_t const waves = (work + slots - 1) / slots;
-    return double(work) / double(waves * slots);
-  };
-  double best = 0.0;
-  for (int s = 1; s <= max_splits; ++s) { best = std::max(best, efficiency(s)); }
-  for (int s = 1; s <= max_splits; ++s) {
-    if (efficiency(s) >= 0.85 * best) { return s; }
+  int best_splits = 1;
+  double best_cost = 0.0;
+  for (int s = 1; s <= std::max(max_splits, 1); ++s) {
+    int64_t const waves = (ctas * s + slots - 1) / slots;
+    int64_t const blocks_per_split = (key_blocks + s - 1) / s;
+    double const cost = double(waves) * (double(blocks_per_split) + 1.5);
+    if (s == 1 || cost < best_cost) { best_cost = cost, best_splits = s; }
   }
-  return 1;
+  return best_splits;
 }
 
 }  // namespace flash

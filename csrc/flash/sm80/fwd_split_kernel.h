@@ -226,10 +226,16 @@ struct FwdSplitKernel {
         copy_rows<false, true, true>(gmem_copy_q, q_row_ptr, tQgQ(_, 0, 0).layout(), q_thr_copy.partition_D(sQ),
                                      tQcQ, make_col_predicate(tQcQ, params.head_dim), rows);
       }
+      // The first tiles' page numbers are all fetched before any of their copies is issued.
+      PagedRows<decltype(size<1>(tKVcKV))::value, kBlockN> first_pages[kStages - 1];
+      CUTE_UNROLL
+      for (int s = 0; s < kStages - 1; ++s) {
+        if (paged) { first_pages[s].fetch(params, batch, n_begin + s, seq.seqlen_k, tKVcKV); }
+      }
       CUTE_UNROLL
       for (int s = 0; s < kStages - 1; ++s) {
         if (n_begin + s < n_end) {
-          fetch_pages(n_begin + s);
+          page_rows = first_pages[s];
           load_stage(n_begin + s, s);
         }
         cp_async_fence();
