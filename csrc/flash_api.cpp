@@ -279,6 +279,31 @@ std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Te
   return {out, lse, s_dmask, rng_state};
 }
 
+void check_int32_per_batch(std::optional<at::Tensor> const& t, char const* name, int64_t batch, at::Tensor const& q) {
+  if (!t.has_value()) { return; }
+  check_cu_seqlens(t.value(), name, q);
+  TORCH_CHECK(t->numel() == batch, "flash_attn: ", name, " must have shape (batch,) = (", batch, "), got ",
+              t->sizes());
+}
+
+void check_block_table(at::Tensor const& block_table, int64_t batch, at::Tensor const& q, int64_t page_size) {
+  TORCH_CHECK(block_table.scalar_type() == at::kInt && block_table.is_cuda() && block_table.device() == q.device() &&
+                  block_table.dim() == 2 && block_table.size(0) == batch && block_table.stride(1) == 1,
+              "flash_attn: block_table must be an int32 (batch, max_blocks) CUDA tensor on q's device with "
+              "contiguous rows");
+  TORCH_CHECK(page_size % 16 == 0, "flash_attn: paged KV page size (k.shape[1]) must be a multiple of 16");
+}
+
+// Paged K/V (num_blocks, page_size, hk, d): the block table, and the page stride as the batch stride.
+void set_paged(flash::FwdParams& p, at::Tensor const& block_table, at::Tensor const& k, at::Tensor const& v) {
+  p.block_table = block_table.data_ptr<int>();
+  p.block_table_batch_stride = block_table.stride(0);
+  p.page_size = static_cast<int>(k.size(1));
+  p.k_batch_stride = k.stride(0), p.v_batch_stride = v.stride(0);
+  // Only the windowed kernels read paged K/V (see sm80/fwd_kernel.h); an unbounded window masks nothing.
+  p.has_window = true;
+}
+
 std::vector<at::Tensor> mha_varlen_fwd(
     at::Tensor const& q, at::Tensor const& k, at::Tensor const& v, std::optional<at::Tensor> out_,
     at::Tensor const& cu_seqlens_q, at::Tensor const& cu_seqlens_k, std::optional<at::Tensor> seqused_k,
@@ -287,20 +312,24 @@ std::vector<at::Tensor> mha_varlen_fwd(
     double softmax_scale, bool zero_tensors, bool is_causal, int64_t window_size_left, int64_t window_size_right,
     double softcap, bool return_softmax, std::optional<at::Generator> gen_) {
   flash::DType const dtype = kernel_dtype(q.scalar_type());
+  bool const paged = block_table.has_value();  // k/v: (num_blocks, page_size, hk, d)
   check_input(q, "q", q, 3);
-  check_input(k, "k", q, 3);
-  check_input(v, "v", q, 3);
+  check_input(k, "k", q, paged ? 4 : 3);
+  check_input(v, "v", q, paged ? 4 : 3);
   check_head_dims(q, k, v);
   check_cu_seqlens(cu_seqlens_q, "cu_seqlens_q", q);
   check_cu_seqlens(cu_seqlens_k, "cu_seqlens_k", q);
   int64_t const batch = cu_seqlens_q.numel() - 1;
   TORCH_CHECK(batch > 0, "flash_attn: cu_seqlens_q must have at least 2 entries");
   TORCH_CHECK(cu_seqlens_k.numel() == batch + 1, "flash_attn: cu_seqlens_k must have the same length as cu_seqlens_q");
-  TORCH_CHECK(v.size(0) == k.size(0), "flash_attn: k and v must have the same number of tokens");
+  TORCH_CHECK(v.sizes() == k.sizes(), "flash_attn: k and v must have the same shape");
   TORCH_CHECK(max_seqlen_q >= 0 && max_seqlen_k >= 0, "flash_attn: max_seqlen_q/k must be non-negative");
-  TORCH_CHECK_NOT_IMPLEMENTED(!seqused_k.has_value(), "flash_attn: seqused_k is not supported yet");
-  TORCH_CHECK_NOT_IMPLEMENTED(!leftpad_k.has_value(), "flash_attn: leftpad_k is not supported yet");
-  TORCH_CHECK_NOT_IMPLEMENTED(!block_table.has_value(), "flash_attn: block_table (paged KV) is not supported yet");
+  check_int32_per_batch(seqused_k, "seqused_k", batch, q);
+  check_int32_per_batch(leftpad_k, "leftpad_k", batch, q);
+  if (paged) {
+    check_block_table(*block_table, batch, q, k.size(1));
+    TORCH_CHECK(!leftpad_k.has_value(), "flash_attn: leftpad_k does not work with a paged cache (block_table)");
+  }
   Window const window = check_supported(p_dropout, is_causal, window_size_left, window_size_right, max_seqlen_k,
                                         softcap);
 
@@ -321,7 +350,10 @@ std::vector<at::Tensor> mha_varlen_fwd(
   p.batch = static_cast<int>(batch);
   p.seqlen_q = static_cast<int>(max_seqlen_q);
   p.seqlen_k = static_cast<int>(max_seqlen_k);
+  p.seqused_k = seqused_k.has_value() ? seqused_k->data_ptr<int>() : nullptr;
+  p.leftpad_k = leftpad_k.has_value() ? leftpad_k->data_ptr<int>() : nullptr;
   set_window(p, window);
+  if (paged) { set_paged(p, *block_table, k, v); }
   set_alibi(p, alibi_slopes_, batch, q);
   at::Tensor rng_state = make_rng_state(q);
   set_dropout_fwd(p, p_dropout, gen_, rng_state);
@@ -335,13 +367,6 @@ std::vector<at::Tensor> mha_varlen_fwd(
 // ------------------------------------------------------------------------------------------------------
 // KV cache (flash_attn_with_kvcache): append the new keys/values in place, rotate, attend over the cache
 // ------------------------------------------------------------------------------------------------------
-
-void check_int32_per_batch(std::optional<at::Tensor> const& t, char const* name, int64_t batch, at::Tensor const& q) {
-  if (!t.has_value()) { return; }
-  check_cu_seqlens(t.value(), name, q);
-  TORCH_CHECK(t->numel() == batch, "flash_attn: ", name, " must have shape (batch,) = (", batch, "), got ",
-              t->sizes());
-}
 
 std::vector<at::Tensor> mha_fwd_kvcache(
     at::Tensor const& q, at::Tensor const& k_cache, at::Tensor const& v_cache, std::optional<at::Tensor> k_new,
@@ -366,12 +391,7 @@ std::vector<at::Tensor> mha_fwd_kvcache(
   bool const paged = block_table.has_value();
   int64_t const page_size = paged ? k_cache.size(1) : 0;
   if (paged) {
-    TORCH_CHECK(block_table->scalar_type() == at::kInt && block_table->is_cuda() &&
-                    block_table->device() == q.device() && block_table->dim() == 2 && block_table->size(0) == batch &&
-                    block_table->stride(1) == 1,
-                "flash_attn: block_table must be an int32 (batch, max_blocks) CUDA tensor on q's device with "
-                "contiguous rows");
-    TORCH_CHECK(page_size % 16 == 0, "flash_attn: paged KV page size (k_cache.shape[1]) must be a multiple of 16");
+    check_block_table(*block_table, batch, q, page_size);
     TORCH_CHECK(!cache_batch_idx.has_value() && !cache_leftpad.has_value(),
                 "flash_attn: cache_batch_idx and cache_leftpad do not work with a paged cache (block_table)");
   }
@@ -425,12 +445,8 @@ std::vector<at::Tensor> mha_fwd_kvcache(
   }
   p.kv_batch_idx = cache_batch_idx.has_value() ? cache_batch_idx->data_ptr<int>() : nullptr;
   p.leftpad_k = cache_leftpad.has_value() ? cache_leftpad->data_ptr<int>() : nullptr;
-  if (paged) {
-    p.block_table = block_table->data_ptr<int>();
-    p.block_table_batch_stride = block_table->stride(0);
-    p.page_size = static_cast<int>(page_size);
-  }
   set_window(p, window);
+  if (paged) { set_paged(p, *block_table, k_cache, v_cache); }
   set_alibi(p, alibi_slopes_, batch, q);
   bool const attends = seqlen_q > 0 && capacity > 0;
   // Decode-sized calls without rotary append inside the split-KV kernel (no separate launch); the others run the
@@ -476,8 +492,6 @@ std::vector<at::Tensor> mha_fwd_kvcache(
     a.capacity = static_cast<int>(capacity);
     flash::run_kvcache_append(a, dtype, stream);
   }
-  // Only the windowed kernels read paged K/V (see sm80/fwd_kernel.h); an unbounded window masks nothing.
-  if (paged) { p.has_window = true; }
   if (attends) {
     run_forward(p, dtype, q_attn, batch * seqlen_q, num_splits, stream);
   } else {

@@ -219,19 +219,27 @@ def check_dense_tensors(q, k, v, *, require_padded: bool = False) -> None:
 
 
 def check_varlen_tensors(
-    q, k, v, cu_seqlens_q, cu_seqlens_k, *, require_padded: bool = False
+    q, k, v, cu_seqlens_q, cu_seqlens_k, *, require_padded: bool = False, paged: bool = False
 ) -> None:
-    """Shape/dtype/layout of varlen q (total_q, h, d), k/v (total_k, hk, d) and cu_seqlens (b+1,) int32."""
+    """Shape/dtype/layout of varlen q (total_q, h, d), k/v (total_k, hk, d) (paged: (num_pages, page_size, hk, d))
+    and cu_seqlens (b+1,) int32."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         _require_tensor(name, t)
     check_dtypes(q, (("k", k), ("v", v)))
     if q.dim() != 3:
         raise FlashAttnValueError(f"q must be 3-D (total_q, nheads, headdim), got shape {_shape(q)}")
     for name, t in (("k", k), ("v", v)):
-        if t.dim() != 3:
+        if paged and t.dim() != 4:
+            raise FlashAttnValueError(
+                f"{name} must be 4-D (num_pages, page_size, nheads_k, headdim) with block_table, got shape "
+                f"{_shape(t)}"
+            )
+        if not paged and t.dim() != 3:
             raise FlashAttnValueError(
                 f"{name} must be 3-D (total_k, nheads_k, headdim), got shape {_shape(t)}"
             )
+    if paged and v.shape[:2] != k.shape[:2]:
+        raise FlashAttnValueError(f"v pages {_shape(v)[:2]} must match k pages {_shape(k)[:2]}")
     _, nheads, head_dim = q.shape
     _check_qkv_agreement(q, k, v, nheads, head_dim, "total_k", require_padded)
     for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
@@ -382,12 +390,27 @@ def check_alibi_slopes(alibi_slopes, batch: int, nheads: int) -> None:
         raise FlashAttnValueError("alibi_slopes must be contiguous in its last dim (stride(-1) == 1)")
 
 
-def check_block_table(block_table) -> None:
-    if block_table is not None:
-        raise NotImplementedError("block_table (paged KV cache) is not supported yet (pass block_table=None)")
+def check_block_table(block_table, k, batch: int, k_name: str = "k") -> int:
+    """A paged cache: k (num_pages, page_size, nheads_k, headdim) and block_table (batch, max_blocks) int32 naming
+    the page of every page_size positions. Returns the positions per sequence (max_blocks * page_size)."""
+    _require_tensor("block_table", block_table)
+    if block_table.dtype != torch.int32:
+        raise FlashAttnTypeError(f"block_table must have dtype torch.int32, got {block_table.dtype}")
+    if block_table.dim() != 2 or block_table.shape[0] != batch:
+        raise FlashAttnValueError(
+            f"block_table must have shape (batch, max_blocks_per_seq) = ({batch}, *), got {_shape(block_table)}"
+        )
+    if block_table.stride(-1) != 1:
+        raise FlashAttnValueError("block_table must be contiguous in its last dim (stride(-1) == 1)")
+    page_size = k.shape[1]
+    if page_size % 16 != 0:
+        raise FlashAttnValueError(
+            f"paged KV cache: the page size ({k_name}.shape[1]) must be a multiple of 16, got {page_size}"
+        )
+    return block_table.shape[1] * page_size
 
 
-def _check_per_batch_int32(name: str, t, batch: int) -> None:
+def check_per_batch_int32(name: str, t, batch: int) -> None:
     if t is None:
         return
     _require_tensor(name, t)
@@ -454,26 +477,12 @@ def validate_kvcache_args(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, 
     nheads_k, capacity = k_cache.shape[2], k_cache.shape[1]
     _check_heads(nheads, nheads_k)
     _check_last_dim_contiguous((("q", q), ("k_cache", k_cache), ("v_cache", v_cache)))
-    _check_per_batch_int32("cache_batch_idx", cache_batch_idx, batch)
-    _check_per_batch_int32("cache_leftpad", cache_leftpad, batch)
+    check_per_batch_int32("cache_batch_idx", cache_batch_idx, batch)
+    check_per_batch_int32("cache_leftpad", cache_leftpad, batch)
     if block_table is not None:  # paged: k_cache is (num_pages, page_size, nheads_k, headdim)
-        _require_tensor("block_table", block_table)
-        if block_table.dtype != torch.int32:
-            raise FlashAttnTypeError(f"block_table must have dtype torch.int32, got {block_table.dtype}")
-        if block_table.dim() != 2 or block_table.shape[0] != batch:
-            raise FlashAttnValueError(
-                f"block_table must have shape (batch, max_blocks_per_seq) = ({batch}, *), got {_shape(block_table)}"
-            )
-        if block_table.stride(-1) != 1:
-            raise FlashAttnValueError("block_table must be contiguous in its last dim (stride(-1) == 1)")
-        page_size = k_cache.shape[1]
-        if page_size % 16 != 0:
-            raise FlashAttnValueError(
-                f"paged KV cache: the page size (k_cache.shape[1]) must be a multiple of 16, got {page_size}"
-            )
+        capacity = check_block_table(block_table, k_cache, batch, "k_cache")
         if cache_batch_idx is not None or cache_leftpad is not None:
             raise FlashAttnValueError("cache_batch_idx and cache_leftpad do not work with a paged cache (block_table)")
-        capacity = block_table.shape[1] * page_size
     elif cache_batch_idx is None and k_cache.shape[0] != batch:
         raise FlashAttnValueError(
             f"k_cache batch size ({k_cache.shape[0]}) must match q batch size ({batch}) unless cache_batch_idx "
@@ -498,7 +507,7 @@ def validate_kvcache_args(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, 
         seqlen_new = k.shape[1]
     if cache_seqlens is not None:
         if isinstance(cache_seqlens, torch.Tensor):
-            _check_per_batch_int32("cache_seqlens", cache_seqlens, batch)
+            check_per_batch_int32("cache_seqlens", cache_seqlens, batch)
         else:
             cache_seqlens = as_int("cache_seqlens", cache_seqlens)
         check_kvcache_capacity(cache_seqlens, seqlen_new, capacity)
@@ -589,18 +598,20 @@ def validate_varlen_fwd_args(
     *,
     check_device: bool = True,
 ) -> Tuple[FwdConfig, int, int]:
-    """Everything a varlen forward call needs checked; returns (options, max_seqlen_q, max_seqlen_k) as ints."""
-    check_varlen_tensors(q, k, v, cu_seqlens_q, cu_seqlens_k)
+    """Everything a varlen forward call needs checked; returns (options, max_seqlen_q, max_seqlen_k) as ints.
+    block_table: k and v are paged (num_pages, page_size, nheads_k, headdim); forward only."""
+    check_varlen_tensors(q, k, v, cu_seqlens_q, cu_seqlens_k, paged=block_table is not None)
     max_seqlen_q = check_max_seqlen("max_seqlen_q", max_seqlen_q)
     max_seqlen_k = check_max_seqlen("max_seqlen_k", max_seqlen_k)
-    check_block_table(block_table)
+    if block_table is not None:
+        check_block_table(block_table, k, cu_seqlens_q.shape[0] - 1)
     cfg = check_fwd_options(
         q.shape[-1], max_seqlen_k, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes
     )
     check_alibi_slopes(alibi_slopes, cu_seqlens_q.shape[0] - 1, q.shape[1])
     if check_device:
         check_devices(q, (("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k),
-                          ("alibi_slopes", alibi_slopes)))
+                          ("alibi_slopes", alibi_slopes), ("block_table", block_table)))
     return cfg, max_seqlen_q, max_seqlen_k
 
 

@@ -69,18 +69,23 @@ def _launch_fwd(q, k, v, dropout_p, softmax_scale, causal, window_size_left, win
 def _launch_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
                        softmax_scale, causal, window_size_left, window_size_right, softcap, alibi_slopes,
                        return_softmax, block_table, leftpad_k, seqused_k, zero_tensors):
-    _checks.check_varlen_tensors(q, k, v, cu_seqlens_q, cu_seqlens_k, require_padded=True)
-    _checks.check_block_table(block_table)
-    if leftpad_k is not None or seqused_k is not None:
-        raise NotImplementedError("leftpad_k / seqused_k are not supported yet (pass None)")
+    paged = block_table is not None
+    _checks.check_varlen_tensors(q, k, v, cu_seqlens_q, cu_seqlens_k, require_padded=True, paged=paged)
+    batch = cu_seqlens_q.shape[0] - 1
+    if paged:
+        _checks.check_block_table(block_table, k, batch)
+        if leftpad_k is not None:
+            raise _checks.FlashAttnValueError("leftpad_k does not work with a paged cache (block_table)")
+    _checks.check_per_batch_int32("seqused_k", seqused_k, batch)
+    _checks.check_per_batch_int32("leftpad_k", leftpad_k, batch)
     _checks.check_devices(
         q, (("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k),
-            ("alibi_slopes", alibi_slopes)),
+            ("alibi_slopes", alibi_slopes), ("block_table", block_table), ("seqused_k", seqused_k),
+            ("leftpad_k", leftpad_k)),
     )
     _checks.check_build(q.dtype, q.shape[-1], q.device)
     total_q, h, _ = q.shape
     if total_q == 0 or k.shape[0] == 0 or max_seqlen_k == 0 or max_seqlen_q == 0:
-        batch = cu_seqlens_q.shape[0] - 1
         s_dmask_shape = _s_dmask_shape(batch, h, max_seqlen_q, max_seqlen_k, dropout_p, return_softmax)
         return _empty_result(q, (h, total_q), s_dmask_shape)
     ext = _require_extension()

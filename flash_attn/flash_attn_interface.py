@@ -91,6 +91,7 @@ def _run_varlen(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
         block_table,
     )
     if is_grad:
+        ctx.paged = block_table is not None
         ctx.save_for_backward(q, k, v, out_padded, softmax_lse, cu_seqlens_q, cu_seqlens_k, rng_state)
         ctx.dropout_p = dropout_p
         ctx.max_seqlen_q = max_seqlen_q
@@ -280,6 +281,9 @@ class FlashAttnVarlenFunc(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, *args):
+        if ctx.paged:
+            raise NotImplementedError("flash_attn_varlen_func: block_table (paged KV) is forward only; the backward "
+                                      "needs contiguous k and v")
         q, k, v = _saved_qkv(ctx)
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         _bwd_varlen(ctx, dout, dq, dk, dv)
