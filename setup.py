@@ -26,7 +26,9 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -205,6 +207,34 @@ def ensure_cuda_home() -> None:
             return
 
 
+MIN_NVCC = (12, 3)  # C++20 device code and the sm90 toolchain
+
+
+def check_nvcc(cuda_home: str, torch_cuda: str | None) -> str:
+    """The toolkit's release ("12.8"): at least MIN_NVCC, and the major version torch was built with."""
+    nvcc = Path(cuda_home) / "bin" / "nvcc"
+    try:
+        out = subprocess.run([str(nvcc), "--version"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise ConfigError(f"could not run {nvcc} --version ({e}); install the CUDA toolkit or set CUDA_HOME")
+    m = re.search(r"release (\d+)\.(\d+)", out)
+    if m is None:
+        raise ConfigError(f"could not read the CUDA release from `{nvcc} --version`:\n{out}")
+    release = (int(m.group(1)), int(m.group(2)))
+    found = f"{release[0]}.{release[1]}"
+    if release < MIN_NVCC:
+        raise ConfigError(
+            f"nvcc {found} ({nvcc}) is too old: flash_attn needs CUDA {MIN_NVCC[0]}.{MIN_NVCC[1]} or newer. Install "
+            "a newer toolkit and point CUDA_HOME at it (e.g. CUDA_HOME=/usr/local/cuda-12.8)"
+        )
+    if torch_cuda and int(torch_cuda.split(".")[0]) != release[0]:
+        raise ConfigError(
+            f"nvcc {found} ({nvcc}) does not match the CUDA {torch_cuda} that torch was built with: install a "
+            f"torch built for CUDA {release[0]}.x or a CUDA {torch_cuda.split('.')[0]}.x toolkit"
+        )
+    return found
+
+
 def find_cutlass_include() -> tuple[str, str]:
     """Return (include dir, description of where it came from)."""
     submodule = ROOT / "third_party" / "cutlass" / "include"
@@ -246,6 +276,9 @@ def render_build_config(cfg: dict) -> str:
         f"HEADDIMS = {cfg['headdims']!r}\n"
         f"DTYPES = {strs(cfg['dtypes'])}\n"
         f"CUTLASS_INCLUDE = {json.dumps(cfg['cutlass_include'])}\n"
+        f"TORCH_VERSION = {json.dumps(cfg.get('torch_version', ''))}\n"
+        f"TORCH_CUDA = {json.dumps(cfg.get('torch_cuda', ''))}\n"
+        f"NVCC_VERSION = {json.dumps(cfg.get('nvcc_version', ''))}\n"
     )
 
 
@@ -325,6 +358,8 @@ def compile_flags(cfg: dict) -> dict:
 
 def print_summary(cfg: dict) -> None:
     log(f"version {VERSION}")
+    if "torch_version" in cfg:
+        log(f"torch {cfg['torch_version']} (CUDA {cfg['torch_cuda'] or 'none'}), nvcc {cfg.get('nvcc_version', '?')}")
     log(f"CUDA archs: {';'.join(map(str, cfg['archs']))} (SASS), PTX: {';'.join(map(str, cfg['ptx_archs']))}"
         "   [FLASH_ATTN_CUDA_ARCHS]")
     log(f"head dims:  {';'.join(map(str, cfg['headdims']))}   [FLASH_ATTN_HEADDIMS]")
@@ -347,6 +382,15 @@ def _resolve_build_inputs() -> None:
     """Called by the build commands only (not by egg_info / --version): finds CUDA and CUTLASS."""
     if "cutlass_include" in CFG:
         return
+    try:  # recorded for `python -m flash_attn`; build_ext itself reports a missing torch or toolkit
+        import torch
+        from torch.utils.cpp_extension import CUDA_HOME
+
+        CFG["torch_version"], CFG["torch_cuda"] = torch.__version__, torch.version.cuda or ""
+        if CUDA_HOME is not None:
+            CFG["nvcc_version"] = check_nvcc(CUDA_HOME, torch.version.cuda)
+    except ImportError:
+        pass
     CFG["cutlass_include"], CFG["cutlass_source"] = find_cutlass_include()
     if not CFG["sources"]:
         raise ConfigError("no kernel instantiation files selected; run python3 tools/generate_kernels.py")
@@ -379,6 +423,7 @@ def make_ext_modules_and_cmdclass():
         def run(self):
             if CUDA_HOME is None:
                 raise ConfigError("CUDA toolkit not found: install nvcc or set CUDA_HOME (e.g. /usr/local/cuda)")
+            started = time.time()
             _resolve_build_inputs()
             for ext in self.extensions:
                 # -isystem: CUTLASS's own warnings (e.g. CUDA 13 vector-type deprecations) stay quiet.
@@ -386,6 +431,9 @@ def make_ext_modules_and_cmdclass():
                     flags += ["-isystem", CFG["cutlass_include"]]
             os.environ["MAX_JOBS"] = str(CFG["max_jobs"])  # BuildExtension hands this to ninja
             super().run()
+            minutes, seconds = divmod(int(time.time() - started), 60)
+            log(f"built the extension ({len(CFG['sources'])} kernel files, {len(COMMON_SOURCES)} others) in "
+                f"{minutes} min {seconds} s (torch {torch.__version__}, nvcc {CFG.get('nvcc_version', '?')})")
 
     if CUDA_HOME is None:
         # Metadata-only commands (egg_info, --version, sdist) must work without a toolkit;

@@ -103,3 +103,14 @@ def test_kvcache_checks_before_the_device():
 
 def test_bert_padding_imports():
     from flash_attn.bert_padding import pad_input, unpad_input  # noqa: F401  (what transformers imports)
+
+
+def test_transformers_finds_the_distribution():
+    """transformers maps the top-level package to its distributions through metadata (top_level.txt, kept by
+    regular and editable installs) and needs "flash-attn" among them."""
+    try:
+        importlib.metadata.distribution("flash-attn")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("flash_attn is not installed as a distribution (running from the source tree)")
+    dists = importlib.metadata.packages_distributions().get("flash_attn", [])
+    assert "flash-attn" in [d.replace("_", "-") for d in dists], dists

@@ -1,11 +1,19 @@
-"""Build-configuration parsing and the missing-kernel error (CPU; the config is monkeypatched)."""
+"""Build-configuration parsing, the missing-kernel error (CPU; the config is monkeypatched), setup.py's toolkit check
+and `python -m flash_attn`."""
 
+import os
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
 
+import flash_attn
 from flash_attn import _checks
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _module(**attrs):
@@ -99,3 +107,29 @@ def test_public_call_checks_build_before_launch(narrow_build, monkeypatch):
     q = torch.randn(1, 4, 2, 64, dtype=torch.float16)
     with pytest.raises(RuntimeError, match="FLASH_ATTN_DTYPES"):
         flash_attn.flash_attn_func(q, q, q)
+
+
+def test_old_nvcc_is_one_clear_message(tmp_path):
+    """setup.py with a toolkit older than 12.3 stops with a message naming the version and the fix."""
+    pytest.importorskip("torch.utils.cpp_extension")
+    cuda = tmp_path / "cuda"
+    (cuda / "bin").mkdir(parents=True)
+    nvcc = cuda / "bin" / "nvcc"
+    nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.1, V12.1.105'\n")
+    nvcc.chmod(0o755)
+    env = {**os.environ, "CUDA_HOME": str(cuda), "FLASH_ATTN_HEADDIMS": "128", "FLASH_ATTN_DTYPES": "bf16"}
+    result = subprocess.run([sys.executable, "setup.py", "build_ext", "--build-temp", str(tmp_path / "tmp")],
+                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "nvcc 12.1" in output and "needs CUDA 12.3 or newer" in output and "CUDA_HOME" in output, output
+    assert "Traceback" not in output, output
+
+
+def test_python_m_flash_attn_reports_the_installation():
+    result = subprocess.run([sys.executable, "-m", "flash_attn"], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert f"flash_attn {flash_attn.__version__}" in result.stdout
+    assert "built with: torch" in result.stdout and "running with: torch" in result.stdout
+    assert ("status: ready" in result.stdout) == (result.returncode == 0), result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
