@@ -65,11 +65,13 @@ FAMILIES = ["llama", "mistral", "gemma2"]
 def _models(family: str, impls=("flash_attention_2", "sdpa")):
     """The same random weights under each attention implementation, bf16 on the GPU, in eval mode."""
     torch.manual_seed(0)
-    cfg = _config(family)
     models = {}
     state = None
     for impl in impls:
-        model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation=impl, dtype=DTYPE).cuda()
+        # A config of its own per model: from_config records the implementation in the config it is given.
+        model = transformers.AutoModelForCausalLM.from_config(_config(family), attn_implementation=impl, dtype=DTYPE)
+        model = model.cuda()
+        assert model.config._attn_implementation == impl
         if state is None:
             state = model.state_dict()
         else:
@@ -80,7 +82,7 @@ def _models(family: str, impls=("flash_attention_2", "sdpa")):
 
 def _sdpa32(model_bf16):
     """A float32 copy of an sdpa model (the reference)."""
-    cfg = model_bf16.config
+    cfg = type(model_bf16.config).from_dict(model_bf16.config.to_dict())
     model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa", dtype=torch.float32)
     model.load_state_dict({k: v.float() for k, v in model_bf16.state_dict().items()})
     return model.cuda().eval()
