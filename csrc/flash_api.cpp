@@ -47,6 +47,8 @@ void check_cu_seqlens(at::Tensor const& t, char const* name, at::Tensor const& q
   TORCH_CHECK(t.dim() == 1 && t.is_contiguous(), "flash_attn: ", name, " must be a contiguous 1-D tensor");
 }
 
+constexpr int64_t kNoKeyBound = std::numeric_limits<int64_t>::max();
+
 // Window of visible keys in 2.x terms: a side < 0 is unbounded, causal is (-1, 0), and a side reaching
 // every key (>= seqlen_k) is unbounded too.
 struct Window {
@@ -147,13 +149,14 @@ at::Tensor make_s_dmask(flash::FwdParams& p, bool return_softmax, double p_dropo
   return s;
 }
 
-// After the (max) sequence lengths are set: an unbounded side becomes seqlen_q + seqlen_k, which no
-// distance between a query and a key reaches (see flash/block.h).
+// An unbounded side (and any side beyond it) becomes 2^30, which no distance between a query and a key reaches
+// (see flash/block.h) and no kernel's index arithmetic overflows with. Not seqlen_q + seqlen_k: a varlen call's
+// max_seqlen bounds may be stale (see check_supported's callers).
 void set_window(flash::FwdParams& p, Window const& w) {
-  int64_t const unbounded = int64_t(p.seqlen_q) + p.seqlen_k;
+  int64_t const unbounded = int64_t(1) << 30;
   p.has_window = w.bounded;
-  p.window_left = static_cast<int>(w.left < 0 ? unbounded : w.left);
-  p.window_right = static_cast<int>(w.right < 0 ? unbounded : w.right);
+  p.window_left = static_cast<int>(w.left < 0 ? unbounded : std::min(w.left, unbounded));
+  p.window_right = static_cast<int>(w.right < 0 ? unbounded : std::min(w.right, unbounded));
 }
 
 at::Tensor prepare_out(std::optional<at::Tensor> const& out_, at::Tensor const& q) {
@@ -330,7 +333,9 @@ std::vector<at::Tensor> mha_varlen_fwd(
     check_block_table(*block_table, batch, q, k.size(1));
     TORCH_CHECK(!leftpad_k.has_value(), "flash_attn: leftpad_k does not work with a paged cache (block_table)");
   }
-  Window const window = check_supported(p_dropout, is_causal, window_size_left, window_size_right, max_seqlen_k,
+  // Varlen windows are kept as given: max_seqlen_k may be below a sequence's key count (a caller's stale bound, as
+  // in CUDA-graph replays), so it cannot say that a window reaches every key.
+  Window const window = check_supported(p_dropout, is_causal, window_size_left, window_size_right, kNoKeyBound,
                                         softcap);
 
   c10::cuda::CUDAGuard device_guard{q.device()};
@@ -697,7 +702,9 @@ std::vector<at::Tensor> mha_varlen_bwd(
   TORCH_CHECK(out.sizes() == q.sizes() && dout.sizes() == q.sizes(), "flash_attn: out and dout must have q's shape");
   int64_t const total_q = q.size(0), num_heads = q.size(1);
   check_lse(softmax_lse, q, {num_heads, total_q});
-  Window const window = check_supported(p_dropout, is_causal, window_size_left, window_size_right, max_seqlen_k,
+  // Varlen windows are kept as given: max_seqlen_k may be below a sequence's key count (a caller's stale bound, as
+  // in CUDA-graph replays), so it cannot say that a window reaches every key.
+  Window const window = check_supported(p_dropout, is_causal, window_size_left, window_size_right, kNoKeyBound,
                                         softcap);
   (void)gen_;  // the backward replays the forward's rng_state
 

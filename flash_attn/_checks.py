@@ -327,9 +327,9 @@ def _normalize_window(window_size, causal: bool, seqlen_k) -> Tuple[bool, int, i
         raise FlashAttnValueError(
             f"window_size entries must be >= -1 (-1 = unbounded), got window_size={(left, right)}"
         )
-    if left >= seqlen_k:
+    if seqlen_k is not None and left >= seqlen_k:
         left = -1
-    if right >= seqlen_k:
+    if seqlen_k is not None and right >= seqlen_k:
         right = -1
     if causal:
         right = 0
@@ -605,8 +605,10 @@ def validate_varlen_fwd_args(
     max_seqlen_k = check_max_seqlen("max_seqlen_k", max_seqlen_k)
     if block_table is not None:
         check_block_table(block_table, k, cu_seqlens_q.shape[0] - 1)
+    # Windows stay as given (seqlen_k None): max_seqlen_k may understate a sequence's keys (a stale bound, as in
+    # CUDA-graph replays), so it cannot tell that a window covers every key.
     cfg = check_fwd_options(
-        q.shape[-1], max_seqlen_k, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes
+        q.shape[-1], None, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes
     )
     check_alibi_slopes(alibi_slopes, cu_seqlens_q.shape[0] - 1, q.shape[1])
     if check_device:

@@ -138,7 +138,7 @@ def attention_varlen_ref(q, k, v, cu_seqlens_q: Sequence[int], cu_seqlens_k: Seq
     """
     q: (total_q, h, d); k, v: (total_k, hk, d); cu_seqlens as Python lists or tensors (batch + 1).
     Returns (out (total_q, h, d), lse (h, total_q) float32); each sequence is attended independently, with the
-    window normalised against the longest key sequence (max_seqlen_k), as the kernel does.
+    window normalised against the longest key sequence (the same attention as an unnormalised window).
     """
     cu_q = [int(x) for x in cu_seqlens_q]
     cu_k = [int(x) for x in cu_seqlens_k]

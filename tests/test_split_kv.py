@@ -119,3 +119,20 @@ def test_kvcache_num_splits(num_splits, paged):
     assert torch.equal(k_cache, ref_k) and torch.equal(v_cache, ref_v)
     assert_close_to_ref("out", out, ref_out, lp_out)
     assert_close_to_ref("lse", lse, ref_lse, lp_lse)
+
+
+@pytest.mark.parametrize("seqlen_q", [1, 70])
+def test_varlen_understated_max_seqlen_k(seqlen_q):
+    """max_seqlen_k below the real key counts (a stale bound, as transformers' CUDA-graph replays can pass) does not
+    change causal attention: the kernels take each sequence's keys from cu_seqlens_k."""
+    dtype, d = torch.bfloat16, 128
+    require_kernel(dtype, d)
+    seqlens_q, seqlens_k = [seqlen_q, seqlen_q], [300, seqlen_q + 17]
+    q = _randn((sum(seqlens_q), 8, d), dtype, 61)
+    k, v = _randn((sum(seqlens_k), 2, d), dtype, 62), _randn((sum(seqlens_k), 2, d), dtype, 63)
+    cu_q, cu_k = _cu(seqlens_q), _cu(seqlens_k)
+    out, lse, _ = flash_attn_varlen_func(q, k, v, cu_q, cu_k, seqlen_q, seqlen_q, causal=True, return_attn_probs=True)
+    ref_out, ref_lse = attention_varlen_ref(q, k, v, cu_q, cu_k, True)
+    lp_out, lp_lse = attention_varlen_ref(q, k, v, cu_q, cu_k, True, upcast=False)
+    assert_close_to_ref("out", out, ref_out, lp_out)
+    assert_close_to_ref("lse", lse, ref_lse, lp_lse)

@@ -1,8 +1,8 @@
 // Which key blocks a query block has to visit. Attention may be limited to a window around the
 // bottom-right-aligned diagonal: query row i sees key j iff
 //   i + (seqlen_k - seqlen_q) - window_left <= j <= i + (seqlen_k - seqlen_q) + window_right.
-// Causal attention is the window (unbounded, 0); an unbounded side is passed as seqlen_q + seqlen_k, which
-// no distance reaches. Without kHasWindow every key is visible and the window arguments are ignored.
+// Causal attention is the window (unbounded, 0); an unbounded side is passed as 2^30, which no distance
+// reaches. Without kHasWindow every key is visible and the window arguments are ignored.
 #pragma once
 
 #include <cutlass/cutlass.h>

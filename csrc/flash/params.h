@@ -99,7 +99,7 @@ struct FwdParams {
 
   // Keys visible to query row i: [i + shift - window_left, i + shift + window_right] with
   // shift = seqlen_k - seqlen_q (bottom-right aligned). Causal is (unbounded, 0); an unbounded side is
-  // seqlen_q + seqlen_k. Only read when has_window selects the windowed kernels.
+  // 2^30. Only read when has_window selects the windowed kernels.
   bool has_window = false;
   int window_left = 0;
   int window_right = 0;
