@@ -145,10 +145,29 @@ def test_training_step_gradients(family):
         assert cos >= 0.999, f"{family} {name}: cosine {cos:.5f} between flash_attention_2 and sdpa gradients"
 
 
+def _first_difference_is_a_tie(models, ours, sdpa, mask, family, row):
+    """Where two bf16 runs first pick different tokens in a row: whether the float32 model scores the two tokens
+    closer than bf16 sdpa's own error there (a numerical tie, which random tiny models have), with a message."""
+    pos = int((ours[row] != sdpa[row]).nonzero()[0])
+    prefix = sdpa[row : row + 1, :pos]
+    prefix_mask = torch.cat([mask[row : row + 1], torch.ones_like(prefix[:, mask.shape[1]:])], dim=1)
+    with torch.no_grad():
+        ref = _sdpa32(models["sdpa"])(input_ids=prefix, attention_mask=prefix_mask).logits[0, -1].float()
+        lowp = models["sdpa"](input_ids=prefix, attention_mask=prefix_mask).logits[0, -1].float()
+    ours_token, sdpa_token = int(ours[row, pos]), int(sdpa[row, pos])
+    gap = abs(ref[ours_token] - ref[sdpa_token]).item()
+    bf16_error = (lowp - ref).abs().max().item()
+    message = (f"{family}: greedy tokens differ at (row {row}, position {pos}): ours {ours_token}, sdpa {sdpa_token}; "
+               f"float32 logit gap {gap:.4g} vs bf16 sdpa's logit error {bf16_error:.4g}")
+    return gap <= 2 * bf16_error, message
+
+
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_generate_greedy(family, cache):
-    """Two left-padded prompts, 32 new tokens each: the same tokens as sdpa."""
+    """Two prompts (one left-padded), 32 new tokens each: the same tokens as sdpa. Random tiny models have near
+    ties (top-2 logit gaps below bf16 rounding), so a first difference at a tie that bf16 sdpa itself cannot
+    resolve (the float32 model scores the two tokens within twice sdpa's bf16 error) is reported, not failed."""
     models = _models(family)
     g = torch.Generator().manual_seed(3)
     prompt = torch.randint(3, VOCAB, (2, 12), generator=g).cuda()
@@ -164,8 +183,11 @@ def test_generate_greedy(family, cache):
             out[impl] = model.generate(input_ids=prompt, attention_mask=mask, **kwargs)
     ours, sdpa = out["flash_attention_2"], out["sdpa"]
     assert ours.shape == (2, 12 + 32)
-    differ = (ours != sdpa).nonzero().tolist()
-    assert not differ, f"greedy tokens differ from sdpa's from (row, position) {differ[0]}:\n{ours}\n{sdpa}"
+    for row in range(ours.shape[0]):
+        if not torch.equal(ours[row], sdpa[row]):
+            tie, message = _first_difference_is_a_tie(models, ours, sdpa, mask, family, row)
+            assert tie, message
+            print(message)
 
 
 def test_compiled_training_step_has_no_graph_break():
