@@ -109,20 +109,32 @@ def test_public_call_checks_build_before_launch(narrow_build, monkeypatch):
         flash_attn.flash_attn_func(q, q, q)
 
 
-def test_old_nvcc_is_one_clear_message(tmp_path):
-    """setup.py with a toolkit older than 12.3 stops with a message naming the version and the fix."""
+# (fake nvcc output or None for a toolkit without nvcc, what the message must say)
+TOOLKIT_CASES = {
+    "old_nvcc": ("Cuda compilation tools, release 12.1, V12.1.105", ["nvcc 12.1", "needs CUDA 12.3 or newer",
+                                                                     "CUDA_HOME"]),
+    "no_nvcc": (None, ["could not run", "nvcc --version", "CUDA_HOME"]),
+}
+
+
+@pytest.mark.parametrize("case", list(TOOLKIT_CASES))
+def test_toolkit_problems_are_one_clear_message(tmp_path, case):
+    """setup.py with a toolkit older than 12.3, or one without nvcc, stops with a message naming the problem and
+    the fix, not a traceback."""
     pytest.importorskip("torch.utils.cpp_extension")
+    version_line, expected = TOOLKIT_CASES[case]
     cuda = tmp_path / "cuda"
     (cuda / "bin").mkdir(parents=True)
-    nvcc = cuda / "bin" / "nvcc"
-    nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.1, V12.1.105'\n")
-    nvcc.chmod(0o755)
+    if version_line is not None:
+        nvcc = cuda / "bin" / "nvcc"
+        nvcc.write_text(f"#!/bin/sh\necho '{version_line}'\n")
+        nvcc.chmod(0o755)
     env = {**os.environ, "CUDA_HOME": str(cuda), "FLASH_ATTN_HEADDIMS": "128", "FLASH_ATTN_DTYPES": "bf16"}
     result = subprocess.run([sys.executable, "setup.py", "build_ext", "--build-temp", str(tmp_path / "tmp")],
                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "nvcc 12.1" in output and "needs CUDA 12.3 or newer" in output and "CUDA_HOME" in output, output
+    assert all(text in output for text in expected), output
     assert "Traceback" not in output, output
 
 
