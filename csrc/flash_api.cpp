@@ -221,6 +221,25 @@ void check_head_dims(at::Tensor const& q, at::Tensor const& k, at::Tensor const&
 // left uninitialised (no fill kernel on every call) otherwise.
 at::Tensor make_rng_state(at::Tensor const& q) { return at::empty({2}, q.options().dtype(at::kLong)); }
 
+// The split heuristic's inputs, read from the driver once per device rather than on every decode call.
+struct SmResources {
+  int num_sms = 0;
+  int smem_per_sm = 0;
+};
+
+SmResources sm_resources(int device) {
+  static std::mutex mutex;
+  static std::vector<SmResources> per_device;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (device >= static_cast<int>(per_device.size())) { per_device.resize(device + 1); }
+  SmResources& sm = per_device[device];
+  if (sm.num_sms == 0) {
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm.num_sms, cudaDevAttrMultiProcessorCount, device));
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
+  }
+  return sm;
+}
+
 // The forward launch. Short queries (decode) take the split-KV kernel, which packs a KV head's query heads into
 // one tile and splits the keys across CTAs when too few (batch, KV head) pairs would leave SMs idle; its fp32
 // partial results live in a workspace sized by shapes only (CUDA-graph safe). accum_rows: query positions of the
@@ -231,12 +250,12 @@ void run_forward(flash::FwdParams& p, flash::DType dtype, at::Tensor const& q, i
     flash::run_fwd(p, dtype, stream);
     return;
   }
-  int device = 0, num_sms = 0, smem_per_sm = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
-  p.num_splits = requested_splits > 0 ? static_cast<int>(std::min<int64_t>(requested_splits, flash::kMaxSplits))
-                                      : flash::choose_num_splits(p, num_sms, smem_per_sm);
+  if (requested_splits > 0) {
+    p.num_splits = static_cast<int>(std::min<int64_t>(requested_splits, flash::kMaxSplits));
+  } else {
+    SmResources const sm = sm_resources(q.get_device());
+    p.num_splits = flash::choose_num_splits(p, sm.num_sms, sm.smem_per_sm);
+  }
   at::Tensor o_accum, lse_accum;  // freed on return: the caching allocator orders their reuse on this stream
   if (p.num_splits > 1) {
     auto const f32 = q.options().dtype(at::kFloat);

@@ -252,6 +252,36 @@ KVCACHE_BAD_CASES = [
 BAD_CASES += KVCACHE_BAD_CASES
 
 
+def varlen_op(seqused_k=None, leftpad_k=None, block_table=None, k=None):
+    """The private varlen forward op (API.md's extras) on CPU tensors: its argument checks run before the device
+    check; cu_seqlens for batch 3."""
+    cpu = "cpu"
+    q = t(20, 4, 64, device=cpu)
+    k = t(30, 2, 64, device=cpu) if k is None else k
+    cu = torch.zeros(4, dtype=I32)
+    return flash_attn.flash_attn_interface._flash_attn_varlen_forward(
+        q, k, k.clone(), cu, cu.clone(), 8, 8, 0.0, 0.125, True, block_table=block_table, leftpad_k=leftpad_k,
+        seqused_k=seqused_k)
+
+
+BAD_CASES += [
+    ("op_seqused_k_dtype", lambda: varlen_op(seqused_k=torch.zeros(3, dtype=torch.int64)), FlashAttnTypeError,
+     r"^seqused_k must have dtype torch.int32"),
+    ("op_seqused_k_shape", lambda: varlen_op(seqused_k=torch.zeros(4, dtype=I32)), FlashAttnValueError,
+     r"^seqused_k must have shape \(batch,\) = \(3,\)"),
+    ("op_leftpad_k_shape", lambda: varlen_op(leftpad_k=torch.zeros(2, dtype=I32)), FlashAttnValueError,
+     r"^leftpad_k must have shape \(batch,\) = \(3,\)"),
+    ("op_leftpad_k_paged", lambda: varlen_op(leftpad_k=torch.zeros(3, dtype=I32), k=t(4, 16, 2, 64, device="cpu"),
+                                             block_table=torch.zeros(3, 2, dtype=I32)),
+     FlashAttnValueError, r"^leftpad_k does not work with a paged cache"),
+    ("op_block_table_dtype", lambda: varlen_op(k=t(4, 16, 2, 64, device="cpu"),
+                                               block_table=torch.zeros(3, 2, dtype=torch.int64)),
+     FlashAttnTypeError, r"^block_table must have dtype torch.int32"),
+    ("op_device", lambda: varlen_op(seqused_k=torch.zeros(3, dtype=I32)), FlashAttnValueError,
+     r"^q must be a CUDA tensor"),
+]
+
+
 def test_kvcache_valid_arguments():
     cfg = kvc(**rot(64, 16), cache_seqlens=7, window_size=(8, 0))
     assert cfg.rotary_dim == 32 and cfg.cache_seqlens.dtype == I32 and cfg.cache_seqlens.shape == (2,)
