@@ -49,6 +49,13 @@ void check_cu_seqlens(at::Tensor const& t, char const* name, at::Tensor const& q
 
 constexpr int64_t kNoKeyBound = std::numeric_limits<int64_t>::max();
 
+// The 2.x bindings keep a generator slot for their argument positions; dropout draws from torch's default CUDA
+// generator.
+void check_no_generator(std::optional<at::Generator> const& gen) {
+  TORCH_CHECK(!gen.has_value(), "flash_attn: the `generator` argument is no longer supported: dropout draws from "
+              "torch's default CUDA generator (seed it with torch.manual_seed / torch.cuda.manual_seed); pass None");
+}
+
 // Window of visible keys in 2.x terms: a side < 0 is unbounded, causal is (-1, 0), and a side reaching
 // every key (>= seqlen_k) is unbounded too.
 struct Window {
@@ -56,13 +63,12 @@ struct Window {
   int64_t left, right;
 };
 
-// Option ranges, and the window normalised as 2.x does. softcap 0 is off.
+// Option ranges, and the window normalised as 2.x does. softcap <= 0 is off (set_common_params).
 Window check_supported(double p_dropout, bool is_causal, int64_t window_left, int64_t window_right,
                        int64_t seqlen_k, double softcap) {
   TORCH_CHECK(p_dropout >= 0.0 && p_dropout < 1.0, "flash_attn: dropout_p must be in [0, 1), got ", p_dropout);
   TORCH_CHECK(!(p_dropout > 0.0 && softcap > 0.0), "flash_attn: dropout_p > 0 with softcap > 0 is not supported");
-  TORCH_CHECK(softcap >= 0.0 && softcap < std::numeric_limits<double>::infinity(),
-              "flash_attn: softcap must be a finite number >= 0 (0 = off)");
+  TORCH_CHECK(std::isfinite(softcap), "flash_attn: softcap must be a finite number (<= 0 = off), got ", softcap);
   TORCH_CHECK(window_left >= -1 && window_right >= -1, "flash_attn: window_size entries must be >= -1, got (",
               window_left, ", ", window_right, ")");
   if (window_left >= seqlen_k) { window_left = -1; }
@@ -97,14 +103,20 @@ void set_dropout_common(flash::FwdParams& p, double p_dropout) {
   p.dropout_scale = static_cast<float>(1.0 / (1.0 - p_dropout));
 }
 
-void set_dropout_fwd(flash::FwdParams& p, double p_dropout, std::optional<at::Generator> const& gen_,
-                     at::Tensor const& rng_state) {
+void set_dropout_fwd(flash::FwdParams& p, double p_dropout, at::Tensor const& rng_state) {
   if (p_dropout <= 0.0) { return; }
   set_dropout_common(p, p_dropout);
   // Counter values one (batch, head) uses (dropout.h): 128 per (16-row group, 128-key group); a multiple of 4
-  // for torch.
-  uint64_t const used = uint64_t((p.seqlen_q + 15) / 16) * uint64_t((p.seqlen_k + 127) / 128) * 128;
-  auto* gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(gen_, at::cuda::detail::getDefaultCUDAGenerator());
+  // for torch. Varlen sequences are bounded by the packed totals (and paged ones by the block table), not by
+  // max_seqlen, which may understate them.
+  int64_t rows = p.seqlen_q, keys = p.seqlen_k;
+  if (p.cu_seqlens_q != nullptr) { rows = std::max<int64_t>(rows, p.total_q); }
+  if (p.cu_seqlens_k != nullptr) {
+    keys = std::max<int64_t>(keys, p.block_table != nullptr ? int64_t(p.block_table_cols) * p.page_size : p.total_k);
+  }
+  uint64_t const used = uint64_t((rows + 15) / 16) * uint64_t((keys + 127) / 128) * 128;
+  auto* gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(std::nullopt,
+                                                                  at::cuda::detail::getDefaultCUDAGenerator());
   at::PhiloxCudaState state;
   {
     std::lock_guard<std::mutex> lock(gen->mutex_);
@@ -146,6 +158,7 @@ at::Tensor make_s_dmask(flash::FwdParams& p, bool return_softmax, double p_dropo
   at::Tensor s = at::zeros({batch, q.size(-2), round128(p.seqlen_q), round128(p.seqlen_k)}, q.options());
   p.s_dmask_ptr = s.data_ptr();
   p.s_dmask_batch_stride = s.stride(0), p.s_dmask_head_stride = s.stride(1), p.s_dmask_row_stride = s.stride(2);
+  p.s_dmask_rows = static_cast<int>(s.size(2)), p.s_dmask_cols = static_cast<int>(s.size(3));
   return s;
 }
 
@@ -285,6 +298,7 @@ std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Te
   TORCH_CHECK(v.size(1) == seqlen_k, "flash_attn: k and v must have the same sequence length");
   Window const window =
       check_supported(p_dropout, is_causal, window_size_left, window_size_right, seqlen_k, softcap);
+  check_no_generator(gen_);
 
   c10::cuda::CUDAGuard device_guard{q.device()};
   at::Tensor out = prepare_out(out_, q);
@@ -295,7 +309,7 @@ std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Te
   set_window(p, window);
   set_alibi(p, alibi_slopes_, batch, q);
   at::Tensor rng_state = make_rng_state(q);
-  set_dropout_fwd(p, p_dropout, gen_, rng_state);
+  set_dropout_fwd(p, p_dropout, rng_state);
   at::Tensor s_dmask = make_s_dmask(p, return_softmax, p_dropout, batch, q);
   if (seqlen_q > 0) { run_forward(p, dtype, q, batch * seqlen_q, 0, c10::cuda::getCurrentCUDAStream().stream()); }
   return {out, lse, s_dmask, rng_state};
@@ -321,6 +335,8 @@ void set_paged(flash::FwdParams& p, at::Tensor const& block_table, at::Tensor co
   p.block_table = block_table.data_ptr<int>();
   p.block_table_batch_stride = block_table.stride(0);
   p.page_size = static_cast<int>(k.size(1));
+  p.num_pages = static_cast<int>(k.size(0));
+  p.block_table_cols = static_cast<int>(block_table.size(1));
   p.k_batch_stride = k.stride(0), p.v_batch_stride = v.stride(0);
   // Only the windowed kernels read paged K/V (see sm80/fwd_kernel.h); an unbounded window masks nothing.
   p.has_window = true;
@@ -332,9 +348,13 @@ std::vector<at::Tensor> mha_varlen_fwd(
     std::optional<at::Tensor> leftpad_k, std::optional<at::Tensor> block_table,
     std::optional<at::Tensor> alibi_slopes_, int64_t max_seqlen_q, int64_t max_seqlen_k, double p_dropout,
     double softmax_scale, bool zero_tensors, bool is_causal, int64_t window_size_left, int64_t window_size_right,
-    double softcap, bool return_softmax, std::optional<at::Generator> gen_) {
+    double softcap, bool return_softmax, std::optional<at::Generator> gen_, int64_t num_splits) {
   flash::DType const dtype = kernel_dtype(q.scalar_type());
   bool const paged = block_table.has_value();  // k/v: (num_blocks, page_size, hk, d)
+  check_no_generator(gen_);
+  TORCH_CHECK(num_splits >= 0, "flash_attn: num_splits must be >= 0 (0 = heuristic), got ", num_splits);
+  TORCH_CHECK(!(paged && num_splits > 1), "flash_attn: num_splits > 1 is not supported with a paged KV cache "
+              "(block_table)");
   check_input(q, "q", q, 3);
   check_input(k, "k", q, paged ? 4 : 3);
   check_input(v, "v", q, paged ? 4 : 3);
@@ -371,6 +391,8 @@ std::vector<at::Tensor> mha_varlen_fwd(
   p.lse_head_stride = total_q;
   p.cu_seqlens_q = cu_seqlens_q.data_ptr<int>();
   p.cu_seqlens_k = cu_seqlens_k.data_ptr<int>();
+  p.total_q = static_cast<int>(total_q);
+  p.total_k = static_cast<int>(k.size(0));
   p.batch = static_cast<int>(batch);
   p.seqlen_q = static_cast<int>(max_seqlen_q);
   p.seqlen_k = static_cast<int>(max_seqlen_k);
@@ -380,12 +402,28 @@ std::vector<at::Tensor> mha_varlen_fwd(
   if (paged) { set_paged(p, *block_table, k, v); }
   set_alibi(p, alibi_slopes_, batch, q);
   at::Tensor rng_state = make_rng_state(q);
-  set_dropout_fwd(p, p_dropout, gen_, rng_state);
+  set_dropout_fwd(p, p_dropout, rng_state);
   at::Tensor s_dmask = make_s_dmask(p, return_softmax, p_dropout, batch, q);
-  if (total_q > 0 && max_seqlen_q > 0) {
-    run_forward(p, dtype, q, total_q, 0, c10::cuda::getCurrentCUDAStream().stream());
+  if (total_q > 0) {
+    // The grid needs a block per sequence even when max_seqlen understates the lengths (even as 0): the kernels
+    // take lengths from cu_seqlens and cover what the grid does not (seqlen.h).
+    p.seqlen_q = std::max(p.seqlen_q, 1), p.seqlen_k = std::max(p.seqlen_k, 1);
+    run_forward(p, dtype, q, total_q, num_splits, c10::cuda::getCurrentCUDAStream().stream());
   }
   return {out, lse, s_dmask, rng_state};
+}
+
+// 2.x's varlen_fwd has no num_splits; later versions append it.
+std::vector<at::Tensor> mha_varlen_fwd_2x(
+    at::Tensor const& q, at::Tensor const& k, at::Tensor const& v, std::optional<at::Tensor> out_,
+    at::Tensor const& cu_seqlens_q, at::Tensor const& cu_seqlens_k, std::optional<at::Tensor> seqused_k,
+    std::optional<at::Tensor> leftpad_k, std::optional<at::Tensor> block_table,
+    std::optional<at::Tensor> alibi_slopes_, int64_t max_seqlen_q, int64_t max_seqlen_k, double p_dropout,
+    double softmax_scale, bool zero_tensors, bool is_causal, int64_t window_size_left, int64_t window_size_right,
+    double softcap, bool return_softmax, std::optional<at::Generator> gen_) {
+  return mha_varlen_fwd(q, k, v, out_, cu_seqlens_q, cu_seqlens_k, seqused_k, leftpad_k, block_table, alibi_slopes_,
+                        max_seqlen_q, max_seqlen_k, p_dropout, softmax_scale, zero_tensors, is_causal,
+                        window_size_left, window_size_right, softcap, return_softmax, gen_, 0);
 }
 
 // ------------------------------------------------------------------------------------------------------
@@ -468,6 +506,7 @@ std::vector<at::Tensor> mha_fwd_kvcache(
     p.seqused_k_extra = static_cast<int>(seqlen_new);
   }
   p.kv_batch_idx = cache_batch_idx.has_value() ? cache_batch_idx->data_ptr<int>() : nullptr;
+  p.kv_batch_rows = static_cast<int>(k_cache.size(0));
   p.leftpad_k = cache_leftpad.has_value() ? cache_leftpad->data_ptr<int>() : nullptr;
   set_window(p, window);
   if (paged) { set_paged(p, *block_table, k_cache, v_cache); }
@@ -505,10 +544,12 @@ std::vector<at::Tensor> mha_fwd_kvcache(
     }
     a.cache_seqlens = cache_seqlens->data_ptr<int>();
     a.cache_batch_idx = cache_batch_idx.has_value() ? cache_batch_idx->data_ptr<int>() : nullptr;
+    a.cache_batch_rows = static_cast<int>(k_cache.size(0));
     if (paged) {
       a.block_table = block_table->data_ptr<int>();
       a.block_table_batch_stride = block_table->stride(0);
       a.page_size = static_cast<int>(page_size);
+      a.num_pages = static_cast<int>(k_cache.size(0));
     }
     a.batch = static_cast<int>(batch), a.seqlen_new = static_cast<int>(seqlen_new);
     a.seqlen_q = static_cast<int>(seqlen_q), a.num_heads = static_cast<int>(num_heads);
@@ -563,8 +604,9 @@ void apply_rotary(at::Tensor const& x, at::Tensor const& cos, at::Tensor const& 
   if (varlen) {
     check_cu_seqlens(*cu_seqlens, "cu_seqlens", x);
     p.cu_seqlens = cu_seqlens->data_ptr<int>();
+    p.total = static_cast<int>(x.size(0));
     p.batch = static_cast<int>(cu_seqlens->numel() - 1);
-    p.seqlen = static_cast<int>(max_seqlen);
+    p.seqlen = static_cast<int>(std::max<int64_t>(max_seqlen, 1));  // an understated bound still rotates every row
   } else {
     p.x_batch_stride = x.stride(0), p.out_batch_stride = out.stride(0);
     p.batch = static_cast<int>(x.size(0));
@@ -631,12 +673,12 @@ void set_bwd_params(flash::BwdParams& p, at::Tensor const& dout, at::Tensor cons
   p.dq_semaphore = deterministic ? semaphore.data_ptr<int>() : nullptr;
 }
 
-// One int32 turn counter per (batch, head, query block) for deterministic dQ accumulation; sized for the
-// smallest query block any backward tile configuration uses (16 rows).
-at::Tensor make_semaphore(bool deterministic, int64_t batch, int64_t num_heads, int64_t max_seqlen_q,
-                          at::Tensor const& q) {
-  if (!deterministic) { return at::empty({0}, q.options().dtype(at::kInt)); }
-  return at::zeros({batch, num_heads, (max_seqlen_q + 15) / 16}, q.options().dtype(at::kInt));
+// Deterministic dQ accumulation's turn counters: one int32 per 16 rows of dq_accum (sm80/dq_accum.h:
+// dq_turn_counter), zeroed; none otherwise.
+at::Tensor make_semaphore(bool deterministic, at::Tensor const& dq_accum) {
+  auto const opts = dq_accum.options().dtype(at::kInt);
+  if (!deterministic) { return at::empty({0}, opts); }
+  return at::zeros({dq_accum.numel() / dq_accum.size(-1) / 16 + 1}, opts);
 }
 
 std::vector<at::Tensor> mha_bwd(at::Tensor const& dout, at::Tensor const& q, at::Tensor const& k,
@@ -662,7 +704,7 @@ std::vector<at::Tensor> mha_bwd(at::Tensor const& dout, at::Tensor const& q, at:
   check_lse(softmax_lse, q, {batch, num_heads, seqlen_q});
   Window const window =
       check_supported(p_dropout, is_causal, window_size_left, window_size_right, seqlen_k, softcap);
-  (void)gen_;  // the backward replays the forward's rng_state
+  check_no_generator(gen_);  // the backward replays the forward's rng_state
 
   c10::cuda::CUDAGuard device_guard{q.device()};
   at::Tensor dq = prepare_grad(dq_, q, "dq");
@@ -676,7 +718,7 @@ std::vector<at::Tensor> mha_bwd(at::Tensor const& dout, at::Tensor const& q, at:
   }
   int64_t const bucket = flash::head_dim_bucket(static_cast<int>(q.size(-1)));
   at::Tensor dq_accum = at::empty({batch, num_heads, seqlen_q_rounded, bucket}, q.options().dtype(at::kFloat));
-  at::Tensor semaphore = make_semaphore(deterministic, batch, num_heads, seqlen_q, q);
+  at::Tensor semaphore = make_semaphore(deterministic, dq_accum);
 
   flash::BwdParams p;
   set_bwd_params(p, dout, q, k, v, out, softmax_lse, dq, dk, dv, dsum, dq_accum, semaphore, softmax_scale,
@@ -725,7 +767,7 @@ std::vector<at::Tensor> mha_varlen_bwd(
   // in CUDA-graph replays), so it cannot say that a window reaches every key.
   Window const window = check_supported(p_dropout, is_causal, window_size_left, window_size_right, kNoKeyBound,
                                         softcap);
-  (void)gen_;  // the backward replays the forward's rng_state
+  check_no_generator(gen_);  // the backward replays the forward's rng_state
 
   c10::cuda::CUDAGuard device_guard{q.device()};
   at::Tensor dq = prepare_grad(dq_, q, "dq");
@@ -733,13 +775,13 @@ std::vector<at::Tensor> mha_varlen_bwd(
   at::Tensor dv = prepare_grad(dv_, v, "dv");
   at::Tensor dsum = at::empty({num_heads, total_q + 128 * batch}, q.options().dtype(at::kFloat));
   if (zero_tensors) { dq.zero_(), dk.zero_(), dv.zero_(), dsum.zero_(); }
-  if (total_q == 0 || k.size(0) == 0 || max_seqlen_q == 0 || max_seqlen_k == 0) {
+  if (total_q == 0 || k.size(0) == 0) {
     dq.zero_(), dk.zero_(), dv.zero_(), dsum.zero_();
     return {dq, dk, dv, dsum};
   }
   int64_t const bucket = flash::head_dim_bucket(static_cast<int>(q.size(-1)));
   at::Tensor dq_accum = at::empty({num_heads, total_q + 128 * batch, bucket}, q.options().dtype(at::kFloat));
-  at::Tensor semaphore = make_semaphore(deterministic, batch, num_heads, max_seqlen_q, q);
+  at::Tensor semaphore = make_semaphore(deterministic, dq_accum);
 
   flash::BwdParams p;
   set_bwd_params(p, dout, q, k, v, out, softmax_lse, dq, dk, dv, dsum, dq_accum, semaphore, softmax_scale,
@@ -749,9 +791,12 @@ std::vector<at::Tensor> mha_varlen_bwd(
   p.dq_accum_head_stride = dq_accum.stride(0);
   p.cu_seqlens_q = cu_seqlens_q.data_ptr<int>();
   p.cu_seqlens_k = cu_seqlens_k.data_ptr<int>();
+  p.total_q = static_cast<int>(total_q);
+  p.total_k = static_cast<int>(k.size(0));
   p.batch = static_cast<int>(batch);
-  p.seqlen_q = static_cast<int>(max_seqlen_q);
-  p.seqlen_k = static_cast<int>(max_seqlen_k);
+  // At least one block per sequence, whatever max_seqlen says (see mha_varlen_fwd).
+  p.seqlen_q = static_cast<int>(std::max<int64_t>(max_seqlen_q, 1));
+  p.seqlen_k = static_cast<int>(std::max<int64_t>(max_seqlen_k, 1));
   set_window(p, window);
   set_alibi(p, alibi_slopes_, batch, q);
   set_dropout_bwd(p, p_dropout, rng_state, q);
@@ -764,7 +809,8 @@ std::vector<at::Tensor> mha_varlen_bwd(
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "flash_attn CUDA kernels (FlashAttention-2 API)";
   m.def("fwd", &mha_fwd, "Forward pass (dense)");
-  m.def("varlen_fwd", &mha_varlen_fwd, "Forward pass (variable-length sequences)");
+  m.def("varlen_fwd", &mha_varlen_fwd_2x, "Forward pass (variable-length sequences)");
+  m.def("varlen_fwd", &mha_varlen_fwd, "Forward pass (variable-length sequences), with num_splits last");
   m.def("bwd", &mha_bwd, "Backward pass (dense)");
   m.def("varlen_bwd", &mha_varlen_bwd, "Backward pass (variable-length sequences)");
   m.def("fwd_kvcache", &mha_fwd_kvcache, "Forward pass against a KV cache, appending new keys/values in place");

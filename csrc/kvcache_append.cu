@@ -3,6 +3,7 @@
 #include <cutlass/numeric_types.h>
 
 #include "flash/kvcache_append.h"
+#include "flash/paged.h"
 #include "flash/rotary.h"
 
 namespace flash {
@@ -39,17 +40,20 @@ __global__ void kvcache_append_kernel(__grid_constant__ KvcacheAppendParams cons
     int const rows = is_kv ? params.seqlen_new : params.seqlen_q;
     int const row = int(rest % rows);
     int const batch = int(rest / rows);
-    int const cached = params.cache_seqlens[batch];
+    int const cached = max(params.cache_seqlens[batch], 0);
     if (is_kv) {
       int const pos = cached + row;
       if (pos >= params.capacity) { continue; }
-      // The cache row (or page) and slot of position pos.
+      // The cache row (or page) and slot of position pos; nothing is written to a row or page that does not exist.
       int64_t cache_row, slot;
       if (params.block_table != nullptr) {
-        cache_row = params.block_table[batch * params.block_table_batch_stride + pos / params.page_size];
-        slot = pos % params.page_size;
+        PagedSlot const at = paged_slot(params, batch, pos);
+        if (!at.valid) { continue; }
+        cache_row = at.page;
+        slot = at.slot;
       } else {
         cache_row = params.cache_batch_idx != nullptr ? params.cache_batch_idx[batch] : batch;
+        if (cache_row < 0 || cache_row >= params.cache_batch_rows) { continue; }
         slot = pos;
       }
       Element const* k_src = static_cast<Element const*>(params.k_new) + batch * params.k_new_batch_stride +

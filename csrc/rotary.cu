@@ -4,6 +4,7 @@
 
 #include "flash/rotary.h"
 #include "flash/rotary_apply.h"
+#include "flash/seqlen.h"
 
 namespace flash {
 namespace {
@@ -27,29 +28,37 @@ __global__ void rotary_apply_kernel(__grid_constant__ RotaryApplyParams const pa
     rest /= pairs;
     int const head = int(rest % params.num_heads);
     rest /= params.num_heads;
-    int const row = int(rest % params.seqlen);
+    int const first_row = int(rest % params.seqlen);
     int const batch = int(rest / params.seqlen);
-    int64_t src_row, dst_row;  // element offsets of the row
-    if (params.cu_seqlens != nullptr) {
-      int const start = params.cu_seqlens[batch];
-      if (row >= params.cu_seqlens[batch + 1] - start) { continue; }
-      src_row = int64_t(start + row) * params.x_row_stride;
-      dst_row = int64_t(start + row) * params.out_row_stride;
-    } else {
-      src_row = batch * params.x_batch_stride + row * params.x_row_stride;
-      dst_row = batch * params.out_batch_stride + row * params.out_row_stride;
-    }
     int64_t const offset = params.offsets64 != nullptr   ? params.offsets64[batch]
                            : params.offsets32 != nullptr ? int64_t(params.offsets32[batch])
                                                          : params.offset;
-    int64_t const pos = row + offset;
-    Element const* src = static_cast<Element const*>(params.x) + src_row + head * params.x_head_stride;
-    Element* dst = static_cast<Element*>(params.out) + dst_row + head * params.out_head_stride;
-    if (2 * j + 1 >= params.head_dim && j >= params.rotary_dim / 2) {  // the last channel of an odd head dim
-      dst[2 * j] = src[2 * j];
-      continue;
+    // Varlen: this item's rows first_row, first_row + seqlen, ... of its sequence (more than one only when the
+    // sequence is longer than the caller's max_seqlen).
+    int start = 0, rows = first_row + 1;
+    if (params.cu_seqlens != nullptr) {
+      start = clamp_index(params.cu_seqlens[batch], 0, params.total);
+      rows = clamp_index(params.cu_seqlens[batch + 1], start, params.total) - start;
     }
-    table.apply(src, dst, j, pos < INT32_MAX ? int(pos) : INT32_MAX);
+    for (int row = first_row; row < rows; row += params.seqlen) {
+      int64_t src_row, dst_row;  // element offsets of the row
+      if (params.cu_seqlens != nullptr) {
+        src_row = int64_t(start + row) * params.x_row_stride;
+        dst_row = int64_t(start + row) * params.out_row_stride;
+      } else {
+        src_row = batch * params.x_batch_stride + row * params.x_row_stride;
+        dst_row = batch * params.out_batch_stride + row * params.out_row_stride;
+      }
+      int64_t const pos = row + offset;
+      Element const* src = static_cast<Element const*>(params.x) + src_row + head * params.x_head_stride;
+      Element* dst = static_cast<Element*>(params.out) + dst_row + head * params.out_head_stride;
+      if (2 * j + 1 >= params.head_dim && j >= params.rotary_dim / 2) {  // the last channel of an odd head dim
+        dst[2 * j] = src[2 * j];
+        continue;
+      }
+      // Positions outside int are outside every table, as are negative ones (left as is, rotary.h).
+      table.apply(src, dst, j, pos < INT32_MAX && pos > INT32_MIN ? int(pos) : -1);
+    }
   }
 }
 

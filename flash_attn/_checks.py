@@ -353,8 +353,8 @@ def check_fwd_options(
     if not (0.0 <= dropout_p < 1.0):
         raise FlashAttnValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     softcap = _as_float("softcap", softcap)
-    if not (0.0 <= softcap < math.inf):  # 0 = off; a negative cap has no meaning (NaN fails here too)
-        raise FlashAttnValueError(f"softcap must be a finite number >= 0 (0 = off), got softcap={softcap}")
+    if not (-math.inf < softcap < math.inf):  # <= 0 = off, as in 2.x (NaN fails both comparisons)
+        raise FlashAttnValueError(f"softcap must be a finite number (<= 0 = off), got softcap={softcap}")
     if dropout_p > 0.0 and softcap > 0.0:
         raise FlashAttnValueError(
             f"dropout_p > 0 cannot be combined with softcap > 0 (got dropout_p={dropout_p}, softcap={softcap})"
@@ -709,3 +709,154 @@ def check_packed(name: str, t, ndim: int, axis: int, count: int, layout: str) ->
     _require_tensor(name, t)
     if t.dim() != ndim or t.shape[axis] != count:
         raise FlashAttnValueError(f"{name} must be {ndim}-D {layout}, got shape {_shape(t)}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Index tensors (opt-in: FLASH_ATTN_CHECK_INPUTS=1)
+# ----------------------------------------------------------------------------------------------------------
+#
+# The kernels never read or write outside the tensors of a call whatever the index tensors hold (csrc/flash/seqlen.h
+# and paged.h clamp them; a sequence longer than max_seqlen is still computed whole). A bad value there is still a
+# caller's bug, and with FLASH_ATTN_CHECK_INPUTS=1 the calls read these tensors on the host (one copy per call) and
+# raise FlashAttnIndexError for it. Off by default: the copy synchronises with the GPU, which stalls training and
+# cannot happen while a CUDA graph is being captured (the checks are skipped then).
+
+CHECK_INPUTS_ENV = "FLASH_ATTN_CHECK_INPUTS"
+
+
+class FlashAttnIndexError(FlashAttnValueError):
+    """A value in an index tensor (cu_seqlens, block_table, cache_batch_idx, ...) that does not fit the call."""
+
+
+def index_checks_enabled() -> bool:
+    import os
+
+    return os.environ.get(CHECK_INPUTS_ENV, "0") not in ("", "0")
+
+
+def _host_values(named: Sequence[Tuple[str, Optional[torch.Tensor]]]):
+    """{name: host int64 tensor} for the given tensors, copied in one transfer; None when there is nothing to check
+    (validation off, meta/fake tensors, CUDA graph capture)."""
+    tensors = [(name, t) for name, t in named if isinstance(t, torch.Tensor)]
+    if not index_checks_enabled() or not tensors:
+        return None
+    if any(t.device.type == "meta" for _, t in tensors) or any(_is_capturing(t) for _, t in tensors):
+        return None
+    flat = torch.cat([t.reshape(-1).to(torch.int64) for _, t in tensors]).cpu()
+    out, at = {}, 0
+    for name, t in tensors:
+        out[name] = flat[at:at + t.numel()].reshape(t.shape)
+        at += t.numel()
+    return out
+
+
+def _check_cu_seqlens_values(name: str, cu: torch.Tensor, total: int, total_name: str, max_name: str,
+                             max_seqlen: Optional[int]) -> torch.Tensor:
+    """Lengths of the sequences of a host cu_seqlens."""
+    if int(cu[0]) < 0:
+        raise FlashAttnIndexError(f"{name}[0] must be >= 0, got {int(cu[0])}")
+    lengths = cu[1:] - cu[:-1]
+    bad = (lengths < 0).nonzero()
+    if bad.numel():
+        i = int(bad[0, 0])
+        raise FlashAttnIndexError(
+            f"{name} must be non-decreasing, got {name}[{i + 1}] = {int(cu[i + 1])} < {name}[{i}] = {int(cu[i])}")
+    if int(cu[-1]) > total:
+        raise FlashAttnIndexError(
+            f"{name}[-1] = {int(cu[-1])} runs past the packed tokens: {total_name} = {total}")
+    if max_seqlen is not None and lengths.numel() and int(lengths.max()) > max_seqlen:
+        i = int(lengths.argmax())
+        raise FlashAttnIndexError(
+            f"{max_name} = {max_seqlen} is smaller than sequence {i}'s length {int(lengths[i])} "
+            f"({name}[{i + 1}] - {name}[{i}])")
+    return lengths
+
+
+def _check_range(name: str, values: torch.Tensor, lo, hi, what: str) -> None:
+    """Every entry of values (host, any shape; lo/hi scalars or per-entry tensors) in [lo, hi]."""
+    bad = ((values < lo) | (values > hi)).nonzero()
+    if bad.numel():
+        idx = tuple(int(i) for i in bad[0])
+        at = ", ".join(map(str, idx))
+        lo_v = int(lo[idx]) if isinstance(lo, torch.Tensor) else lo
+        hi_v = int(hi[idx]) if isinstance(hi, torch.Tensor) else hi
+        raise FlashAttnIndexError(f"{name}[{at}] = {int(values[idx])} must be in [{lo_v}, {hi_v}] ({what})")
+
+
+def _check_block_table_values(block_table: torch.Tensor, used: torch.Tensor, page_size: int, num_pages: int,
+                              k_name: str) -> None:
+    """The entries a sequence of used[b] keys reads (the first ceil(used / page_size)) name pages of the cache;
+    entries past them are never read and may hold anything (Hugging Face pads with -1)."""
+    blocks = (used.clamp(min=0) + page_size - 1) // page_size
+    in_use = torch.arange(block_table.shape[1])[None, :] < blocks[:, None]
+    bad = (in_use & ((block_table < 0) | (block_table >= num_pages))).nonzero()
+    if bad.numel():
+        b, j = (int(i) for i in bad[0])
+        raise FlashAttnIndexError(
+            f"block_table[{b}, {j}] = {int(block_table[b, j])} is not a page of {k_name} ({k_name}.shape[0] = "
+            f"{num_pages} pages); sequence {b} uses its first {int(blocks[b])} entries")
+
+
+def check_varlen_index_values(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_table=None,
+                              seqused_k=None, leftpad_k=None) -> None:
+    """FLASH_ATTN_CHECK_INPUTS=1: a varlen call's cu_seqlens (non-decreasing, within q/k's rows, lengths up to
+    max_seqlen), seqused_k / leftpad_k and the block-table entries in use."""
+    host = _host_values((("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k), ("block_table", block_table),
+                         ("seqused_k", seqused_k), ("leftpad_k", leftpad_k)))
+    if host is None:
+        return
+    paged = block_table is not None
+    _check_cu_seqlens_values("cu_seqlens_q", host["cu_seqlens_q"], q.shape[0], "q.shape[0]", "max_seqlen_q",
+                             max_seqlen_q)
+    k_total = block_table.shape[1] * k.shape[1] if paged else k.shape[0]
+    keys = _check_cu_seqlens_values("cu_seqlens_k", host["cu_seqlens_k"], math.inf if paged else k_total,
+                                    "k.shape[0]", "max_seqlen_k", None if seqused_k is not None else max_seqlen_k)
+    if paged:
+        _check_range("cu_seqlens_k lengths", keys, 0, k_total, "a sequence fits the block table's "
+                     f"{block_table.shape[1]} pages of {k.shape[1]}")
+    used = keys
+    if seqused_k is not None:
+        used = host["seqused_k"]
+        _check_range("seqused_k", used, 0, keys, "at most the sequence's keys from cu_seqlens_k")
+        if max_seqlen_k is not None and used.numel() and int(used.max()) > max_seqlen_k:
+            raise FlashAttnIndexError(
+                f"max_seqlen_k = {max_seqlen_k} is smaller than seqused_k[{int(used.argmax())}] = {int(used.max())}")
+    if leftpad_k is not None:
+        _check_range("leftpad_k", host["leftpad_k"], 0, used, "at most the keys in use")
+    if paged:
+        _check_block_table_values(host["block_table"], used, k.shape[1], k.shape[0], "k")
+
+
+def check_kvcache_index_values(k_cache, cache_seqlens, seqlen_new: int, cache_batch_idx=None, cache_leftpad=None,
+                               block_table=None) -> None:
+    """FLASH_ATTN_CHECK_INPUTS=1: flash_attn_with_kvcache's cache_batch_idx (rows of k_cache), cache_leftpad (within
+    the keys in use) and the block-table entries in use (cache_seqlens + the appended keys)."""
+    host = _host_values((("cache_seqlens", cache_seqlens), ("cache_batch_idx", cache_batch_idx),
+                         ("cache_leftpad", cache_leftpad), ("block_table", block_table)))
+    if host is None:
+        return
+    if cache_batch_idx is not None:
+        _check_range("cache_batch_idx", host["cache_batch_idx"], 0, k_cache.shape[0] - 1,
+                     f"a row of k_cache, whose batch size is {k_cache.shape[0]}")
+    capacity = block_table.shape[1] * k_cache.shape[1] if block_table is not None else k_cache.shape[1]
+    used = host["cache_seqlens"] + seqlen_new if cache_seqlens is not None else None
+    if used is not None:
+        _check_range("cache_seqlens", host["cache_seqlens"], 0, capacity - seqlen_new,
+                     f"the cached and {seqlen_new} appended tokens fit the cache's {capacity} positions")
+    if cache_leftpad is not None:
+        hi = used if used is not None else capacity
+        _check_range("cache_leftpad", host["cache_leftpad"], 0, hi, "at most the keys in use")
+    if block_table is not None:
+        if used is None:
+            used = torch.full((block_table.shape[0],), capacity, dtype=torch.int64)
+        _check_block_table_values(host["block_table"], used, k_cache.shape[1], k_cache.shape[0], "k_cache")
+
+
+def check_rotary_index_values(x, cu_seqlens, max_seqlen) -> None:
+    """FLASH_ATTN_CHECK_INPUTS=1: apply_rotary's varlen cu_seqlens (non-decreasing, within x's rows, lengths up to
+    max_seqlen)."""
+    host = _host_values((("cu_seqlens", cu_seqlens),))
+    if host is None:
+        return
+    _check_cu_seqlens_values("cu_seqlens", host["cu_seqlens"], x.shape[0], "x.shape[0]", "max_seqlen",
+                             None if max_seqlen is None else int(max_seqlen))

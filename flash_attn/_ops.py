@@ -68,7 +68,7 @@ def _launch_fwd(q, k, v, dropout_p, softmax_scale, causal, window_size_left, win
 
 def _launch_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
                        softmax_scale, causal, window_size_left, window_size_right, softcap, alibi_slopes,
-                       return_softmax, block_table, leftpad_k, seqused_k, zero_tensors):
+                       return_softmax, block_table, leftpad_k, seqused_k, zero_tensors, num_splits=0):
     paged = block_table is not None
     _checks.check_varlen_tensors(q, k, v, cu_seqlens_q, cu_seqlens_k, require_padded=True, paged=paged)
     batch = cu_seqlens_q.shape[0] - 1
@@ -84,8 +84,11 @@ def _launch_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_se
             ("leftpad_k", leftpad_k)),
     )
     _checks.check_build(q.dtype, q.shape[-1], q.device)
+    _checks.check_varlen_index_values(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_table,
+                                      seqused_k, leftpad_k)
     total_q, h, _ = q.shape
-    if total_q == 0 or k.shape[0] == 0 or max_seqlen_k == 0 or max_seqlen_q == 0:
+    # max_seqlen == 0 still launches: the lengths come from cu_seqlens, which a stale bound may understate.
+    if total_q == 0 or k.shape[0] == 0:
         s_dmask_shape = _s_dmask_shape(batch, h, max_seqlen_q, max_seqlen_k, dropout_p, return_softmax)
         return _empty_result(q, (h, total_q), s_dmask_shape)
     ext = _require_extension()
@@ -93,9 +96,22 @@ def _launch_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_se
     out, lse, s_dmask, rng_state = ext.varlen_fwd(
         q, k, v, _poisoned_out(q), cu_seqlens_q, cu_seqlens_k, seqused_k, leftpad_k, block_table,
         alibi_slopes, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, zero_tensors, causal,
-        window_size_left, window_size_right, softcap, return_softmax, None,
+        window_size_left, window_size_right, softcap, return_softmax, None, num_splits,
     )
     return out, lse, s_dmask, rng_state
+
+
+def _check_varlen_num_splits(num_splits, block_table) -> int:
+    """The private varlen forward's num_splits (0 = heuristic, 1 = no split, n > 1 = split the keys n ways): an int
+    >= 0, and at most 1 with a paged K/V (as in flash-attn 2.8)."""
+    num_splits = _checks.as_int("num_splits", num_splits)
+    if num_splits < 0:
+        raise _checks.FlashAttnValueError(f"num_splits must be >= 0 (0 = heuristic), got {num_splits}")
+    if num_splits > 1 and block_table is not None:
+        raise _checks.FlashAttnValueError(
+            f"num_splits > 1 is not supported with paged KV (block_table), got num_splits={num_splits}"
+        )
+    return num_splits
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -155,9 +171,10 @@ def _flash_attn_varlen_forward(
     zero_tensors: bool = False,
     num_splits: int = 0,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    num_splits = _check_varlen_num_splits(num_splits, block_table)
     return _launch_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
                               softmax_scale, causal, window_size_left, window_size_right, softcap, alibi_slopes,
-                              return_softmax, block_table, leftpad_k, seqused_k, zero_tensors)
+                              return_softmax, block_table, leftpad_k, seqused_k, zero_tensors, num_splits)
 
 
 @_flash_attn_varlen_forward.register_fake
@@ -165,6 +182,7 @@ def _flash_attn_varlen_forward_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seq
                                     softmax_scale, causal, window_size_left=-1, window_size_right=-1, softcap=0.0,
                                     alibi_slopes=None, return_softmax=False, block_table=None, leftpad_k=None,
                                     seqused_k=None, zero_tensors=False, num_splits=0):
+    _check_varlen_num_splits(num_splits, block_table)  # the same error while tracing as in eager
     total_q, h, _ = q.shape
     out = torch.empty_like(q)
     lse = q.new_empty((h, total_q), dtype=torch.float32)
@@ -228,7 +246,8 @@ def _launch_varlen_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q
                           + (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)))
     _checks.check_build(q.dtype, q.shape[-1], q.device)
     batch = cu_seqlens_q.shape[0] - 1
-    if total_q == 0 or k.shape[0] == 0 or max_seqlen_q == 0 or max_seqlen_k == 0:
+    _checks.check_varlen_index_values(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    if total_q == 0 or k.shape[0] == 0:
         _zero_grads(dq, dk, dv)
         return torch.zeros((h, total_q + 128 * batch), dtype=torch.float32, device=q.device)
     _poison_grads(dq, dk, dv)

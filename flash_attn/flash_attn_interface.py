@@ -5,6 +5,7 @@ Each public function hands its arguments to a ``torch.autograd.Function`` whose 
 slices the padding off the output.
 """
 
+import inspect
 import os
 from typing import Optional, Union
 
@@ -12,20 +13,27 @@ import torch
 import torch.nn.functional as F
 
 from flash_attn import _checks
+from flash_attn import _ops
 from flash_attn._ops import _poisoned_out, _require_extension
 from flash_attn._ops import flash_attn_gpu  # noqa: F401  (re-exported: the extension, or None if not built)
 
 USE_TRITON_ROCM = os.getenv("FLASH_ATTENTION_TRITON_AMD_ENABLE", "FALSE") == "TRUE"
 
-# The custom ops (torch.compile sees them as opaque calls with fake implementations).
-_flash_attn_forward = torch.ops.flash_attn._flash_attn_forward
-_flash_attn_varlen_forward = torch.ops.flash_attn._flash_attn_varlen_forward
-_wrapped_flash_attn_forward = _flash_attn_forward
-_wrapped_flash_attn_varlen_forward = _flash_attn_varlen_forward
-_flash_attn_backward = torch.ops.flash_attn._flash_attn_backward
-_flash_attn_varlen_backward = torch.ops.flash_attn._flash_attn_varlen_backward
-_wrapped_flash_attn_backward = _flash_attn_backward
-_wrapped_flash_attn_varlen_backward = _flash_attn_varlen_backward
+# The private entry points, as in flash-attn 2.8: `_flash_attn_*` are the torch.library custom op definitions
+# (CustomOpDef: callable with the op's positional/keyword arguments; ring-flash-attention reads their parameters from
+# `._init_fn`) and `_wrapped_flash_attn_*` the registered ops torch.ops.flash_attn.* (what the autograd Functions
+# below call; torch.compile sees them as opaque calls with fake implementations).
+_flash_attn_forward = _ops._flash_attn_forward
+_flash_attn_varlen_forward = _ops._flash_attn_varlen_forward
+_flash_attn_backward = _ops._flash_attn_backward
+_flash_attn_varlen_backward = _ops._flash_attn_varlen_backward
+for _op in (_flash_attn_forward, _flash_attn_varlen_forward, _flash_attn_backward, _flash_attn_varlen_backward):
+    _op.__signature__ = inspect.signature(_op._init_fn)  # inspect.signature(_flash_attn_forward): the real parameters
+del _op
+_wrapped_flash_attn_forward = torch.ops.flash_attn._flash_attn_forward
+_wrapped_flash_attn_varlen_forward = torch.ops.flash_attn._flash_attn_varlen_forward
+_wrapped_flash_attn_backward = torch.ops.flash_attn._flash_attn_backward
+_wrapped_flash_attn_varlen_backward = torch.ops.flash_attn._flash_attn_varlen_backward
 
 
 def maybe_contiguous(x):
@@ -65,7 +73,7 @@ def _return(out, softmax_lse, s_dmask, return_softmax):
 def _run_dense(ctx, q, k, v, head_size_og, dropout_p, softmax_scale, causal, window_size, softcap,
                alibi_slopes, deterministic, return_softmax, is_grad):
     """q, k, v: last dim contiguous, already padded; options already validated on the unpadded tensors."""
-    out_padded, softmax_lse, s_dmask, rng_state = _flash_attn_forward(
+    out_padded, softmax_lse, s_dmask, rng_state = _wrapped_flash_attn_forward(
         q, k, v, dropout_p, softmax_scale, causal, window_size[0], window_size[1], softcap, alibi_slopes,
         bool(return_softmax and dropout_p > 0),
     )
@@ -85,7 +93,7 @@ def _run_dense(ctx, q, k, v, head_size_og, dropout_p, softmax_scale, causal, win
 def _run_varlen(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, head_size_og, dropout_p,
                 softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic, return_softmax,
                 block_table, is_grad):
-    out_padded, softmax_lse, s_dmask, rng_state = _flash_attn_varlen_forward(
+    out_padded, softmax_lse, s_dmask, rng_state = _wrapped_flash_attn_varlen_forward(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
         window_size[0], window_size[1], softcap, alibi_slopes, bool(return_softmax and dropout_p > 0),
         block_table,
@@ -110,7 +118,7 @@ def _bwd_dense(ctx, dout, dq, dk, dv):
     """Run the backward op into dq, dk, dv (padded head dim; may be views of one packed buffer)."""
     q, k, v, out, softmax_lse, rng_state = ctx.saved_tensors
     dout = _pad_head_dim(maybe_contiguous(dout))
-    _flash_attn_backward(
+    _wrapped_flash_attn_backward(
         dout, q, k, v, out, softmax_lse, dq, dk, dv, ctx.dropout_p, ctx.softmax_scale, ctx.causal,
         ctx.window_size[0], ctx.window_size[1], ctx.softcap, ctx.alibi_slopes, ctx.deterministic, rng_state,
     )
@@ -119,7 +127,7 @@ def _bwd_dense(ctx, dout, dq, dk, dv):
 def _bwd_varlen(ctx, dout, dq, dk, dv):
     q, k, v, out, softmax_lse, cu_seqlens_q, cu_seqlens_k, rng_state = ctx.saved_tensors
     dout = _pad_head_dim(maybe_contiguous(dout))
-    _flash_attn_varlen_backward(
+    _wrapped_flash_attn_varlen_backward(
         dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k, ctx.max_seqlen_q,
         ctx.max_seqlen_k, ctx.dropout_p, ctx.softmax_scale, ctx.causal, ctx.window_size[0], ctx.window_size[1],
         ctx.softcap, ctx.alibi_slopes, ctx.deterministic, rng_state,
@@ -302,7 +310,7 @@ def flash_attn_qkvpacked_func(
     softmax_scale=None,
     causal=False,
     window_size=(-1, -1),  # -1 means infinite context window
-    softcap=0.0,  # 0.0 = off; must be >= 0
+    softcap=0.0,  # 0.0 means deactivated (as does any value < 0, as in 2.x)
     alibi_slopes=None,
     deterministic=False,
     return_attn_probs=False,
@@ -484,6 +492,8 @@ def flash_attn_with_kvcache(
     )
     head_dim = q.shape[-1]
     _checks.check_build(q.dtype, head_dim, q.device)
+    _checks.check_kvcache_index_values(k_cache, cfg.cache_seqlens, 0 if k is None else k.shape[1], cache_batch_idx,
+                                       cache_leftpad, block_table)
     ext = _require_extension()
     q, k, v = (None if x is None else _checks.vector_aligned(maybe_contiguous(x)) for x in (q, k, v))
     k_cache_og, v_cache_og = k_cache, v_cache

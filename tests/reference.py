@@ -262,12 +262,12 @@ class ReferenceLauncher:
 
     def varlen_fwd(self, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
                    softmax_scale, causal, window_size_left, window_size_right, softcap, alibi_slopes,
-                   return_softmax, block_table, leftpad_k, seqused_k, zero_tensors):
+                   return_softmax, block_table, leftpad_k, seqused_k, zero_tensors, num_splits=0):
         assert q.shape[-1] % 8 == 0, "the op must see a padded head dim"
         assert isinstance(max_seqlen_q, int) and isinstance(max_seqlen_k, int)
         self.calls.append(("varlen_fwd", dict(q_shape=tuple(q.shape), softmax_scale=softmax_scale, causal=causal,
                                               max_seqlen=(max_seqlen_q, max_seqlen_k),
-                                              window=(window_size_left, window_size_right))))
+                                              window=(window_size_left, window_size_right), num_splits=num_splits)))
         o, lse = attention_varlen_ref(q, k, v, cu_seqlens_q.tolist(), cu_seqlens_k.tolist(), causal,
                                       softmax_scale, window=(window_size_left, window_size_right), softcap=softcap,
                                       alibi_slopes=alibi_slopes)

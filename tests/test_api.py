@@ -78,8 +78,10 @@ def test_exports():
     for name in ["flash_attn_gpu", "USE_TRITON_ROCM", "_get_block_size_n", "_flash_attn_forward",
                  "_flash_attn_varlen_forward", "maybe_contiguous", "round_multiple"]:
         assert hasattr(fai, name), name
-    assert fai._flash_attn_forward is torch.ops.flash_attn._flash_attn_forward
-    assert fai._flash_attn_varlen_forward is torch.ops.flash_attn._flash_attn_varlen_forward
+    assert fai._flash_attn_forward._opoverload is torch.ops.flash_attn._flash_attn_forward.default
+    assert fai._flash_attn_varlen_forward._opoverload is torch.ops.flash_attn._flash_attn_varlen_forward.default
+    assert fai._wrapped_flash_attn_forward is torch.ops.flash_attn._flash_attn_forward
+    assert fai._wrapped_flash_attn_varlen_forward is torch.ops.flash_attn._flash_attn_varlen_forward
     assert isinstance(fai.USE_TRITON_ROCM, bool)
 
 

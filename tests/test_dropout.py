@@ -187,3 +187,33 @@ def test_dropout_varlen(dtype):
         if k1 > k0:
             assert_close_to_ref(f"dk[{i}]", grads[1][None, k0:k1], refs[0][1], refs[1][1])
             assert_close_to_ref(f"dv[{i}]", grads[2][None, k0:k1], refs[0][2], refs[1][2])
+
+
+# 2.x's dropped-fraction check (its test_flash_attn_output / _varlen_output): S_dmask < 0 over the valid entries
+# within 0.01 of p, on small and odd shapes, batch 9 x 6 heads, dense and varlen (2.x's random padding: lengths
+# down to 20 below the maximum). seqlen_q 1 is the short-query (decode) shape: dropout calls always run the main
+# kernel (the split-KV kernel has no dropout), and this checks its 16-row tiles with a single valid row.
+FRACTION_SHAPES = [(sq, sk) for sq in (1, 17, 113) for sk in (147, 239, 1023)]
+
+
+@pytest.mark.parametrize("varlen", [False, True])
+@pytest.mark.parametrize("sq,sk", FRACTION_SHAPES)
+def test_dropped_fraction_small_shapes(sq, sk, varlen):
+    d, dtype, p, b, h = built_head_dim(), torch.bfloat16, 0.17, 9, 6
+    require_kernel(dtype, d)
+    seed = 100 * sq + sk + (7 if varlen else 0)
+    gen = torch.Generator().manual_seed(seed)
+    lq = [max(1, sq - int(x)) for x in torch.randint(0, 21, (b,), generator=gen)] if varlen else [sq] * b
+    lk = [max(1, sk - int(x)) for x in torch.randint(0, 21, (b,), generator=gen)] if varlen else [sk] * b
+    q = _randn((sum(lq), h, d), dtype, seed)
+    k, v = _randn((sum(lk), h, d), dtype, seed + 1), _randn((sum(lk), h, d), dtype, seed + 2)
+    torch.manual_seed(seed)
+    if varlen:
+        _, _, s_dmask = flash_attn_varlen_func(q, k, v, _cu(lq), _cu(lk), max(lq), max(lk), dropout_p=p,
+                                               return_attn_probs=True)
+    else:
+        _, _, s_dmask = flash_attn_func(q.view(b, sq, h, d), k.view(b, sk, h, d), v.view(b, sk, h, d), dropout_p=p,
+                                        return_attn_probs=True)
+    dropped = sum(int((s_dmask[i, :, :lq[i], :lk[i]] < 0).sum()) for i in range(b))
+    fraction = dropped / (h * sum(a * c for a, c in zip(lq, lk)))
+    assert abs(fraction - p) <= 0.01, (fraction, p)

@@ -13,7 +13,11 @@
 #   BUILD           inplace (default: python3 setup.py build_ext --inplace, incremental via build/),
 #                   pip (python3 -m pip install --no-build-isolation --no-deps -e .), 0 (skip)
 #   TESTS           1 (default) or 0;   PYTEST_ARGS   extra pytest arguments (e.g. "-x -k fwd", "-m slow")
+#   TEST_PATHS      what pytest collects (default tests)
 #   TESTS_TIMEOUT   seconds for pytest (default: none)
+#   SANITIZE        1 (default with TESTS=1): run SANITIZE_TESTS under compute-sanitizer --tool memcheck (bad index
+#                   tensors must not make any kernel access memory out of bounds); 0 to skip
+#   SANITIZE_TESTS  pytest arguments for that run (default: tests/test_bad_inputs.py)
 #   BENCH           quick (default), full, 0;   BENCH_ARGS   extra benchmark arguments
 #   BENCH_DIRECTIONS  space-separated benchmark directions (default "fwd"; e.g. "fwd fwd_bwd bwd")
 #
@@ -36,6 +40,7 @@ T0=$(date +%s)
 section() { printf '\n===== [%4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
 
 build_status="skipped"; build_secs="-"; test_status="skipped"; test_line="-"; bench_status="skipped"
+sanitize_status="skipped"
 fail=0
 
 # --- environment -----------------------------------------------------------------------------------
@@ -84,12 +89,12 @@ fi
 
 # --- tests -----------------------------------------------------------------------------------------
 if [[ "$TESTS" != 0 && $fail -eq 0 ]]; then
-    section "tests: python3 -m pytest -q tests ${PYTEST_ARGS:-}" | tee "$OUT/tests.log"
+    section "tests: python3 -m pytest -q ${TEST_PATHS:-tests} ${PYTEST_ARGS:-}" | tee "$OUT/tests.log"
     tt=$(date +%s)
     timeout_cmd=()
     [[ -n "${TESTS_TIMEOUT:-}" ]] && timeout_cmd=(timeout "$TESTS_TIMEOUT")
     # shellcheck disable=SC2086
-    "${timeout_cmd[@]}" python3 -m pytest -q tests ${PYTEST_ARGS:-} 2>&1 | tee -a "$OUT/tests.log"
+    "${timeout_cmd[@]}" python3 -m pytest -q ${TEST_PATHS:-tests} ${PYTEST_ARGS:-} 2>&1 | tee -a "$OUT/tests.log"
     rc=$?
     test_line=$(grep -E '(passed|failed|error|skipped|deselected|no tests ran)' "$OUT/tests.log" | grep -E ' in [0-9.]+s' | tail -1)
     [[ -z "$test_line" ]] && test_line="(no pytest summary line)"
@@ -97,6 +102,22 @@ if [[ "$TESTS" != 0 && $fail -eq 0 ]]; then
     test_status="$test_status in $(( $(date +%s) - tt ))s"
 elif [[ "$TESTS" != 0 ]]; then
     test_status="not run (build failed)"
+fi
+
+# --- memcheck --------------------------------------------------------------------------------------
+# PYTORCH_NO_CUDA_MEMORY_CACHING: every tensor its own allocation, so an access past a tensor is past an allocation.
+if [[ "$TESTS" != 0 && "${SANITIZE:-1}" != 0 && "$build_status" != FAILED* ]]; then
+    section "memcheck: compute-sanitizer --tool memcheck pytest ${SANITIZE_TESTS:-tests/test_bad_inputs.py}" \
+        | tee "$OUT/sanitize.log"
+    ts=$(date +%s)
+    # shellcheck disable=SC2086
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 99 --print-limit 20 \
+        python3 -m pytest -q -p no:cacheprovider ${SANITIZE_TESTS:-tests/test_bad_inputs.py} 2>&1 \
+        | tee -a "$OUT/sanitize.log"
+    rc=$?
+    errors=$(grep -E '^========= ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)
+    if [[ $rc -eq 0 ]]; then sanitize_status="ok"; else sanitize_status="FAILED (rc $rc)"; fail=1; fi
+    sanitize_status="$sanitize_status in $(( $(date +%s) - ts ))s: ${errors:-no summary}"
 fi
 
 # --- benchmark -------------------------------------------------------------------------------------
@@ -124,6 +145,7 @@ fi
     echo "|---|---|"
     echo "| build ($BUILD) | $build_status, ${build_secs}s, MAX_JOBS=$MAX_JOBS, archs=${FLASH_ATTN_CUDA_ARCHS:-80;90} hdims=${FLASH_ATTN_HEADDIMS:-all} dtypes=${FLASH_ATTN_DTYPES:-all} |"
     echo "| tests | $test_status: $test_line |"
+    echo "| memcheck | $sanitize_status |"
     echo "| benchmark | $bench_status |"
     if [[ "$build_status" == FAILED* ]]; then
         echo

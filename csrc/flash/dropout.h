@@ -23,7 +23,7 @@ struct Dropout {
   uint64_t seed = 0;
   uint64_t offset = 0;       // counter base of this call (the generator's offset)
   uint64_t subsequence = 0;  // batch * num_heads + head
-  uint32_t key_groups = 0;   // ceil(max seqlen_k / 128): stride of the 16-row groups in the counter
+  uint32_t key_groups = 0;   // ceil(seqlen_k / 128): stride of the 16-row groups in the counter
   uint32_t keep_threshold = 255;
 
   // The Philox words serving the atom whose top-left score is (row, col), row % 16 < 8 and col even.
@@ -127,15 +127,17 @@ struct Dropout {
   }
 };
 
-// The Dropout of (batch, head) for this call; seed and offset come from device memory when params say so.
+// The Dropout of (batch, head) for this call, whose sequence has seqlen_k keys (the 16-row groups' stride in the
+// counter: a sequence's own length, so that a varlen call's understated max_seqlen_k cannot make two row groups
+// share counters); seed and offset come from device memory when params say so.
 template <class Params>
-CUTLASS_DEVICE Dropout make_dropout(Params const& params, int batch, int head) {
+CUTLASS_DEVICE Dropout make_dropout(Params const& params, int seqlen_k, int batch, int head) {
   Dropout d;
   d.seed = params.philox_seed_ptr != nullptr ? uint64_t(*params.philox_seed_ptr) : params.philox_seed;
   d.offset = params.philox_offset_ptr != nullptr ? uint64_t(*params.philox_offset_ptr) + params.philox_offset_extra
                                                  : params.philox_offset;
   d.subsequence = uint64_t(batch) * params.num_heads + head;
-  d.key_groups = uint32_t((params.seqlen_k + 127) / 128);
+  d.key_groups = uint32_t((seqlen_k + 127) / 128);
   d.keep_threshold = params.dropout_keep_threshold;
   return d;
 }

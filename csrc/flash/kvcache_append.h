@@ -37,13 +37,17 @@ struct KvcacheAppendParams {
 
   int const* cache_seqlens = nullptr;    // (batch,) int32: tokens already cached = where the new ones go
   int const* cache_batch_idx = nullptr;  // (batch,) int32 cache row of each batch entry; nullptr = identity
+  int cache_batch_rows = 0;              // rows of a dense cache: an entry outside [0, cache_batch_rows) is skipped
   // Paged caches (num_pages, page_size, ...): position p of batch b is slot p % page_size of page
   // block_table[b * block_table_batch_stride + p / page_size]; nullptr = contiguous caches.
   int const* block_table = nullptr;
   int64_t block_table_batch_stride = 0;
   int page_size = 0;
+  int num_pages = 0;  // a block-table entry outside [0, num_pages) is not written to (paged.h)
   int batch = 0, seqlen_new = 0, seqlen_q = 0, num_heads = 0, num_heads_k = 0, head_dim = 0;
-  int capacity = 0;  // cache rows; positions past it are not written (the binding checks outside graph capture)
+  // Cache rows per sequence; positions past it are not written (the binding checks outside graph capture), and a
+  // negative cache_seqlens entry counts as 0, as in the attention that follows (seqlen.h).
+  int capacity = 0;
 };
 
 void run_kvcache_append(KvcacheAppendParams const& params, DType dtype, cudaStream_t stream);

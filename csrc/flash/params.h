@@ -60,16 +60,21 @@ struct FwdParams {
   // negated (API.md); nullptr = not requested.
   void* __restrict__ s_dmask_ptr = nullptr;
   int64_t s_dmask_batch_stride = 0, s_dmask_head_stride = 0, s_dmask_row_stride = 0;
+  int s_dmask_rows = 0, s_dmask_cols = 0;  // its extent: a varlen sequence longer than max_seqlen writes no more
 
-  // Varlen: int32 (batch + 1,) prefix sums of sequence lengths; nullptr for dense inputs.
+  // Varlen: int32 (batch + 1,) prefix sums of sequence lengths; nullptr for dense inputs. total_q / total_k: the
+  // rows of the packed q / k tensors, which bound every sequence (seqlen.h clamps the prefix sums to them).
   int const* __restrict__ cu_seqlens_q = nullptr;
   int const* __restrict__ cu_seqlens_k = nullptr;
+  int total_q = 0;
+  int total_k = 0;
   // KV cache (dense K/V of capacity seqlen_k), int32 (batch,) each, nullptr = off: seqused_k, the keys in use
   // (clamped to seqlen_k); kv_batch_idx, the K/V batch row of each query batch entry; leftpad_k, the first
   // valid key, from which the sequence (and its bottom-right alignment) starts.
   int const* __restrict__ seqused_k = nullptr;
   int seqused_k_extra = 0;  // added to every seqused_k entry: the keys this call appended (kv cache)
   int const* __restrict__ kv_batch_idx = nullptr;
+  int kv_batch_rows = 0;  // batch rows of a dense KV cache: a kv_batch_idx entry outside [0, kv_batch_rows) has no keys
   int const* __restrict__ leftpad_k = nullptr;
   // Paged KV cache: K/V are (num_pages, page_size, num_heads_k, d) (batch strides = page strides) and key
   // position p of batch b sits in page block_table[b * block_table_batch_stride + p / page_size], slot
@@ -77,6 +82,8 @@ struct FwdParams {
   int const* __restrict__ block_table = nullptr;
   int64_t block_table_batch_stride = 0;
   int page_size = 0;
+  int num_pages = 0;        // pages of the cache: entries outside [0, num_pages) are never dereferenced (paged.h)
+  int block_table_cols = 0;  // entries per sequence: a sequence holds at most block_table_cols * page_size keys
 
   // Split-KV forward (sm80/fwd_split_kernel.h): the key range of each query row is split num_splits ways.
   // With num_splits > 1 each split writes its normalised partial output and lse (fp32) to
@@ -134,7 +141,7 @@ struct BwdParams : FwdParams {
   int64_t dq_accum_batch_stride = 0, dq_accum_row_stride = 0, dq_accum_head_stride = 0;
 
   // deterministic: key blocks add their dQ contributions in key-block order, sequenced by one int32
-  // counter per (batch, head, query block) (zero-initialised, laid out (b, h, num_m_blocks)).
+  // counter per 16 rows of dq_accum (zero-initialised, sm80/dq_accum.h: dq_turn_counter).
   bool deterministic = false;
   int* __restrict__ dq_semaphore = nullptr;
 };

@@ -31,14 +31,14 @@ struct RotaryTable {
     }
   }
 
-  // dst[a], dst[b] <- src[a], src[b] rotated to position pos; a position without a table row (pos >= seqlen_ro)
-  // is left as is, as is every pair past rotary_dim. Rounded multiplies, no FMA contraction: results equal a
+  // dst[a], dst[b] <- src[a], src[b] rotated to position pos; a position without a table row (pos < 0 or
+  // pos >= seqlen_ro) is left as is, as is every pair past rotary_dim. Rounded multiplies, no FMA contraction: results equal a
   // plain fp32 PyTorch rotation bit for bit.
   CUTLASS_DEVICE void apply(Element const* src, Element* dst, int j, int pos) const {
     int a, b;
     channels(j, a, b);
     float const x = float(src[a]), y = float(src[b]);
-    if (cos != nullptr && j < rotary_dim / 2 && pos < seqlen_ro) {
+    if (cos != nullptr && j < rotary_dim / 2 && pos >= 0 && pos < seqlen_ro) {
       int64_t const at = int64_t(pos) * row_stride + j;
       float const c = float(cos[at]);
       float const s = conjugate ? -float(sin[at]) : float(sin[at]);

@@ -20,7 +20,10 @@ struct RotaryApplyParams {
   int64_t table_row_stride = 0;
   int seqlen_ro = 0;
   int rotary_dim = 0;
-  int const* cu_seqlens = nullptr;  // varlen: (batch + 1,) int32; nullptr = dense
+  // varlen: (batch + 1,) int32, clamped to [0, total] like the attention's (seqlen.h); nullptr = dense. A sequence
+  // longer than seqlen (the caller's max_seqlen) is rotated whole.
+  int const* cu_seqlens = nullptr;
+  int total = 0;  // varlen: rows of x
   // Position of row i of sequence b: i + offsets[b] (int32 or int64 per-batch offsets) or i + offset.
   int const* offsets32 = nullptr;
   int64_t const* offsets64 = nullptr;

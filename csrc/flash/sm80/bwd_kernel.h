@@ -49,24 +49,32 @@ struct BwdKernel {
   using TileS = Shape<Int<kBlockM>, Int<kBlockN>>;
 
   CUTE_DEVICE static void run(BwdParams const& params, char* smem) {
-    int const tidx = threadIdx.x;
     // grid = (n_blocks * batch, kv heads); key blocks of one sequence are consecutive, so the dQ turn order
     // (key-block order) is also the launch order.
     int const num_n_blocks = (params.seqlen_k + kBlockN - 1) / kBlockN;
     int const batch = int(blockIdx.x) / num_n_blocks;
-    int const n_block = int(blockIdx.x) - batch * num_n_blocks;
+    int const first_n_block = int(blockIdx.x) - batch * num_n_blocks;
     int const kv_head = blockIdx.y;
-
     SeqlenInfo const seq(params, batch);
+    // A varlen sequence with more keys than the grid's max_seqlen_k (an understated bound): the CTAs of its batch
+    // take the extra key blocks in turn. Each CTA's blocks ascend, and every block it waits for in deterministic
+    // mode is lower, handled by a CTA of the same batch and head: the turns still cannot deadlock.
+    for (int n_block = first_n_block; n_block * kBlockN < seq.seqlen_k; n_block += num_n_blocks) {
+      if (n_block != first_n_block) { __syncthreads(); }  // the previous block's dK/dV stores are done with smem
+      run_block(params, smem, seq, batch, kv_head, n_block);
+    }
+  }
+
+  CUTE_DEVICE static void run_block(BwdParams const& params, char* smem, SeqlenInfo const& seq, int batch,
+                                    int kv_head, int n_block) {
+    int const tidx = threadIdx.x;
     int const key_base = n_block * kBlockN;
-    if (key_base >= seq.seqlen_k) { return; }
     int const keys_left = seq.seqlen_k - key_base;
     int m_block_min, m_block_max;
     Range::query_blocks(n_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, m_block_min,
                         m_block_max);
     int const num_m_steps = m_block_max > m_block_min ? m_block_max - m_block_min : 0;
     int const num_steps = num_m_steps * params.head_ratio;  // every query head of the group
-    int const num_m_blocks_total = (params.seqlen_q + kBlockM - 1) / kBlockM;
 
     // Global tiles of this key block.
     auto kv_tile = [&](void const* base, int64_t batch_stride, int64_t row_stride, int64_t head_stride) {
@@ -271,7 +279,7 @@ struct BwdKernel {
         scores_to_probs(probs, lse_log2, params.score_scale_log2);
         uint32_t keep[Dropout::kKeepWords<kRows, kCols>];  // dropout keep bits, drawn before dP's registers are live
         if constexpr (kDropout) {
-          Dropout const dropout = make_dropout(params, batch, head);
+          Dropout const dropout = make_dropout(params, seq.seqlen_k, batch, head);
           dropout.template keep_bits<kRows, kCols, Traits::kWarpsN_SdP>(keep, score_coords, row_base, key_base);
         }
 
@@ -319,7 +327,7 @@ struct BwdKernel {
         clear(acc_dq);
         gemm_smem_smem(acc_dq, tdQrdS, tdQrKt, tdQsdS, tdQsKt, mma_dq, copy_dq_a, copy_dq_b, thr_copy_dq_a,
                        thr_copy_dq_b);
-        add_dq(params, seq, batch, head, m_block, n_block, num_m_blocks_total, acc_dq, tidx);
+        add_dq(params, seq, batch, head, m_block, n_block, acc_dq, tidx);
 
         gemm_smem_smem(acc_dk, tdKrdSt, tdKrQt, tdKsdSt, tdKsQt(_, _, _, stage), mma_dkv, copy_dkv_a, copy_dkv_b,
                        thr_copy_dkv_a, thr_copy_dkv_b);
@@ -363,9 +371,9 @@ struct BwdKernel {
   // in key-block order, so every element sees the same sequence of additions.
   template <class AccdQ>
   CUTE_DEVICE static void add_dq(BwdParams const& params, SeqlenInfo const& seq, int batch, int head, int m_block,
-                                 int n_block, int num_m_blocks_total, AccdQ const& acc_dq, int tidx) {
-    Tensor accum = dq_accum_fragment<Traits::kNThreads>(dq_accum_tile<kBlockM>(params, seq, batch, head, m_block),
-                                                        acc_dq, tidx);
+                                 int n_block, AccdQ const& acc_dq, int tidx) {
+    float* tile = dq_accum_tile<kBlockM>(params, seq, batch, head, m_block);
+    Tensor accum = dq_accum_fragment<Traits::kNThreads>(tile, acc_dq, tidx);
     int* turn = nullptr;
     int order = 0;  // this key block's place among the key blocks that see the query block
     if (params.deterministic) {
@@ -374,11 +382,11 @@ struct BwdKernel {
       Range::key_blocks(m_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, n_block_min,
                         n_block_max);
       order = n_block - n_block_min;
-      turn = params.dq_semaphore + (int64_t(batch) * params.num_heads + head) * num_m_blocks_total + m_block;
+      turn = dq_turn_counter(params, tile);
       wait_for_turn(turn, order);
     }
     reduce_add_fragment(accum, acc_dq);
-    if (params.deterministic) { pass_turn(turn, order + 1); }
+    if (params.deterministic) { pass_turn(turn); }
   }
 };
 

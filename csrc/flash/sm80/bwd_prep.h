@@ -18,23 +18,11 @@ namespace flash::sm80 {
 
 using namespace cute;
 
-// grid = (num_m_blocks * batch, heads); returns false for a query block past this sequence's end.
+// One query block of a (batch, head): grid = (num_m_blocks * batch, heads).
 template <int kBlockM>
 struct QueryBlock {
   int batch, head, m_block, row_base, rows_left;
   SeqlenInfo seq;
-
-  CUTE_DEVICE static int batch_of(BwdParams const& params) {
-    return int(blockIdx.x) / ((params.seqlen_q + kBlockM - 1) / kBlockM);
-  }
-
-  CUTE_DEVICE explicit QueryBlock(BwdParams const& params) : batch(batch_of(params)), seq(params, batch) {
-    int const num_m_blocks = (params.seqlen_q + kBlockM - 1) / kBlockM;
-    m_block = int(blockIdx.x) - batch * num_m_blocks;
-    head = blockIdx.y;
-    row_base = m_block * kBlockM;
-    rows_left = seq.seqlen_q - row_base;
-  }
 
   template <class T>
   CUTE_DEVICE T* row_ptr(T* base, int64_t batch_stride, int64_t row_stride, int64_t head_stride, int row) const {
@@ -43,14 +31,25 @@ struct QueryBlock {
   }
 };
 
+// fn(block) for this CTA's query block and, when a varlen sequence is longer than the grid's max_seqlen_q (an
+// understated bound), for every num_m_blocks-th block after it; nothing for a block past the sequence's end.
+template <int kBlockM, class Fn>
+CUTE_DEVICE void for_each_query_block(BwdParams const& params, Fn&& fn) {
+  int const num_m_blocks = (params.seqlen_q + kBlockM - 1) / kBlockM;
+  int const batch = int(blockIdx.x) / num_m_blocks;
+  int const first = int(blockIdx.x) - batch * num_m_blocks;
+  SeqlenInfo const seq(params, batch);
+  for (int m_block = first; m_block * kBlockM < seq.seqlen_q; m_block += num_m_blocks) {
+    if (m_block != first) { __syncthreads(); }  // the previous block is done with shared memory
+    fn(QueryBlock<kBlockM>{batch, int(blockIdx.y), m_block, m_block * kBlockM, seq.seqlen_q - m_block * kBlockM, seq});
+  }
+}
+
 template <class Traits>
-__global__ void __launch_bounds__(Traits::kNThreads) bwd_prep_kernel(__grid_constant__ const BwdParams params) {
+CUTE_DEVICE void bwd_prep_block(BwdParams const& params, QueryBlock<Traits::kBlockM> const& blk) {
   using Element = typename Traits::Element;
   constexpr int kBlockM = Traits::kBlockM;
-  QueryBlock<kBlockM> const blk(params);
-  if (blk.rows_left <= 0) { return; }
   int const tidx = threadIdx.x;
-
   float4* tile = reinterpret_cast<float4*>(dq_accum_tile<kBlockM>(params, blk.seq, blk.batch, blk.head, blk.m_block));
   for (int i = tidx; i < kBlockM * Traits::kHeadDim / 4; i += Traits::kNThreads) {
     tile[i] = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -94,13 +93,10 @@ __global__ void __launch_bounds__(Traits::kNThreads) bwd_prep_kernel(__grid_cons
 }
 
 template <class Traits, bool kEvenCols>
-__global__ void __launch_bounds__(Traits::kNThreads) bwd_convert_dq_kernel(__grid_constant__ const BwdParams params) {
+CUTE_DEVICE void bwd_convert_dq_block(BwdParams const& params, QueryBlock<Traits::kBlockM> const& blk, char* smem) {
   using Element = typename Traits::Element;
   constexpr int kBlockM = Traits::kBlockM;
   using TileQ = Shape<Int<kBlockM>, Int<Traits::kHeadDim>>;
-  extern __shared__ __align__(128) char smem[];
-  QueryBlock<kBlockM> const blk(params);
-  if (blk.rows_left <= 0) { return; }
   int const tidx = threadIdx.x;
 
   typename Traits::TiledMmadQ mma_dq;
@@ -117,6 +113,23 @@ __global__ void __launch_bounds__(Traits::kNThreads) bwd_convert_dq_kernel(__gri
                             params.dq_head_stride, 0);
   Tensor gdQ = make_tensor(make_gmem_ptr(dq), TileQ{}, make_stride(params.dq_row_stride, _1{}));
   smem_to_gmem<kEvenCols>(typename Traits::GmemTiledCopyStore{}, sdQ, gdQ, blk.rows_left, params.head_dim, tidx);
+}
+
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kNThreads) bwd_prep_kernel(__grid_constant__ const BwdParams params) {
+  constexpr int kBlockM = Traits::kBlockM;
+  for_each_query_block<kBlockM>(params, [&](QueryBlock<kBlockM> const& blk) {
+    bwd_prep_block<Traits>(params, blk);
+  });
+}
+
+template <class Traits, bool kEvenCols>
+__global__ void __launch_bounds__(Traits::kNThreads) bwd_convert_dq_kernel(__grid_constant__ const BwdParams params) {
+  constexpr int kBlockM = Traits::kBlockM;
+  extern __shared__ __align__(128) char smem[];
+  for_each_query_block<kBlockM>(params, [&](QueryBlock<kBlockM> const& blk) {
+    bwd_convert_dq_block<Traits, kEvenCols>(params, blk, smem);
+  });
 }
 
 }  // namespace flash::sm80

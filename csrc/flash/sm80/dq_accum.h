@@ -19,6 +19,14 @@ CUTE_DEVICE float* dq_accum_tile(BwdParams const& params, SeqlenInfo const& seq,
          head * params.dq_accum_head_stride + row * params.dq_accum_row_stride;
 }
 
+// The deterministic-mode turn counter of a tile (params.h: dq_semaphore): one int32 per 16 rows of the
+// accumulator, so the counters follow its padded row space and every tile's counter lies inside the buffer whatever
+// a varlen call's max_seqlen_q says.
+CUTE_DEVICE int* dq_turn_counter(BwdParams const& params, float const* tile) {
+  int64_t const row = (tile - params.dq_accum_ptr) / params.dq_accum_row_stride;
+  return params.dq_semaphore + row / 16;
+}
+
 // Floats per global reduction: sm90 has a four-float vector reduction (a quarter of the instructions, which
 // matters because the mainloop issues them in a burst that otherwise fills the load/store queue: ncu showed
 // lg-throttle stalls on the scalar ones). Earlier archs reduce one float at a time. Mainloop and conversion

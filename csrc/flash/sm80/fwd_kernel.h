@@ -70,7 +70,10 @@ struct FwdKernel {
         float const p = scores(r, c);
         if constexpr (kWritesDmask) {
           auto const rc = coords(r, c);
-          s_dmask[get<0>(rc) * s_dmask_row_stride + get<1>(rc)] = Element(kept ? p : -p);
+          // A varlen sequence longer than max_seqlen (the buffer's extent) keeps to the buffer.
+          if (row_base + get<0>(rc) < params.s_dmask_rows && col_base + get<1>(rc) < params.s_dmask_cols) {
+            s_dmask[get<0>(rc) * s_dmask_row_stride + get<1>(rc)] = Element(kept ? p : -p);
+          }
         }
         scores(r, c) = kept ? p : 0.f;
       }
@@ -78,22 +81,30 @@ struct FwdKernel {
   }
 
   CUTE_DEVICE static void run(FwdParams const& params, char* smem) {
-    int const tidx = threadIdx.x;
     // grid = (m_blocks * batch, heads): consecutive CTAs share one (batch, head) and its K/V in L2, and
     // batch is not bound by the 65535 limit of grid.y/z. Within a sequence the longest causal rows start first.
     int const num_m_blocks = (params.seqlen_q + kBlockM - 1) / kBlockM;
     int const batch = int(blockIdx.x) / num_m_blocks;
-    int const m_block = num_m_blocks - 1 - (int(blockIdx.x) - batch * num_m_blocks);
+    int const first_m_block = num_m_blocks - 1 - (int(blockIdx.x) - batch * num_m_blocks);
     int const head = blockIdx.y;
-    if (kHasExtras && params.rng_state_ptr != nullptr && blockIdx.x == 0 && blockIdx.y == 0 && tidx == 0) {
-      Dropout const d = make_dropout(params, 0, 0);  // the backward replays this call's seed and offset
+    if (kHasExtras && params.rng_state_ptr != nullptr && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
+      Dropout const d = make_dropout(params, 0, 0, 0);  // the backward replays this call's seed and offset
       params.rng_state_ptr[0] = int64_t(d.seed);
       params.rng_state_ptr[1] = int64_t(d.offset);
     }
-
     SeqlenInfo const seq(params, batch);
+    // A varlen sequence longer than the grid's max_seqlen_q (an understated bound) has more query blocks than the
+    // grid: the CTAs of its batch take them in turn.
+    for (int m_block = first_m_block; m_block * kBlockM < seq.seqlen_q; m_block += num_m_blocks) {
+      if (m_block != first_m_block) { __syncthreads(); }  // the previous block's epilogue is done with smem
+      run_block(params, smem, seq, batch, head, m_block);
+    }
+  }
+
+  CUTE_DEVICE static void run_block(FwdParams const& params, char* smem, SeqlenInfo const& seq, int batch, int head,
+                                    int m_block) {
+    int const tidx = threadIdx.x;
     int const row_base = m_block * kBlockM;
-    if (row_base >= seq.seqlen_q) { return; }
     int const rows_left = seq.seqlen_q - row_base;
     int n_block_min, n_block_max;
     Range::key_blocks(m_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, n_block_min,
@@ -190,7 +201,7 @@ struct FwdKernel {
     Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
     Tensor score_coords = make_tensor(tScS.data(), acc_to_rowcol(tScS.layout()));
     Alibi const alibi = kHasExtras ? make_alibi(params, batch, head, seq.seqlen_q, seq.seqlen_k) : Alibi{};
-    Dropout const dropout = kHasExtras ? make_dropout(params, batch, head) : Dropout{};
+    Dropout const dropout = kHasExtras ? make_dropout(params, seq.seqlen_k, batch, head) : Dropout{};
     static_assert(decltype(size<0>(score_coords))::value == kScoreRows &&
                   decltype(size<1>(score_coords))::value == kScoreCols);
 

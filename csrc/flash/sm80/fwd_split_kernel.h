@@ -14,6 +14,7 @@
 
 #include <cute/tensor.hpp>
 
+#include "../paged.h"
 #include "../params.h"
 #include "../reduce.h"
 #include "../seqlen.h"
@@ -78,19 +79,27 @@ struct FwdSplitKernel {
   static constexpr int kNWarps = Traits::kNWarps;
 
   CUTE_DEVICE static void run(FwdParams const& params, char* smem) {
+    int const num_splits = params.num_splits;
+    int const num_m_blocks = int(gridDim.x) / num_splits;
+    int const first_m_block = int(blockIdx.x) / num_splits;
+    int const split = int(blockIdx.x) - first_m_block * num_splits;
+    SeqlenInfo const seq(params, blockIdx.z);
+    // A varlen sequence longer than the grid's max_seqlen_q (an understated bound): the CTAs of its batch and
+    // split take its extra query blocks in turn.
+    for (int m_block = first_m_block; m_block * kBlockM < seq.seqlen_q * params.head_ratio; m_block += num_m_blocks) {
+      if (m_block != first_m_block) { __syncthreads(); }  // the previous block's merge is done with smem
+      run_block(params, smem, seq, m_block, split, blockIdx.y, blockIdx.z);
+    }
+  }
+
+  CUTE_DEVICE static void run_block(FwdParams const& params, char* smem, SeqlenInfo const& seq, int m_block,
+                                    int split, int kv_head, int batch) {
     int const tidx = threadIdx.x;
     int const warp = tidx / 32, lane = tidx % 32;
     int const num_splits = params.num_splits;
-    int const m_block = int(blockIdx.x) / num_splits;
-    int const split = int(blockIdx.x) - m_block * num_splits;
-    int const kv_head = blockIdx.y;
-    int const batch = blockIdx.z;
     int const group = params.head_ratio;
-
-    SeqlenInfo const seq(params, batch);
     int const row_base = m_block * kBlockM;
     int const rows_left = seq.seqlen_q * group - row_base;
-    if (rows_left <= 0) { return; }
     int const rows = rows_left < kBlockM ? rows_left : kBlockM;
 
     // Keys any row of the tile sees (block.h's window convention; without a window the bounds reach past every
@@ -139,19 +148,21 @@ struct FwdSplitKernel {
     PagedRows<decltype(size<1>(tKVcKV))::value, kBlockN> page_rows;
     // Fused append: keys from new_begin on (sequence-relative) come from k_new/v_new, not from the cache.
     bool const appends = params.k_new_ptr != nullptr;
-    int const new_begin = appends ? params.seqused_k[batch] - seq.start_k : seq.seqlen_k;
+    int const new_begin = appends ? seq.appended_begin : seq.seqlen_k;
     Element const* k_new = appends ? static_cast<Element const*>(params.k_new_ptr) + batch * params.k_new_batch_stride +
                                          kv_head * params.k_new_head_stride
                                    : nullptr;
     Element const* v_new = appends ? static_cast<Element const*>(params.v_new_ptr) + batch * params.v_new_batch_stride +
                                          kv_head * params.v_new_head_stride
                                    : nullptr;
-    // Where key pos (sequence-relative) of this (batch, KV head) lives in the cache.
+    // Where key pos (sequence-relative) of this (batch, KV head) lives in the cache; writable: the slot exists
+    // (a paged slot whose block-table entry is out of range is read as page 0 and never written, paged.h).
     auto cache_row = [&](Element const* base_contiguous, Element const* head, int64_t page_stride,
-                         int64_t row_stride, int pos) {
+                         int64_t row_stride, int pos, bool* writable = nullptr) {
       if (!paged) { return base_contiguous + int64_t(pos) * row_stride; }
-      int const page = params.block_table[batch * params.block_table_batch_stride + pos / params.page_size];
-      return head + int64_t(page) * page_stride + int64_t(pos % params.page_size) * row_stride;
+      PagedSlot const at = paged_slot(params, batch, pos);
+      if (writable != nullptr) { *writable = at.valid; }
+      return head + int64_t(at.page) * page_stride + int64_t(at.slot) * row_stride;
     };
     auto load_stage = [&](int n_block, int stage) {
       int const rows_in_block = seq.seqlen_k - n_block * kBlockN;
@@ -188,19 +199,23 @@ struct FwdSplitKernel {
 
     // The appended keys go into the cache once per (batch, KV head), 16 bytes per thread at a time. Nothing in this
     // kernel reads them from there.
-    if (appends && m_block == 0 && split == 0) {
+    if (appends && m_block == 0 && split == 0 && seq.kv_rows_exist) {
       int const chunks_per_row = params.head_dim / 8;
       for (int c = tidx; c < params.seqused_k_extra * chunks_per_row; c += Traits::kNThreads) {
         int const j = c / chunks_per_row;
         int const col = (c - j * chunks_per_row) * 8;
         int const pos = new_begin + j;
         if (seq.start_k + pos >= params.seqlen_k) { continue; }  // past the capacity
+        bool writable = true;
+        Element* k_dst = const_cast<Element*>(
+            cache_row(k_base, k_head, params.k_batch_stride, params.k_row_stride, pos, &writable));
+        Element* v_dst = const_cast<Element*>(
+            cache_row(v_base, v_head, params.v_batch_stride, params.v_row_stride, pos));
+        if (!writable) { continue; }
         using Vec = cute::uint128_t;
-        *reinterpret_cast<Vec*>(const_cast<Element*>(
-            cache_row(k_base, k_head, params.k_batch_stride, params.k_row_stride, pos) + col)) =
+        *reinterpret_cast<Vec*>(k_dst + col) =
             *reinterpret_cast<Vec const*>(k_new + int64_t(j) * params.k_new_row_stride + col);
-        *reinterpret_cast<Vec*>(const_cast<Element*>(
-            cache_row(v_base, v_head, params.v_batch_stride, params.v_row_stride, pos) + col)) =
+        *reinterpret_cast<Vec*>(v_dst + col) =
             *reinterpret_cast<Vec const*>(v_new + int64_t(j) * params.v_new_row_stride + col);
       }
     }

@@ -4,6 +4,7 @@
 
 #include <cute/tensor.hpp>
 
+#include "../paged.h"
 #include "../params.h"
 #include "copy.h"
 
@@ -25,12 +26,10 @@ CUTE_DEVICE void load_kv_tile(FwdParams const& params, TiledCopy const& gmem_cop
     copy_tile<kEvenCols, kCheckRows, /*kZeroFill=*/true>(gmem_copy, tiles(_, _, _, n_block), dst, coords, col_pred,
                                                           rows_left);
   } else {
-    int const* pages = params.block_table + batch * params.block_table_batch_stride;
     Element const* cache_head = cache + kv_head * head_stride;
     auto row_ptr = [&](int, int row) {
-      int const pos = n_block * kBlockN + row;
-      return cache_head + int64_t(pages[pos / params.page_size]) * page_stride +
-             int64_t(pos % params.page_size) * row_stride;
+      PagedSlot const at = paged_slot(params, batch, n_block * kBlockN + row);
+      return cache_head + int64_t(at.page) * page_stride + int64_t(at.slot) * row_stride;
     };
     copy_rows<kEvenCols, kCheckRows, /*kZeroFill=*/true>(gmem_copy, row_ptr, tiles(_, 0, 0, 0).layout(), dst, coords,
                                                           col_pred, rows_left);
@@ -48,13 +47,12 @@ struct PagedRows {
   // coords: the thread's partition of the tile's identity. Rows at or past seqlen_k are never read.
   template <class Coords>
   CUTE_DEVICE void fetch(FwdParams const& params, int batch, int n_block, int seqlen_k, Coords const& coords) {
-    int const* pages = params.block_table + batch * params.block_table_batch_stride;
     CUTE_UNROLL
     for (int m = 0; m < kRows; ++m) {
       int const pos = n_block * kBlockN + get<0>(coords(0, m, 0));
-      int const valid_pos = pos < seqlen_k ? pos : 0;
-      page[m] = pages[valid_pos / params.page_size];
-      slot[m] = valid_pos % params.page_size;
+      PagedSlot const at = paged_slot(params, batch, pos < seqlen_k ? pos : 0);
+      page[m] = at.page;
+      slot[m] = at.slot;
     }
   }
 

@@ -4,6 +4,7 @@ from typing import Optional, Union
 
 import torch
 
+from flash_attn import _checks
 from flash_attn._ops import _require_extension
 
 
@@ -26,6 +27,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, seqlen_o
         raise ValueError(f"headdim must be <= 256, got {x.shape[-1]}")
     if cos.dtype != x.dtype or sin.dtype != x.dtype:
         raise TypeError(f"cos/sin must have x's dtype {x.dtype}, got {cos.dtype} and {sin.dtype}")
+    if cu_seqlens is not None:
+        _checks.check_rotary_index_values(x, cu_seqlens, max_seqlen)
     if x.stride(-1) != 1:
         if inplace:
             raise ValueError("inplace rotary needs x contiguous in its last dim")
