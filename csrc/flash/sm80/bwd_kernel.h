@@ -18,6 +18,7 @@
 
 #include "../alibi.h"
 #include "../block.h"
+#include "../block_loop.h"
 #include "../dropout.h"
 #include "../mask.h"
 #include "../params.h"
@@ -52,22 +53,22 @@ struct BwdKernel {
     // grid = (n_blocks * batch, kv heads); key blocks of one sequence are consecutive, so the dQ turn order
     // (key-block order) is also the launch order.
     int const num_n_blocks = (params.seqlen_k + kBlockN - 1) / kBlockN;
-    int const batch = int(blockIdx.x) / num_n_blocks;
-    int const first_n_block = int(blockIdx.x) - batch * num_n_blocks;
-    int const kv_head = blockIdx.y;
-    SeqlenInfo const seq(params, batch);
     // A varlen sequence with more keys than the grid's max_seqlen_k (an understated bound): the CTAs of its batch
     // take the extra key blocks in turn. Each CTA's blocks ascend, and every block it waits for in deterministic
-    // mode is lower, handled by a CTA of the same batch and head: the turns still cannot deadlock.
-    for (int n_block = first_n_block; n_block * kBlockN < seq.seqlen_k; n_block += num_n_blocks) {
-      if (n_block != first_n_block) { __syncthreads(); }  // the previous block's dK/dV stores are done with smem
-      run_block(params, smem, seq, batch, kv_head, n_block);
+    // mode is lower, handled by a CTA of the same batch and head: the turns still cannot deadlock. Only n_block is
+    // carried from one block to the next (block_loop.h).
+    for (int n_block = int(blockIdx.x) % num_n_blocks;; n_block += num_n_blocks) {
+      int const batch = opaque_block_idx_x() / num_n_blocks;
+      SeqlenInfo const seq(params, batch);
+      if (n_block * kBlockN >= seq.seqlen_k) { break; }
+      run_block(params, smem, seq, batch, blockIdx.y, n_block);
+      __syncthreads();  // the block's dK/dV stores are done with shared memory before the next block loads K/V
     }
   }
 
   CUTE_DEVICE static void run_block(BwdParams const& params, char* smem, SeqlenInfo const& seq, int batch,
                                     int kv_head, int n_block) {
-    int const tidx = threadIdx.x;
+    int const tidx = opaque_thread_idx();
     int const key_base = n_block * kBlockN;
     int const keys_left = seq.seqlen_k - key_base;
     int m_block_min, m_block_max;

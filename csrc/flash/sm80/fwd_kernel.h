@@ -12,6 +12,7 @@
 
 #include "../alibi.h"
 #include "../block.h"
+#include "../block_loop.h"
 #include "../dropout.h"
 #include "../mask.h"
 #include "../params.h"
@@ -84,26 +85,26 @@ struct FwdKernel {
     // grid = (m_blocks * batch, heads): consecutive CTAs share one (batch, head) and its K/V in L2, and
     // batch is not bound by the 65535 limit of grid.y/z. Within a sequence the longest causal rows start first.
     int const num_m_blocks = (params.seqlen_q + kBlockM - 1) / kBlockM;
-    int const batch = int(blockIdx.x) / num_m_blocks;
-    int const first_m_block = num_m_blocks - 1 - (int(blockIdx.x) - batch * num_m_blocks);
-    int const head = blockIdx.y;
     if (kHasExtras && params.rng_state_ptr != nullptr && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
       Dropout const d = make_dropout(params, 0, 0, 0);  // the backward replays this call's seed and offset
       params.rng_state_ptr[0] = int64_t(d.seed);
       params.rng_state_ptr[1] = int64_t(d.offset);
     }
-    SeqlenInfo const seq(params, batch);
     // A varlen sequence longer than the grid's max_seqlen_q (an understated bound) has more query blocks than the
-    // grid: the CTAs of its batch take them in turn.
-    for (int m_block = first_m_block; m_block * kBlockM < seq.seqlen_q; m_block += num_m_blocks) {
-      if (m_block != first_m_block) { __syncthreads(); }  // the previous block's epilogue is done with smem
-      run_block(params, smem, seq, batch, head, m_block);
+    // grid: the CTAs of its batch take them in turn. Only m_block is carried from one block to the next; the rest
+    // is derived afresh from opaque indices (block_loop.h).
+    for (int m_block = num_m_blocks - 1 - int(blockIdx.x) % num_m_blocks;; m_block += num_m_blocks) {
+      int const batch = opaque_block_idx_x() / num_m_blocks;
+      SeqlenInfo const seq(params, batch);
+      if (m_block * kBlockM >= seq.seqlen_q) { break; }
+      run_block(params, smem, seq, batch, blockIdx.y, m_block);
+      __syncthreads();  // the block's epilogue is done with shared memory before the next block loads Q
     }
   }
 
   CUTE_DEVICE static void run_block(FwdParams const& params, char* smem, SeqlenInfo const& seq, int batch, int head,
                                     int m_block) {
-    int const tidx = threadIdx.x;
+    int const tidx = opaque_thread_idx();
     int const row_base = m_block * kBlockM;
     int const rows_left = seq.seqlen_q - row_base;
     int n_block_min, n_block_max;

@@ -15,6 +15,7 @@
 #include <cute/tensor.hpp>
 
 #include "../paged.h"
+#include "../block_loop.h"
 #include "../params.h"
 #include "../reduce.h"
 #include "../seqlen.h"
@@ -94,7 +95,7 @@ struct FwdSplitKernel {
 
   CUTE_DEVICE static void run_block(FwdParams const& params, char* smem, SeqlenInfo const& seq, int m_block,
                                     int split, int kv_head, int batch) {
-    int const tidx = threadIdx.x;
+    int const tidx = opaque_thread_idx();
     int const warp = tidx / 32, lane = tidx % 32;
     int const num_splits = params.num_splits;
     int const group = params.head_ratio;
