@@ -14,6 +14,8 @@ Environment variables (all optional):
     MAX_JOBS                parallel compile jobs (default: core count, bounded by ~4 GB of memory per job).
     NVCC_THREADS            if set, passed to nvcc as --threads N (compiles the archs of one file in parallel).
     CUDA_HOME               CUDA toolkit root (default: found from nvcc on PATH, else /usr/local/cuda).
+    FLASH_ATTN_BUILD_PROGRESS  0: no per-file progress lines (default 1: nvcc runs under tools/nvcc_progress.py,
+                            which prints "[12/62] flash_fwd_hdim128_bf16_sm80.cu 98 s" as each .cu file finishes).
 
 Lists may be separated by ';', ',' or spaces. Kernels that are not built raise a RuntimeError at call
 time that names the variable to set (the choice is recorded in flash_attn/_build_config.py).
@@ -25,6 +27,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -41,6 +44,7 @@ INSTANTIATIONS_DIR = Path("csrc") / "instantiations"
 # Always built: the torch binding and the small kernels beside attention (kv-cache append, rotary).
 COMMON_SOURCES = ["csrc/flash_api.cpp", "csrc/kvcache_append.cu", "csrc/rotary.cu"]
 BUILD_CONFIG_PATH = ROOT / PACKAGE / "_build_config.py"
+PROGRESS_LAUNCHER = ROOT / "tools" / "nvcc_progress.py"
 
 # Keep in sync with tools/generate_kernels.py.
 ALL_HEADDIMS = (32, 64, 96, 128, 192, 256)
@@ -372,6 +376,74 @@ def print_summary(cfg: dict) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# Per-file progress lines (tools/nvcc_progress.py in front of nvcc)
+# --------------------------------------------------------------------------------------------------
+PROGRESS_ENV = ("PYTORCH_NVCC", "FLASH_ATTN_PROGRESS_STATE", "FLASH_ATTN_PROGRESS_TOTAL", "FLASH_ATTN_PROGRESS_START")
+
+
+def enable_progress(build_temp: str, total: int):
+    """Route torch's ninja nvcc command through tools/nvcc_progress.py, which prints one line per finished .cu file.
+
+    Returns (counter file, saved environment) or None when it is off or unavailable; anything unexpected only costs
+    the progress lines, never the build. Uses torch's PYTORCH_NVCC (the `nvcc = ...` line of build.ninja); a torch
+    without it simply ignores the variable. A PYTORCH_NVCC the user set (e.g. ccache) stays the compiler, behind
+    the launcher; otherwise the launcher runs what torch would: ccache/sccache if installed, then nvcc.
+    """
+    if os.environ.get("FLASH_ATTN_BUILD_PROGRESS", "1").strip() in ("0", "", "false", "no", "off"):
+        return None
+    try:
+        if not PROGRESS_LAUNCHER.is_file():
+            return None
+        from torch.utils import cpp_extension
+
+        saved = {k: os.environ.get(k) for k in PROGRESS_ENV}
+        user = os.environ.get("PYTORCH_NVCC", "").strip()
+        if user:
+            compiler = shlex.split(user)
+            if PROGRESS_LAUNCHER.name in user:  # already wrapped (nested setup.py call)
+                return None
+        else:
+            compiler = [os.path.join(cpp_extension.CUDA_HOME, "bin", "nvcc")]
+            wrap = getattr(cpp_extension, "_wrap_compiler", None)  # adds ccache / sccache, as torch does
+            if wrap is not None:
+                compiler = list(wrap(compiler))
+        state = Path(build_temp).resolve() / "flash_attn_progress"
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_text("0\n")
+        # The command is part of what ninja compares to decide a rebuild, so it must not depend on how setup.py was
+        # started: `python` vs `python3`, or pip vs setup.py, would otherwise recompile every kernel. The launcher
+        # needs only the standard library: the resolved interpreter (a venv's base python) runs it the same.
+        python = os.path.realpath(sys.executable)
+        os.environ["PYTORCH_NVCC"] = shlex.join([python, str(PROGRESS_LAUNCHER), *compiler])
+        os.environ["FLASH_ATTN_PROGRESS_STATE"] = str(state)
+        os.environ["FLASH_ATTN_PROGRESS_TOTAL"] = str(total)
+        os.environ["FLASH_ATTN_PROGRESS_START"] = repr(time.time())
+        return state, saved
+    except Exception as e:  # noqa: BLE001
+        log(f"(no per-file progress lines: {e})")
+        return None
+
+
+def finish_progress(progress) -> int | None:
+    """Restore the environment; return how many .cu files were compiled (None if unknown)."""
+    if progress is None:
+        return None
+    state, saved = progress
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    try:
+        ninja_file = state.parent / "build.ninja"  # torch writes it to build_temp
+        if PROGRESS_LAUNCHER.name not in ninja_file.read_text():
+            return None  # this torch does not read PYTORCH_NVCC: no progress lines, no count
+        return int(state.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
 # setuptools plumbing
 # --------------------------------------------------------------------------------------------------
 VERSION = read_version()
@@ -405,6 +477,13 @@ class build_py(_build_py):
         _resolve_build_inputs()
         super().run()
 
+    def get_source_files(self):
+        # What sdist / egg_info list as sources: never a _build_config.py left by an earlier build in this tree
+        # (a source distribution records no build). Filtered here rather than by MANIFEST.in's `exclude`, which
+        # warns whenever the file is absent.
+        generated = BUILD_CONFIG_PATH.relative_to(ROOT).as_posix()
+        return [f for f in super().get_source_files() if Path(f).as_posix() != generated]
+
 
 def make_ext_modules_and_cmdclass():
     ensure_cuda_home()
@@ -430,10 +509,19 @@ def make_ext_modules_and_cmdclass():
                 for flags in ext.extra_compile_args.values():
                     flags += ["-isystem", CFG["cutlass_include"]]
             os.environ["MAX_JOBS"] = str(CFG["max_jobs"])  # BuildExtension hands this to ninja
-            super().run()
+            cu_files = sum(1 for src in (*COMMON_SOURCES, *CFG["sources"]) if src.endswith(".cu"))
+            progress = enable_progress(self.build_temp, cu_files)
+            try:
+                super().run()
+            finally:
+                compiled = finish_progress(progress)
             minutes, seconds = divmod(int(time.time() - started), 60)
+            if compiled is not None and compiled < cu_files:
+                note = f"; {compiled} of {cu_files} .cu files compiled, the others were up to date"
+            else:
+                note = ""
             log(f"built the extension ({len(CFG['sources'])} kernel files, {len(COMMON_SOURCES)} others) in "
-                f"{minutes} min {seconds} s (torch {torch.__version__}, nvcc {CFG.get('nvcc_version', '?')})")
+                f"{minutes} min {seconds} s (torch {torch.__version__}, nvcc {CFG.get('nvcc_version', '?')}){note}")
 
     if CUDA_HOME is None:
         # Metadata-only commands (egg_info, --version, sdist) must work without a toolkit;

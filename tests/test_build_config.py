@@ -2,6 +2,7 @@
 and `python -m flash_attn`."""
 
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -138,10 +139,213 @@ def test_toolkit_problems_are_one_clear_message(tmp_path, case):
     assert "Traceback" not in output, output
 
 
-def test_python_m_flash_attn_reports_the_installation():
-    result = subprocess.run([sys.executable, "-m", "flash_attn"], cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=300)
-    assert f"flash_attn {flash_attn.__version__}" in result.stdout
+def _env_for_flash_attn_under_test():
+    """PYTHONPATH for a subprocess that must import the same flash_attn / flash_attn_2_cuda as this test run."""
+    entries = [str(Path(flash_attn.__file__).resolve().parent.parent)]
+    ext = sys.modules.get("flash_attn_2_cuda")
+    if ext is not None and getattr(ext, "__file__", None):
+        entries.append(str(Path(ext.__file__).resolve().parent))
+    if os.environ.get("PYTHONPATH"):
+        entries.append(os.environ["PYTHONPATH"])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(entries)}
+
+
+def test_python_m_flash_attn_reports_the_installation(tmp_path):
+    # Run outside the repository (python -m puts the working directory first on sys.path) on the flash_attn under
+    # test: in CI the installed build, on a machine without GPU exit 0 with "status: installed, no GPU visible".
+    result = subprocess.run([sys.executable, "-m", "flash_attn"], cwd=tmp_path, env=_env_for_flash_attn_under_test(),
+                            capture_output=True, text=True, timeout=300)
+    assert f"flash_attn {flash_attn.__version__} ({Path(flash_attn.__file__).resolve()})" in result.stdout, \
+        result.stdout
     assert "built with: torch" in result.stdout and "running with: torch" in result.stdout
-    assert ("status: ready" in result.stdout) == (result.returncode == 0), result.stdout
+    status = [line for line in result.stdout.splitlines() if line.startswith("status: ")]
+    assert len(status) == 1 and status[0] == result.stdout.splitlines()[-1], result.stdout
+    assert (status[0] in ("status: ready", "status: installed, no GPU visible")) == (result.returncode == 0), \
+        result.stdout
+    if _checks.get_build_config().found and sys.modules.get("flash_attn_2_cuda") is not None \
+            and not torch.cuda.is_available():
+        assert status[0] == "status: installed, no GPU visible", result.stdout
     assert "Traceback" not in result.stderr, result.stderr
+
+
+# --- `python -m flash_attn` in-process: an installed build faked by monkeypatching --------------------------------
+NARROW = _checks.BuildConfig((80,), (80,), (128,), ("bf16",), True)
+
+
+@pytest.fixture
+def installed(monkeypatch):
+    """A loadable extension and a build record for torch 2.14.1 / CUDA 13.0 (the running torch is faked to match),
+    no GPU. Returns the record: tests change it, or torch's versions, to make problems."""
+    from flash_attn import __main__ as cli
+    from flash_attn import _ops
+
+    record = types.SimpleNamespace(TORCH_VERSION="2.14.1+cu130", TORCH_CUDA="13.0", NVCC_VERSION="13.0")
+    monkeypatch.setattr(cli, "_build_record", lambda: record)
+    monkeypatch.setattr(_checks, "get_build_config", lambda: NARROW)
+    monkeypatch.setattr(_ops, "_require_extension", lambda: types.SimpleNamespace(__file__="/x/flash_attn_2_cuda.so"))
+    monkeypatch.setattr(torch, "__version__", "2.14.1+cu130")
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    return record
+
+
+def _run_main(capsys):
+    from flash_attn import __main__ as cli
+
+    rc = cli.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("status: "), lines
+    return rc, lines
+
+
+def test_main_without_gpu_is_installed_and_exits_0(installed, capsys):
+    rc, lines = _run_main(capsys)
+    assert rc == 0 and lines[-1] == "status: installed, no GPU visible", lines
+    assert "GPU: none visible to torch (CUDA not available)" in lines
+    assert "built with: torch 2.14.1+cu130 (CUDA 13.0), nvcc 13.0" in lines
+    assert any(line.startswith("extension: flash_attn_2_cuda loads") for line in lines), lines
+
+
+@pytest.mark.parametrize("running,cuda", [("2.14.1", "13.0"), ("2.14.1+cu130", "13.2")])
+def test_main_ignores_local_version_and_cuda_minor(installed, capsys, monkeypatch, running, cuda):
+    monkeypatch.setattr(torch, "__version__", running)
+    monkeypatch.setattr(torch.version, "cuda", cuda)
+    rc, lines = _run_main(capsys)
+    assert rc == 0 and lines[-1] == "status: installed, no GPU visible", lines
+
+
+def test_main_torch_version_mismatch_is_a_problem(installed, capsys, monkeypatch):
+    monkeypatch.setattr(torch, "__version__", "2.15.0+cu130")
+    rc, lines = _run_main(capsys)
+    assert rc == 1 and lines[-1].startswith("status: not usable: built with torch 2.14.1+cu130, running torch "
+                                            "2.15.0+cu130"), lines
+
+
+@pytest.mark.parametrize("running_cuda,says", [("12.8", "running torch is built for CUDA 12.8"),
+                                               (None, "running torch is built for a CPU-only torch")])
+def test_main_cuda_major_mismatch_is_a_problem(installed, capsys, monkeypatch, running_cuda, says):
+    monkeypatch.setattr(torch.version, "cuda", running_cuda)
+    rc, lines = _run_main(capsys)
+    assert rc == 1 and lines[-1].startswith("status: not usable: built for CUDA 13.0"), lines
+    assert says in lines[-1], lines
+
+
+def test_main_extension_not_loading_is_a_problem(installed, capsys, monkeypatch):
+    from flash_attn import _ops
+
+    def fail():
+        raise RuntimeError("flash_attn CUDA extension (flash_attn_2_cuda) is not built or failed to import: boom")
+
+    monkeypatch.setattr(_ops, "_require_extension", fail)
+    rc, lines = _run_main(capsys)
+    assert rc == 1 and lines[-1] == "status: not usable: the extension flash_attn_2_cuda does not load", lines
+    assert any(line.startswith("extension: does not load:") and "boom" in line for line in lines), lines
+
+
+def test_main_without_build_record_is_a_problem(installed, capsys, monkeypatch):
+    from flash_attn import __main__ as cli
+
+    monkeypatch.setattr(cli, "_build_record", lambda: None)
+    monkeypatch.setattr(_checks, "get_build_config", lambda: _checks.parse_build_config(None))
+    rc, lines = _run_main(capsys)
+    assert rc == 1 and "no build record" in lines[-1], lines
+    assert "built with: torch ? (CUDA ?), nvcc ?" in lines
+
+
+@pytest.mark.parametrize("capability,rc,status", [((8, 0), 0, "status: ready"), ((9, 0), 0, "status: ready"),
+                                                  ((7, 5), 1, "status: cannot run here: FlashAttention requires")])
+def test_main_with_a_gpu(installed, capsys, monkeypatch, capability, rc, status):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    got_rc, lines = _run_main(capsys)
+    assert got_rc == rc and lines[-1].startswith(status), lines
+    assert f"GPU 0: Fake GPU, compute capability {capability[0]}.{capability[1]}" in lines
+
+
+# --- build progress lines (tools/nvcc_progress.py, which setup.py puts in front of nvcc) ---------------------------
+PROGRESS_TOOL = REPO_ROOT / "tools" / "nvcc_progress.py"
+
+
+def _fake_compiler(tmp_path, body="sleep 0.2; touch \"$out\""):
+    """A shell 'compiler' that takes nvcc-like arguments (... -c SRC -o OUT ...)."""
+    script = tmp_path / "fakecc"
+    script.write_text('#!/bin/sh\nout=""\nwhile [ $# -gt 0 ]; do [ "$1" = -o ] && out="$2"; shift; done\n'
+                      f"{body}\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_progress_lines_count_parallel_jobs(tmp_path):
+    compiler = _fake_compiler(tmp_path)
+    state = tmp_path / "state"
+    state.write_text("0\n")
+    env = {**os.environ, "FLASH_ATTN_PROGRESS_STATE": str(state), "FLASH_ATTN_PROGRESS_TOTAL": "6",
+           "FLASH_ATTN_PROGRESS_START": "0"}
+    names = [f"flash_fwd_hdim{d}_bf16_sm80.cu" for d in (32, 64, 96, 128, 192, 256)]
+    # torch's ninja command holds "-c" twice: "$nvcc ... $cuda_cflags -c $in -o $out" with -c among the cflags
+    procs = [subprocess.Popen([sys.executable, str(PROGRESS_TOOL), str(compiler), "-MD", "-MF", f"{n}.o.d", "-O3",
+                               "-c", "-c", f"/src/{n}", "-o", str(tmp_path / f"{n}.o"), "--use_fast_math"],
+                              env=env, stdout=subprocess.PIPE, text=True) for n in names]
+    outputs = [p.communicate(timeout=60)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert all((tmp_path / f"{n}.o").is_file() for n in names)  # the arguments reached the compiler unchanged
+    counts = []
+    for name, out in zip(names, outputs):
+        line = out.strip()
+        assert line.startswith("[flash_attn setup] [") and f"/6] {name} " in line and line.endswith(" elapsed)"), line
+        counts.append(int(line.split("[")[2].split("/")[0]))
+    assert sorted(counts) == list(range(1, 7)), counts  # each finished job got its own number
+    assert state.read_text().strip() == "6"
+
+
+def test_progress_launcher_keeps_the_compilers_exit_status(tmp_path):
+    compiler = _fake_compiler(tmp_path, body='echo "error: bad kernel" >&2; exit 3')
+    state = tmp_path / "state"
+    env = {**os.environ, "FLASH_ATTN_PROGRESS_STATE": str(state), "FLASH_ATTN_PROGRESS_TOTAL": "2"}
+    result = subprocess.run([sys.executable, str(PROGRESS_TOOL), str(compiler), "-c", "x.cu", "-o", "x.o"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3 and "error: bad kernel" in result.stderr
+    assert "[1/2] x.cu" in result.stdout and "FAILED (exit 3)" in result.stdout, result.stdout
+
+
+def test_progress_launcher_never_breaks_the_compile(tmp_path):
+    compiler = _fake_compiler(tmp_path)
+    # The counter cannot be written (its directory does not exist): no progress line, the compile still succeeds.
+    env = {**os.environ, "FLASH_ATTN_PROGRESS_STATE": str(tmp_path / "missing" / "state")}
+    result = subprocess.run([sys.executable, str(PROGRESS_TOOL), str(compiler), "-c", "x.cu", "-o",
+                             str(tmp_path / "x.o")], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout == "" and (tmp_path / "x.o").is_file(), result
+    # Without setup.py's variables it is a plain pass-through.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASH_ATTN_PROGRESS")}
+    result = subprocess.run([sys.executable, str(PROGRESS_TOOL), str(compiler), "-c", "x.cu", "-o",
+                             str(tmp_path / "y.o")], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout == "" and (tmp_path / "y.o").is_file(), result
+    result = subprocess.run([sys.executable, str(PROGRESS_TOOL), str(tmp_path / "no_such_compiler"), "-c", "x.cu"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 127 and "cannot run" in result.stderr
+
+
+def test_sdist_manifest_has_no_warnings_and_no_build_record(tmp_path):
+    """MANIFEST.in matches real files (no "warning: no files found matching"), and a _build_config.py left by a build
+    in the tree stays out of the source distribution."""
+    pytest.importorskip("torch.utils.cpp_extension")
+    tree = tmp_path / "src"
+    shutil.copytree(REPO_ROOT, tree, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "third_party", "*.egg-info", "*.so", "__pycache__", ".pytest_cache", ".venv", ".whl"))
+    (tree / "flash_attn" / "_build_config.py").write_text("CUDA_ARCHS = [80]\n")
+    env = {**os.environ, "FLASH_ATTN_HEADDIMS": "128", "FLASH_ATTN_DTYPES": "bf16"}
+    result = subprocess.run([sys.executable, "setup.py", "sdist", "--dist-dir", str(tmp_path / "dist")], cwd=tree,
+                            env=env, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "warning: no" not in output, output
+    import tarfile
+
+    (archive,) = (tmp_path / "dist").glob("*.tar.gz")
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert not [n for n in names if n.endswith("flash_attn/_build_config.py")], names
+    assert any(n.endswith("tools/nvcc_progress.py") for n in names) and any(n.endswith("csrc/flash_api.cpp")
+                                                                            for n in names), names
