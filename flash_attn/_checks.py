@@ -13,6 +13,7 @@ not implemented yet raise ``NotImplementedError``.
 
 import math
 import operator
+import os
 from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -729,8 +730,6 @@ class FlashAttnIndexError(FlashAttnValueError):
 
 
 def index_checks_enabled() -> bool:
-    import os
-
     return os.environ.get(CHECK_INPUTS_ENV, "0") not in ("", "0")
 
 
