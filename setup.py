@@ -6,9 +6,10 @@ Install (torch must already be installed; see README.md):
 
 Environment variables (all optional):
 
-    FLASH_ATTN_CUDA_ARCHS   GPU archs to compile for, e.g. "80;90" (default). SASS is emitted for each
-                            from the lowest one's PTX (one front-end pass per file), and PTX for the lowest
-                            (newer GPUs JIT-compile it). "90" alone also enables sm90-only instructions.
+    FLASH_ATTN_CUDA_ARCHS   GPU archs to compile for, e.g. "80;90" (default). The sm80 kernels get SASS for
+                            each from the lowest one's PTX (one front-end pass per file), and PTX for the lowest
+                            (newer GPUs JIT-compile it); "90" alone also enables sm90-only instructions in them.
+                            With 90, the sm90 kernels are built too (sm_90a SASS only; none exist yet).
     FLASH_ATTN_HEADDIMS     head-dim buckets to compile, subset of "32;64;96;128;192;256" (default: all).
     FLASH_ATTN_DTYPES       dtypes to compile, subset of "fp16;bf16" (default: both).
     MAX_JOBS                parallel compile jobs (default: core count, bounded by ~4 GB of memory per job).
@@ -19,6 +20,18 @@ Environment variables (all optional):
 
 Lists may be separated by ';', ',' or spaces. Kernels that are not built raise a RuntimeError at call
 time that names the variable to set (the choice is recorded in flash_attn/_build_config.py).
+
+Kernel list and per-architecture flags. flash_attn/_kernel_config.py (read here without importing the package,
+which needs torch) lists the head dims, dtypes and kernel architectures; tools/generate_kernels.py writes one
+folder of instantiations per kernel architecture, csrc/instantiations/<sm80|sm90>/. All sources go into the one
+extension flash_attn_2_cuda, but each folder gets its own -gencode flags (_kernel_config.gencode):
+  sm80 (and csrc/*.cu, csrc/*.cpp): SASS for every selected arch from the lowest arch's PTX, plus that PTX;
+  sm90 (only when 90 is selected): -gencode arch=compute_90a,code=sm_90a and nothing else.
+torch's BuildExtension gives every .cu file of an extension the same nvcc flags, so build_ext.build_extension
+routes the compile through compile_per_kernel_arch(): one call of torch's ninja compile per kernel architecture
+(the sm80 group exactly as before, in build_temp; the sm90 group with its own -gencode, in build_temp/sm90), each
+running MAX_JOBS jobs, then one link of all objects. Every file is compiled once. With 90 selected, every source
+(flash_api.cpp included) is compiled with -DFLASH_ATTN_ARCH_SM90, so the binding knows the sm90 kernels exist.
 """
 
 from __future__ import annotations
@@ -46,15 +59,22 @@ COMMON_SOURCES = ["csrc/flash_api.cpp", "csrc/kvcache_append.cu", "csrc/rotary.c
 BUILD_CONFIG_PATH = ROOT / PACKAGE / "_build_config.py"
 PROGRESS_LAUNCHER = ROOT / "tools" / "nvcc_progress.py"
 
-# Keep in sync with tools/generate_kernels.py.
-ALL_HEADDIMS = (32, 64, 96, 128, 192, 256)
-ALL_DTYPES = ("fp16", "bf16")
-DEFAULT_ARCHS = (80, 90)
-MIN_ARCH = 80  # the kernels use sm80 instructions (mma.sync bf16, cp.async)
+
+def _load_kernel_config():
+    """flash_attn/_kernel_config.py as a module; importing the flash_attn package would import torch."""
+    spec = importlib.util.spec_from_file_location("flash_attn_kernel_config", ROOT / PACKAGE / "_kernel_config.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+KC = _load_kernel_config()  # the one source of the kernel list (also read by tools/generate_kernels.py)
+ALL_HEADDIMS = KC.HEADDIM_BUCKETS
+ALL_DTYPES = KC.DTYPES
+DEFAULT_ARCHS = KC.DEFAULT_ARCHS
+MIN_ARCH = KC.MIN_ARCH  # the kernels use sm80 instructions (mma.sync bf16, cp.async)
 CUTLASS_WHEEL = "nvidia-cutlass==4.2.0.0"
-INSTANTIATION_RE = re.compile(
-    r"^flash_(?P<direction>[a-z_]+?)_hdim(?P<hdim>\d+)_(?P<dtype>fp16|bf16)(?P<window>_window)?_sm(?P<arch>\d+)\.cu$"
-)
+INSTANTIATION_RE = re.compile(KC.INSTANTIATION_NAME_PATTERN)
 
 
 def log(msg: str) -> None:
@@ -169,23 +189,62 @@ def _available_memory_gib() -> float | None:
 
 
 def select_sources(headdims: list[int], dtypes: list[str], archs: list[int]) -> list[str]:
-    """The instantiation files to compile for this narrowing (relative paths, sorted)."""
+    """The instantiation files to compile for this narrowing (relative paths, sorted by kernel arch, then name).
+
+    sm80 kernels run on every arch >= 80; the sm90 folder is compiled only when 90 is built."""
+    stray = sorted((ROOT / INSTANTIATIONS_DIR).glob("*.cu"))  # e.g. left at the flat layout of older checkouts
+    if stray:
+        raise ConfigError(f"unexpected file {stray[0].relative_to(ROOT)}: instantiations live in "
+                          f"{INSTANTIATIONS_DIR}/<kernel arch>/ (run python3 tools/generate_kernels.py)")
     selected = []
-    for path in sorted((ROOT / INSTANTIATIONS_DIR).glob("*.cu")):
-        m = INSTANTIATION_RE.match(path.name)
-        if m is None:
-            raise ConfigError(
-                f"unexpected file {INSTANTIATIONS_DIR / path.name}: not a generated instantiation name "
-                f"(run python3 tools/generate_kernels.py)"
-            )
-        kernel_arch = int(m.group("arch"))
-        # sm80-instruction kernels run on every arch >= 80; arch-specific (e.g. sm90 wgmma) kernels
-        # are compiled only when that arch is built.
-        if kernel_arch != MIN_ARCH and kernel_arch not in archs:
-            continue
-        if int(m.group("hdim")) in headdims and m.group("dtype") in dtypes:
-            selected.append((INSTANTIATIONS_DIR / path.name).as_posix())
+    for kernel_arch in KC.kernel_archs_built(archs):
+        folder = INSTANTIATIONS_DIR / kernel_arch
+        for path in sorted((ROOT / folder).glob("*.cu")):
+            m = INSTANTIATION_RE.match(path.name)
+            if m is None or m.group("kernel_arch") != kernel_arch:
+                raise ConfigError(
+                    f"unexpected file {folder / path.name}: not a generated {kernel_arch} instantiation name "
+                    f"(run python3 tools/generate_kernels.py)"
+                )
+            if int(m.group("hdim")) in headdims and m.group("dtype") in dtypes:
+                selected.append((folder / path.name).as_posix())
     return selected
+
+
+def kernel_arch_of(source: str) -> str:
+    """The kernel architecture a source is compiled for: its csrc/instantiations/<kernel arch>/ folder. The binding
+    and the small common kernels (csrc/*.cu) run on every arch, like the sm80 kernels, and get their flags."""
+    path = Path(source) if Path(source).is_absolute() else ROOT / source
+    if path.parent.parent == ROOT / INSTANTIATIONS_DIR and path.parent.name in KC.KERNEL_ARCHS:
+        return path.parent.name
+    return "sm80"
+
+
+def nvcc_flags_for(kernel_arch: str, nvcc: list[str], archs: list[int]) -> list[str]:
+    """nvcc flags for one kernel architecture's files: the extension's flags (which carry the sm80 -gencode list,
+    see compile_flags) with the -gencode pairs replaced by that architecture's."""
+    if kernel_arch == "sm80":
+        return nvcc
+    kept = [f for i, f in enumerate(nvcc) if f != "-gencode" and (i == 0 or nvcc[i - 1] != "-gencode")]
+    return kept + KC.gencode(kernel_arch, archs)
+
+
+def compile_per_kernel_arch(compile_fn, sources, output_dir, extra_postargs, archs, **kwargs) -> list[str]:
+    """distutils' compiler.compile(), split by kernel architecture: one call of compile_fn (torch's ninja compile,
+    which gives all the files of one call the same nvcc flags) per architecture. The sm80 group is compiled exactly
+    as without the split; each other group gets its own -gencode and its own build.ninja in output_dir/<arch>
+    (torch writes build.ninja to the output directory; sharing one would let ninja forget the other group's log)."""
+    groups: dict[str, list[str]] = {}
+    for src in sources:
+        groups.setdefault(kernel_arch_of(src), []).append(src)
+    objects = []
+    for kernel_arch, srcs in groups.items():
+        postargs = extra_postargs
+        if kernel_arch != "sm80":
+            postargs = {**extra_postargs, "nvcc": nvcc_flags_for(kernel_arch, extra_postargs["nvcc"], archs)}
+        out = output_dir if kernel_arch == "sm80" else os.path.join(output_dir, kernel_arch)
+        objects += compile_fn(srcs, output_dir=out, extra_postargs=postargs, **kwargs)
+    return objects
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,6 +336,7 @@ def render_build_config(cfg: dict) -> str:
         "# Records which kernels the compiled extension flash_attn_2_cuda contains.\n"
         f"CUDA_ARCHS = {cfg['archs']!r}\n"
         f"PTX_ARCHS = {cfg['ptx_archs']!r}\n"
+        f"KERNEL_ARCHS = {strs(cfg['kernel_archs'])}\n"
         f"HEADDIMS = {cfg['headdims']!r}\n"
         f"DTYPES = {strs(cfg['dtypes'])}\n"
         f"CUTLASS_INCLUDE = {json.dumps(cfg['cutlass_include'])}\n"
@@ -307,7 +367,8 @@ def build_configuration() -> dict:
         raise ConfigError(f'NVCC_THREADS="{nvcc_threads}": expected a positive integer')
     return {
         "archs": archs,
-        "ptx_archs": [virtual_arch(archs)],
+        "ptx_archs": [KC.sm80_ptx_arch(archs)],
+        "kernel_archs": KC.kernel_archs_built(archs),
         "headdims": headdims,
         "dtypes": dtypes,
         "max_jobs": max_jobs,
@@ -316,27 +377,14 @@ def build_configuration() -> dict:
     }
 
 
-def virtual_arch(archs: list[int]) -> int:
-    """The PTX level every arch's SASS is compiled from: the lowest selected arch.
-
-    nvcc runs its front end once per PTX level and ptxas once per GPU arch, and the front end is most of a
-    file's compile time: compiling sm_90 from compute_90 beside sm_80 from compute_80 cost ~70% more per file
-    (measured on a backward file: 124 s vs 74 s). The only sm90-only instruction the kernels use (the
-    backward's four-float dQ reductions) measured within ~1% of the coalesced scalar ones (H200, d 128, s 8k
-    backward: 322 vs 318 TFLOP/s), so it is left to builds whose lowest arch is 90 ("90" alone), which get it
-    without a second pass.
-    """
-    return min(archs)
-
-
 def compile_flags(cfg: dict) -> dict:
+    """The extension's flags. nvcc's carry the sm80 kernels' -gencode list (also used for csrc/*.cu); other kernel
+    architectures swap it for their own (nvcc_flags_for)."""
     defines = [f"-DFLASH_ATTN_HDIM_{d}" for d in cfg["headdims"]]
     defines += [f"-DFLASH_ATTN_DTYPE_{dt.upper()}" for dt in cfg["dtypes"]]
-    gencode = []
-    for arch in cfg["archs"]:
-        gencode += ["-gencode", f"arch=compute_{virtual_arch(cfg['archs'])},code=sm_{arch}"]
-    for arch in cfg["ptx_archs"]:
-        gencode += ["-gencode", f"arch=compute_{arch},code=compute_{arch}"]
+    if "sm90" in KC.kernel_archs_built(cfg["archs"]):
+        defines.append("-DFLASH_ATTN_ARCH_SM90")  # the binding may call the sm90 kernels
+    gencode = KC.gencode("sm80", cfg["archs"])
     nvcc = [
         "-O3",
         "-std=c++20",
@@ -366,6 +414,8 @@ def print_summary(cfg: dict) -> None:
         log(f"torch {cfg['torch_version']} (CUDA {cfg['torch_cuda'] or 'none'}), nvcc {cfg.get('nvcc_version', '?')}")
     log(f"CUDA archs: {';'.join(map(str, cfg['archs']))} (SASS), PTX: {';'.join(map(str, cfg['ptx_archs']))}"
         "   [FLASH_ATTN_CUDA_ARCHS]")
+    for kernel_arch in cfg["kernel_archs"]:
+        log(f"  {kernel_arch} kernels: {' '.join(KC.gencode(kernel_arch, cfg['archs']))}")
     log(f"head dims:  {';'.join(map(str, cfg['headdims']))}   [FLASH_ATTN_HEADDIMS]")
     log(f"dtypes:     {';'.join(cfg['dtypes'])}   [FLASH_ATTN_DTYPES]")
     log(f"MAX_JOBS:   {cfg['max_jobs']}" + (f", NVCC_THREADS: {cfg['nvcc_threads']}" if cfg["nvcc_threads"] else ""))
@@ -446,10 +496,6 @@ def finish_progress(progress) -> int | None:
 # --------------------------------------------------------------------------------------------------
 # setuptools plumbing
 # --------------------------------------------------------------------------------------------------
-VERSION = read_version()
-CFG = build_configuration()  # validates the env vars up front, even for metadata-only commands
-
-
 def _resolve_build_inputs() -> None:
     """Called by the build commands only (not by egg_info / --version): finds CUDA and CUTLASS."""
     if "cutlass_include" in CFG:
@@ -523,6 +569,20 @@ def make_ext_modules_and_cmdclass():
             log(f"built the extension ({len(CFG['sources'])} kernel files, {len(COMMON_SOURCES)} others) in "
                 f"{minutes} min {seconds} s (torch {torch.__version__}, nvcc {CFG.get('nvcc_version', '?')}){note}")
 
+        def build_extension(self, ext):
+            # BuildExtension.build_extensions has made self.compiler.compile torch's ninja compile by now.
+            compile_all = self.compiler.compile
+
+            def compile_split(sources, output_dir=None, extra_postargs=None, **kwargs):
+                return compile_per_kernel_arch(compile_all, sources, output_dir, extra_postargs, CFG["archs"],
+                                               **kwargs)
+
+            self.compiler.compile = compile_split
+            try:
+                super().build_extension(ext)
+            finally:
+                self.compiler.compile = compile_all
+
     if CUDA_HOME is None:
         # Metadata-only commands (egg_info, --version, sdist) must work without a toolkit;
         # build_ext above raises the error.
@@ -539,19 +599,22 @@ def make_ext_modules_and_cmdclass():
     return [ext], {"build_ext": build_ext.with_options(use_ninja=True), "build_py": build_py}
 
 
-EXT_MODULES, CMDCLASS = make_ext_modules_and_cmdclass()
+if __name__ == "__main__":  # pip / setuptools run this file as __main__; tests load it only for its functions
+    VERSION = read_version()
+    CFG = build_configuration()  # validates the env vars up front, even for metadata-only commands
+    EXT_MODULES, CMDCLASS = make_ext_modules_and_cmdclass()
 
-setup(
-    name="flash_attn",
-    version=VERSION,
-    description="Flash Attention (2.x API): fast, memory-efficient exact attention, CUDA kernels written with CuTe",
-    long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
-    long_description_content_type="text/markdown",
-    license="BSD-3-Clause",
-    packages=find_packages(include=["flash_attn", "flash_attn.*"]),
-    ext_modules=EXT_MODULES,
-    cmdclass=CMDCLASS,
-    python_requires=">=3.9",
-    install_requires=["torch", "einops"],
-    zip_safe=False,
-)
+    setup(
+        name="flash_attn",
+        version=VERSION,
+        description="Flash Attention (2.x API): fast, memory-efficient exact attention, CUDA kernels written with CuTe",
+        long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
+        long_description_content_type="text/markdown",
+        license="BSD-3-Clause",
+        packages=find_packages(include=["flash_attn", "flash_attn.*"]),
+        ext_modules=EXT_MODULES,
+        cmdclass=CMDCLASS,
+        python_requires=">=3.9",
+        install_requires=["torch", "einops"],
+        zip_safe=False,
+    )

@@ -19,7 +19,7 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 import torch
 
 MAX_HEADDIM = 256
-HEADDIM_BUCKETS = (32, 64, 96, 128, 192, 256)
+from ._kernel_config import HEADDIM_BUCKETS
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16)
 DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 

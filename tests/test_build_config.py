@@ -349,3 +349,122 @@ def test_sdist_manifest_has_no_warnings_and_no_build_record(tmp_path):
     assert not [n for n in names if n.endswith("flash_attn/_build_config.py")], names
     assert any(n.endswith("tools/nvcc_progress.py") for n in names) and any(n.endswith("csrc/flash_api.cpp")
                                                                             for n in names), names
+    # the kernel list and every kernel architecture's folder ship
+    assert any(n.endswith("flash_attn/_kernel_config.py") for n in names), names
+    assert any("csrc/instantiations/sm80/flash_fwd_hdim128_bf16_sm80.cu" in n for n in names), names
+    assert any(n.endswith("csrc/instantiations/sm90/README.md") for n in names), names
+
+
+# --- one kernel list (flash_attn/_kernel_config.py) and per-kernel-architecture compile flags (setup.py) -----------
+def test_generated_files_are_up_to_date():
+    """The instantiations and csrc/flash/host/kernel_table.h are what tools/generate_kernels.py makes of
+    _kernel_config.py (CI runs the same check)."""
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "generate_kernels.py"), "--check"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cpp_kernel_table_matches_python():
+    import re
+
+    from flash_attn import _kernel_config
+
+    text = (REPO_ROOT / "csrc" / "flash" / "host" / "kernel_table.h").read_text()
+    m = re.search(r"kHeadDimBuckets\[\]\s*=\s*\{([^}]*)\}", text)
+    assert m is not None, text
+    cpp = tuple(int(tok) for tok in m.group(1).split(","))
+    assert cpp == _kernel_config.HEADDIM_BUCKETS == _checks.HEADDIM_BUCKETS
+    for d in cpp:
+        assert f"#ifdef FLASH_ATTN_HDIM_{d}\n" in text and f"kHeadDimBuilt<{d}> = true;" in text
+
+
+@pytest.fixture(scope="module")
+def setup_py():
+    """setup.py loaded as a module for its functions (setup() runs only when it is __main__)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("flash_attn_setup", REPO_ROOT / "setup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SM80_FILE = "csrc/instantiations/sm80/flash_fwd_hdim128_bf16_sm80.cu"
+SM90_FILE = "csrc/instantiations/sm90/flash_fwd_hdim128_bf16_sm90.cu"
+
+
+def _gencode(flags):
+    return [flags[i + 1] for i, f in enumerate(flags) if f == "-gencode"]
+
+
+def _nvcc_for(setup_py, source, archs):
+    cfg = {"archs": archs, "headdims": [128], "dtypes": ["bf16"], "nvcc_threads": None}
+    flags = setup_py.compile_flags(cfg)
+    return flags, setup_py.nvcc_flags_for(setup_py.kernel_arch_of(source), flags["nvcc"], archs)
+
+
+def test_setup_reads_the_kernel_config(setup_py):
+    from flash_attn import _kernel_config
+
+    assert setup_py.ALL_HEADDIMS == _kernel_config.HEADDIM_BUCKETS and setup_py.ALL_DTYPES == _kernel_config.DTYPES
+
+
+@pytest.mark.parametrize("source", [SM80_FILE, "csrc/rotary.cu", "csrc/kvcache_append.cu"])
+def test_sm80_and_common_files_get_sass_for_each_arch_from_one_ptx(setup_py, source):
+    _, nvcc = _nvcc_for(setup_py, source, [80, 90])
+    assert _gencode(nvcc) == ["arch=compute_80,code=sm_80", "arch=compute_80,code=sm_90",
+                              "arch=compute_80,code=compute_80"]
+    _, nvcc = _nvcc_for(setup_py, source, [80])
+    assert _gencode(nvcc) == ["arch=compute_80,code=sm_80", "arch=compute_80,code=compute_80"]
+    _, nvcc = _nvcc_for(setup_py, source, [90])  # "90" alone: the sm80 kernels' sm90-only instructions too
+    assert _gencode(nvcc) == ["arch=compute_90,code=sm_90", "arch=compute_90,code=compute_90"]
+
+
+def test_sm90_files_get_sm90a_only(setup_py):
+    flags, nvcc = _nvcc_for(setup_py, SM90_FILE, [80, 90])
+    assert _gencode(nvcc) == ["arch=compute_90a,code=sm_90a"] and nvcc.count("-gencode") == 1
+    # everything else (std, defines, ...) as for the sm80 files
+    assert [f for f in nvcc if "arch=" not in f and f != "-gencode"] == \
+        [f for f in flags["nvcc"] if "arch=" not in f and f != "-gencode"]
+    assert "-std=c++20" in nvcc and "-DFLASH_ATTN_HDIM_128" in nvcc
+
+
+@pytest.mark.parametrize("archs,sm90", [([80, 90], True), ([90], True), ([80], False), ([80, 100], False)])
+def test_sm90_define_for_every_source(setup_py, archs, sm90):
+    flags, nvcc = _nvcc_for(setup_py, SM90_FILE, archs)
+    for flag_list in (flags["cxx"], flags["nvcc"]):  # cxx: flash_api.cpp
+        assert ("-DFLASH_ATTN_ARCH_SM90" in flag_list) == sm90
+
+
+def test_compile_is_split_by_kernel_arch(setup_py):
+    """build_ext's compile: one call per kernel architecture, each file once, sm80 exactly as before."""
+    calls = []
+
+    def fake_compile(sources, output_dir=None, extra_postargs=None, **kwargs):
+        calls.append((list(sources), output_dir, extra_postargs, kwargs))
+        return [f"{output_dir}/{Path(s).stem}.o" for s in sources]
+
+    flags = setup_py.compile_flags({"archs": [80, 90], "headdims": [128], "dtypes": ["bf16"], "nvcc_threads": None})
+    flags["nvcc"] += ["-DTORCH_EXTENSION_NAME=flash_attn_2_cuda"]  # what BuildExtension appends stays
+    sources = ["csrc/flash_api.cpp", "csrc/rotary.cu", SM80_FILE, SM90_FILE]
+    objects = setup_py.compile_per_kernel_arch(fake_compile, sources, "/b", flags, [80, 90], macros=[], debug=0)
+    (sm80_srcs, sm80_dir, sm80_args, kw), (sm90_srcs, sm90_dir, sm90_args, _) = calls
+    assert sm80_srcs == sources[:3] and sm80_dir == "/b" and sm80_args is flags and kw == {"macros": [], "debug": 0}
+    assert sm90_srcs == [SM90_FILE] and sm90_dir == os.path.join("/b", "sm90")
+    assert _gencode(sm90_args["nvcc"]) == ["arch=compute_90a,code=sm_90a"] and sm90_args["cxx"] == flags["cxx"]
+    assert "-DTORCH_EXTENSION_NAME=flash_attn_2_cuda" in sm90_args["nvcc"]
+    assert len(objects) == 4
+
+
+def test_select_sources_by_kernel_arch(setup_py, monkeypatch, tmp_path):
+    inst = tmp_path / "csrc" / "instantiations"
+    for rel in ("sm80/flash_fwd_hdim128_bf16_sm80.cu", "sm80/flash_fwd_hdim64_bf16_sm80.cu",
+                "sm90/flash_fwd_hdim128_bf16_sm90.cu"):
+        (inst / rel).parent.mkdir(parents=True, exist_ok=True)
+        (inst / rel).write_text("")
+    monkeypatch.setattr(setup_py, "ROOT", tmp_path)
+    assert setup_py.select_sources([128], ["bf16"], [80]) == [SM80_FILE]
+    assert setup_py.select_sources([128], ["bf16"], [80, 90]) == [SM80_FILE, SM90_FILE]
+    (inst / "flash_fwd_hdim32_bf16_sm80.cu").write_text("")  # the old flat layout
+    with pytest.raises(SystemExit, match="instantiations live in"):
+        setup_py.select_sources([128], ["bf16"], [80])
