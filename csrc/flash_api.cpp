@@ -8,16 +8,18 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <vector>
 
-#include "flash/dispatch.h"
-#include "flash/kvcache_append.h"
-#include "flash/params.h"
-#include "flash/rotary_apply.h"
-#include "flash/split_plan.h"
+#include "flash/host/dispatch.h"
+#include "flash/host/kvcache_append.h"
+#include "flash/core/params.h"
+#include "flash/host/rotary_apply.h"
+#include "flash/host/split_plan.h"
 
 namespace {
 
@@ -196,9 +198,10 @@ void set_common_params(flash::FwdParams& p, at::Tensor const& q, at::Tensor cons
   p.num_heads_k = static_cast<int>(k.size(-2));
   p.head_ratio = p.num_heads / p.num_heads_k;
   p.head_dim = static_cast<int>(q.size(-1));
+  p.head_dim_v = static_cast<int>(v.size(-1));
   p.softmax_scale = static_cast<float>(softmax_scale);
   // With softcap the kernels hold t = tanh(softmax_scale * s / softcap) and the softmax scales it by softcap
-  // (flash/softcap.h).
+  // (flash/core/softcap.h).
   double const score_scale = softcap > 0.0 ? softcap : softmax_scale;
   p.score_scale = static_cast<float>(score_scale);
   p.score_scale_log2 = static_cast<float>(score_scale * M_LOG2E);
@@ -238,7 +241,17 @@ at::Tensor make_rng_state(at::Tensor const& q) { return at::empty({2}, q.options
 struct SmResources {
   int num_sms = 0;
   int smem_per_sm = 0;
+  flash::Arch arch = flash::Arch::kSm80;  // whose kernels serve this device (flash::select_arch)
 };
+
+// FLASH_ATTN_FORCE_SM80=1: run the sm80 kernels on every GPU (read once, like the device attributes).
+bool force_sm80() {
+  static bool const forced = [] {
+    char const* v = std::getenv("FLASH_ATTN_FORCE_SM80");
+    return v != nullptr && v[0] != '\0' && std::string(v) != "0";
+  }();
+  return forced;
+}
 
 SmResources sm_resources(int device) {
   static std::mutex mutex;
@@ -249,6 +262,10 @@ SmResources sm_resources(int device) {
   if (sm.num_sms == 0) {
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm.num_sms, cudaDevAttrMultiProcessorCount, device));
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
+    int major = 0, minor = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    sm.arch = flash::select_arch(major, minor, force_sm80());
   }
   return sm;
 }
@@ -257,10 +274,16 @@ SmResources sm_resources(int device) {
 // one tile and splits the keys across CTAs when too few (batch, KV head) pairs would leave SMs idle; its fp32
 // partial results live in a workspace sized by shapes only (CUDA-graph safe). accum_rows: query positions of the
 // call (dense batch * seqlen_q, varlen total_q). requested_splits: 0 = heuristic, else the kv-cache caller's.
+// The dispatch key of a call on q's device.
+flash::KernelKey kernel_key(flash::FwdParams const& p, flash::DType dtype, at::Tensor const& q) {
+  return {sm_resources(q.get_device()).arch, dtype, p.head_dim, p.head_dim_v};
+}
+
 void run_forward(flash::FwdParams& p, flash::DType dtype, at::Tensor const& q, int64_t accum_rows,
                  int64_t requested_splits, cudaStream_t stream) {
+  flash::KernelKey const key = kernel_key(p, dtype, q);
   if (!flash::use_split_kernel(p, requested_splits)) {
-    flash::run_fwd(p, dtype, stream);
+    flash::run_fwd(p, key, stream);
     return;
   }
   if (requested_splits > 0) {
@@ -278,7 +301,7 @@ void run_forward(flash::FwdParams& p, flash::DType dtype, at::Tensor const& q, i
     p.lse_accum_ptr = lse_accum.data_ptr<float>();
     p.accum_rows = accum_rows;
   }
-  flash::run_fwd_split(p, dtype, stream);
+  flash::run_fwd_split(p, key, stream);
 }
 
 std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Tensor const& v,
@@ -673,7 +696,7 @@ void set_bwd_params(flash::BwdParams& p, at::Tensor const& dout, at::Tensor cons
   p.dq_semaphore = deterministic ? semaphore.data_ptr<int>() : nullptr;
 }
 
-// Deterministic dQ accumulation's turn counters: one int32 per 16 rows of dq_accum (sm80/dq_accum.h:
+// Deterministic dQ accumulation's turn counters: one int32 per 16 rows of dq_accum (core/dq_turns.h:
 // dq_turn_counter), zeroed; none otherwise.
 at::Tensor make_semaphore(bool deterministic, at::Tensor const& dq_accum) {
   auto const opts = dq_accum.options().dtype(at::kInt);
@@ -735,7 +758,7 @@ std::vector<at::Tensor> mha_bwd(at::Tensor const& dout, at::Tensor const& q, at:
   set_window(p, window);
   set_alibi(p, alibi_slopes_, batch, q);
   set_dropout_bwd(p, p_dropout, rng_state, q);
-  flash::run_bwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream());
+  flash::run_bwd(p, kernel_key(p, dtype, q), c10::cuda::getCurrentCUDAStream().stream());
   return {dq, dk, dv, dsum};
 }
 
@@ -800,7 +823,7 @@ std::vector<at::Tensor> mha_varlen_bwd(
   set_window(p, window);
   set_alibi(p, alibi_slopes_, batch, q);
   set_dropout_bwd(p, p_dropout, rng_state, q);
-  flash::run_bwd(p, dtype, c10::cuda::getCurrentCUDAStream().stream());
+  flash::run_bwd(p, kernel_key(p, dtype, q), c10::cuda::getCurrentCUDAStream().stream());
   return {dq, dk, dv, dsum};
 }
 

@@ -2,9 +2,9 @@
 // of one (row, head), rotated or copied (flash/rotary.h).
 #include <cutlass/numeric_types.h>
 
-#include "flash/kvcache_append.h"
-#include "flash/paged.h"
-#include "flash/rotary.h"
+#include "flash/host/kvcache_append.h"
+#include "flash/core/paged.h"
+#include "flash/core/rotary.h"
 
 namespace flash {
 namespace {
@@ -43,28 +43,23 @@ __global__ void kvcache_append_kernel(__grid_constant__ KvcacheAppendParams cons
     int const cached = max(params.cache_seqlens[batch], 0);
     if (is_kv) {
       int const pos = cached + row;
-      if (pos >= params.capacity) { continue; }
-      // The cache row (or page) and slot of position pos; nothing is written to a row or page that does not exist.
-      int64_t cache_row, slot;
-      if (params.block_table != nullptr) {
-        PagedSlot const at = paged_slot(params, batch, pos);
-        if (!at.valid) { continue; }
-        cache_row = at.page;
-        slot = at.slot;
-      } else {
-        cache_row = params.cache_batch_idx != nullptr ? params.cache_batch_idx[batch] : batch;
-        if (cache_row < 0 || cache_row >= params.cache_batch_rows) { continue; }
-        slot = pos;
-      }
+      // Dense caches: the batch entry's cache row; nothing is written to a row or page that does not exist.
+      int64_t const batch_row = params.cache_batch_idx != nullptr ? params.cache_batch_idx[batch] : batch;
+      bool const row_exists = params.block_table != nullptr || (batch_row >= 0 && batch_row < params.cache_batch_rows);
+      CacheRow const k_at = append_row(params, batch, row_exists, params.capacity,
+                                       batch_row * params.k_cache_batch_stride, pos, params.k_cache_batch_stride,
+                                       params.k_cache_row_stride);
+      if (!k_at.writable) { continue; }
+      CacheRow const v_at = append_row(params, batch, row_exists, params.capacity,
+                                       batch_row * params.v_cache_batch_stride, pos, params.v_cache_batch_stride,
+                                       params.v_cache_row_stride);
       Element const* k_src = static_cast<Element const*>(params.k_new) + batch * params.k_new_batch_stride +
                              row * params.k_new_row_stride + head * params.k_new_head_stride;
-      Element* k_dst = static_cast<Element*>(params.k_cache) + cache_row * params.k_cache_batch_stride +
-                       slot * params.k_cache_row_stride + head * params.k_cache_head_stride;
+      Element* k_dst = static_cast<Element*>(params.k_cache) + k_at.offset + head * params.k_cache_head_stride;
       rotator.apply(k_src, k_dst, j, pos);
       Element const* v_src = static_cast<Element const*>(params.v_new) + batch * params.v_new_batch_stride +
                              row * params.v_new_row_stride + head * params.v_new_head_stride;
-      Element* v_dst = static_cast<Element*>(params.v_cache) + cache_row * params.v_cache_batch_stride +
-                       slot * params.v_cache_row_stride + head * params.v_cache_head_stride;
+      Element* v_dst = static_cast<Element*>(params.v_cache) + v_at.offset + head * params.v_cache_head_stride;
       int a, b;
       rotator.channels(j, a, b);
       v_dst[a] = v_src[a];

@@ -2,9 +2,9 @@
 // head), rotated or copied (flash/rotary.h); an odd head dim's last channel is copied alone.
 #include <cutlass/numeric_types.h>
 
-#include "flash/rotary.h"
-#include "flash/rotary_apply.h"
-#include "flash/seqlen.h"
+#include "flash/core/rotary.h"
+#include "flash/host/rotary_apply.h"
+#include "flash/core/seqlen.h"
 
 namespace flash {
 namespace {

@@ -8,7 +8,7 @@
 
 #include <cute/tensor.hpp>
 
-#include "flash/dropout.h"
+#include "flash/core/dropout.h"
 #include "flash/sm80/bwd_tile_config.h"
 #include "flash/sm80/bwd_traits.h"
 #include "flash/sm80/fragment_layouts.h"

@@ -8,9 +8,10 @@
 #include <cstdint>
 #include <stdexcept>
 
-#include "../launch_check.h"
-#include "../params.h"
+#include "../core/launch_check.h"
+#include "../core/params.h"
 #include "bwd_kernel.h"
+#include "kernel_variants.h"
 #include "bwd_prep.h"
 #include "bwd_tile_config.h"
 #include "bwd_traits.h"

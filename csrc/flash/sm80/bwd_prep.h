@@ -9,8 +9,8 @@
 #include <cute/tensor.hpp>
 #include <cutlass/array.h>
 
-#include "../params.h"
-#include "../seqlen.h"
+#include "../core/params.h"
+#include "../core/seqlen.h"
 #include "dq_accum.h"
 #include "tile_store.h"
 

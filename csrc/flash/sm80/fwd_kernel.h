@@ -10,16 +10,16 @@
 
 #include <cute/tensor.hpp>
 
-#include "../alibi.h"
-#include "../block.h"
-#include "../block_loop.h"
-#include "../dropout.h"
-#include "../mask.h"
-#include "../params.h"
-#include "../seqlen.h"
-#include "../softcap.h"
-#include "../softmax.h"
-#include "../uniform_branch.h"
+#include "../core/alibi.h"
+#include "../core/block.h"
+#include "../core/block_loop.h"
+#include "../core/dropout.h"
+#include "../core/mask.h"
+#include "../core/params.h"
+#include "../core/seqlen.h"
+#include "../core/score_mods.h"
+#include "../core/softmax.h"
+#include "../core/uniform_branch.h"
 #include "copy.h"
 #include "fragment_layouts.h"
 #include "fwd_epilogue.h"
@@ -247,11 +247,10 @@ struct FwdKernel {
                      smem_thr_copy_k);
       Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
       if constexpr (kHasExtras) {
-        // Softcap never comes with dropout (API).
-        if constexpr (!kDropout) {
-          if_uniform(params.softcap > 0.f, [&] { apply_softcap(scores, params.softcap_inner); });
-        }
-        if_uniform(alibi.enabled(), [&] { alibi.apply(scores, score_coords, row_base, n_block * kBlockN); });
+        apply_score_mods</*kMaySoftcap=*/!kDropout>(
+            params, alibi.enabled(), scores, score_coords,
+            [&](int r) { return row_base + get<0>(score_coords(r, 0)); }, [&](int) { return alibi.slope; },
+            alibi.shift, n_block * kBlockN);
       }
       if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left,
                             params.window_right)) {

@@ -9,9 +9,10 @@
 #include <stdexcept>
 #include <string>
 
-#include "../launch_check.h"
-#include "../params.h"
+#include "../core/launch_check.h"
+#include "../core/params.h"
 #include "fwd_kernel.h"
+#include "kernel_variants.h"
 #include "fwd_tile_config.h"
 #include "fwd_traits.h"
 

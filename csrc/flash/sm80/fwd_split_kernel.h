@@ -14,15 +14,18 @@
 
 #include <cute/tensor.hpp>
 
-#include "../paged.h"
-#include "../block_loop.h"
-#include "../params.h"
-#include "../reduce.h"
-#include "../seqlen.h"
-#include "../softcap.h"
-#include "../softmax.h"
-#include "../split_combine.h"
-#include "../uniform_branch.h"
+#include "../core/block.h"
+#include "../core/block_loop.h"
+#include "../core/lse_merge.h"
+#include "../core/mask.h"
+#include "../core/paged.h"
+#include "../core/params.h"
+#include "../core/reduce.h"
+#include "../core/seqlen.h"
+#include "../core/score_mods.h"
+#include "../core/softmax.h"
+#include "../core/split_combine.h"
+#include "../core/uniform_branch.h"
 #include "copy.h"
 #include "fragment_layouts.h"
 #include "fwd_split_config.h"
@@ -78,6 +81,7 @@ struct FwdSplitKernel {
   static constexpr int kStages = Traits::kStages;
   static constexpr int kWarpN = Traits::kWarpN;
   static constexpr int kNWarps = Traits::kNWarps;
+  using Range = BlockRange<kBlockM, kBlockN, /*kHasWindow=*/true>;
 
   CUTE_DEVICE static void run(FwdParams const& params, char* smem) {
     int const num_splits = params.num_splits;
@@ -103,16 +107,15 @@ struct FwdSplitKernel {
     int const rows_left = seq.seqlen_q * group - row_base;
     int const rows = rows_left < kBlockM ? rows_left : kBlockM;
 
-    // Keys any row of the tile sees (block.h's window convention; without a window the bounds reach past every
-    // key), split evenly in key blocks. full_begin/full_end: keys every row sees, so blocks inside need no mask.
+    // Key blocks any row of the tile sees (block.h; the window is a runtime one, unbounded sides reaching past
+    // every key), split evenly.
+    PackedRows const packing{group};
     int const shift = seq.seqlen_k - seq.seqlen_q;
-    int const q_first = row_base / group, q_last = (row_base + rows - 1) / group;
-    int const key_begin = max(0, q_first + shift - params.window_left);
-    int const key_end = min(seq.seqlen_k, q_last + shift + params.window_right + 1);
-    int const full_begin = q_last + shift - params.window_left;
-    int const full_end = min(seq.seqlen_k, q_first + shift + params.window_right + 1);
-    int n_begin = key_begin / kBlockN;
-    int n_end = key_end > key_begin ? (key_end + kBlockN - 1) / kBlockN : n_begin;
+    int const q_first = packing.query(row_base), q_last = packing.query(row_base + rows - 1);
+    int n_begin, n_end;
+    Range::key_blocks_for_rows(q_first, q_last, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right,
+                               n_begin, n_end);
+    n_end = max(n_end, n_begin);
     int const per_split = (n_end - n_begin + num_splits - 1) / num_splits;
     n_begin += split * per_split;
     n_end = min(n_end, n_begin + per_split);
@@ -156,27 +159,25 @@ struct FwdSplitKernel {
     Element const* v_new = appends ? static_cast<Element const*>(params.v_new_ptr) + batch * params.v_new_batch_stride +
                                          kv_head * params.v_new_head_stride
                                    : nullptr;
-    // Where key pos (sequence-relative) of this (batch, KV head) lives in the cache; writable: the slot exists
-    // (a paged slot whose block-table entry is out of range is read as page 0 and never written, paged.h).
-    auto cache_row = [&](Element const* base_contiguous, Element const* head, int64_t page_stride,
-                         int64_t row_stride, int pos, bool* writable = nullptr) {
-      if (!paged) { return base_contiguous + int64_t(pos) * row_stride; }
-      PagedSlot const at = paged_slot(params, batch, pos);
-      if (writable != nullptr) { *writable = at.valid; }
-      return head + int64_t(at.page) * page_stride + int64_t(at.slot) * row_stride;
+    // Where key pos (sequence-relative) of this (batch, KV head) lives in the cache (paged.h).
+    int64_t const k_begin = seq.k_offset(params.k_batch_stride, params.k_row_stride);
+    int64_t const v_begin = seq.k_offset(params.v_batch_stride, params.v_row_stride);
+    auto k_cache_row = [&](int pos) {
+      return k_head + cache_row(params, batch, k_begin, pos, params.k_batch_stride, params.k_row_stride).offset;
+    };
+    auto v_cache_row = [&](int pos) {
+      return v_head + cache_row(params, batch, v_begin, pos, params.v_batch_stride, params.v_row_stride).offset;
     };
     auto load_stage = [&](int n_block, int stage) {
       int const rows_in_block = seq.seqlen_k - n_block * kBlockN;
       if ((n_block + 1) * kBlockN > new_begin) {  // a tile with appended keys: row by row from either source
         auto k_row = [&](int, int row) {
           int const pos = n_block * kBlockN + row;
-          return pos >= new_begin ? k_new + int64_t(pos - new_begin) * params.k_new_row_stride
-                                  : cache_row(k_base, k_head, params.k_batch_stride, params.k_row_stride, pos);
+          return pos >= new_begin ? k_new + int64_t(pos - new_begin) * params.k_new_row_stride : k_cache_row(pos);
         };
         auto v_row = [&](int, int row) {
           int const pos = n_block * kBlockN + row;
-          return pos >= new_begin ? v_new + int64_t(pos - new_begin) * params.v_new_row_stride
-                                  : cache_row(v_base, v_head, params.v_batch_stride, params.v_row_stride, pos);
+          return pos >= new_begin ? v_new + int64_t(pos - new_begin) * params.v_new_row_stride : v_cache_row(pos);
         };
         copy_rows<false, true, true>(gmem_copy, k_row, tKgK(_, 0, 0, 0).layout(), tKsK(_, _, _, stage), tKVcKV,
                                      kv_col_pred, rows_in_block);
@@ -200,19 +201,20 @@ struct FwdSplitKernel {
 
     // The appended keys go into the cache once per (batch, KV head), 16 bytes per thread at a time. Nothing in this
     // kernel reads them from there.
-    if (appends && m_block == 0 && split == 0 && seq.kv_rows_exist) {
+    if (appends && m_block == 0 && split == 0) {
       int const chunks_per_row = params.head_dim / 8;
       for (int c = tidx; c < params.seqused_k_extra * chunks_per_row; c += Traits::kNThreads) {
         int const j = c / chunks_per_row;
         int const col = (c - j * chunks_per_row) * 8;
         int const pos = new_begin + j;
-        if (seq.start_k + pos >= params.seqlen_k) { continue; }  // past the capacity
-        bool writable = true;
-        Element* k_dst = const_cast<Element*>(
-            cache_row(k_base, k_head, params.k_batch_stride, params.k_row_stride, pos, &writable));
-        Element* v_dst = const_cast<Element*>(
-            cache_row(v_base, v_head, params.v_batch_stride, params.v_row_stride, pos));
-        if (!writable) { continue; }
+        int const capacity = params.seqlen_k - seq.start_k;  // positions of this sequence's cache row
+        CacheRow const k_at = append_row(params, batch, seq.kv_rows_exist, capacity, k_begin, pos,
+                                         params.k_batch_stride, params.k_row_stride);
+        if (!k_at.writable) { continue; }
+        CacheRow const v_at = append_row(params, batch, seq.kv_rows_exist, capacity, v_begin, pos,
+                                         params.v_batch_stride, params.v_row_stride);
+        Element* k_dst = const_cast<Element*>(k_head) + k_at.offset;
+        Element* v_dst = const_cast<Element*>(v_head) + v_at.offset;
         using Vec = cute::uint128_t;
         *reinterpret_cast<Vec*>(k_dst + col) =
             *reinterpret_cast<Vec const*>(k_new + int64_t(j) * params.k_new_row_stride + col);
@@ -236,8 +238,8 @@ struct FwdSplitKernel {
             make_tensor(make_gmem_ptr(q_group), tile_q, make_stride(params.q_row_stride, _1{})));
         auto q_row_ptr = [&](int, int r) {
           int const packed = row_base + r;
-          int const q = packed / group;
-          return q_group + int64_t(q) * params.q_row_stride + int64_t(packed - q * group) * params.q_head_stride;
+          return q_group + int64_t(packing.query(packed)) * params.q_row_stride +
+                 int64_t(packing.head(packed, 0)) * params.q_head_stride;
         };
         copy_rows<false, true, true>(gmem_copy_q, q_row_ptr, tQgQ(_, 0, 0).layout(), q_thr_copy.partition_D(sQ),
                                      tQcQ, make_col_predicate(tQcQ, params.head_dim), rows);
@@ -291,12 +293,10 @@ struct FwdSplitKernel {
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) {
       int const packed = row_base + get<0>(score_coords(r, 0));
-      row_q[r] = packed / group;
-      int const head = kv_head * group + packed - row_q[r] * group;
-      row_slope[r] = params.alibi_slopes_ptr == nullptr
-                         ? 0.f
-                         : params.alibi_slopes_ptr[batch * params.alibi_batch_stride + head] / params.score_scale;
+      row_q[r] = packing.query(packed);
+      row_slope[r] = alibi_slope(params, batch, packing.head(packed, kv_head));
     }
+    auto query_of = [&](int r) { return row_q[r]; };
 
     for (int n_block = n_begin; n_block < n_end; ++n_block) {
       int const i = n_block - n_begin;
@@ -315,28 +315,13 @@ struct FwdSplitKernel {
                      smem_thr_copy_q, smem_thr_copy_k);
       Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
       int const key_base = n_block * kBlockN + warp * kWarpN;
-      if_uniform(params.softcap > 0.f, [&] { apply_softcap(scores, params.softcap_inner); });
-      if_uniform(params.alibi_slopes_ptr != nullptr, [&] {
-        CUTE_UNROLL
-        for (int r = 0; r < kRows; ++r) {
-          CUTE_UNROLL
-          for (int c = 0; c < size<1>(scores); ++c) {
-            int const key = key_base + get<1>(score_coords(r, c));
-            scores(r, c) -= row_slope[r] * fabsf(float(row_q[r] + shift - key));
-          }
-        }
-      });
-      if (n_block * kBlockN < full_begin || (n_block + 1) * kBlockN > full_end) {
-        CUTE_UNROLL
-        for (int r = 0; r < kRows; ++r) {
-          int const visible_begin = row_q[r] + shift - params.window_left;
-          int const visible_end = min(seq.seqlen_k, row_q[r] + shift + params.window_right + 1);
-          CUTE_UNROLL
-          for (int c = 0; c < size<1>(scores); ++c) {
-            int const key = key_base + get<1>(score_coords(r, c));
-            if (key < visible_begin || key >= visible_end) { scores(r, c) = -INFINITY; }
-          }
-        }
+      apply_score_mods</*kMaySoftcap=*/true>(
+          params, params.alibi_slopes_ptr != nullptr, scores, score_coords, query_of,
+          [&](int r) { return row_slope[r]; }, shift, key_base);
+      if (Range::needs_mask_for_rows(q_first, q_last, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left,
+                                     params.window_right)) {
+        apply_mask_rows</*kHasWindow=*/true>(scores, score_coords, query_of, key_base, seq.seqlen_q, seq.seqlen_k,
+                                             params.window_left, params.window_right);
       }
       softmax.template update</*kIsFirst=*/false>(scores, acc_o_rows);
       Tensor rP = convert_fragment<Element>(acc_s);
@@ -348,8 +333,8 @@ struct FwdSplitKernel {
                     row_base, rows);
   }
 
-  // The warps' partial results combine like splits: O = sum_w exp(m_w - M) O_w / L, L = sum_w exp(m_w - M) l_w,
-  // with M the largest row max. The tile's rows then go to o / softmax_lse (one split) or to the split workspace.
+  // The warps' partial results combine like splits (lse_merge.h). The tile's rows then go to o / softmax_lse (one
+  // split) or to the split workspace.
   template <class Softmax, class AccO, class ThrMma>
   CUTE_DEVICE static void merge_and_store(FwdParams const& params, SeqlenInfo const& seq, Softmax& softmax,
                                           AccO& acc_o, ThrMma const& thr_mma, char* smem_merge, int tidx, int batch,
@@ -357,9 +342,8 @@ struct FwdSplitKernel {
     constexpr int kStride = Traits::kMergeRowStride;
     int const warp = tidx / 32, lane = tidx % 32;
     float* s_o = reinterpret_cast<float*>(smem_merge);  // (warp, row, col)
-    float* s_max = s_o + kNWarps * kBlockM * kStride;     // (warp, row)
-    float* s_sum = s_max + kNWarps * kBlockM;
-    float* s_lse = s_sum + kNWarps * kBlockM;             // (row)
+    float* s_part_lse = s_o + kNWarps * kBlockM * kStride;  // (warp, row)
+    float* s_lse = s_part_lse + 2 * kNWarps * kBlockM;     // (row)
     cp_async_wait<0>();
     __syncthreads();  // every warp is done with K/V
 
@@ -367,49 +351,41 @@ struct FwdSplitKernel {
     Tensor coords = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
     Tensor coords_rows = make_tensor(coords.data(), acc_to_rowcol(coords.layout()));
     constexpr int kRows = decltype(size<0>(acc_o_rows))::value;
-    float row_sum[kRows];
+    float row_sum[kRows], own_lse[kRows];
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) {
       row_sum[r] = quad_allreduce(softmax.row_sum(r), SumOp{});
-      if (lane % 4 == 0) {
-        int const row = get<0>(coords_rows(r, 0));
-        s_max[warp * kBlockM + row] = softmax.row_max(r);
-        s_sum[warp * kBlockM + row] = row_sum[r];
-      }
+      own_lse[r] = softmax_lse(softmax.row_max(r), row_sum[r], params.score_scale);
+      if (lane % 4 == 0) { s_part_lse[warp * kBlockM + get<0>(coords_rows(r, 0))] = own_lse[r]; }
     }
     __syncthreads();
-    float const scale_log2 = params.score_scale_log2;
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) {
       int const row = get<0>(coords_rows(r, 0));
-      float max_all = -INFINITY;
+      float max_lse = -INFINITY;
       CUTE_UNROLL
-      for (int w = 0; w < kNWarps; ++w) { max_all = fmaxf(max_all, s_max[w * kBlockM + row]); }
-      float sum_all = 0.f;
+      for (int w = 0; w < kNWarps; ++w) { max_lse = fmaxf(max_lse, s_part_lse[w * kBlockM + row]); }
+      float sum_exp = 0.f;
       CUTE_UNROLL
-      for (int w = 0; w < kNWarps; ++w) {
-        float const m = s_max[w * kBlockM + row];
-        if (m != -INFINITY) { sum_all += s_sum[w * kBlockM + row] * exp2f((m - max_all) * scale_log2); }
-      }
-      bool const empty = max_all == -INFINITY || sum_all == 0.f;
-      float const own_max = softmax.row_max(r);
-      float const factor = empty || own_max == -INFINITY ? 0.f : exp2f((own_max - max_all) * scale_log2) / sum_all;
+      for (int w = 0; w < kNWarps; ++w) { sum_exp += lse_term(s_part_lse[w * kBlockM + row], max_lse); }
+      float const lse = merged_lse(max_lse, sum_exp);
+      // acc_o holds this warp's unnormalised output (sum row_sum): normalise and weigh in one factor.
+      float const factor = own_lse[r] == -INFINITY ? 0.f : merge_weight(own_lse[r], lse) / row_sum[r];
       CUTE_UNROLL
       for (int c = 0; c < size<1>(acc_o_rows); ++c) {
         auto const rc = coords_rows(r, c);
         s_o[(warp * kBlockM + get<0>(rc)) * kStride + get<1>(rc)] = acc_o_rows(r, c) * factor;
       }
       if (warp == 0 && lane % 4 == 0) {
-        // One split: a row with no key gets lse +inf (as the main kernel); a split's empty part gets -inf,
+        // One split: a row with no key keeps lse +inf (as the main kernel); a split's empty part gets -inf,
         // which the combine gives no weight.
-        float const empty_lse = params.num_splits > 1 ? -INFINITY : INFINITY;
-        s_lse[row] = empty ? empty_lse : max_all * params.score_scale + __logf(sum_all);
+        s_lse[row] = lse == INFINITY && params.num_splits > 1 ? -INFINITY : lse;
       }
     }
     __syncthreads();
 
     // Sum the warps' rows, four columns per thread at a time, and write the tile's valid rows and columns.
-    int const group = params.head_ratio;
+    PackedRows const packing{params.head_ratio};
     int const head_dim = params.head_dim;
     bool const to_accum = params.num_splits > 1;
     int64_t const call_row_base = seq.q_offset(params.seqlen_q, 1, batch);  // the call's row of this batch's query 0
@@ -426,8 +402,7 @@ struct FwdSplitKernel {
         sum.x += o.x, sum.y += o.y, sum.z += o.z, sum.w += o.w;
       }
       int const packed = row_base + row;
-      int const q = packed / group;
-      int const head = kv_head * group + packed - q * group;
+      int const q = packing.query(packed), head = packing.head(packed, kv_head);
       if (to_accum) {
         int64_t const accum_row = (int64_t(split) * params.num_heads + head) * params.accum_rows + call_row_base + q;
         *reinterpret_cast<float4*>(params.o_accum_ptr + accum_row * head_dim + col) = sum;
@@ -440,8 +415,7 @@ struct FwdSplitKernel {
     }
     if (tidx < rows) {
       int const packed = row_base + tidx;
-      int const q = packed / group;
-      int const head = kv_head * group + packed - q * group;
+      int const q = packing.query(packed), head = packing.head(packed, kv_head);
       if (to_accum) {
         params.lse_accum_ptr[(int64_t(split) * params.num_heads + head) * params.accum_rows + call_row_base + q] =
             s_lse[tidx];

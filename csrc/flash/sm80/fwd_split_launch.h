@@ -7,9 +7,9 @@
 #include <cstdint>
 #include <stdexcept>
 
-#include "../launch_check.h"
-#include "../params.h"
-#include "../split_combine.h"
+#include "../core/launch_check.h"
+#include "../core/params.h"
+#include "../core/split_combine.h"
 #include "fwd_split_kernel.h"
 
 namespace flash::sm80 {

@@ -4,8 +4,8 @@
 
 #include <cute/tensor.hpp>
 
-#include "../paged.h"
-#include "../params.h"
+#include "../core/paged.h"
+#include "../core/params.h"
 #include "copy.h"
 
 namespace flash::sm80 {
@@ -28,8 +28,7 @@ CUTE_DEVICE void load_kv_tile(FwdParams const& params, TiledCopy const& gmem_cop
   } else {
     Element const* cache_head = cache + kv_head * head_stride;
     auto row_ptr = [&](int, int row) {
-      PagedSlot const at = paged_slot(params, batch, n_block * kBlockN + row);
-      return cache_head + int64_t(at.page) * page_stride + int64_t(at.slot) * row_stride;
+      return cache_head + cache_row(params, batch, 0, n_block * kBlockN + row, page_stride, row_stride).offset;
     };
     copy_rows<kEvenCols, kCheckRows, /*kZeroFill=*/true>(gmem_copy, row_ptr, tiles(_, 0, 0, 0).layout(), dst, coords,
                                                           col_pred, rows_left);

@@ -12,6 +12,7 @@
 #include <cutlass/array.h>
 #include <cutlass/cutlass.h>
 
+#include "lse_merge.h"
 #include "params.h"
 #include "reduce.h"
 
@@ -55,17 +56,13 @@ __global__ void __launch_bounds__(kCombineThreads) split_combine_kernel(__grid_c
         max_lse = fmaxf(max_lse, split_lse[i]);
       }
       max_lse = warp_allreduce(max_lse, MaxOp{});
-      bool const empty = max_lse == -INFINITY;
       float sum = 0.f;
       CUTLASS_PRAGMA_UNROLL
-      for (int i = 0; i < kPerLane; ++i) { sum += empty ? 0.f : expf(split_lse[i] - max_lse); }
+      for (int i = 0; i < kPerLane; ++i) { sum += lse_term(split_lse[i], max_lse); }
       sum = warp_allreduce(sum, SumOp{});
-      float const lse = empty ? INFINITY : max_lse + logf(sum);
+      float const lse = merged_lse(max_lse, sum);
       CUTLASS_PRAGMA_UNROLL
-      for (int i = 0; i < kPerLane; ++i) {
-        // A split without keys (lse -inf, output 0) gets weight 0.
-        split_weights[lane + 32 * i] = empty ? 0.f : expf(split_lse[i] - lse);
-      }
+      for (int i = 0; i < kPerLane; ++i) { split_weights[lane + 32 * i] = merge_weight(split_lse[i], lse); }
       if (lane == 0) { row_lse = lse; }
     }
     __syncthreads();

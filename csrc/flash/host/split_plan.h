@@ -6,8 +6,8 @@
 #include <cstdint>
 
 #include "dispatch.h"
-#include "params.h"
-#include "sm80/fwd_split_config.h"
+#include "../core/params.h"
+#include "../sm80/fwd_split_config.h"  // the split tile table the heuristic sizes by
 
 namespace flash {
 

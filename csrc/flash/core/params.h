@@ -31,7 +31,8 @@ struct FwdParams {
   int head_ratio = 1;    // num_heads / num_heads_k (GQA group size)
   int seqlen_q = 0;      // dense: the length; varlen: max_seqlen_q (sizes the grid)
   int seqlen_k = 0;      // dense: the length; varlen: max_seqlen_k
-  int head_dim = 0;      // actual head dim (multiple of 8, <= the kernel's bucket)
+  int head_dim = 0;      // actual head dim of Q and K (multiple of 8, <= the kernel's bucket)
+  int head_dim_v = 0;    // head dim of V and O; every kernel today requires head_dim_v == head_dim
 
   float softmax_scale = 1.f;       // the caller's scale; also the chain-rule factor of the backward
   // The scale the softmax applies to its input: softmax_scale, or softcap with softcap (its input is then the
@@ -62,10 +63,20 @@ struct FwdParams {
   int64_t s_dmask_batch_stride = 0, s_dmask_head_stride = 0, s_dmask_row_stride = 0;
   int s_dmask_rows = 0, s_dmask_cols = 0;  // its extent: a varlen sequence longer than max_seqlen writes no more
 
+  // FP8 inputs: per-(batch, KV head) fp32 dequantisation scales of Q, K and V (scores are scaled by
+  // q_descale * k_descale, O by v_descale); nullptr = 1. Read only by FP8 kernels.
+  float const* __restrict__ q_descale_ptr = nullptr;
+  float const* __restrict__ k_descale_ptr = nullptr;
+  float const* __restrict__ v_descale_ptr = nullptr;
+  int64_t q_descale_batch_stride = 0, q_descale_head_stride = 0;
+  int64_t k_descale_batch_stride = 0, k_descale_head_stride = 0;
+  int64_t v_descale_batch_stride = 0, v_descale_head_stride = 0;
+
   // Varlen: int32 (batch + 1,) prefix sums of sequence lengths; nullptr for dense inputs. total_q / total_k: the
   // rows of the packed q / k tensors, which bound every sequence (seqlen.h clamps the prefix sums to them).
   int const* __restrict__ cu_seqlens_q = nullptr;
   int const* __restrict__ cu_seqlens_k = nullptr;
+  // Together with batch (dense) they are also the global extents a TMA descriptor of q/k/v is built over.
   int total_q = 0;
   int total_k = 0;
   // KV cache (dense K/V of capacity seqlen_k), int32 (batch,) each, nullptr = off: seqused_k, the keys in use
@@ -85,7 +96,7 @@ struct FwdParams {
   int num_pages = 0;        // pages of the cache: entries outside [0, num_pages) are never dereferenced (paged.h)
   int block_table_cols = 0;  // entries per sequence: a sequence holds at most block_table_cols * page_size keys
 
-  // Split-KV forward (sm80/fwd_split_kernel.h): the key range of each query row is split num_splits ways.
+  // Split-KV forward (the short-query kernels): the key range of each query row is split num_splits ways.
   // With num_splits > 1 each split writes its normalised partial output and lse (fp32) to
   // o_accum (num_splits, num_heads, accum_rows, head_dim) and lse_accum (num_splits, num_heads, accum_rows), a
   // row being a query position of the whole call (dense: batch * seqlen_q + i, varlen: cu_seqlens_q[b] + i), and
@@ -112,12 +123,6 @@ struct FwdParams {
   int window_right = 0;
 };
 
-// Softcap, ALiBi, dropout and paged K/V run in a second instantiation of each kernel (kHasExtras): their
-// register needs would otherwise cost the plain kernels spills.
-inline bool needs_score_extras(FwdParams const& p) {
-  return p.softcap > 0.f || p.alibi_slopes_ptr != nullptr || p.has_dropout || p.block_table != nullptr;
-}
-
 // Backward: the forward's inputs and saved outputs plus the incoming gradient dO and the gradients.
 // dq/dk/dv may be strided views (e.g. slices of a packed dqkv buffer).
 struct BwdParams : FwdParams {
@@ -134,14 +139,14 @@ struct BwdParams : FwdParams {
   float* __restrict__ dsum_ptr = nullptr;
   int64_t dsum_batch_stride = 0, dsum_head_stride = 0;
 
-  // fp32 dQ accumulator, in tiles of (query block x head-dim bucket) stored thread-major (see
-  // sm80/dq_accum.h). Rows are padded: dense (b, h, round128(seqlen_q), bucket), varlen
+  // fp32 dQ accumulator, in tiles of (query block x head-dim bucket) whose element order belongs to the
+  // architecture's backward kernel (which also converts it). Rows are padded: dense (b, h, round128(seqlen_q), bucket), varlen
   // (h, total_q + 128 * batch, bucket) with sequence i starting at row cu_seqlens_q[i] + 128 * i.
   float* __restrict__ dq_accum_ptr = nullptr;
   int64_t dq_accum_batch_stride = 0, dq_accum_row_stride = 0, dq_accum_head_stride = 0;
 
   // deterministic: key blocks add their dQ contributions in key-block order, sequenced by one int32
-  // counter per 16 rows of dq_accum (zero-initialised, sm80/dq_accum.h: dq_turn_counter).
+  // counter per 16 rows of dq_accum (zero-initialised; core/dq_turns.h).
   bool deterministic = false;
   int* __restrict__ dq_semaphore = nullptr;
 };

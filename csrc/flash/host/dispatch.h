@@ -1,0 +1,152 @@
+// Host-side dispatch: (architecture, dtype, head dim, head dim of V, variant) of a call -> the compiled kernel.
+// Only kernels selected at build time are referenced (kernel_table.h, generated from flash_attn/_kernel_config.py;
+// FLASH_ATTN_DTYPE_<t> and FLASH_ATTN_ARCH_SM90 defines from setup.py); any other combination throws with the
+// build variable that would build it. Host-only: included by the torch binding, which must not see CuTe device code.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include <cutlass/numeric_types.h>
+
+#include "../core/params.h"
+#include "kernel_table.h"
+
+namespace flash {
+
+enum class DType { kFloat16, kBFloat16 };
+
+// The instruction set a kernel is written for. kSm80: mma.sync / ldmatrix / cp.async, runs on every GPU >= sm80
+// (and serves dropout everywhere). kSm90: TMA / wgmma / warp specialisation, sm90a only.
+enum class Arch { kSm80, kSm90 };
+
+// Kernel entry points, one per (architecture, direction); each architecture folder instantiates its own.
+namespace sm80 {
+template <class Element, int kHeadDim, bool kHasWindow>
+void run_fwd(FwdParams const& params, cudaStream_t stream);
+template <class Element, int kHeadDim, bool kHasWindow>
+void run_bwd(BwdParams const& params, cudaStream_t stream);
+template <class Element, int kHeadDim>
+void run_fwd_split(FwdParams const& params, cudaStream_t stream);
+}  // namespace sm80
+
+// Whether this build holds sm90a kernels: setup.py defines FLASH_ATTN_ARCH_SM90 when 90 is among the archs, and
+// kSm90KernelsWritten turns true with the first sm90 kernel (the Hopper forward, next issue).
+inline constexpr bool kSm90KernelsWritten = false;
+#ifdef FLASH_ATTN_ARCH_SM90
+inline constexpr bool kSm90KernelsBuilt = kSm90KernelsWritten;
+#else
+inline constexpr bool kSm90KernelsBuilt = false;
+#endif
+
+// The architecture whose kernels serve a device of compute capability (major, minor). force_sm80: the documented
+// FLASH_ATTN_FORCE_SM80=1 switch (read by the binding), which keeps the sm80 kernels testable on Hopper.
+inline Arch select_arch(int major, int minor, bool force_sm80) {
+  if (kSm90KernelsBuilt && !force_sm80 && major == 9 && minor == 0) { return Arch::kSm90; }
+  return Arch::kSm80;
+}
+
+// What a call needs compiled: the dispatch axes other than the variant flags carried in the params.
+struct KernelKey {
+  Arch arch = Arch::kSm80;
+  DType dtype = DType::kBFloat16;
+  int head_dim = 0;    // multiple of 8, <= 256
+  int head_dim_v = 0;  // == head_dim for every kernel today
+};
+
+// Smallest compiled-for bucket that holds head_dim (already a multiple of 8).
+inline int head_dim_bucket(int head_dim) {
+  for (int bucket : kHeadDimBuckets) {
+    if (head_dim <= bucket) { return bucket; }
+  }
+  throw std::invalid_argument("flash_attn: head dim " + std::to_string(head_dim) + " exceeds 256");
+}
+
+[[noreturn]] inline void throw_not_built(char const* variable, std::string const& value, std::string const& what) {
+  throw std::runtime_error("flash_attn was built without " + what + " kernels; rebuild with " + variable +
+                           " including \"" + value + "\" (e.g. " + variable + "=\"" + value + "\")");
+}
+
+// Calls fn.template operator()<Element, kHeadDim, kHasWindow>() for the compiled kernel that serves the key;
+// throws, naming the build variable, when it was not built.
+template <class Element, int kHeadDim, class Fn>
+void dispatch_window(bool has_window, Fn&& fn) {
+  if (has_window) {
+    fn.template operator()<Element, kHeadDim, true>();
+  } else {
+    fn.template operator()<Element, kHeadDim, false>();
+  }
+}
+
+template <class Element, class Fn, int... kBuckets>
+void dispatch_hdim(int bucket, bool has_window, Fn&& fn, std::integer_sequence<int, kBuckets...>) {
+  bool found = false;
+  (
+      [&] {
+        if constexpr (kHeadDimBuilt<kBuckets>) {
+          if (!found && bucket == kBuckets) {
+            found = true;
+            dispatch_window<Element, kBuckets>(has_window, fn);
+          }
+        }
+      }(),
+      ...);
+  if (!found) { throw_not_built("FLASH_ATTN_HEADDIMS", std::to_string(bucket), "head dim " + std::to_string(bucket)); }
+}
+
+template <class Fn>
+void dispatch_kernel(KernelKey const& key, bool has_window, Fn&& fn) {
+  if (key.head_dim_v != key.head_dim) {
+    throw std::invalid_argument("flash_attn: no kernel for head dim of V " + std::to_string(key.head_dim_v) +
+                                " != head dim " + std::to_string(key.head_dim));
+  }
+  int const bucket = head_dim_bucket(key.head_dim);
+  using Buckets = std::integer_sequence<int, kHeadDimBuckets[0], kHeadDimBuckets[1], kHeadDimBuckets[2],
+                                        kHeadDimBuckets[3], kHeadDimBuckets[4], kHeadDimBuckets[5]>;
+  static_assert(sizeof(kHeadDimBuckets) / sizeof(int) == 6, "extend Buckets with kernel_table.h");
+  if (key.dtype == DType::kFloat16) {
+#ifdef FLASH_ATTN_DTYPE_FP16
+    return dispatch_hdim<cutlass::half_t>(bucket, has_window, fn, Buckets{});
+#else
+    throw_not_built("FLASH_ATTN_DTYPES", "fp16", "fp16");
+#endif
+  } else {
+#ifdef FLASH_ATTN_DTYPE_BF16
+    return dispatch_hdim<cutlass::bfloat16_t>(bucket, has_window, fn, Buckets{});
+#else
+    throw_not_built("FLASH_ATTN_DTYPES", "bf16", "bf16");
+#endif
+  }
+}
+
+// sm90 kernels arrive with the next issues; until then a key for them is a programming error.
+[[noreturn]] inline void throw_no_arch_kernel(char const* what) {
+  throw std::logic_error(std::string("flash_attn: no sm90 ") + what + " kernel in this build");
+}
+
+inline void run_fwd(FwdParams const& params, KernelKey const& key, cudaStream_t stream) {
+  if (key.arch != Arch::kSm80) { throw_no_arch_kernel("forward"); }
+  dispatch_kernel(key, params.has_window, [&]<class Element, int kHeadDim, bool kHasWindow>() {
+    sm80::run_fwd<Element, kHeadDim, kHasWindow>(params, stream);
+  });
+}
+
+// The split-KV forward masks windows at run time: one kernel per (dtype, head dim).
+inline void run_fwd_split(FwdParams const& params, KernelKey const& key, cudaStream_t stream) {
+  if (key.arch != Arch::kSm80) { throw_no_arch_kernel("split-KV forward"); }
+  dispatch_kernel(key, /*has_window=*/false, [&]<class Element, int kHeadDim, bool>() {
+    sm80::run_fwd_split<Element, kHeadDim>(params, stream);
+  });
+}
+
+inline void run_bwd(BwdParams const& params, KernelKey const& key, cudaStream_t stream) {
+  if (key.arch != Arch::kSm80) { throw_no_arch_kernel("backward"); }
+  dispatch_kernel(key, params.has_window, [&]<class Element, int kHeadDim, bool kHasWindow>() {
+    sm80::run_bwd<Element, kHeadDim, kHasWindow>(params, stream);
+  });
+}
+
+}  // namespace flash
