@@ -34,7 +34,8 @@ void run_bwd(BwdParams const& params, cudaStream_t stream) {
   launch_with_smem<0>(&bwd_prep_kernel<Traits>, query_grid, Traits::kNThreads, params, stream,
                       "flash_attn backward prep kernel");
   if (key_ctas > 0) {
-    dim3 const grid(static_cast<unsigned>(key_ctas), params.num_heads_k);
+    int64_t const num_n_blocks = (params.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN;
+    dim3 const grid = SequenceBlockScheduler</*kLongestFirst=*/false>::grid(num_n_blocks, params.batch, params.num_heads_k);
     auto const kernel = needs_score_extras(params)
                             ? (even_cols ? &bwd_kernel<Traits, kHasWindow, true, true>
                                          : &bwd_kernel<Traits, kHasWindow, false, true>)

@@ -1,30 +1,22 @@
-// FlashAttention forward on sm80 instructions (cp.async, ldmatrix, mma.sync); runs on sm80+.
-//
-// One CTA computes one (query block, head, batch) tile. Key blocks are visited from the last to the
-// first so that the only tiles needing element-wise masks (the sequence end, the causal diagonal)
-// come first. K and V each have one shared-memory buffer: V(n) is fetched while S = Q·K(n)ᵀ is
-// computed, and K(n-1) while softmax and P·V(n) run.
+// FlashAttention forward on sm80 instructions (cp.async, ldmatrix, mma.sync); runs on sm80+. A composition:
+// the tile scheduler hands the CTA its (query block, head, batch) tiles, the mainloop (fwd_mainloop.h) computes a
+// tile's unnormalised output and row statistics, the softmax finalises them and the epilogue (fwd_epilogue.h)
+// stores O and lse.
 #pragma once
-
-#include <type_traits>
 
 #include <cute/tensor.hpp>
 
-#include "../core/alibi.h"
 #include "../core/block.h"
 #include "../core/block_loop.h"
 #include "../core/dropout.h"
-#include "../core/mask.h"
 #include "../core/params.h"
 #include "../core/seqlen.h"
-#include "../core/score_mods.h"
 #include "../core/softmax.h"
-#include "../core/uniform_branch.h"
-#include "copy.h"
+#include "../core/tile_scheduler.h"
 #include "fragment_layouts.h"
 #include "fwd_epilogue.h"
-#include "gemm.h"
-#include "kv_load.h"
+#include "fwd_mainloop.h"
+#include "tile_scheduler.h"
 
 namespace flash::sm80 {
 
@@ -37,69 +29,24 @@ struct FwdKernel {
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kBlockN = Traits::kBlockN;
   static constexpr int kHeadDim = Traits::kHeadDim;
-  // The copies of the key-block loop (see key_block_loop): without dropout; a paged KV cache (no dropout);
-  // dropout; dropout writing S_dmask.
-  enum LoopMode : int { kNoDropout, kPagedKv, kDropoutOnly, kDropoutWritingDmask };
-  // Where a key block's dropout keep bits come from: its own Philox calls, the calls that also serve the other
-  // 64-key block of its 128-key group (kept in next_keep), or next_keep, drawn with the block visited before.
-  enum KeepSource : int { kDraw, kDrawWithPartner, kCarried };
-  // A thread's scores in the (rows, cols) view of its accumulator, and the words of dropout keep bits for them.
-  static constexpr int kScoreRows = 2 * kBlockM / (16 * Traits::kNWarps / Traits::kWarpsN);
-  static constexpr int kScoreCols = 2 * kBlockN / (8 * Traits::kWarpsN);
-  static constexpr int kKeepWords = Dropout::kKeepWords<kScoreRows, kScoreCols>;
   using Range = BlockRange<kBlockM, kBlockN, kHasWindow>;
-
-  // Unnormalised probabilities of one key tile (the row sums already include every key): dropped entries
-  // become 0 before P·V; with return_attn_probs they are also written to S_dmask, dropped ones negated.
-  template <bool kWritesDmask, int kWords, class Scores, class Coords>
-  CUTE_DEVICE static void apply_dropout(FwdParams const& params, uint32_t const (&keep)[kWords], Scores& scores,
-                                        Coords const& coords, int batch, int head, int row_base, int col_base) {
-    constexpr int kRows = decltype(size<0>(scores))::value, kCols = decltype(size<1>(scores))::value;
-    // S_dmask addresses: one 64-bit tile base and 32-bit in-tile offsets (the binding keeps a tile's span
-    // below 2^31 elements), so that no per-row 64-bit offsets stay live across the key-block loop.
-    Element* s_dmask = !kWritesDmask
-                           ? nullptr
-                           : static_cast<Element*>(params.s_dmask_ptr) + batch * params.s_dmask_batch_stride +
-                                 head * params.s_dmask_head_stride + int64_t(row_base) * params.s_dmask_row_stride +
-                                 col_base;
-    int const s_dmask_row_stride = int(params.s_dmask_row_stride);
-    CUTE_UNROLL
-    for (int r = 0; r < kRows; ++r) {
-      CUTE_UNROLL
-      for (int c = 0; c < kCols; ++c) {
-        bool const kept = Dropout::kept<kCols>(keep, r, c);
-        float const p = scores(r, c);
-        if constexpr (kWritesDmask) {
-          auto const rc = coords(r, c);
-          // A varlen sequence longer than max_seqlen (the buffer's extent) keeps to the buffer.
-          if (row_base + get<0>(rc) < params.s_dmask_rows && col_base + get<1>(rc) < params.s_dmask_cols) {
-            s_dmask[get<0>(rc) * s_dmask_row_stride + get<1>(rc)] = Element(kept ? p : -p);
-          }
-        }
-        scores(r, c) = kept ? p : 0.f;
-      }
-    }
-  }
+  using Scheduler = SequenceBlockScheduler</*kLongestFirst=*/true>;  // grid: fwd_launch.h
+  using Mainloop = FwdMainloop<Traits, kHasWindow, kEvenCols, kHasExtras>;
+  using Epilogue = FwdEpilogue<Traits, kEvenCols>;
 
   CUTE_DEVICE static void run(FwdParams const& params, char* smem) {
-    // grid = (m_blocks * batch, heads): consecutive CTAs share one (batch, head) and its K/V in L2, and
-    // batch is not bound by the 65535 limit of grid.y/z. Within a sequence the longest causal rows start first.
     int const num_m_blocks = (params.seqlen_q + kBlockM - 1) / kBlockM;
     if (kHasExtras && params.rng_state_ptr != nullptr && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
       Dropout const d = make_dropout(params, 0, 0, 0);  // the backward replays this call's seed and offset
       params.rng_state_ptr[0] = int64_t(d.seed);
       params.rng_state_ptr[1] = int64_t(d.offset);
     }
-    // A varlen sequence longer than the grid's max_seqlen_q (an understated bound) has more query blocks than the
-    // grid: the CTAs of its batch take them in turn. Only m_block is carried from one block to the next; the rest
-    // is derived afresh from opaque indices (block_loop.h).
-    for (int m_block = num_m_blocks - 1 - int(blockIdx.x) % num_m_blocks;; m_block += num_m_blocks) {
-      int const batch = opaque_block_idx_x() / num_m_blocks;
-      SeqlenInfo const seq(params, batch);
-      if (m_block * kBlockM >= seq.seqlen_q) { break; }
-      run_block(params, smem, seq, batch, blockIdx.y, m_block);
-      __syncthreads();  // the block's epilogue is done with shared memory before the next block loads Q
-    }
+    Scheduler::for_each_tile(num_m_blocks, [&](WorkTile const& tile) {
+      SeqlenInfo const seq(params, tile.batch);
+      if (tile.block * kBlockM >= seq.seqlen_q) { return false; }
+      run_block(params, smem, seq, tile.batch, tile.head, tile.block);
+      return true;
+    });
   }
 
   CUTE_DEVICE static void run_block(FwdParams const& params, char* smem, SeqlenInfo const& seq, int batch, int head,
@@ -111,215 +58,14 @@ struct FwdKernel {
     Range::key_blocks(m_block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, n_block_min,
                       n_block_max);
 
-    // Global tiles. Offsets are 64-bit; K/V are (kBlockN, d, n_blocks) views of one (batch, kv head).
-    int const kv_head = head / params.head_ratio;
-    Element const* q_base = static_cast<Element const*>(params.q_ptr) +
-                            seq.q_offset(params.q_batch_stride, params.q_row_stride, batch) +
-                            head * params.q_head_stride + int64_t(row_base) * params.q_row_stride;
-    Element const* k_base = static_cast<Element const*>(params.k_ptr) +
-                            seq.k_offset(params.k_batch_stride, params.k_row_stride) +
-                            kv_head * params.k_head_stride;
-    Element const* v_base = static_cast<Element const*>(params.v_ptr) +
-                            seq.k_offset(params.v_batch_stride, params.v_row_stride) +
-                            kv_head * params.v_head_stride;
-    Element* o_base = static_cast<Element*>(params.o_ptr) +
-                      seq.q_offset(params.o_batch_stride, params.o_row_stride, batch) +
-                      head * params.o_head_stride + int64_t(row_base) * params.o_row_stride;
-    float* lse_base = params.softmax_lse_ptr + seq.lse_offset(params.lse_batch_stride, batch) +
-                      head * params.lse_head_stride + row_base;
-
-    auto const tile_q = Shape<Int<kBlockM>, Int<kHeadDim>>{};
-    int const num_kv_blocks = n_block_max > 0 ? n_block_max : 1;
-    Tensor gQ = make_tensor(make_gmem_ptr(q_base), tile_q, make_stride(params.q_row_stride, _1{}));
-    Tensor gK = make_tensor(make_gmem_ptr(k_base), make_shape(Int<kBlockN>{}, Int<kHeadDim>{}, num_kv_blocks),
-                            make_stride(params.k_row_stride, _1{}, int64_t(kBlockN) * params.k_row_stride));
-    Tensor gV = make_tensor(make_gmem_ptr(v_base), make_shape(Int<kBlockN>{}, Int<kHeadDim>{}, num_kv_blocks),
-                            make_stride(params.v_row_stride, _1{}, int64_t(kBlockN) * params.v_row_stride));
-    Tensor gO = make_tensor(make_gmem_ptr(o_base), tile_q, make_stride(params.o_row_stride, _1{}));
-    Tensor gLse = make_tensor(make_gmem_ptr(lse_base), Shape<Int<kBlockM>>{});
-
-    // Shared memory: Q | K | V.
-    Element* smem_q = reinterpret_cast<Element*>(smem);
-    Tensor sQ = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutQ{});
-    Tensor sK = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutKV{});
-    Tensor sV = make_tensor(sK.data() + size(sK), typename Traits::SmemLayoutKV{});
-    Tensor sVt = make_tensor(sV.data(), typename Traits::SmemLayoutVt{});
-
-    // Global -> shared (cp.async), with predicates on rows and on the real head dim.
-    typename Traits::GmemTiledCopyQKV gmem_copy;
-    auto gmem_thr_copy = gmem_copy.get_thread_slice(tidx);
-    Tensor tQgQ = gmem_thr_copy.partition_S(gQ);
-    Tensor tQsQ = gmem_thr_copy.partition_D(sQ);
-    Tensor tKgK = gmem_thr_copy.partition_S(gK);  // (CPY, CPY_N, CPY_K, n_blocks)
-    Tensor tKsK = gmem_thr_copy.partition_D(sK);
-    Tensor tVgV = gmem_thr_copy.partition_S(gV);
-    Tensor tVsV = gmem_thr_copy.partition_D(sV);
-    Tensor tQcQ = gmem_thr_copy.partition_S(make_identity_tensor(tile_q));
-    Tensor tKVcKV = gmem_thr_copy.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
-    Tensor q_col_pred = make_col_predicate(tQcQ, params.head_dim);
-    Tensor kv_col_pred = make_col_predicate(tKVcKV, params.head_dim);
-    // K or V tile n_block into shared memory: a strided view, or row by row through the block table of a paged
-    // cache (rows_left: the tile's rows that exist, checked when kCheckRows). Paged calls run the windowed
-    // kHasExtras kernel (needs_score_extras; the binding sets has_window) in a copy of the loop of their own: in
-    // the plain kernel's loop the paged path cost 400 instructions of code and 160 bytes of spills, and beside
-    // the softcap / ALiBi loop of the unwindowed kernel those calls ran 8% slower.
-    constexpr bool kMayPage = kHasExtras && kHasWindow;
-    Element const* k_cache = static_cast<Element const*>(params.k_ptr);
-    Element const* v_cache = static_cast<Element const*>(params.v_ptr);
-    auto load_k = [&](int n_block, auto check_rows, auto may_page, int rows_left) __attribute__((always_inline)) {
-      load_kv_tile<kEvenCols, decltype(check_rows)::value, decltype(may_page)::value, kBlockN>(
-          params, gmem_copy, tKgK, tKsK, tKVcKV, kv_col_pred, k_cache, params.k_batch_stride, params.k_row_stride, params.k_head_stride,
-          batch, kv_head, n_block, rows_left);
-    };
-    auto load_v = [&](int n_block, auto check_rows, auto may_page, int rows_left) __attribute__((always_inline)) {
-      load_kv_tile<kEvenCols, decltype(check_rows)::value, decltype(may_page)::value, kBlockN>(
-          params, gmem_copy, tVgV, tVsV, tKVcKV, kv_col_pred, v_cache, params.v_batch_stride, params.v_row_stride, params.v_head_stride,
-          batch, kv_head, n_block, rows_left);
-    };
-
-    // Shared -> registers (ldmatrix) and the MMAs.
     typename Traits::TiledMma tiled_mma;
-    auto thr_mma = tiled_mma.get_thread_slice(tidx);
-    Tensor tSrQ = thr_mma.partition_fragment_A(sQ);
-    Tensor tSrK = thr_mma.partition_fragment_B(sK);
-    Tensor tOrVt = thr_mma.partition_fragment_B(sVt);
-    auto smem_copy_q = make_tiled_copy_A(typename Traits::SmemCopyAtomQK{}, tiled_mma);
-    auto smem_thr_copy_q = smem_copy_q.get_thread_slice(tidx);
-    Tensor tSsQ = smem_thr_copy_q.partition_S(sQ);
-    auto smem_copy_k = make_tiled_copy_B(typename Traits::SmemCopyAtomQK{}, tiled_mma);
-    auto smem_thr_copy_k = smem_copy_k.get_thread_slice(tidx);
-    Tensor tSsK = smem_thr_copy_k.partition_S(sK);
-    auto smem_copy_v = make_tiled_copy_B(typename Traits::SmemCopyAtomVt{}, tiled_mma);
-    auto smem_thr_copy_v = smem_copy_v.get_thread_slice(tidx);
-    Tensor tOsVt = smem_thr_copy_v.partition_S(sVt);
-
+    auto const tile_q = Shape<Int<kBlockM>, Int<kHeadDim>>{};
     Tensor acc_o = partition_fragment_C(tiled_mma, tile_q);
     clear(acc_o);
     Tensor acc_o_rows = make_tensor(acc_o.data(), acc_to_rowcol(acc_o.layout()));
     OnlineSoftmax<decltype(size<0>(acc_o_rows))::value> softmax(params.score_scale_log2);
 
-    // Tile-relative (row, col) of each score this thread holds, for masking.
-    Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
-    Tensor score_coords = make_tensor(tScS.data(), acc_to_rowcol(tScS.layout()));
-    Alibi const alibi = kHasExtras ? make_alibi(params, batch, head, seq.seqlen_q, seq.seqlen_k) : Alibi{};
-    Dropout const dropout = kHasExtras ? make_dropout(params, seq.seqlen_k, batch, head) : Dropout{};
-    static_assert(decltype(size<0>(score_coords))::value == kScoreRows &&
-                  decltype(size<1>(score_coords))::value == kScoreCols);
-
-    // always_inline: with the extras compiled in the body outgrows NVVM's inlining budget, and an outlined call
-    // would put every fragment it touches (acc_o, the MMA operands) in local memory.
-    // loop_mode: a LoopMode, one copy of the loop each (see key_block_loop).
-    // keep_source: a KeepSource, where the block's dropout keep bits come from.
-    auto process_key_block = [&](int n_block, auto is_first, auto loop_mode, auto keep_source,
-                                 uint32_t (&next_keep)[kKeepWords]) __attribute__((always_inline)) {
-      constexpr bool kIsFirst = decltype(is_first)::value;
-      constexpr int kMode = decltype(loop_mode)::value;
-      constexpr bool kDropout = kMode == kDropoutOnly || kMode == kDropoutWritingDmask;
-      constexpr int kKeepSource = decltype(keep_source)::value;
-      // Dropout's keep bits first: the Philox rounds then run while only acc_o is live, not acc_s and the
-      // softmax state as well.
-      uint32_t keep[kKeepWords];
-      // The runtime test (always true in this copy) keeps the Philox rounds in their own basic block: with
-      // them in the GEMM's block ptxas interleaves them with the MMAs and spills (d 128: ~90 spill ops per
-      // key block instead of ~30).
-      if (kDropout && params.has_dropout) {
-        if constexpr (kKeepSource == kDrawWithPartner) {
-          dropout.template keep_bits_with_partner<kScoreRows, kScoreCols, Traits::kWarpsN>(
-              keep, next_keep, score_coords, row_base, n_block * kBlockN);
-        } else if constexpr (kKeepSource == kCarried) {
-          CUTE_UNROLL
-          for (int i = 0; i < kKeepWords; ++i) { keep[i] = next_keep[i]; }
-        } else {
-          dropout.template keep_bits<kScoreRows, kScoreCols, Traits::kWarpsN>(keep, score_coords, row_base,
-                                                                            n_block * kBlockN);
-        }
-      }
-      Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
-      clear(acc_s);
-      cp_async_wait<0>();
-      __syncthreads();  // K(n) has landed; every warp is done reading V(n+1)
-      // Only the first block visited can end past seqlen_k.
-      using MayPage = std::bool_constant<kMode == kPagedKv>;
-      load_v(n_block, is_first, MayPage{}, seq.seqlen_k - n_block * kBlockN);
-      cp_async_fence();
-
-      gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK, tiled_mma, smem_copy_q, smem_copy_k, smem_thr_copy_q,
-                     smem_thr_copy_k);
-      Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
-      if constexpr (kHasExtras) {
-        apply_score_mods</*kMaySoftcap=*/!kDropout>(
-            params, alibi.enabled(), scores, score_coords,
-            [&](int r) { return row_base + get<0>(score_coords(r, 0)); }, [&](int) { return alibi.slope; },
-            alibi.shift, n_block * kBlockN);
-      }
-      if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left,
-                            params.window_right)) {
-        apply_mask<kHasWindow>(scores, score_coords, row_base, n_block * kBlockN, seq.seqlen_q, seq.seqlen_k,
-                               params.window_left, params.window_right);
-      }
-
-      cp_async_wait<0>();
-      __syncthreads();  // V(n) has landed; every warp is done reading K(n)
-      if (n_block > n_block_min) {
-        load_k(n_block - 1, std::false_type{}, MayPage{}, kBlockN);
-        cp_async_fence();
-      }
-
-      softmax.template update<kIsFirst>(scores, acc_o_rows);
-      if (kDropout && params.has_dropout) {
-        constexpr bool kWritesDmask = kMode == kDropoutWritingDmask;
-        apply_dropout<kWritesDmask>(params, keep, scores, score_coords, batch, head, row_base, n_block * kBlockN);
-      }
-      Tensor rP = convert_fragment<Element>(acc_s);
-      Tensor tOrP = make_tensor(rP.data(), acc_to_a_operand(rP.layout()));
-      gemm_reg_smem(acc_o, tOrP, tOrVt, tOsVt, tiled_mma, smem_copy_v, smem_thr_copy_v);
-    };
-
-    if (n_block_max > n_block_min) {
-      copy_tile<kEvenCols, true, true>(gmem_copy, tQgQ, tQsQ, tQcQ, q_col_pred, rows_left);
-      load_k(n_block_max - 1, std::true_type{}, std::bool_constant<kMayPage>{},
-             seq.seqlen_k - (n_block_max - 1) * kBlockN);
-      cp_async_fence();
-      // Dropout, S_dmask (return_attn_probs with dropout, a debug output) and paged K/V get their own copies of
-      // the loop: the keep bits and Philox rounds would otherwise cost softcap / ALiBi calls registers and
-      // scheduling (forward ALiBi alone ran at 0.76x plain with dropout's code in its loop), and S_dmask's stores
-      // every dropout call spills (ptxas: 620 instead of ~160 bytes at d 128).
-      using Draw = std::integral_constant<int, kDraw>;
-      using DrawWithPartner = std::integral_constant<int, kDrawWithPartner>;
-      using Carried = std::integral_constant<int, kCarried>;
-      uint32_t next_keep[kKeepWords];
-      auto key_block_loop = [&](auto loop_mode) __attribute__((always_inline)) {
-        process_key_block(n_block_max - 1, std::true_type{}, loop_mode, Draw{}, next_keep);
-        for (int n_block = n_block_max - 2; n_block >= n_block_min; --n_block) {
-          process_key_block(n_block, std::false_type{}, loop_mode, Draw{}, next_keep);
-        }
-      };
-      if (kHasExtras && params.has_dropout && params.s_dmask_ptr != nullptr) {
-        key_block_loop(std::integral_constant<int, kDropoutWritingDmask>{});
-      } else if (kHasExtras && params.has_dropout) {
-        using DropoutOnly = std::integral_constant<int, kDropoutOnly>;
-        if constexpr (kBlockN == 64) {
-          // One Philox call serves a thread's atoms in both 64-key blocks of a 128-key group: the first block
-          // and every odd one draw the bits of their partner too, which is the next block visited when even.
-          // Two copies of the block, not a branch around the draw: ptxas predicates such a branch, and every
-          // block would issue the Philox rounds.
-          process_key_block(n_block_max - 1, std::true_type{}, DropoutOnly{}, DrawWithPartner{}, next_keep);
-          for (int n_block = n_block_max - 2; n_block >= n_block_min; --n_block) {
-            if (n_block % 2 == 1) {
-              process_key_block(n_block, std::false_type{}, DropoutOnly{}, DrawWithPartner{}, next_keep);
-            } else {
-              process_key_block(n_block, std::false_type{}, DropoutOnly{}, Carried{}, next_keep);
-            }
-          }
-        } else {
-          key_block_loop(DropoutOnly{});
-        }
-      } else if (kMayPage && params.block_table != nullptr) {
-        key_block_loop(std::integral_constant<int, kPagedKv>{});
-      } else {
-        key_block_loop(std::integral_constant<int, kNoDropout>{});
-      }
-    }
+    Mainloop::run(params, smem, seq, batch, head, m_block, n_block_min, n_block_max, tidx, acc_o, softmax);
 
     // Rows that saw no key (no key blocks at all, or all masked) end with output 0 and lse +inf.
     Tensor lse = softmax.finalize(acc_o_rows, params.score_scale);
@@ -327,7 +73,14 @@ struct FwdKernel {
       CUTE_UNROLL
       for (int i = 0; i < size(acc_o); ++i) { acc_o(i) *= params.dropout_scale; }
     }
-    FwdEpilogue<Traits, kEvenCols>::store(acc_o, lse, gO, gLse, smem_q, rows_left, params.head_dim, tidx);
+    Element* o_base = static_cast<Element*>(params.o_ptr) +
+                      seq.q_offset(params.o_batch_stride, params.o_row_stride, batch) +
+                      head * params.o_head_stride + int64_t(row_base) * params.o_row_stride;
+    float* lse_base = params.softmax_lse_ptr + seq.lse_offset(params.lse_batch_stride, batch) +
+                      head * params.lse_head_stride + row_base;
+    Tensor gO = make_tensor(make_gmem_ptr(o_base), tile_q, make_stride(params.o_row_stride, _1{}));
+    Tensor gLse = make_tensor(make_gmem_ptr(lse_base), Shape<Int<kBlockM>>{});
+    Epilogue::store(acc_o, lse, gO, gLse, reinterpret_cast<Element*>(smem), rows_left, params.head_dim, tidx);
   }
 };
 

@@ -28,7 +28,7 @@ void run_fwd(FwdParams const& params, cudaStream_t stream) {
   if (num_ctas > int64_t(0x7fffffff) || params.num_heads > 65535) {
     throw std::runtime_error("flash_attn forward: too many query blocks x batch or heads for one launch");
   }
-  dim3 const grid(static_cast<unsigned>(num_ctas), params.num_heads);
+  dim3 const grid = SequenceBlockScheduler</*kLongestFirst=*/true>::grid(num_m_blocks, params.batch, params.num_heads);
   // Full-width head dims skip the column predicates; softcap/ALiBi/dropout use the kHasExtras instantiation.
   bool const even_cols = params.head_dim == kHeadDim;
   auto const kernel = needs_score_extras(params)

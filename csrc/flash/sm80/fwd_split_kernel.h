@@ -32,6 +32,7 @@
 #include "gemm.h"
 #include "kv_load.h"
 #include "tile_layouts.h"
+#include "tile_scheduler.h"
 
 namespace flash::sm80 {
 
@@ -84,17 +85,12 @@ struct FwdSplitKernel {
   using Range = BlockRange<kBlockM, kBlockN, /*kHasWindow=*/true>;
 
   CUTE_DEVICE static void run(FwdParams const& params, char* smem) {
-    int const num_splits = params.num_splits;
-    int const num_m_blocks = int(gridDim.x) / num_splits;
-    int const first_m_block = int(blockIdx.x) / num_splits;
-    int const split = int(blockIdx.x) - first_m_block * num_splits;
-    SeqlenInfo const seq(params, blockIdx.z);
     // A varlen sequence longer than the grid's max_seqlen_q (an understated bound): the CTAs of its batch and
-    // split take its extra query blocks in turn.
-    for (int m_block = first_m_block; m_block * kBlockM < seq.seqlen_q * params.head_ratio; m_block += num_m_blocks) {
-      if (m_block != first_m_block) { __syncthreads(); }  // the previous block's merge is done with smem
-      run_block(params, smem, seq, m_block, split, blockIdx.y, blockIdx.z);
-    }
+    // split take its extra query blocks in turn (tile_scheduler.h).
+    SeqlenInfo const seq(params, blockIdx.z);
+    SplitScheduler::for_each_tile(
+        params.num_splits, [&](int m_block) { return m_block * kBlockM < seq.seqlen_q * params.head_ratio; },
+        [&](WorkTile const& tile) { run_block(params, smem, seq, tile.block, tile.split, tile.head, tile.batch); });
   }
 
   CUTE_DEVICE static void run_block(FwdParams const& params, char* smem, SeqlenInfo const& seq, int m_block,

@@ -23,7 +23,7 @@ void run_fwd_split(FwdParams const& params, cudaStream_t stream) {
   if (num_m_blocks * params.num_splits > int64_t(0x7fffffff) || params.num_heads_k > 65535 || params.batch > 65535) {
     throw std::runtime_error("flash_attn split-KV forward: too many query blocks, KV heads or batch for one launch");
   }
-  dim3 const grid(static_cast<unsigned>(num_m_blocks * params.num_splits), params.num_heads_k, params.batch);
+  dim3 const grid = SplitScheduler::grid(num_m_blocks, params.num_splits, params.num_heads_k, params.batch);
   launch_with_smem<Traits::kSmemBytes>(&fwd_split_kernel<Traits>, grid, Traits::kNThreads, params, stream,
                                        "flash_attn split-KV forward kernel");
   if (params.num_splits > 1) {
