@@ -1,9 +1,15 @@
-"""Argument validation shared by every flash_attn entry point.
+"""Argument validation shared by every flash_attn entry point: the one validation layer.
 
-Everything here runs before any kernel launch and works on CPU and meta tensors (and on fake tensors while
-torch.compile traces), so the checks themselves are testable without a GPU. Device checks come last and can
-be turned off with ``check_device=False``; the build-configuration check (:func:`check_build`) is separate
-because it needs the real device.
+Each entry point calls one ``validate_*`` function once, before its custom op: the public functions in Python
+before the autograd Function / op, the flash-attn 2.x private ops (``flash_attn::_flash_attn_forward`` etc., which
+other libraries call directly) at the top of their body; the ops the public functions call do not validate
+again (the C++ binding keeps its structural checks as the last guard). Window semantics live in one function,
+:func:`normalize_window`.
+
+Everything here works on CPU and meta tensors (and on fake tensors while torch.compile traces), so the checks
+themselves are testable without a GPU. Device checks come last and are skipped with ``check_device=False``; host
+reads of index tensors are skipped on meta tensors, during CUDA graph capture and while torch.compile traces. Whether
+the kernels were built (:func:`check_build`, needs the real device) is checked where they are launched (_ops).
 
 Errors name the offending argument and what was expected. Value/shape/device problems raise
 :class:`FlashAttnValueError` and dtype/type problems :class:`FlashAttnTypeError`; both also derive from
@@ -39,6 +45,10 @@ class FwdConfig(NamedTuple):
     causal: bool
     window_size_left: int
     window_size_right: int
+
+    @property
+    def window_size(self) -> Tuple[int, int]:
+        return self.window_size_left, self.window_size_right
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -308,10 +318,12 @@ def check_max_seqlen(name: str, value) -> int:
     return n
 
 
-def _normalize_window(window_size, causal: bool, seqlen_k) -> Tuple[bool, int, int]:
-    """(causal, left, right) as the kernel gets them, normalised as 2.x does: -1 = unbounded, a side reaching
-    every key (>= seqlen_k) is unbounded, causal forces right = 0, and (-1, 0) is plain causal attention
-    (returned as (True, -1, -1))."""
+def normalize_window(window_size, causal: bool, seqlen_k) -> Tuple[bool, int, int]:
+    """The window semantics, defined here only: (causal, left, right) as the binding gets them, from a pair or a
+    2-element integer tensor. As 2.x: key j is visible to query i iff i + sk - sq - left <= j <= i + sk - sq +
+    right; -1 = unbounded (no other sentinel); a side reaching every key (>= seqlen_k; seqlen_k None: varlen, never)
+    is unbounded; causal forces right = 0 and keeps left; (-1, 0) is plain causal attention, returned as
+    (True, -1, -1)."""
     if isinstance(window_size, torch.Tensor):
         if window_size.numel() != 2 or window_size.dtype.is_floating_point or window_size.dtype == torch.bool:
             raise FlashAttnValueError(
@@ -369,7 +381,7 @@ def check_fwd_options(
         softmax_scale = 1.0 / math.sqrt(head_dim)
     else:
         softmax_scale = _as_float("softmax_scale", softmax_scale)
-    causal, left, right = _normalize_window(window_size, causal, seqlen_k)
+    causal, left, right = normalize_window(window_size, causal, seqlen_k)
     return FwdConfig(softmax_scale, causal, left, right)
 
 
@@ -425,11 +437,19 @@ def _is_capturing(t: torch.Tensor) -> bool:
     return t.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
+def _values_unreadable(t: torch.Tensor) -> bool:
+    """Whether t's values cannot be read on the host now: while torch.compile traces (checked first, so dynamo
+    folds the rest away), fake or meta tensors, CUDA graph capture (a copy would break the capture)."""
+    return (torch.compiler.is_compiling() or torch._subclasses.fake_tensor.is_fake(t) or t.device.type == "meta"
+            or _is_capturing(t))
+
+
 def check_kvcache_capacity(cache_seqlens, seqlen_new: int, capacity: int) -> None:
     """cache_seqlens (int or (batch,) int32) + seqlen_new must fit the cache. A tensor is read on the host,
-    except during CUDA graph capture (the kernels then skip writes past the cache and clamp what they read)."""
+    except where it cannot be (_values_unreadable: the kernels then skip writes past the cache and clamp what
+    they read)."""
     if isinstance(cache_seqlens, torch.Tensor):
-        if cache_seqlens.device.type == "meta" or _is_capturing(cache_seqlens) or cache_seqlens.numel() == 0:
+        if _values_unreadable(cache_seqlens) or cache_seqlens.numel() == 0:
             return
         lo, hi = int(cache_seqlens.min()), int(cache_seqlens.max())
     else:
@@ -549,6 +569,7 @@ def validate_kvcache_args(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, 
                           ("rotary_sin", rotary_sin), ("cache_seqlens", cache_seqlens),
                           ("cache_batch_idx", cache_batch_idx), ("cache_leftpad", cache_leftpad),
                           ("block_table", block_table), ("alibi_slopes", alibi_slopes)))
+    check_kvcache_index_values(k_cache, cache_seqlens, seqlen_new, cache_batch_idx, cache_leftpad, block_table)
     return KvcacheConfig(cfg, cache_seqlens, rotary_dim, num_splits)
 
 
@@ -569,9 +590,11 @@ def validate_fwd_args(
     alibi_slopes=None,
     *,
     check_device: bool = True,
+    require_padded: bool = False,
 ) -> FwdConfig:
-    """Everything a dense forward call needs checked; returns the normalised options."""
-    check_dense_tensors(q, k, v)
+    """Everything a dense forward call needs checked; returns the normalised options. require_padded: the private
+    op's call (head dim already a multiple of 8)."""
+    check_dense_tensors(q, k, v, require_padded=require_padded)
     cfg = check_fwd_options(
         q.shape[-1], k.shape[1], dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes
     )
@@ -579,6 +602,19 @@ def validate_fwd_args(
     if check_device:
         check_devices(q, (("k", k), ("v", v), ("alibi_slopes", alibi_slopes)))
     return cfg
+
+
+def check_num_splits(num_splits, paged: bool) -> int:
+    """The private varlen forward's num_splits (0 = heuristic, 1 = no split, n > 1 = split the keys n ways): an int
+    >= 0, and at most 1 with a paged K/V (as in flash-attn 2.8)."""
+    num_splits = as_int("num_splits", num_splits)
+    if num_splits < 0:
+        raise FlashAttnValueError(f"num_splits must be >= 0 (0 = heuristic), got {num_splits}")
+    if num_splits > 1 and paged:
+        raise FlashAttnValueError(
+            f"num_splits > 1 is not supported with paged KV (block_table), got num_splits={num_splits}"
+        )
+    return num_splits
 
 
 def validate_varlen_fwd_args(
@@ -598,24 +634,106 @@ def validate_varlen_fwd_args(
     block_table=None,
     *,
     check_device: bool = True,
+    require_padded: bool = False,
+    seqused_k=None,
+    leftpad_k=None,
+    num_splits=0,
 ) -> Tuple[FwdConfig, int, int]:
     """Everything a varlen forward call needs checked; returns (options, max_seqlen_q, max_seqlen_k) as ints.
-    block_table: k and v are paged (num_pages, page_size, nheads_k, headdim); forward only."""
-    check_varlen_tensors(q, k, v, cu_seqlens_q, cu_seqlens_k, paged=block_table is not None)
+    block_table: k and v are paged (num_pages, page_size, nheads_k, headdim); forward only. require_padded,
+    seqused_k, leftpad_k, num_splits: the private op's call."""
+    paged = block_table is not None
+    check_num_splits(num_splits, paged)
+    check_varlen_tensors(q, k, v, cu_seqlens_q, cu_seqlens_k, require_padded=require_padded, paged=paged)
     max_seqlen_q = check_max_seqlen("max_seqlen_q", max_seqlen_q)
     max_seqlen_k = check_max_seqlen("max_seqlen_k", max_seqlen_k)
-    if block_table is not None:
-        check_block_table(block_table, k, cu_seqlens_q.shape[0] - 1)
+    batch = cu_seqlens_q.shape[0] - 1
+    if paged:
+        check_block_table(block_table, k, batch)
+        if leftpad_k is not None:
+            raise FlashAttnValueError("leftpad_k does not work with a paged cache (block_table)")
+    check_per_batch_int32("seqused_k", seqused_k, batch)
+    check_per_batch_int32("leftpad_k", leftpad_k, batch)
     # Windows stay as given (seqlen_k None): max_seqlen_k may understate a sequence's keys (a stale bound, as in
     # CUDA-graph replays), so it cannot tell that a window covers every key.
     cfg = check_fwd_options(
         q.shape[-1], None, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes
     )
-    check_alibi_slopes(alibi_slopes, cu_seqlens_q.shape[0] - 1, q.shape[1])
+    check_alibi_slopes(alibi_slopes, batch, q.shape[1])
     if check_device:
         check_devices(q, (("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k),
-                          ("alibi_slopes", alibi_slopes), ("block_table", block_table)))
+                          ("alibi_slopes", alibi_slopes), ("block_table", block_table), ("seqused_k", seqused_k),
+                          ("leftpad_k", leftpad_k)))
+    check_varlen_index_values(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_table, seqused_k,
+                              leftpad_k)
     return cfg, max_seqlen_q, max_seqlen_k
+
+
+def _bwd_named(k, v, dout, out, softmax_lse, dq, dk, dv, alibi_slopes):
+    return (("k", k), ("v", v), ("dout", dout), ("out", out), ("softmax_lse", softmax_lse), ("dq", dq), ("dk", dk),
+            ("dv", dv), ("alibi_slopes", alibi_slopes))
+
+
+def validate_bwd_args(dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, softmax_scale, causal,
+                      window_size_left, window_size_right, softcap, alibi_slopes, *,
+                      check_device: bool = True) -> FwdConfig:
+    """The private dense backward op's call (head dim already padded; dq/dk/dv optional, may be strided views);
+    returns the normalised options. The public functions' backward gets tensors they made: no checks."""
+    check_dense_tensors(q, k, v, require_padded=True)
+    b, sq, h, _ = q.shape
+    check_bwd_tensors(q, k, v, dout, out, softmax_lse, dq, dk, dv, (b, h, sq))
+    cfg = check_fwd_options(q.shape[-1], k.shape[1], dropout_p, softmax_scale, causal,
+                            (window_size_left, window_size_right), softcap, alibi_slopes)
+    check_alibi_slopes(alibi_slopes, b, h)
+    if check_device:
+        check_devices(q, _bwd_named(k, v, dout, out, softmax_lse, dq, dk, dv, alibi_slopes))
+    return cfg
+
+
+def validate_varlen_bwd_args(dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                             max_seqlen_k, dropout_p, softmax_scale, causal, window_size_left, window_size_right,
+                             softcap, alibi_slopes, *, check_device: bool = True) -> Tuple[FwdConfig, int, int]:
+    """The private varlen backward op's call; returns (options, max_seqlen_q, max_seqlen_k)."""
+    check_varlen_tensors(q, k, v, cu_seqlens_q, cu_seqlens_k, require_padded=True)
+    total_q, h, _ = q.shape
+    check_bwd_tensors(q, k, v, dout, out, softmax_lse, dq, dk, dv, (h, total_q))
+    max_seqlen_q = check_max_seqlen("max_seqlen_q", max_seqlen_q)
+    max_seqlen_k = check_max_seqlen("max_seqlen_k", max_seqlen_k)
+    cfg = check_fwd_options(q.shape[-1], None, dropout_p, softmax_scale, causal,
+                            (window_size_left, window_size_right), softcap, alibi_slopes)
+    check_alibi_slopes(alibi_slopes, cu_seqlens_q.shape[0] - 1, h)
+    if check_device:
+        check_devices(q, _bwd_named(k, v, dout, out, softmax_lse, dq, dk, dv, alibi_slopes)
+                      + (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)))
+    check_varlen_index_values(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    return cfg, max_seqlen_q, max_seqlen_k
+
+
+def validate_rotary_args(x, cos, sin, cu_seqlens=None, max_seqlen=None, inplace: bool = False) -> None:
+    """flash_attn.ops.triton.rotary.apply_rotary's call: x (batch, seqlen, nheads, headdim), or (total, nheads,
+    headdim) with cu_seqlens and max_seqlen; cos/sin (seqlen_ro, rotary_dim / 2) of x's dtype. Devices, strides and
+    seqlen_offsets are the binding's checks."""
+    if not isinstance(x, torch.Tensor) or x.dim() != (3 if cu_seqlens is not None else 4):
+        raise FlashAttnValueError(
+            "x must be (batch, seqlen, nheads, headdim), or (total, nheads, headdim) with cu_seqlens")
+    if cu_seqlens is not None and max_seqlen is None:
+        raise FlashAttnValueError("max_seqlen is required with cu_seqlens")
+    _require_tensor("cos", cos)
+    _require_tensor("sin", sin)
+    if cos.dim() != 2 or sin.shape != cos.shape:
+        raise FlashAttnValueError(f"cos and sin must be 2-D (seqlen_ro, rotary_dim / 2) of one shape, got "
+                                  f"{_shape(cos)} and {_shape(sin)}")
+    if 2 * cos.shape[1] > x.shape[-1]:
+        raise FlashAttnValueError(
+            f"rotary_dim (2 * cos.shape[1] = {2 * cos.shape[1]}) must be <= headdim ({x.shape[-1]})")
+    if x.shape[-1] > MAX_HEADDIM:
+        raise FlashAttnValueError(f"headdim must be <= {MAX_HEADDIM}, got {x.shape[-1]}")
+    if cos.dtype != x.dtype or sin.dtype != x.dtype:
+        raise FlashAttnTypeError(f"cos/sin must have x's dtype {x.dtype}, got {cos.dtype} and {sin.dtype}")
+    if inplace and x.stride(-1) != 1:
+        raise FlashAttnValueError("inplace rotary needs x contiguous in its last dim")
+    if cu_seqlens is not None:
+        check_rotary_index_values(x, cu_seqlens, max_seqlen)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -735,11 +853,13 @@ def index_checks_enabled() -> bool:
 
 def _host_values(named: Sequence[Tuple[str, Optional[torch.Tensor]]]):
     """{name: host int64 tensor} for the given tensors, copied in one transfer; None when there is nothing to check
-    (validation off, meta/fake tensors, CUDA graph capture)."""
+    (validation off, or values unreadable: torch.compile tracing, meta/fake tensors, CUDA graph capture)."""
+    if torch.compiler.is_compiling():  # before the environment read: nothing to trace here
+        return None
     tensors = [(name, t) for name, t in named if isinstance(t, torch.Tensor)]
     if not index_checks_enabled() or not tensors:
         return None
-    if any(t.device.type == "meta" for _, t in tensors) or any(_is_capturing(t) for _, t in tensors):
+    if any(_values_unreadable(t) for _, t in tensors):
         return None
     flat = torch.cat([t.reshape(-1).to(torch.int64) for _, t in tensors]).cpu()
     out, at = {}, 0

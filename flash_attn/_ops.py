@@ -1,10 +1,20 @@
 """torch.library custom ops wrapping the CUDA extension, with fake (meta) implementations.
 
-The ops see head dims already padded to a multiple of 8 (the public functions pad). They are opaque to
-torch.compile: the fake implementations give output shapes, the real ones validate and call
-``flash_attn_2_cuda``. Importing this module never requires the extension.
+Two sets, both seeing head dims already padded to a multiple of 8:
+
+* flash-attn 2.8's private ops ``flash_attn::_flash_attn_forward``, ``_flash_attn_varlen_forward``,
+  ``_flash_attn_backward``, ``_flash_attn_varlen_backward``: entry points other libraries call directly, so their
+  body validates the call (flash_attn._checks, once) and then launches;
+* the ops the public functions call once they have validated: ``flash_attn::fwd``, ``varlen_fwd``, ``bwd``,
+  ``varlen_bwd`` (the private ops' schemas and fakes), ``fwd_kvcache``, ``apply_rotary`` and ``apply_rotary_``.
+  Their bodies only launch; the C++ binding keeps its structural checks as the last guard.
+
+torch.compile sees every op as an opaque call: the fakes give the outputs' shapes, the bodies run the kernels.
+Importing this module never requires the extension.
 """
 
+import functools
+import inspect
 import os
 from typing import Optional, Tuple
 
@@ -40,6 +50,23 @@ def _poisoned_out(q: torch.Tensor) -> Optional[torch.Tensor]:
     return None
 
 
+def _round128(x):
+    return (x + 127) // 128 * 128
+
+
+def _s_dmask_shape(batch, nheads, seqlen_q, seqlen_k, dropout_p, return_softmax):
+    """S_dmask's shape as the binding makes it: (b, h, round128(sq), round128(sk)) for return_softmax with
+    dropout, else the empty (0,)."""
+    if return_softmax and dropout_p > 0:
+        return (batch, nheads, _round128(seqlen_q), _round128(seqlen_k))
+    return (0,)
+
+
+def _out_like(q):
+    """A fake's out, laid out as the binding allocates it: empty_like of the q it gets (vector_aligned(q))."""
+    return torch.empty_like(q if _checks.is_vector_aligned(q) else q.contiguous())
+
+
 def _empty_result(q, lse_shape, s_dmask_shape=(0,)):
     """Outputs for calls with no key (or no query) anywhere: out 0, lse +inf; no launch needed."""
     out = torch.zeros_like(q)
@@ -48,11 +75,27 @@ def _empty_result(q, lse_shape, s_dmask_shape=(0,)):
     return out, lse, s_dmask, torch.zeros(2, dtype=torch.int64, device=q.device)
 
 
+def _poison_grads(*grads):
+    if os.environ.get(POISON_ENV, "0") not in ("", "0"):
+        for g in grads:
+            if g is not None:
+                g.fill_(float("nan"))
+
+
+def _zero_grads(*grads):
+    for g in grads:
+        if g is not None:
+            g.zero_()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Launchers: validated arguments in, the extension's results out, after checking that the kernels for q's dtype,
+# head dim and GPU were built. Tests swap them for references (conftest).
+# ----------------------------------------------------------------------------------------------------------
+
+
 def _launch_fwd(q, k, v, dropout_p, softmax_scale, causal, window_size_left, window_size_right, softcap,
                 alibi_slopes, return_softmax):
-    """Real forward: checks (including device and build config), then the extension."""
-    _checks.check_dense_tensors(q, k, v, require_padded=True)
-    _checks.check_devices(q, (("k", k), ("v", v), ("alibi_slopes", alibi_slopes)))
     _checks.check_build(q.dtype, q.shape[-1], q.device)
     b, sq, h, _ = q.shape
     if sq == 0 or k.shape[1] == 0:
@@ -69,26 +112,11 @@ def _launch_fwd(q, k, v, dropout_p, softmax_scale, causal, window_size_left, win
 def _launch_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
                        softmax_scale, causal, window_size_left, window_size_right, softcap, alibi_slopes,
                        return_softmax, block_table, leftpad_k, seqused_k, zero_tensors, num_splits=0):
-    paged = block_table is not None
-    _checks.check_varlen_tensors(q, k, v, cu_seqlens_q, cu_seqlens_k, require_padded=True, paged=paged)
-    batch = cu_seqlens_q.shape[0] - 1
-    if paged:
-        _checks.check_block_table(block_table, k, batch)
-        if leftpad_k is not None:
-            raise _checks.FlashAttnValueError("leftpad_k does not work with a paged cache (block_table)")
-    _checks.check_per_batch_int32("seqused_k", seqused_k, batch)
-    _checks.check_per_batch_int32("leftpad_k", leftpad_k, batch)
-    _checks.check_devices(
-        q, (("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k),
-            ("alibi_slopes", alibi_slopes), ("block_table", block_table), ("seqused_k", seqused_k),
-            ("leftpad_k", leftpad_k)),
-    )
     _checks.check_build(q.dtype, q.shape[-1], q.device)
-    _checks.check_varlen_index_values(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_table,
-                                      seqused_k, leftpad_k)
     total_q, h, _ = q.shape
     # max_seqlen == 0 still launches: the lengths come from cu_seqlens, which a stale bound may understate.
     if total_q == 0 or k.shape[0] == 0:
+        batch = cu_seqlens_q.shape[0] - 1
         s_dmask_shape = _s_dmask_shape(batch, h, max_seqlen_q, max_seqlen_k, dropout_p, return_softmax)
         return _empty_result(q, (h, total_q), s_dmask_shape)
     ext = _require_extension()
@@ -101,21 +129,71 @@ def _launch_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_se
     return out, lse, s_dmask, rng_state
 
 
-def _check_varlen_num_splits(num_splits, block_table) -> int:
-    """The private varlen forward's num_splits (0 = heuristic, 1 = no split, n > 1 = split the keys n ways): an int
-    >= 0, and at most 1 with a paged K/V (as in flash-attn 2.8)."""
-    num_splits = _checks.as_int("num_splits", num_splits)
-    if num_splits < 0:
-        raise _checks.FlashAttnValueError(f"num_splits must be >= 0 (0 = heuristic), got {num_splits}")
-    if num_splits > 1 and block_table is not None:
-        raise _checks.FlashAttnValueError(
-            f"num_splits > 1 is not supported with paged KV (block_table), got num_splits={num_splits}"
-        )
-    return num_splits
+def _launch_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, softmax_scale, causal, window_size_left,
+                window_size_right, softcap, alibi_slopes, deterministic, rng_state):
+    _checks.check_build(q.dtype, q.shape[-1], q.device)
+    b, sq, h, _ = q.shape
+    if sq == 0 or k.shape[1] == 0:  # nothing attends: zero gradients, no launch
+        _zero_grads(dq, dk, dv)
+        return torch.zeros((b, h, _round128(sq)), dtype=torch.float32, device=q.device)
+    _poison_grads(dq, dk, dv)
+    ext = _require_extension()
+    dout, q, k, v, out = (_checks.vector_aligned(x) for x in (dout, q, k, v, out))  # 16-byte moves
+    _, _, _, softmax_d = ext.bwd(
+        dout, q, k, v, out, softmax_lse, dq, dk, dv, alibi_slopes, dropout_p, softmax_scale, causal,
+        window_size_left, window_size_right, softcap, deterministic, None, rng_state,
+    )
+    return softmax_d
+
+
+def _launch_varlen_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                       max_seqlen_k, dropout_p, softmax_scale, causal, window_size_left, window_size_right, softcap,
+                       alibi_slopes, deterministic, rng_state, zero_tensors):
+    _checks.check_build(q.dtype, q.shape[-1], q.device)
+    total_q, h, _ = q.shape
+    if total_q == 0 or k.shape[0] == 0:
+        _zero_grads(dq, dk, dv)
+        return torch.zeros((h, total_q + 128 * (cu_seqlens_q.shape[0] - 1)), dtype=torch.float32, device=q.device)
+    _poison_grads(dq, dk, dv)
+    ext = _require_extension()
+    dout, q, k, v, out = (_checks.vector_aligned(x) for x in (dout, q, k, v, out))  # 16-byte moves
+    _, _, _, softmax_d = ext.varlen_bwd(
+        dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k, alibi_slopes, max_seqlen_q,
+        max_seqlen_k, dropout_p, softmax_scale, zero_tensors, causal, window_size_left, window_size_right, softcap,
+        deterministic, None, rng_state,
+    )
+    return softmax_d
+
+
+def _launch_fwd_kvcache(q, k_cache, v_cache, k, v, cache_seqlens, rotary_cos, rotary_sin, cache_batch_idx,
+                        cache_leftpad, block_table, alibi_slopes, softmax_scale, causal, window_size_left,
+                        window_size_right, softcap, rotary_interleaved, num_splits):
+    _checks.check_build(q.dtype, q.shape[-1], q.device)
+    ext = _require_extension()
+    q, k, v = (None if x is None else _checks.vector_aligned(x) for x in (q, k, v))  # the caches are never copied
+    rotary_cos, rotary_sin = (None if x is None else x.contiguous() for x in (rotary_cos, rotary_sin))
+    out, lse = ext.fwd_kvcache(
+        q, k_cache, v_cache, k, v, cache_seqlens, rotary_cos, rotary_sin, cache_batch_idx, cache_leftpad,
+        block_table, alibi_slopes, _poisoned_out(q), softmax_scale, causal, window_size_left, window_size_right,
+        softcap, rotary_interleaved, num_splits,
+    )
+    return out, lse
+
+
+def _launch_rotary(x, cos, sin, out, seqlen_offsets, seqlen_offset, cu_seqlens, max_seqlen, interleaved, conjugate):
+    """out <- x rotated (out may be x, contiguous in its last dim)."""
+    cos, sin = (t if t.stride(-1) == 1 else t.contiguous() for t in (cos, sin))
+    if sin.stride(0) != cos.stride(0):  # the kernel reads both tables with one row stride
+        cos, sin = cos.contiguous(), sin.contiguous()
+    if seqlen_offsets is not None:
+        seqlen_offsets = seqlen_offsets.contiguous()
+    _require_extension().apply_rotary(x, cos, sin, out, seqlen_offsets, seqlen_offset, cu_seqlens, max_seqlen,
+                                      interleaved, conjugate)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Custom ops. No device_types restriction: a CPU call reaches the body and gets a clear device error.
+# flash-attn 2.8's private ops (API.md §8): validate, then launch. No device_types restriction: a CPU call reaches
+# the body and gets a clear device error.
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -133,15 +211,17 @@ def _flash_attn_forward(
     alibi_slopes: Optional[torch.Tensor],
     return_softmax: bool,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _launch_fwd(q, k, v, dropout_p, softmax_scale, causal, window_size_left, window_size_right,
-                       softcap, alibi_slopes, return_softmax)
+    cfg = _checks.validate_fwd_args(q, k, v, dropout_p, softmax_scale, causal, (window_size_left, window_size_right),
+                                    softcap, alibi_slopes, require_padded=True)
+    return _launch_fwd(q, k, v, dropout_p, cfg.softmax_scale, cfg.causal, cfg.window_size_left,
+                       cfg.window_size_right, softcap, alibi_slopes, return_softmax)
 
 
 @_flash_attn_forward.register_fake
 def _flash_attn_forward_fake(q, k, v, dropout_p, softmax_scale, causal, window_size_left, window_size_right,
                              softcap, alibi_slopes, return_softmax):
     b, sq, h, _ = q.shape
-    out = torch.empty_like(q)
+    out = _out_like(q)
     lse = q.new_empty((b, h, sq), dtype=torch.float32)
     s_dmask = q.new_empty(_s_dmask_shape(b, h, sq, k.shape[1], dropout_p, return_softmax))
     rng_state = q.new_empty((2,), dtype=torch.int64)
@@ -171,10 +251,14 @@ def _flash_attn_varlen_forward(
     zero_tensors: bool = False,
     num_splits: int = 0,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    num_splits = _check_varlen_num_splits(num_splits, block_table)
+    cfg, max_seqlen_q, max_seqlen_k = _checks.validate_varlen_fwd_args(
+        q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
+        (window_size_left, window_size_right), softcap, alibi_slopes, block_table, require_padded=True,
+        seqused_k=seqused_k, leftpad_k=leftpad_k, num_splits=num_splits)
     return _launch_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
-                              softmax_scale, causal, window_size_left, window_size_right, softcap, alibi_slopes,
-                              return_softmax, block_table, leftpad_k, seqused_k, zero_tensors, num_splits)
+                              cfg.softmax_scale, cfg.causal, cfg.window_size_left, cfg.window_size_right, softcap,
+                              alibi_slopes, return_softmax, block_table, leftpad_k, seqused_k, zero_tensors,
+                              num_splits)
 
 
 @_flash_attn_varlen_forward.register_fake
@@ -182,9 +266,9 @@ def _flash_attn_varlen_forward_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seq
                                     softmax_scale, causal, window_size_left=-1, window_size_right=-1, softcap=0.0,
                                     alibi_slopes=None, return_softmax=False, block_table=None, leftpad_k=None,
                                     seqused_k=None, zero_tensors=False, num_splits=0):
-    _check_varlen_num_splits(num_splits, block_table)  # the same error while tracing as in eager
+    _checks.check_num_splits(num_splits, block_table is not None)  # the same error while tracing as in eager
     total_q, h, _ = q.shape
-    out = torch.empty_like(q)
+    out = _out_like(q)
     lse = q.new_empty((h, total_q), dtype=torch.float32)
     batch = cu_seqlens_q.shape[0] - 1
     s_dmask = q.new_empty(_s_dmask_shape(batch, h, max_seqlen_q, max_seqlen_k, dropout_p, return_softmax))
@@ -192,85 +276,8 @@ def _flash_attn_varlen_forward_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seq
     return out, lse, s_dmask, rng_state
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Backward ops (same schema as flash-attn 2.8: write dq/dk/dv in place, return softmax_d = rowsum(dout * out),
-# dense (b, h, round128(sq)), varlen (h, total_q + 128 * b)).
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _poison_grads(*grads):
-    if os.environ.get(POISON_ENV, "0") not in ("", "0"):
-        for g in grads:
-            if g is not None:
-                g.fill_(float("nan"))
-
-
-def _zero_grads(*grads):
-    for g in grads:
-        if g is not None:
-            g.zero_()
-
-
-def _bwd_device_args(k, v, dout, out, softmax_lse, dq, dk, dv, alibi_slopes):
-    return (("k", k), ("v", v), ("dout", dout), ("out", out), ("softmax_lse", softmax_lse), ("dq", dq),
-            ("dk", dk), ("dv", dv), ("alibi_slopes", alibi_slopes))
-
-
-def _launch_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, softmax_scale, causal, window_size_left,
-                window_size_right, softcap, alibi_slopes, deterministic, rng_state):
-    _checks.check_dense_tensors(q, k, v, require_padded=True)
-    b, sq, h, _ = q.shape
-    _checks.check_bwd_tensors(q, k, v, dout, out, softmax_lse, dq, dk, dv, (b, h, sq))
-    _checks.check_devices(q, _bwd_device_args(k, v, dout, out, softmax_lse, dq, dk, dv, alibi_slopes))
-    _checks.check_build(q.dtype, q.shape[-1], q.device)
-    if sq == 0 or k.shape[1] == 0:  # nothing attends: zero gradients, no launch
-        _zero_grads(dq, dk, dv)
-        return torch.zeros((b, h, _round128(sq)), dtype=torch.float32, device=q.device)
-    _poison_grads(dq, dk, dv)
-    ext = _require_extension()
-    dout, q, k, v, out = (_checks.vector_aligned(x) for x in (dout, q, k, v, out))  # 16-byte moves
-    _, _, _, softmax_d = ext.bwd(
-        dout, q, k, v, out, softmax_lse, dq, dk, dv, alibi_slopes, dropout_p, softmax_scale, causal,
-        window_size_left, window_size_right, softcap, deterministic, None, rng_state,
-    )
-    return softmax_d
-
-
-def _launch_varlen_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
-                       max_seqlen_k, dropout_p, softmax_scale, causal, window_size_left, window_size_right, softcap,
-                       alibi_slopes, deterministic, rng_state, zero_tensors):
-    _checks.check_varlen_tensors(q, k, v, cu_seqlens_q, cu_seqlens_k, require_padded=True)
-    total_q, h, _ = q.shape
-    _checks.check_bwd_tensors(q, k, v, dout, out, softmax_lse, dq, dk, dv, (h, total_q))
-    _checks.check_devices(q, _bwd_device_args(k, v, dout, out, softmax_lse, dq, dk, dv, alibi_slopes)
-                          + (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)))
-    _checks.check_build(q.dtype, q.shape[-1], q.device)
-    batch = cu_seqlens_q.shape[0] - 1
-    _checks.check_varlen_index_values(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-    if total_q == 0 or k.shape[0] == 0:
-        _zero_grads(dq, dk, dv)
-        return torch.zeros((h, total_q + 128 * batch), dtype=torch.float32, device=q.device)
-    _poison_grads(dq, dk, dv)
-    ext = _require_extension()
-    dout, q, k, v, out = (_checks.vector_aligned(x) for x in (dout, q, k, v, out))  # 16-byte moves
-    _, _, _, softmax_d = ext.varlen_bwd(
-        dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k, alibi_slopes, max_seqlen_q,
-        max_seqlen_k, dropout_p, softmax_scale, zero_tensors, causal, window_size_left, window_size_right, softcap,
-        deterministic, None, rng_state,
-    )
-    return softmax_d
-
-
-def _round128(x):
-    return (x + 127) // 128 * 128
-
-
-def _s_dmask_shape(batch, nheads, seqlen_q, seqlen_k, dropout_p, return_softmax):
-    """S_dmask's shape as the binding makes it: (b, h, round128(sq), round128(sk)) for return_softmax with
-    dropout, else the empty (0,)."""
-    if return_softmax and dropout_p > 0:
-        return (batch, nheads, _round128(seqlen_q), _round128(seqlen_k))
-    return (0,)
+# Backward ops (same schema as flash-attn 2.8): write dq/dk/dv in place, return softmax_d = rowsum(dout * out),
+# dense (b, h, round128(sq)), varlen (h, total_q + 128 * b).
 
 
 @torch.library.custom_op("flash_attn::_flash_attn_backward", mutates_args=("dq", "dk", "dv"))
@@ -294,8 +301,10 @@ def _flash_attn_backward(
     deterministic: bool,
     rng_state: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    return _launch_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, softmax_scale, causal,
-                       window_size_left, window_size_right, softcap, alibi_slopes, deterministic, rng_state)
+    cfg = _checks.validate_bwd_args(dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, softmax_scale, causal,
+                                    window_size_left, window_size_right, softcap, alibi_slopes)
+    return _launch_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, cfg.softmax_scale, cfg.causal,
+                       cfg.window_size_left, cfg.window_size_right, softcap, alibi_slopes, deterministic, rng_state)
 
 
 @_flash_attn_backward.register_fake
@@ -332,9 +341,12 @@ def _flash_attn_varlen_backward(
     rng_state: Optional[torch.Tensor] = None,
     zero_tensors: bool = False,
 ) -> torch.Tensor:
-    return _launch_varlen_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k,
-                              max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal, window_size_left,
-                              window_size_right, softcap, alibi_slopes, deterministic, rng_state, zero_tensors)
+    cfg, max_seqlen_q, max_seqlen_k = _checks.validate_varlen_bwd_args(
+        dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+        dropout_p, softmax_scale, causal, window_size_left, window_size_right, softcap, alibi_slopes)
+    return _launch_varlen_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                              max_seqlen_k, dropout_p, cfg.softmax_scale, cfg.causal, cfg.window_size_left,
+                              cfg.window_size_right, softcap, alibi_slopes, deterministic, rng_state, zero_tensors)
 
 
 @_flash_attn_varlen_backward.register_fake
@@ -345,3 +357,117 @@ def _flash_attn_varlen_backward_fake(dout, q, k, v, out, softmax_lse, dq, dk, dv
     total_q, h, _ = q.shape
     batch = cu_seqlens_q.shape[0] - 1
     return q.new_empty((h, total_q + 128 * batch), dtype=torch.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The ops the public functions call (flash_attn_interface, flash_attn.ops.triton.rotary): arguments already
+# validated and normalised there, so the bodies only launch.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _unchecked(name, private, launch, fake, mutates_args=()):
+    """An op with `private`'s schema, mutations and fake whose body calls the launcher named `launch` (looked up per
+    call: tests swap it) with every argument, without validating."""
+    signature = inspect.signature(private._init_fn)
+
+    @functools.wraps(private._init_fn)
+    def body(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)  # the dispatcher leaves trailing defaults out
+        bound.apply_defaults()
+        return globals()[launch](*bound.args)
+
+    op = torch.library.custom_op(name, body, mutates_args=mutates_args)
+    op.register_fake(fake)
+    return op
+
+
+fwd = _unchecked("flash_attn::fwd", _flash_attn_forward, "_launch_fwd", _flash_attn_forward_fake)
+varlen_fwd = _unchecked("flash_attn::varlen_fwd", _flash_attn_varlen_forward, "_launch_varlen_fwd",
+                        _flash_attn_varlen_forward_fake)
+bwd = _unchecked("flash_attn::bwd", _flash_attn_backward, "_launch_bwd", _flash_attn_backward_fake,
+                 ("dq", "dk", "dv"))
+varlen_bwd = _unchecked("flash_attn::varlen_bwd", _flash_attn_varlen_backward, "_launch_varlen_bwd",
+                        _flash_attn_varlen_backward_fake, ("dq", "dk", "dv"))
+
+
+# flash_attn_with_kvcache: appends k/v into the caches in place (when given), then attends. cache_seqlens and the
+# other index tensors are only read.
+@torch.library.custom_op("flash_attn::fwd_kvcache", mutates_args=("k_cache", "v_cache"))
+def fwd_kvcache(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    k: Optional[torch.Tensor],
+    v: Optional[torch.Tensor],
+    cache_seqlens: Optional[torch.Tensor],
+    rotary_cos: Optional[torch.Tensor],
+    rotary_sin: Optional[torch.Tensor],
+    cache_batch_idx: Optional[torch.Tensor],
+    cache_leftpad: Optional[torch.Tensor],
+    block_table: Optional[torch.Tensor],
+    alibi_slopes: Optional[torch.Tensor],
+    softmax_scale: float,
+    causal: bool,
+    window_size_left: int,
+    window_size_right: int,
+    softcap: float,
+    rotary_interleaved: bool,
+    num_splits: int,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    return _launch_fwd_kvcache(q, k_cache, v_cache, k, v, cache_seqlens, rotary_cos, rotary_sin, cache_batch_idx,
+                               cache_leftpad, block_table, alibi_slopes, softmax_scale, causal, window_size_left,
+                               window_size_right, softcap, rotary_interleaved, num_splits)
+
+
+@fwd_kvcache.register_fake
+def _fwd_kvcache_fake(q, k_cache, v_cache, k, v, cache_seqlens, rotary_cos, rotary_sin, cache_batch_idx,
+                      cache_leftpad, block_table, alibi_slopes, softmax_scale, causal, window_size_left,
+                      window_size_right, softcap, rotary_interleaved, num_splits):
+    b, sq, h, _ = q.shape
+    return _out_like(q), q.new_empty((b, h, sq), dtype=torch.float32)
+
+
+# Rotary embeddings (flash_attn.ops.triton.rotary.apply_rotary): out of place into a new contiguous tensor, or in
+# place (x, a tensor or a view, contiguous in its last dim). seqlen_offsets (batch,) or the int seqlen_offset.
+@torch.library.custom_op("flash_attn::apply_rotary", mutates_args=())
+def apply_rotary(
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    seqlen_offsets: Optional[torch.Tensor],
+    seqlen_offset: int,
+    cu_seqlens: Optional[torch.Tensor],
+    max_seqlen: int,
+    interleaved: bool,
+    conjugate: bool,
+) -> torch.Tensor:
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    _launch_rotary(x, cos, sin, out, seqlen_offsets, seqlen_offset, cu_seqlens, max_seqlen, interleaved, conjugate)
+    return out
+
+
+@apply_rotary.register_fake
+def _apply_rotary_fake(x, cos, sin, seqlen_offsets, seqlen_offset, cu_seqlens, max_seqlen, interleaved, conjugate):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("flash_attn::apply_rotary_", mutates_args=("x",))
+def apply_rotary_(
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    seqlen_offsets: Optional[torch.Tensor],
+    seqlen_offset: int,
+    cu_seqlens: Optional[torch.Tensor],
+    max_seqlen: int,
+    interleaved: bool,
+    conjugate: bool,
+) -> None:
+    _launch_rotary(x, cos, sin, x, seqlen_offsets, seqlen_offset, cu_seqlens, max_seqlen, interleaved, conjugate)
+
+
+@apply_rotary_.register_fake
+def _apply_rotary_inplace_fake(x, cos, sin, seqlen_offsets, seqlen_offset, cu_seqlens, max_seqlen, interleaved,
+                               conjugate):
+    return None

@@ -1,8 +1,8 @@
 """Public flash_attn 2.x functions with autograd (forward and backward kernels).
 
-Each public function hands its arguments to a ``torch.autograd.Function`` whose forward validates them
-(flash_attn._checks), pads the head dim to a multiple of 8, calls the ``flash_attn::*`` custom op and
-slices the padding off the output.
+Each public function validates and normalises its arguments once (flash_attn._checks) and hands them to a
+``torch.autograd.Function`` whose forward pads the head dim to a multiple of 8, calls the ``flash_attn::*``
+custom op (_ops: one that does not validate again) and slices the padding off the output.
 """
 
 import inspect
@@ -14,15 +14,14 @@ import torch.nn.functional as F
 
 from flash_attn import _checks
 from flash_attn import _ops
-from flash_attn._ops import _poisoned_out, _require_extension
 from flash_attn._ops import flash_attn_gpu  # noqa: F401  (re-exported: the extension, or None if not built)
 
 USE_TRITON_ROCM = os.getenv("FLASH_ATTENTION_TRITON_AMD_ENABLE", "FALSE") == "TRUE"
 
 # The private entry points, as in flash-attn 2.8: `_flash_attn_*` are the torch.library custom op definitions
 # (CustomOpDef: callable with the op's positional/keyword arguments; ring-flash-attention reads their parameters from
-# `._init_fn`) and `_wrapped_flash_attn_*` the registered ops torch.ops.flash_attn.* (what the autograd Functions
-# below call; torch.compile sees them as opaque calls with fake implementations).
+# `._init_fn`) and `_wrapped_flash_attn_*` the registered ops torch.ops.flash_attn.*. Both validate their arguments
+# (direct callers); the autograd Functions below call _ops.fwd etc. instead (same schemas, validated before).
 _flash_attn_forward = _ops._flash_attn_forward
 _flash_attn_varlen_forward = _ops._flash_attn_varlen_forward
 _flash_attn_backward = _ops._flash_attn_backward
@@ -72,8 +71,8 @@ def _return(out, softmax_lse, s_dmask, return_softmax):
 
 def _run_dense(ctx, q, k, v, head_size_og, dropout_p, softmax_scale, causal, window_size, softcap,
                alibi_slopes, deterministic, return_softmax, is_grad):
-    """q, k, v: last dim contiguous, already padded; options already validated on the unpadded tensors."""
-    out_padded, softmax_lse, s_dmask, rng_state = _wrapped_flash_attn_forward(
+    """q, k, v: last dim contiguous, already padded; options validated and normalised on the unpadded tensors."""
+    out_padded, softmax_lse, s_dmask, rng_state = _ops.fwd(
         q, k, v, dropout_p, softmax_scale, causal, window_size[0], window_size[1], softcap, alibi_slopes,
         bool(return_softmax and dropout_p > 0),
     )
@@ -93,7 +92,7 @@ def _run_dense(ctx, q, k, v, head_size_og, dropout_p, softmax_scale, causal, win
 def _run_varlen(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, head_size_og, dropout_p,
                 softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic, return_softmax,
                 block_table, is_grad):
-    out_padded, softmax_lse, s_dmask, rng_state = _wrapped_flash_attn_varlen_forward(
+    out_padded, softmax_lse, s_dmask, rng_state = _ops.varlen_fwd(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
         window_size[0], window_size[1], softcap, alibi_slopes, bool(return_softmax and dropout_p > 0),
         block_table,
@@ -118,7 +117,7 @@ def _bwd_dense(ctx, dout, dq, dk, dv):
     """Run the backward op into dq, dk, dv (padded head dim; may be views of one packed buffer)."""
     q, k, v, out, softmax_lse, rng_state = ctx.saved_tensors
     dout = _pad_head_dim(maybe_contiguous(dout))
-    _wrapped_flash_attn_backward(
+    _ops.bwd(
         dout, q, k, v, out, softmax_lse, dq, dk, dv, ctx.dropout_p, ctx.softmax_scale, ctx.causal,
         ctx.window_size[0], ctx.window_size[1], ctx.softcap, ctx.alibi_slopes, ctx.deterministic, rng_state,
     )
@@ -127,7 +126,7 @@ def _bwd_dense(ctx, dout, dq, dk, dv):
 def _bwd_varlen(ctx, dout, dq, dk, dv):
     q, k, v, out, softmax_lse, cu_seqlens_q, cu_seqlens_k, rng_state = ctx.saved_tensors
     dout = _pad_head_dim(maybe_contiguous(dout))
-    _wrapped_flash_attn_varlen_backward(
+    _ops.varlen_bwd(
         dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k, ctx.max_seqlen_q,
         ctx.max_seqlen_k, ctx.dropout_p, ctx.softmax_scale, ctx.causal, ctx.window_size[0], ctx.window_size[1],
         ctx.softcap, ctx.alibi_slopes, ctx.deterministic, rng_state,
@@ -147,17 +146,11 @@ class FlashAttnQKVPackedFunc(torch.autograd.Function):
     def forward(ctx, qkv, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
                 return_softmax, is_grad_enabled):
         is_grad = _needs_grad(is_grad_enabled, qkv)
-        _checks.check_packed("qkv", qkv, 5, 2, 3, "(batch, seqlen, 3, nheads, headdim)")
-        qkv = maybe_contiguous(qkv)
-        q, k, v = qkv[:, :, 0].detach(), qkv[:, :, 1].detach(), qkv[:, :, 2].detach()
-        cfg = _checks.validate_fwd_args(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
-                                        alibi_slopes)
         head_size_og = qkv.shape[-1]
         qkv = _pad_head_dim(qkv.detach())
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        return _run_dense(ctx, q, k, v, head_size_og, dropout_p, cfg.softmax_scale, cfg.causal,
-                          (cfg.window_size_left, cfg.window_size_right), softcap, alibi_slopes, deterministic,
-                          return_softmax, is_grad)
+        return _run_dense(ctx, q, k, v, head_size_og, dropout_p, softmax_scale, causal, window_size, softcap,
+                          alibi_slopes, deterministic, return_softmax, is_grad)
 
     @staticmethod
     def backward(ctx, dout, *args):
@@ -172,17 +165,11 @@ class FlashAttnKVPackedFunc(torch.autograd.Function):
     def forward(ctx, q, kv, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
                 return_softmax, is_grad_enabled):
         is_grad = _needs_grad(is_grad_enabled, q, kv)
-        _checks.check_packed("kv", kv, 5, 2, 2, "(batch, seqlen_k, 2, nheads_k, headdim)")
-        q, kv = maybe_contiguous(q), maybe_contiguous(kv)
-        k, v = kv[:, :, 0].detach(), kv[:, :, 1].detach()
-        cfg = _checks.validate_fwd_args(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
-                                        alibi_slopes)
         head_size_og = q.shape[-1]
         q, kv = _pad_head_dim(q.detach()), _pad_head_dim(kv.detach())
         k, v = kv[:, :, 0], kv[:, :, 1]
-        return _run_dense(ctx, q, k, v, head_size_og, dropout_p, cfg.softmax_scale, cfg.causal,
-                          (cfg.window_size_left, cfg.window_size_right), softcap, alibi_slopes, deterministic,
-                          return_softmax, is_grad)
+        return _run_dense(ctx, q, k, v, head_size_og, dropout_p, softmax_scale, causal, window_size, softcap,
+                          alibi_slopes, deterministic, return_softmax, is_grad)
 
     @staticmethod
     def backward(ctx, dout, *args):
@@ -199,14 +186,10 @@ class FlashAttnFunc(torch.autograd.Function):
     def forward(ctx, q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
                 return_softmax, is_grad_enabled):
         is_grad = _needs_grad(is_grad_enabled, q, k, v)
-        q, k, v = maybe_contiguous(q), maybe_contiguous(k), maybe_contiguous(v)
-        cfg = _checks.validate_fwd_args(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
-                                        alibi_slopes)
         head_size_og = q.shape[-1]
         q, k, v = _pad_head_dim(q.detach()), _pad_head_dim(k.detach()), _pad_head_dim(v.detach())
-        return _run_dense(ctx, q, k, v, head_size_og, dropout_p, cfg.softmax_scale, cfg.causal,
-                          (cfg.window_size_left, cfg.window_size_right), softcap, alibi_slopes, deterministic,
-                          return_softmax, is_grad)
+        return _run_dense(ctx, q, k, v, head_size_og, dropout_p, softmax_scale, causal, window_size, softcap,
+                          alibi_slopes, deterministic, return_softmax, is_grad)
 
     @staticmethod
     def backward(ctx, dout, *args):
@@ -222,18 +205,12 @@ class FlashAttnVarlenQKVPackedFunc(torch.autograd.Function):
     def forward(ctx, qkv, cu_seqlens, max_seqlen, dropout_p, softmax_scale, causal, window_size, softcap,
                 alibi_slopes, deterministic, return_softmax, is_grad_enabled):
         is_grad = _needs_grad(is_grad_enabled, qkv)
-        _checks.check_packed("qkv", qkv, 4, 1, 3, "(total, 3, nheads, headdim)")
-        qkv = maybe_contiguous(qkv)
-        q, k, v = qkv[:, 0].detach(), qkv[:, 1].detach(), qkv[:, 2].detach()
-        cfg, max_seqlen_q, max_seqlen_k = _checks.validate_varlen_fwd_args(
-            q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, dropout_p, softmax_scale, causal,
-            window_size, softcap, alibi_slopes)
         head_size_og = qkv.shape[-1]
         qkv = _pad_head_dim(qkv.detach())
         q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
-        return _run_varlen(ctx, q, k, v, cu_seqlens, cu_seqlens, max_seqlen_q, max_seqlen_k, head_size_og,
-                           dropout_p, cfg.softmax_scale, cfg.causal, (cfg.window_size_left, cfg.window_size_right),
-                           softcap, alibi_slopes, deterministic, return_softmax, None, is_grad)
+        return _run_varlen(ctx, q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, head_size_og, dropout_p,
+                           softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic, return_softmax,
+                           None, is_grad)
 
     @staticmethod
     def backward(ctx, dout, *args):
@@ -248,18 +225,12 @@ class FlashAttnVarlenKVPackedFunc(torch.autograd.Function):
     def forward(ctx, q, kv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale,
                 causal, window_size, softcap, alibi_slopes, deterministic, return_softmax, is_grad_enabled):
         is_grad = _needs_grad(is_grad_enabled, q, kv)
-        _checks.check_packed("kv", kv, 4, 1, 2, "(total_k, 2, nheads_k, headdim)")
-        q, kv = maybe_contiguous(q), maybe_contiguous(kv)
-        k, v = kv[:, 0].detach(), kv[:, 1].detach()
-        cfg, max_seqlen_q, max_seqlen_k = _checks.validate_varlen_fwd_args(
-            q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
-            window_size, softcap, alibi_slopes)
         head_size_og = q.shape[-1]
         q, kv = _pad_head_dim(q.detach()), _pad_head_dim(kv.detach())
         k, v = kv[:, 0], kv[:, 1]
         return _run_varlen(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, head_size_og,
-                           dropout_p, cfg.softmax_scale, cfg.causal, (cfg.window_size_left, cfg.window_size_right),
-                           softcap, alibi_slopes, deterministic, return_softmax, None, is_grad)
+                           dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+                           return_softmax, None, is_grad)
 
     @staticmethod
     def backward(ctx, dout, *args):
@@ -277,15 +248,11 @@ class FlashAttnVarlenFunc(torch.autograd.Function):
                 causal, window_size, softcap, alibi_slopes, deterministic, return_softmax, block_table,
                 is_grad_enabled):
         is_grad = _needs_grad(is_grad_enabled, q, k, v)
-        q, k, v = maybe_contiguous(q), maybe_contiguous(k), maybe_contiguous(v)
-        cfg, max_seqlen_q, max_seqlen_k = _checks.validate_varlen_fwd_args(
-            q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
-            window_size, softcap, alibi_slopes, block_table)
         head_size_og = q.shape[-1]
         q, k, v = _pad_head_dim(q.detach()), _pad_head_dim(k.detach()), _pad_head_dim(v.detach())
         return _run_varlen(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, head_size_og,
-                           dropout_p, cfg.softmax_scale, cfg.causal, (cfg.window_size_left, cfg.window_size_right),
-                           softcap, alibi_slopes, deterministic, return_softmax, block_table, is_grad)
+                           dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+                           return_softmax, block_table, is_grad)
 
     @staticmethod
     def backward(ctx, dout, *args):
@@ -321,8 +288,12 @@ def flash_attn_qkvpacked_func(
     Returns out (batch_size, seqlen, nheads, headdim); with return_attn_probs=True,
     (out, softmax_lse (batch_size, nheads, seqlen) fp32, None).
     """
+    _checks.check_packed("qkv", qkv, 5, 2, 3, "(batch, seqlen, 3, nheads, headdim)")
+    qkv = maybe_contiguous(qkv)
+    cfg = _checks.validate_fwd_args(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], dropout_p, softmax_scale, causal,
+                                    window_size, softcap, alibi_slopes)
     return FlashAttnQKVPackedFunc.apply(
-        qkv, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+        qkv, dropout_p, cfg.softmax_scale, cfg.causal, cfg.window_size, softcap, alibi_slopes, deterministic,
         return_attn_probs, torch.is_grad_enabled(),
     )
 
@@ -344,8 +315,12 @@ def flash_attn_kvpacked_func(
     causal=True aligns the mask to the bottom-right corner of the (seqlen_q, seqlen_k) score matrix.
     Returns out (batch_size, seqlen_q, nheads, headdim), or (out, softmax_lse, None) if return_attn_probs.
     """
+    _checks.check_packed("kv", kv, 5, 2, 2, "(batch, seqlen_k, 2, nheads_k, headdim)")
+    q, kv = maybe_contiguous(q), maybe_contiguous(kv)
+    cfg = _checks.validate_fwd_args(q, kv[:, :, 0], kv[:, :, 1], dropout_p, softmax_scale, causal, window_size,
+                                    softcap, alibi_slopes)
     return FlashAttnKVPackedFunc.apply(
-        q, kv, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+        q, kv, dropout_p, cfg.softmax_scale, cfg.causal, cfg.window_size, softcap, alibi_slopes, deterministic,
         return_attn_probs, torch.is_grad_enabled(),
     )
 
@@ -372,8 +347,10 @@ def flash_attn_func(
     Returns out (batch_size, seqlen_q, nheads, headdim); with return_attn_probs=True,
     (out, softmax_lse (batch_size, nheads, seqlen_q) fp32, None).
     """
+    q, k, v = maybe_contiguous(q), maybe_contiguous(k), maybe_contiguous(v)
+    cfg = _checks.validate_fwd_args(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes)
     return FlashAttnFunc.apply(
-        q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+        q, k, v, dropout_p, cfg.softmax_scale, cfg.causal, cfg.window_size, softcap, alibi_slopes, deterministic,
         return_attn_probs, torch.is_grad_enabled(),
     )
 
@@ -394,9 +371,14 @@ def flash_attn_varlen_qkvpacked_func(
     """Variable-length attention with packed qkv (total, 3, nheads, headdim); cu_seqlens (batch + 1,) int32.
     Returns out (total, nheads, headdim), or (out, softmax_lse (nheads, total) fp32, None).
     """
+    _checks.check_packed("qkv", qkv, 4, 1, 3, "(total, 3, nheads, headdim)")
+    qkv = maybe_contiguous(qkv)
+    cfg, max_seqlen_q, _ = _checks.validate_varlen_fwd_args(
+        qkv[:, 0], qkv[:, 1], qkv[:, 2], cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, dropout_p, softmax_scale,
+        causal, window_size, softcap, alibi_slopes)
     return FlashAttnVarlenQKVPackedFunc.apply(
-        qkv, cu_seqlens, max_seqlen, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
-        deterministic, return_attn_probs, torch.is_grad_enabled(),
+        qkv, cu_seqlens, max_seqlen_q, dropout_p, cfg.softmax_scale, cfg.causal, cfg.window_size, softcap,
+        alibi_slopes, deterministic, return_attn_probs, torch.is_grad_enabled(),
     )
 
 
@@ -419,9 +401,14 @@ def flash_attn_varlen_kvpacked_func(
     """Variable-length attention: q (total_q, nheads, headdim), kv (total_k, 2, nheads_k, headdim).
     Returns out (total_q, nheads, headdim), or (out, softmax_lse (nheads, total_q) fp32, None).
     """
+    _checks.check_packed("kv", kv, 4, 1, 2, "(total_k, 2, nheads_k, headdim)")
+    q, kv = maybe_contiguous(q), maybe_contiguous(kv)
+    cfg, max_seqlen_q, max_seqlen_k = _checks.validate_varlen_fwd_args(
+        q, kv[:, 0], kv[:, 1], cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale,
+        causal, window_size, softcap, alibi_slopes)
     return FlashAttnVarlenKVPackedFunc.apply(
-        q, kv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
-        window_size, softcap, alibi_slopes, deterministic, return_attn_probs, torch.is_grad_enabled(),
+        q, kv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, cfg.softmax_scale, cfg.causal,
+        cfg.window_size, softcap, alibi_slopes, deterministic, return_attn_probs, torch.is_grad_enabled(),
     )
 
 
@@ -451,9 +438,13 @@ def flash_attn_varlen_func(
     per sequence, bottom-right aligned on its true lengths.
     Returns out (total_q, nheads, headdim), or (out, softmax_lse (nheads, total_q) fp32, None).
     """
-    return FlashAttnVarlenFunc.apply(
+    q, k, v = maybe_contiguous(q), maybe_contiguous(k), maybe_contiguous(v)
+    cfg, max_seqlen_q, max_seqlen_k = _checks.validate_varlen_fwd_args(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
-        window_size, softcap, alibi_slopes, deterministic, return_attn_probs, block_table,
+        window_size, softcap, alibi_slopes, block_table)
+    return FlashAttnVarlenFunc.apply(
+        q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, cfg.softmax_scale, cfg.causal,
+        cfg.window_size, softcap, alibi_slopes, deterministic, return_attn_probs, block_table,
         torch.is_grad_enabled(),
     )
 
@@ -491,20 +482,15 @@ def flash_attn_with_kvcache(
         block_table, softmax_scale, causal, window_size, softcap, rotary_interleaved, alibi_slopes, num_splits,
     )
     head_dim = q.shape[-1]
-    _checks.check_build(q.dtype, head_dim, q.device)
-    _checks.check_kvcache_index_values(k_cache, cfg.cache_seqlens, 0 if k is None else k.shape[1], cache_batch_idx,
-                                       cache_leftpad, block_table)
-    ext = _require_extension()
-    q, k, v = (None if x is None else _checks.vector_aligned(maybe_contiguous(x)) for x in (q, k, v))
+    q, k, v = (None if x is None else maybe_contiguous(x) for x in (q, k, v))
     k_cache_og, v_cache_og = k_cache, v_cache
     if head_dim % 8 != 0:  # the kernels need a multiple of 8: padded copies, written back below
         q, k, v, k_cache, v_cache = (None if x is None else _pad_head_dim(x) for x in (q, k, v, k_cache, v_cache))
-    rotary_cos, rotary_sin = (None if x is None else x.contiguous() for x in (rotary_cos, rotary_sin))
     opts = cfg.fwd
-    out, softmax_lse = ext.fwd_kvcache(
+    out, softmax_lse = _ops.fwd_kvcache(
         q, k_cache, v_cache, k, v, cfg.cache_seqlens, rotary_cos, rotary_sin, cache_batch_idx, cache_leftpad,
-        block_table, alibi_slopes, _poisoned_out(q), opts.softmax_scale, opts.causal, opts.window_size_left,
-        opts.window_size_right, float(softcap), rotary_interleaved, cfg.num_splits,
+        block_table, alibi_slopes, opts.softmax_scale, opts.causal, opts.window_size_left, opts.window_size_right,
+        float(softcap), rotary_interleaved, cfg.num_splits,
     )
     if head_dim % 8 != 0:
         out = out[..., :head_dim]

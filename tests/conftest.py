@@ -211,6 +211,21 @@ def ref_launcher(monkeypatch):
 
 
 @pytest.fixture
+def ref_extension(monkeypatch):
+    """Stand the float32 references in for flash_attn_2_cuda itself (reference.ReferenceExtension) and skip the CUDA
+    device and build checks: the custom ops' real bodies, with the arguments they prepare for the binding, run on
+    CPU."""
+    from flash_attn import _checks, _ops
+    from reference import ReferenceExtension
+
+    ext = ReferenceExtension()
+    monkeypatch.setattr(_ops, "flash_attn_gpu", ext)
+    monkeypatch.setattr(_checks, "check_devices", lambda *args, **kwargs: None)
+    monkeypatch.setattr(_checks, "check_build", lambda *args, **kwargs: None)
+    return ext
+
+
+@pytest.fixture
 def ref_launcher_bwd(ref_launcher, monkeypatch):
     """ref_launcher plus reference backward ops (exercises the autograd plumbing: padding, packed grads)."""
     from flash_attn import _ops

@@ -176,7 +176,7 @@ def rotary_ref(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions:
 
 def kvcache_ref(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin=None, cache_seqlens=None,
                 cache_batch_idx=None, cache_leftpad=None, causal=False, window=(-1, -1), softcap=0.0,
-                alibi_slopes=None, rotary_interleaved=True, upcast=True):
+                alibi_slopes=None, rotary_interleaved=True, upcast=True, softmax_scale=None):
     """flash_attn_with_kvcache in plain PyTorch (API.md): the caches after the append (q's dtype, exact: the
     rotation rounds once, like the kernel) and (out (b, sq, h, d), lse (b, h, sq)) attending per sequence to
     keys [leftpad, cache_seqlens + seqlen_new) of its cache row. Lists or tensors for the per-batch arguments."""
@@ -207,8 +207,8 @@ def kvcache_ref(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin
         keys, values = k_cache[rows[i], leftpad[i]:end], v_cache[rows[i], leftpad[i]:end]
         slopes = None if alibi_slopes is None else (alibi_slopes[i] if alibi_slopes.dim() == 2 else alibi_slopes)
         out, lse = attention_ref(qi[None].to(q.dtype) if not upcast else qi[None].float(), keys[None], values[None],
-                                 causal, upcast=upcast, window=window, window_bound=capacity, softcap=softcap,
-                                 alibi_slopes=slopes)
+                                 causal, softmax_scale, upcast=upcast, window=window, window_bound=capacity,
+                                 softcap=softcap, alibi_slopes=slopes)
         outs.append(out)
         lses.append(lse)
     return torch.cat(outs), torch.cat(lses), k_cache, v_cache
@@ -315,3 +315,102 @@ class ReferenceLauncher:
                                      max_seqlen_k)
             dq[q0:q1], dk[k0:k1], dv[k0:k1] = gq[0], gk[0], gv[0]
         return torch.zeros(q.shape[1], q.shape[0] + 128 * (len(cu_q) - 1), dtype=torch.float32, device=q.device)
+
+
+class ReferenceExtension:
+    """flash_attn_2_cuda's functions with the binding's positional layout, computed by the float32 references on any
+    device: the custom ops' real bodies (argument preparation included) then run on CPU. `calls` records (name,
+    arguments) of every call."""
+
+    def __init__(self):
+        self.launcher = ReferenceLauncher()
+        self.calls = []
+
+    def fwd(self, q, k, v, out, alibi_slopes, p_dropout, softmax_scale, is_causal, window_left, window_right, softcap,
+            return_softmax, gen):
+        self.calls.append(("fwd", (q, k, v, out, alibi_slopes, p_dropout, softmax_scale, is_causal, window_left,
+                                   window_right, softcap, return_softmax, gen)))
+        o, lse, s_dmask, rng_state = self.launcher.fwd(q, k, v, p_dropout, softmax_scale, is_causal, window_left,
+                                                       window_right, softcap, alibi_slopes, return_softmax)
+        return [o if out is None else out.copy_(o), lse, s_dmask, rng_state]
+
+    def varlen_fwd(self, q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, leftpad_k, block_table, alibi_slopes,
+                   max_seqlen_q, max_seqlen_k, p_dropout, softmax_scale, zero_tensors, is_causal, window_left,
+                   window_right, softcap, return_softmax, gen, num_splits=0):
+        self.calls.append(("varlen_fwd", (q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, leftpad_k,
+                                          block_table, alibi_slopes, max_seqlen_q, max_seqlen_k, p_dropout,
+                                          softmax_scale, zero_tensors, is_causal, window_left, window_right, softcap,
+                                          return_softmax, gen, num_splits)))
+        o, lse, s_dmask, rng_state = self.launcher.varlen_fwd(
+            q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p_dropout, softmax_scale, is_causal,
+            window_left, window_right, softcap, alibi_slopes, return_softmax, block_table, leftpad_k, seqused_k,
+            zero_tensors, num_splits)
+        return [o if out is None else out.copy_(o), lse, s_dmask, rng_state]
+
+    def bwd(self, dout, q, k, v, out, softmax_lse, dq, dk, dv, alibi_slopes, p_dropout, softmax_scale, is_causal,
+            window_left, window_right, softcap, deterministic, gen, rng_state):
+        self.calls.append(("bwd", (dout, q, k, v, out, softmax_lse, dq, dk, dv, alibi_slopes, p_dropout,
+                                   softmax_scale, is_causal, window_left, window_right, softcap, deterministic, gen,
+                                   rng_state)))
+        dq, dk, dv = (torch.empty_like(x) if g is None else g for g, x in ((dq, q), (dk, k), (dv, v)))
+        softmax_d = self.launcher.bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, p_dropout, softmax_scale,
+                                      is_causal, window_left, window_right, softcap, alibi_slopes, deterministic,
+                                      rng_state)
+        return [dq, dk, dv, softmax_d]
+
+    def varlen_bwd(self, dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k, alibi_slopes,
+                   max_seqlen_q, max_seqlen_k, p_dropout, softmax_scale, zero_tensors, is_causal, window_left,
+                   window_right, softcap, deterministic, gen, rng_state):
+        self.calls.append(("varlen_bwd", (dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k,
+                                          alibi_slopes, max_seqlen_q, max_seqlen_k, p_dropout, softmax_scale,
+                                          zero_tensors, is_causal, window_left, window_right, softcap, deterministic,
+                                          gen, rng_state)))
+        dq, dk, dv = (torch.empty_like(x) if g is None else g for g, x in ((dq, q), (dk, k), (dv, v)))
+        softmax_d = self.launcher.varlen_bwd(dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k,
+                                             max_seqlen_q, max_seqlen_k, p_dropout, softmax_scale, is_causal,
+                                             window_left, window_right, softcap, alibi_slopes, deterministic,
+                                             rng_state, zero_tensors)
+        return [dq, dk, dv, softmax_d]
+
+    def fwd_kvcache(self, q, kcache, vcache, k, v, seqlens_k, rotary_cos, rotary_sin, cache_batch_idx, leftpad_k,
+                    block_table, alibi_slopes, out, softmax_scale, is_causal, window_left, window_right, softcap,
+                    rotary_interleaved, num_splits):
+        self.calls.append(("fwd_kvcache", (q, kcache, vcache, k, v, seqlens_k, rotary_cos, rotary_sin,
+                                           cache_batch_idx, leftpad_k, block_table, alibi_slopes, out, softmax_scale,
+                                           is_causal, window_left, window_right, softcap, rotary_interleaved,
+                                           num_splits)))
+        assert q.shape[-1] % 8 == 0, "the op must see a padded head dim"
+        pages = None if block_table is None else block_table.long()
+        dense_k, dense_v = (kcache, vcache) if pages is None else (kcache[pages].flatten(1, 2),
+                                                                   vcache[pages].flatten(1, 2))
+        o, lse, new_k, new_v = kvcache_ref(q, dense_k, dense_v, k, v, rotary_cos, rotary_sin, seqlens_k,
+                                           cache_batch_idx, leftpad_k, is_causal, (window_left, window_right), softcap,
+                                           alibi_slopes, rotary_interleaved, softmax_scale=softmax_scale)
+        for cache, new in ((kcache, new_k), (vcache, new_v)):  # in place, as the kernel appends
+            if pages is None:
+                cache.copy_(new)
+            else:
+                cache[pages.flatten()] = new.reshape(-1, *cache.shape[1:])
+        res = torch.empty_like(q) if out is None else out
+        return [res.copy_(o), lse]
+
+    def apply_rotary(self, x, cos, sin, out, seqlen_offsets, seqlen_offset, cu_seqlens, max_seqlen, interleaved,
+                     conjugate):
+        self.calls.append(("apply_rotary", (x, cos, sin, out, seqlen_offsets, seqlen_offset, cu_seqlens, max_seqlen,
+                                            interleaved, conjugate)))
+        sin = -sin if conjugate else sin
+        if cu_seqlens is None:
+            bounds = [(b, slice(b, b + 1)) for b in range(x.shape[0])]
+        else:
+            cu = cu_seqlens.tolist()
+            bounds = [(b, slice(cu[b], cu[b + 1])) for b in range(len(cu) - 1)]
+        results = []
+        for b, rows in bounds:  # every result before any write: out may be x
+            seg = x[rows][0] if cu_seqlens is None else x[rows]  # (s, h, d)
+            start = int(seqlen_offsets[b]) if seqlen_offsets is not None else seqlen_offset
+            pos = torch.arange(seg.shape[0], device=x.device) + start
+            inside = (pos >= 0) & (pos < cos.shape[0])  # positions past the table: left as they are
+            rot = rotary_ref(seg, cos, sin, pos.clamp(0, cos.shape[0] - 1), interleaved).to(x.dtype)
+            results.append(torch.where(inside[:, None, None], rot, seg))
+        for (_, rows), r in zip(bounds, results):
+            out[rows].copy_(r[None] if cu_seqlens is None else r)

@@ -3,12 +3,13 @@
 Every bad input must raise the expected exception type with a message naming the argument."""
 
 import math
+import sys
 
 import pytest
 import torch
 
 import flash_attn
-from flash_attn import _checks
+from flash_attn import _checks, _ops
 from flash_attn._checks import FlashAttnTypeError, FlashAttnValueError
 
 META = "meta"
@@ -184,12 +185,17 @@ I32 = torch.int32
 
 
 def kvc(b=2, sq=1, cap=64, h=4, hk=2, d=64, new=1, device=META, **kw):
-    """validate_kvcache_args on a (b, cap, hk, d) cache with `new` appended tokens; kw overrides arguments."""
+    """validate_kvcache_args on a (b, cap, hk, d) cache with `new` appended tokens; kw overrides arguments. (Through
+    flash_attn_with_kvcache itself where test_kvcache_public_bad_input swaps _kvc_call.)"""
     args = dict(q=t(b, sq, h, d, device=device), k_cache=t(b, cap, hk, d, device=device),
                 v_cache=t(b, cap, hk, d, device=device), cache_seqlens=3)
     if new:
         args.update(k=t(b, new, hk, d, device=device), v=t(b, new, hk, d, device=device))
     args.update(kw)
+    return _kvc_call(**args)
+
+
+def _kvc_call(**args):
     return _checks.validate_kvcache_args(**args, check_device=False)
 
 
@@ -298,6 +304,29 @@ def test_kvcache_valid_arguments():
 def test_bad_input(thunk, exc, pattern):
     with pytest.raises(exc, match=pattern):
         thunk()
+
+
+@pytest.mark.parametrize("thunk,exc,pattern", [c[1:] for c in KVCACHE_BAD_CASES],
+                         ids=[c[0] for c in KVCACHE_BAD_CASES])
+def test_kvcache_public_bad_input(monkeypatch, thunk, exc, pattern):
+    """flash_attn_with_kvcache itself on the same meta tensors: the same errors, raised before its custom op."""
+    monkeypatch.setattr(sys.modules[__name__], "_kvc_call", flash_attn.flash_attn_with_kvcache)
+    monkeypatch.setattr(_ops, "_launch_fwd_kvcache", None)  # never reached
+    with pytest.raises(exc, match=pattern):
+        thunk()
+
+
+def test_kvcache_public_meta_reaches_the_fake(monkeypatch):
+    """Valid meta arguments pass the checks (the device check aside) and the op's fake gives the shapes; an unaligned
+    head dim is padded for the op and sliced off again."""
+    monkeypatch.setattr(sys.modules[__name__], "_kvc_call", flash_attn.flash_attn_with_kvcache)
+    with pytest.raises(FlashAttnValueError, match=r"^q must be a CUDA tensor"):
+        kvc(**rot(64, 16), window_size=(8, 0))
+    monkeypatch.setattr(_checks, "check_devices", lambda *args, **kwargs: None)
+    out = kvc(**rot(64, 16), window_size=(8, 0))
+    assert out.device.type == "meta" and out.shape == (2, 1, 4, 64) and out.dtype == F16
+    out, lse = kvc(d=59, sq=3, new=3, cache_seqlens=torch.zeros(2, dtype=I32, device=META), return_softmax_lse=True)
+    assert out.shape == (2, 3, 4, 59) and lse.shape == (2, 4, 3) and lse.dtype == torch.float32
 
 
 def test_enough_bad_cases():

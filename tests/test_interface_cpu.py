@@ -2,10 +2,13 @@
 fixture), so validation, head-dim padding, packing, return conventions, autograd.Function and
 torch.compile tracing are tested without a GPU."""
 
+import collections
 import math
 
 import pytest
 import torch
+import torch._dynamo.testing
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from flash_attn import (
     flash_attn_func,
@@ -15,6 +18,7 @@ from flash_attn import (
     flash_attn_varlen_kvpacked_func,
     flash_attn_varlen_qkvpacked_func,
 )
+from flash_attn import _checks
 from flash_attn._checks import FlashAttnValueError
 from reference import attention_ref, attention_varlen_ref
 
@@ -251,3 +255,99 @@ def test_compile_fullgraph_varlen_dynamic(ref_launcher):
     for sq, sk in [([3, 5], [4, 2]), ([6, 1, 2], [7, 3, 3])]:
         q, k, v, cq, ck = _varlen_inputs(sq, sk)
         torch.testing.assert_close(compiled(q, k, v, cq, ck, max(sq), max(sk)), fn(q, k, v, cq, ck, max(sq), max(sk)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One validation per call: the public functions validate before their custom op, whose body does not validate again
+# (ref_extension: the real op bodies run, on the reference stand-in for the extension).
+# ----------------------------------------------------------------------------------------------------------
+
+COUNTED = ("check_dense_tensors", "check_varlen_tensors", "check_fwd_options", "validate_kvcache_args",
+           "validate_rotary_args")
+
+
+@pytest.fixture
+def check_counts(monkeypatch):
+    counts = collections.Counter()
+    for name in COUNTED:
+        def counted(*args, _fn=getattr(_checks, name), _name=name, **kwargs):
+            counts[_name] += 1
+            return _fn(*args, **kwargs)
+
+        monkeypatch.setattr(_checks, name, counted)
+    return counts
+
+
+def _once(counts, **expected):
+    assert dict(counts) == expected
+    counts.clear()
+
+
+def test_validation_once_dense_and_backward(ref_extension, check_counts):
+    q, k, v = (_rand(2, 5, 4, 40, seed=s).requires_grad_() for s in (40, 41, 42))
+    out = flash_attn_func(q, k, v, causal=True)
+    _once(check_counts, check_dense_tensors=1, check_fwd_options=1)
+    out.sum().backward()  # the backward op gets tensors the autograd Function made: no checks
+    _once(check_counts)
+    assert [c[0] for c in ref_extension.calls] == ["fwd", "bwd"]
+    flash_attn_qkvpacked_func(_rand(2, 5, 3, 4, 40, seed=43))
+    _once(check_counts, check_dense_tensors=1, check_fwd_options=1)
+    flash_attn_kvpacked_func(q.detach(), _rand(2, 7, 2, 2, 40, seed=44))
+    _once(check_counts, check_dense_tensors=1, check_fwd_options=1)
+
+
+def test_validation_once_varlen(ref_extension, check_counts):
+    q, k, v, cu_q, cu_k = _varlen_inputs([3, 5], [4, 2])
+    flash_attn_varlen_func(q.requires_grad_(), k, v, cu_q, cu_k, 5, 4, causal=True).sum().backward()
+    _once(check_counts, check_varlen_tensors=1, check_fwd_options=1)
+    flash_attn_varlen_kvpacked_func(q, torch.stack([k, v], 1), cu_q, cu_k, 5, 4)
+    _once(check_counts, check_varlen_tensors=1, check_fwd_options=1)
+    flash_attn_varlen_qkvpacked_func(torch.stack([q, q, q], 1), cu_q, 5)
+    _once(check_counts, check_varlen_tensors=1, check_fwd_options=1)
+
+
+def test_validation_once_kvcache_rotary_and_private_ops(ref_extension, check_counts):
+    from flash_attn import flash_attn_with_kvcache
+    from flash_attn.flash_attn_interface import _flash_attn_forward, _flash_attn_varlen_forward
+    from flash_attn.layers.rotary import apply_rotary_emb
+
+    q, k_cache = _rand(2, 1, 4, 32, seed=45), _rand(2, 16, 2, 32, seed=46)
+    flash_attn_with_kvcache(q, k_cache, k_cache.clone(), _rand(2, 1, 2, 32, seed=47), _rand(2, 1, 2, 32, seed=48),
+                            cache_seqlens=3, causal=True)
+    _once(check_counts, validate_kvcache_args=1, check_fwd_options=1)
+    cos = sin = _rand(8, 8, seed=49)
+    x = _rand(2, 8, 2, 32, seed=50).requires_grad_()
+    apply_rotary_emb(x, cos, sin)
+    _once(check_counts, validate_rotary_args=1)
+    q, k, v = (_rand(2, 5, 4, 32, seed=s) for s in (51, 52, 53))
+    _flash_attn_forward(q, k, v, 0.0, 0.2, True, -1, -1, 0.0, None, False)  # a direct call: its body validates
+    _once(check_counts, check_dense_tensors=1, check_fwd_options=1)
+    qv, kv, vv, cu_q, cu_k = _varlen_inputs([3, 5], [4, 2])
+    _flash_attn_varlen_forward(qv, kv, vv, cu_q, cu_k, 5, 4, 0.0, 0.2, True)
+    _once(check_counts, check_varlen_tensors=1, check_fwd_options=1)
+
+
+def test_validation_once_on_the_fake_path(ref_extension, check_counts):
+    """Meta tensors and FakeTensorMode (what torch.compile traces with): the op's fake runs, validation once."""
+    q, k, v = (torch.empty(s, dtype=DT, device="meta") for s in ((2, 5, 4, 59), (2, 7, 2, 59), (2, 7, 2, 59)))
+    out, lse, _ = flash_attn_func(q, k, v, causal=True, return_attn_probs=True)
+    assert out.shape == q.shape and out.device.type == "meta" and lse.shape == (2, 4, 5)
+    _once(check_counts, check_dense_tensors=1, check_fwd_options=1)
+    with FakeTensorMode():
+        q, k, v = (torch.empty(s, dtype=DT) for s in ((2, 5, 4, 64), (2, 7, 2, 64), (2, 7, 2, 64)))
+        assert flash_attn_func(q, k, v).shape == q.shape
+    _once(check_counts, check_dense_tensors=1, check_fwd_options=1)
+    assert not ref_extension.calls
+
+
+def test_validation_once_under_compile(ref_extension, check_counts):
+    """torch.compile traces the validation (dynamo replays its effect on the counter once per call); the compiled
+    graph's op body runs for real and does not validate."""
+    torch._dynamo.reset()
+    counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    q, k, v = (_rand(1, 4, 2, 16, seed=s) for s in (54, 55, 56))
+    compiled = torch.compile(lambda q, k, v: flash_attn_func(q, k, v, causal=True), fullgraph=True, backend=counter)
+    for _ in range(2):
+        compiled(q, k, v)
+        _once(check_counts, check_dense_tensors=1, check_fwd_options=1)
+    assert counter.frame_count == 1 and [c[0] for c in ref_extension.calls] == ["fwd", "fwd"]

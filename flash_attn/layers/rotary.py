@@ -1,6 +1,7 @@
 """Rotary position embeddings (flash_attn.layers.rotary, 2.x API): functions with autograd and the
 RotaryEmbedding module. The rotation runs in our CUDA kernel (flash_attn.ops.triton.rotary.apply_rotary, named
-where 2.x keeps it); rotate_half and apply_rotary_emb_torch are the plain PyTorch definitions."""
+where 2.x keeps it; a custom op, so torch.compile traces these functions); rotate_half and apply_rotary_emb_torch are
+the plain PyTorch definitions."""
 
 from typing import Optional, Tuple, Union
 
@@ -30,6 +31,12 @@ def apply_rotary_emb_torch(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     cos, sin = cos[:seqlen].unsqueeze(-2), sin[:seqlen].unsqueeze(-2)  # (seqlen, 1, rotary_dim)
     rotated = x[..., :ro_dim] * cos + rotate_half(x[..., :ro_dim], interleaved) * sin
     return torch.cat((rotated, x[..., ro_dim:]), dim=-1)
+
+
+def _tracked(*tensors) -> bool:
+    """Whether autograd records the call. When it does not, the rotation runs without its autograd.Function (whose
+    ctx.mark_dirty torch.compile traces only for inputs that require grad)."""
+    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
 
 
 class ApplyRotaryEmb(torch.autograd.Function):
@@ -69,6 +76,9 @@ def apply_rotary_emb(x, cos, sin, interleaved=False, inplace=False, seqlen_offse
     (seqlen_ro, rotary_dim / 2), rotary_dim <= headdim. The first rotary_dim channels become x * cos +
     rotate(x) * sin at positions i + seqlen_offsets (int, or (batch,) int32/int64); the rest are copied.
     interleaved: GPT-J pairs (0, 1), (2, 3), ...; else GPT-NeoX halves."""
+    if not _tracked(x, cos, sin):
+        return apply_rotary(x, cos, sin, seqlen_offsets=seqlen_offsets, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen,
+                            interleaved=interleaved, inplace=inplace)
     return ApplyRotaryEmb.apply(x, cos, sin, interleaved, inplace, seqlen_offsets, cu_seqlens, max_seqlen)
 
 
@@ -90,15 +100,24 @@ def _qk_views(qkv: torch.Tensor, num_heads_q: Optional[int]) -> Tuple[torch.Tens
     return qkv[:, :, :num_heads_q], qkv[:, :, num_heads_q:num_heads_q + num_heads_k]
 
 
+def _rotate_qk_(qkv, cos, sin, cos_k, sin_k, interleaved, seqlen_offsets, num_heads_q):
+    q, k = _qk_views(qkv, num_heads_q)
+    apply_rotary(q, cos, sin, seqlen_offsets, interleaved=interleaved, inplace=True)
+    apply_rotary(k, cos_k, sin_k, seqlen_offsets, interleaved=interleaved, inplace=True)
+
+
+def _check_kv(kv):
+    if kv.dim() != 5 or kv.shape[2] != 2:
+        raise ValueError(f"kv must be (batch, seqlen, 2, nheads, headdim), got {tuple(kv.shape)}")
+
+
 class ApplyRotaryEmbQKV_(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv, cos, sin, cos_k=None, sin_k=None, interleaved=False,
                 seqlen_offsets: Union[int, torch.Tensor] = 0, num_heads_q=None):
         cos_k = cos if cos_k is None else cos_k
         sin_k = sin if sin_k is None else sin_k
-        q, k = _qk_views(qkv, num_heads_q)
-        apply_rotary(q, cos, sin, seqlen_offsets, interleaved=interleaved, inplace=True)
-        apply_rotary(k, cos_k, sin_k, seqlen_offsets, interleaved=interleaved, inplace=True)
+        _rotate_qk_(qkv, cos, sin, cos_k, sin_k, interleaved, seqlen_offsets, num_heads_q)
         ctx.mark_dirty(qkv)
         tensors = (cos, sin, cos_k, sin_k) + ((seqlen_offsets,) if isinstance(seqlen_offsets, torch.Tensor) else ())
         ctx.save_for_backward(*tensors)
@@ -121,14 +140,17 @@ def apply_rotary_emb_qkv_(qkv, cos, sin, cos_k=None, sin_k=None, interleaved=Fal
                           seqlen_offsets: Union[int, torch.Tensor] = 0, num_heads_q=None):
     """In place on q and k of qkv (batch, seqlen, 3, nheads, headdim), or (batch, seqlen, nheads_q + 2 nheads_k,
     headdim) with num_heads_q; k uses cos_k/sin_k when given. Returns qkv."""
+    if not _tracked(qkv, cos, sin, cos_k, sin_k):
+        _rotate_qk_(qkv, cos, sin, cos if cos_k is None else cos_k, sin if sin_k is None else sin_k, interleaved,
+                    seqlen_offsets, num_heads_q)
+        return qkv
     return ApplyRotaryEmbQKV_.apply(qkv, cos, sin, cos_k, sin_k, interleaved, seqlen_offsets, num_heads_q)
 
 
 class ApplyRotaryEmbKV_(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kv, cos, sin, interleaved=False, seqlen_offsets: Union[int, torch.Tensor] = 0):
-        if kv.dim() != 5 or kv.shape[2] != 2:
-            raise ValueError(f"kv must be (batch, seqlen, 2, nheads, headdim), got {tuple(kv.shape)}")
+        _check_kv(kv)
         apply_rotary(kv[:, :, 0], cos, sin, seqlen_offsets, interleaved=interleaved, inplace=True)
         ctx.mark_dirty(kv)
         tensors = (cos, sin) + ((seqlen_offsets,) if isinstance(seqlen_offsets, torch.Tensor) else ())
@@ -149,6 +171,10 @@ class ApplyRotaryEmbKV_(torch.autograd.Function):
 
 def apply_rotary_emb_kv_(kv, cos, sin, interleaved=False, seqlen_offsets: Union[int, torch.Tensor] = 0):
     """In place on k of kv (batch, seqlen, 2, nheads, headdim). Returns kv."""
+    if not _tracked(kv, cos, sin):
+        _check_kv(kv)
+        apply_rotary(kv[:, :, 0], cos, sin, seqlen_offsets, interleaved=interleaved, inplace=True)
+        return kv
     return ApplyRotaryEmbKV_.apply(kv, cos, sin, interleaved, seqlen_offsets)
 
 
