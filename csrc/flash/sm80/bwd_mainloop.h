@@ -155,40 +155,31 @@ struct BwdMainloop {
     auto thr_dkv = mma_dkv.get_thread_slice(tidx);
     auto thr_dq = mma_dq.get_thread_slice(tidx);
 
-    auto copy_sdp_a = make_tiled_copy_A(typename Traits::SmemCopyN{}, mma_sdp);
-    auto copy_sdp_b = make_tiled_copy_B(typename Traits::SmemCopyN{}, mma_sdp);
-    auto thr_copy_sdp_a = copy_sdp_a.get_thread_slice(tidx);
-    auto thr_copy_sdp_b = copy_sdp_b.get_thread_slice(tidx);
+    SmemMma<typename Traits::TiledMmaSdP, typename Traits::SmemCopyN, typename Traits::SmemCopyN> const gemm_sdp(tidx);
+    SmemMma<typename Traits::TiledMmadKV, typename Traits::SmemCopyT, typename Traits::SmemCopyT> const gemm_dkv(tidx);
+    SmemMma<typename Traits::TiledMmadQ, typename Traits::SmemCopyN, typename Traits::SmemCopyT> const gemm_dq(tidx);
     Tensor tSrQ = thr_sdp.partition_fragment_A(sQ(_, _, 0));
     Tensor tSrK = thr_sdp.partition_fragment_B(sK);
     Tensor tdPrdO = thr_sdp.partition_fragment_A(sdO(_, _, 0));
     Tensor tdPrV = thr_sdp.partition_fragment_B(sV);
-    Tensor tSsQ = thr_copy_sdp_a.partition_S(sQ);
-    Tensor tdPsdO = thr_copy_sdp_a.partition_S(sdO);
-    Tensor tSsK = thr_copy_sdp_b.partition_S(sK);
-    Tensor tdPsV = thr_copy_sdp_b.partition_S(sV);
+    Tensor tSsQ = gemm_sdp.partition_a(sQ);
+    Tensor tdPsdO = gemm_sdp.partition_a(sdO);
+    Tensor tSsK = gemm_sdp.partition_b(sK);
+    Tensor tdPsV = gemm_sdp.partition_b(sV);
 
-    auto copy_dkv_a = make_tiled_copy_A(typename Traits::SmemCopyT{}, mma_dkv);
-    auto copy_dkv_b = make_tiled_copy_B(typename Traits::SmemCopyT{}, mma_dkv);
-    auto thr_copy_dkv_a = copy_dkv_a.get_thread_slice(tidx);
-    auto thr_copy_dkv_b = copy_dkv_b.get_thread_slice(tidx);
     Tensor tdVrPt = thr_dkv.partition_fragment_A(sPt);
     Tensor tdVrdOt = thr_dkv.partition_fragment_B(sdOt(_, _, 0));
     Tensor tdKrdSt = thr_dkv.partition_fragment_A(sdSt);
     Tensor tdKrQt = thr_dkv.partition_fragment_B(sQt(_, _, 0));
-    Tensor tdVsPt = thr_copy_dkv_a.partition_S(sPt);
-    Tensor tdKsdSt = thr_copy_dkv_a.partition_S(sdSt);
-    Tensor tdVsdOt = thr_copy_dkv_b.partition_S(sdOt);
-    Tensor tdKsQt = thr_copy_dkv_b.partition_S(sQt);
+    Tensor tdVsPt = gemm_dkv.partition_a(sPt);
+    Tensor tdKsdSt = gemm_dkv.partition_a(sdSt);
+    Tensor tdVsdOt = gemm_dkv.partition_b(sdOt);
+    Tensor tdKsQt = gemm_dkv.partition_b(sQt);
 
-    auto copy_dq_a = make_tiled_copy_A(typename Traits::SmemCopyN{}, mma_dq);
-    auto copy_dq_b = make_tiled_copy_B(typename Traits::SmemCopyT{}, mma_dq);
-    auto thr_copy_dq_a = copy_dq_a.get_thread_slice(tidx);
-    auto thr_copy_dq_b = copy_dq_b.get_thread_slice(tidx);
     Tensor tdQrdS = thr_dq.partition_fragment_A(sdS);
     Tensor tdQrKt = thr_dq.partition_fragment_B(sKt);
-    Tensor tdQsdS = thr_copy_dq_a.partition_S(sdS);
-    Tensor tdQsKt = thr_copy_dq_b.partition_S(sKt);
+    Tensor tdQsdS = gemm_dq.partition_a(sdS);
+    Tensor tdQsKt = gemm_dq.partition_b(sKt);
 
 
     // Tile-relative (row, col) of each S/dP element this thread holds.
@@ -239,8 +230,7 @@ struct BwdMainloop {
         // P = exp(scale·Q·Kᵀ - lse), masked.
         Tensor acc_s = partition_fragment_C(mma_sdp, TileS{});
         clear(acc_s);
-        gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ(_, _, _, stage), tSsK, mma_sdp, copy_sdp_a, copy_sdp_b,
-                       thr_copy_sdp_a, thr_copy_sdp_b);
+        gemm_sdp.smem_smem(acc_s, tSrQ, tSrK, tSsQ(_, _, _, stage), tSsK);
         Tensor probs = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
         bool const softcap = kHasExtras && !kDropout && params.softcap > 0.f;  // never with dropout (API)
         Tensor cap_grad = make_tensor<float>(probs.layout());
@@ -268,8 +258,7 @@ struct BwdMainloop {
         // dS = P ∘ (dO·Vᵀ - D) (P times the cap's derivative with softcap).
         Tensor acc_dp = partition_fragment_C(mma_sdp, TileS{});
         clear(acc_dp);
-        gemm_smem_smem(acc_dp, tdPrdO, tdPrV, tdPsdO(_, _, _, stage), tdPsV, mma_sdp, copy_sdp_a, copy_sdp_b,
-                       thr_copy_sdp_a, thr_copy_sdp_b);
+        gemm_sdp.smem_smem(acc_dp, tdPrdO, tdPrV, tdPsdO(_, _, _, stage), tdPsV);
         Tensor dscores = make_tensor(acc_dp.data(), acc_to_rowcol(acc_dp.layout()));
         if (!kDropout && !softcap) { acc_to_smem<Element>(mma_sdp, acc_s, sP, tidx); }
         if constexpr (kDropout) {
@@ -296,17 +285,14 @@ struct BwdMainloop {
         acc_to_smem<Element>(mma_sdp, acc_dp, sdS, tidx);
         __syncthreads();  // P and dS are in shared memory
 
-        gemm_smem_smem(acc_dv, tdVrPt, tdVrdOt, tdVsPt, tdVsdOt(_, _, _, stage), mma_dkv, copy_dkv_a, copy_dkv_b,
-                       thr_copy_dkv_a, thr_copy_dkv_b);
+        gemm_dkv.smem_smem(acc_dv, tdVrPt, tdVrdOt, tdVsPt, tdVsdOt(_, _, _, stage));
 
         Tensor acc_dq = partition_fragment_C(mma_dq, TileQ{});
         clear(acc_dq);
-        gemm_smem_smem(acc_dq, tdQrdS, tdQrKt, tdQsdS, tdQsKt, mma_dq, copy_dq_a, copy_dq_b, thr_copy_dq_a,
-                       thr_copy_dq_b);
+        gemm_dq.smem_smem(acc_dq, tdQrdS, tdQrKt, tdQsdS, tdQsKt);
         add_dq(params, seq, batch, head, m_block, n_block, acc_dq, tidx);
 
-        gemm_smem_smem(acc_dk, tdKrdSt, tdKrQt, tdKsdSt, tdKsQt(_, _, _, stage), mma_dkv, copy_dkv_a, copy_dkv_b,
-                       thr_copy_dkv_a, thr_copy_dkv_b);
+        gemm_dkv.smem_smem(acc_dk, tdKrdSt, tdKrQt, tdKsdSt, tdKsQt(_, _, _, stage));
         if constexpr (kStages == 1) {
           __syncthreads();  // every warp is done with this step's Q and dO before the next ones land there
           if (step + 1 < num_steps) { load_q_do(cursor, 0); }

@@ -151,15 +151,13 @@ struct FwdMainloop {
     Tensor tSrQ = thr_mma.partition_fragment_A(sQ);
     Tensor tSrK = thr_mma.partition_fragment_B(sK);
     Tensor tOrVt = thr_mma.partition_fragment_B(sVt);
-    auto smem_copy_q = make_tiled_copy_A(typename Traits::SmemCopyAtomQK{}, tiled_mma);
-    auto smem_thr_copy_q = smem_copy_q.get_thread_slice(tidx);
-    Tensor tSsQ = smem_thr_copy_q.partition_S(sQ);
-    auto smem_copy_k = make_tiled_copy_B(typename Traits::SmemCopyAtomQK{}, tiled_mma);
-    auto smem_thr_copy_k = smem_copy_k.get_thread_slice(tidx);
-    Tensor tSsK = smem_thr_copy_k.partition_S(sK);
-    auto smem_copy_v = make_tiled_copy_B(typename Traits::SmemCopyAtomVt{}, tiled_mma);
-    auto smem_thr_copy_v = smem_copy_v.get_thread_slice(tidx);
-    Tensor tOsVt = smem_thr_copy_v.partition_S(sVt);
+    using GemmQK = SmemMma<typename Traits::TiledMma, typename Traits::SmemCopyAtomQK, typename Traits::SmemCopyAtomQK>;
+    GemmQK const gemm_qk(tidx);
+    using GemmPV = SmemMma<typename Traits::TiledMma, typename Traits::SmemCopyAtomQK, typename Traits::SmemCopyAtomVt>;
+    GemmPV const gemm_pv(tidx);
+    Tensor tSsQ = gemm_qk.partition_a(sQ);
+    Tensor tSsK = gemm_qk.partition_b(sK);
+    Tensor tOsVt = gemm_pv.partition_b(sVt);
 
     Tensor acc_o_rows = make_tensor(acc_o.data(), acc_to_rowcol(acc_o.layout()));
 
@@ -208,8 +206,7 @@ struct FwdMainloop {
       load_v(n_block, is_first, MayPage{}, seq.seqlen_k - n_block * kBlockN);
       cp_async_fence();
 
-      gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK, tiled_mma, smem_copy_q, smem_copy_k, smem_thr_copy_q,
-                     smem_thr_copy_k);
+      gemm_qk.smem_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK);
       Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
       if constexpr (kHasExtras) {
         apply_score_mods</*kMaySoftcap=*/!kDropout>(
@@ -237,7 +234,7 @@ struct FwdMainloop {
       }
       Tensor rP = convert_fragment<Element>(acc_s);
       Tensor tOrP = make_tensor(rP.data(), acc_to_a_operand(rP.layout()));
-      gemm_reg_smem(acc_o, tOrP, tOrVt, tOsVt, tiled_mma, smem_copy_v, smem_thr_copy_v);
+      gemm_pv.reg_smem(acc_o, tOrP, tOrVt, tOsVt);
     };
 
     if (n_block_max > n_block_min) {

@@ -265,15 +265,13 @@ struct FwdSplitKernel {
     Tensor tSrQ = thr_mma.partition_fragment_A(sQ);
     Tensor tSrK = thr_mma.partition_fragment_B(sKw(_, _, 0));
     Tensor tOrVt = thr_mma.partition_fragment_B(sVtw(_, _, 0));
-    auto smem_copy_q = make_tiled_copy_A(typename Traits::SmemCopyAtomQK{}, tiled_mma);
-    auto smem_thr_copy_q = smem_copy_q.get_thread_slice(lane);
-    Tensor tSsQ = smem_thr_copy_q.partition_S(sQ);
-    auto smem_copy_k = make_tiled_copy_B(typename Traits::SmemCopyAtomQK{}, tiled_mma);
-    auto smem_thr_copy_k = smem_copy_k.get_thread_slice(lane);
-    Tensor tSsK = smem_thr_copy_k.partition_S(sKw);  // (CPY, CPY_N, CPY_K, stages)
-    auto smem_copy_v = make_tiled_copy_B(typename Traits::SmemCopyAtomVt{}, tiled_mma);
-    auto smem_thr_copy_v = smem_copy_v.get_thread_slice(lane);
-    Tensor tOsVt = smem_thr_copy_v.partition_S(sVtw);
+    using GemmQK = SmemMma<typename Traits::TiledMma, typename Traits::SmemCopyAtomQK, typename Traits::SmemCopyAtomQK>;
+    GemmQK const gemm_qk(lane);
+    using GemmPV = SmemMma<typename Traits::TiledMma, typename Traits::SmemCopyAtomQK, typename Traits::SmemCopyAtomVt>;
+    GemmPV const gemm_pv(lane);
+    Tensor tSsQ = gemm_qk.partition_a(sQ);
+    Tensor tSsK = gemm_qk.partition_b(sKw);  // (CPY, CPY_N, CPY_K, stages)
+    Tensor tOsVt = gemm_pv.partition_b(sVtw);
 
     Tensor acc_o = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
     clear(acc_o);
@@ -307,8 +305,7 @@ struct FwdSplitKernel {
 
       Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kWarpN>>{});
       clear(acc_s);
-      gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK(_, _, _, stage), tiled_mma, smem_copy_q, smem_copy_k,
-                     smem_thr_copy_q, smem_thr_copy_k);
+      gemm_qk.smem_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK(_, _, _, stage));
       Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
       int const key_base = n_block * kBlockN + warp * kWarpN;
       apply_score_mods</*kMaySoftcap=*/true>(
@@ -322,7 +319,7 @@ struct FwdSplitKernel {
       softmax.template update</*kIsFirst=*/false>(scores, acc_o_rows);
       Tensor rP = convert_fragment<Element>(acc_s);
       Tensor tOrP = make_tensor(rP.data(), acc_to_a_operand(rP.layout()));
-      gemm_reg_smem(acc_o, tOrP, tOrVt, tOsVt(_, _, _, stage), tiled_mma, smem_copy_v, smem_thr_copy_v);
+      gemm_pv.reg_smem(acc_o, tOrP, tOrVt, tOsVt(_, _, _, stage));
     }
 
     merge_and_store(params, seq, softmax, acc_o, thr_mma, smem + Traits::kSmemQBytes, tidx, batch, kv_head, split,

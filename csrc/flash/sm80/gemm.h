@@ -43,4 +43,35 @@ CUTE_DEVICE void gemm_reg_smem(Acc& acc, FragA const& frag_a, FragB& frag_b, Sme
   }
 }
 
+// One MMA with its shared-memory operand paths: the ldmatrix copies laid out for the MMA's A and B operands,
+// sliced for one thread. partition_a / partition_b give a shared-memory tile's source view for those copies;
+// smem_smem / reg_smem run the two GEMMs above with them.
+template <class TiledMma_, class CopyAtomA, class CopyAtomB>
+struct SmemMma {
+  using TiledMma = TiledMma_;
+  using CopyA = decltype(make_tiled_copy_A(CopyAtomA{}, TiledMma{}));
+  using CopyB = decltype(make_tiled_copy_B(CopyAtomB{}, TiledMma{}));
+
+  TiledMma mma;
+  decltype(CopyA{}.get_thread_slice(0)) thr_copy_a;
+  decltype(CopyB{}.get_thread_slice(0)) thr_copy_b;
+
+  CUTE_DEVICE explicit SmemMma(int tidx)
+      : thr_copy_a(CopyA{}.get_thread_slice(tidx)), thr_copy_b(CopyB{}.get_thread_slice(tidx)) {}
+
+  template <class Smem>
+  CUTE_DEVICE auto partition_a(Smem&& smem) const { return thr_copy_a.partition_S(static_cast<Smem&&>(smem)); }
+  template <class Smem>
+  CUTE_DEVICE auto partition_b(Smem&& smem) const { return thr_copy_b.partition_S(static_cast<Smem&&>(smem)); }
+
+  template <class Acc, class FragA, class FragB, class SrcA, class SrcB>
+  CUTE_DEVICE void smem_smem(Acc& acc, FragA& frag_a, FragB& frag_b, SrcA const& src_a, SrcB const& src_b) const {
+    gemm_smem_smem(acc, frag_a, frag_b, src_a, src_b, mma, CopyA{}, CopyB{}, thr_copy_a, thr_copy_b);
+  }
+  template <class Acc, class FragA, class FragB, class SrcB>
+  CUTE_DEVICE void reg_smem(Acc& acc, FragA const& frag_a, FragB& frag_b, SrcB const& src_b) const {
+    gemm_reg_smem(acc, frag_a, frag_b, src_b, mma, CopyB{}, thr_copy_b);
+  }
+};
+
 }  // namespace flash::sm80
