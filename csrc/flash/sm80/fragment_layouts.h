@@ -8,7 +8,7 @@
 #pragma once
 
 #include <cute/tensor.hpp>
-#include <cutlass/numeric_conversion.h>
+#include "../core/convert.h"
 
 namespace flash::sm80 {
 
@@ -30,18 +30,6 @@ CUTE_HOST_DEVICE constexpr auto acc_to_a_operand(Layout const& acc) {
   auto split = logical_divide(acc, Shape<Underscore, Underscore, _2>{});  // ((2,2), M, (2, N/2))
   return make_layout(make_layout(get<0, 0>(split), get<0, 1>(split), get<2, 0>(split)),
                      get<1>(split), get<2, 1>(split));
-}
-
-// Register tensor of the same layout, converted element-wise (vectorised by CUTLASS).
-template <class To, class Engine, class Layout>
-CUTE_DEVICE auto convert_fragment(Tensor<Engine, Layout> const& src) {
-  using From = typename Engine::value_type;
-  constexpr int kNumel = decltype(size(src))::value;
-  cutlass::NumericArrayConverter<To, From, kNumel> converter;
-  Tensor dst = make_tensor<To>(src.layout());
-  *reinterpret_cast<cutlass::Array<To, kNumel>*>(dst.data()) =
-      converter(*reinterpret_cast<cutlass::Array<From, kNumel> const*>(src.data()));
-  return dst;
 }
 
 }  // namespace flash::sm80
