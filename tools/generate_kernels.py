@@ -88,7 +88,14 @@ def all_kernels() -> list[Kernel]:
         for window in (False, True)
     ]
     kernels += [Kernel("fwd_split", hdim, dtype, False, "sm80") for hdim in KC.HEADDIM_BUCKETS for dtype in KC.DTYPES]
-    # sm90 (wgmma/TMA) kernels come with their launchers (csrc/flash/sm90/); csrc/instantiations/sm90/ is empty.
+    # sm90 (wgmma/TMA) forward kernels, head dims from SM90_MIN_HEADDIM on (smaller ones run the sm80 kernels).
+    kernels += [
+        Kernel("fwd", hdim, dtype, window, "sm90")
+        for hdim in KC.HEADDIM_BUCKETS
+        if hdim >= KC.SM90_MIN_HEADDIM
+        for dtype in KC.DTYPES
+        for window in (False, True)
+    ]
     return sorted(kernels, key=lambda k: k.path)
 
 
@@ -103,6 +110,8 @@ def kernel_table() -> str:
         "namespace flash {",
         "",
         f"inline constexpr int kHeadDimBuckets[] = {{{', '.join(map(str, KC.HEADDIM_BUCKETS))}}};",
+        "// The sm90 forward is instantiated for the buckets from this one on.",
+        f"inline constexpr int kSm90FwdMinHeadDim = {KC.SM90_MIN_HEADDIM};",
         "",
         "template <int kHeadDim>",
         "inline constexpr bool kHeadDimBuilt = false;",

@@ -6,6 +6,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -32,12 +33,14 @@ void run_bwd(BwdParams const& params, cudaStream_t stream);
 template <class Element, int kHeadDim>
 void run_fwd_split(FwdParams const& params, cudaStream_t stream);
 }  // namespace sm80
+namespace sm90 {
+template <class Element, int kHeadDim, bool kHasWindow>
+void run_fwd(FwdParams const& params, cudaStream_t stream);
+}  // namespace sm90
 
-// Whether this build holds sm90a kernels: setup.py defines FLASH_ATTN_ARCH_SM90 when 90 is among the archs, and
-// kSm90KernelsWritten turns true with the first sm90 kernel (the Hopper forward, next issue).
-inline constexpr bool kSm90KernelsWritten = false;
+// Whether this build holds sm90a kernels: setup.py defines FLASH_ATTN_ARCH_SM90 when 90 is among the archs.
 #ifdef FLASH_ATTN_ARCH_SM90
-inline constexpr bool kSm90KernelsBuilt = kSm90KernelsWritten;
+inline constexpr bool kSm90KernelsBuilt = true;
 #else
 inline constexpr bool kSm90KernelsBuilt = false;
 #endif
@@ -122,28 +125,55 @@ void dispatch_kernel(KernelKey const& key, bool has_window, Fn&& fn) {
   }
 }
 
-// sm90 kernels arrive with the next issues; until then a key for them is a programming error.
-[[noreturn]] inline void throw_no_arch_kernel(char const* what) {
-  throw std::logic_error(std::string("flash_attn: no sm90 ") + what + " kernel in this build");
+// The sm90 forward serves dense fp16/bf16 calls whose tensors TMA can address (16-byte aligned base pointers and
+// strides) and head dims of the kSm90FwdMinHeadDim bucket and up (kernel_table.h), without the features it does not have yet: varlen, KV cache
+// (seqused/leftpad/batch index/paged/append), dropout, softcap, ALiBi and returned probabilities. Every other call
+// runs the sm80 kernels, which every GPU >= sm80 runs.
+inline bool sm90_fwd_supports(FwdParams const& p) {
+  auto aligned = [](void const* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  auto strides_aligned = [](int64_t batch, int64_t row, int64_t head) {
+    return batch % 8 == 0 && row % 8 == 0 && head % 8 == 0;  // 16 bytes of 16-bit elements
+  };
+  bool const plain = p.cu_seqlens_q == nullptr && p.cu_seqlens_k == nullptr && p.seqused_k == nullptr &&
+                     p.seqused_k_extra == 0 && p.kv_batch_idx == nullptr && p.leftpad_k == nullptr &&
+                     p.block_table == nullptr && p.k_new_ptr == nullptr && !p.has_dropout && p.softcap <= 0.f &&
+                     p.alibi_slopes_ptr == nullptr && p.s_dmask_ptr == nullptr && p.head_dim_v == p.head_dim;
+  return plain && head_dim_bucket(p.head_dim) >= kSm90FwdMinHeadDim && aligned(p.q_ptr) && aligned(p.k_ptr) &&
+         aligned(p.v_ptr) && strides_aligned(p.q_batch_stride, p.q_row_stride, p.q_head_stride) &&
+         strides_aligned(p.k_batch_stride, p.k_row_stride, p.k_head_stride) &&
+         strides_aligned(p.v_batch_stride, p.v_row_stride, p.v_head_stride) && p.o_row_stride % 2 == 0 &&
+         p.o_head_stride % 2 == 0 && p.o_batch_stride % 2 == 0 && reinterpret_cast<uintptr_t>(p.o_ptr) % 4 == 0;
+}
+
+// The architecture whose forward kernel runs this call.
+inline Arch fwd_kernel_arch(FwdParams const& params, KernelKey const& key) {
+  return key.arch == Arch::kSm90 && sm90_fwd_supports(params) ? Arch::kSm90 : Arch::kSm80;
 }
 
 inline void run_fwd(FwdParams const& params, KernelKey const& key, cudaStream_t stream) {
-  if (key.arch != Arch::kSm80) { throw_no_arch_kernel("forward"); }
+  if (fwd_kernel_arch(params, key) == Arch::kSm90) {
+#ifdef FLASH_ATTN_ARCH_SM90
+    dispatch_kernel(key, params.has_window, [&]<class Element, int kHeadDim, bool kHasWindow>() {
+      if constexpr (kHeadDim >= kSm90FwdMinHeadDim) { sm90::run_fwd<Element, kHeadDim, kHasWindow>(params, stream); }
+    });
+    return;
+#endif
+  }
   dispatch_kernel(key, params.has_window, [&]<class Element, int kHeadDim, bool kHasWindow>() {
     sm80::run_fwd<Element, kHeadDim, kHasWindow>(params, stream);
   });
 }
 
 // The split-KV forward masks windows at run time: one kernel per (dtype, head dim).
+// It runs on sm80 instructions on every architecture.
 inline void run_fwd_split(FwdParams const& params, KernelKey const& key, cudaStream_t stream) {
-  if (key.arch != Arch::kSm80) { throw_no_arch_kernel("split-KV forward"); }
   dispatch_kernel(key, /*has_window=*/false, [&]<class Element, int kHeadDim, bool>() {
     sm80::run_fwd_split<Element, kHeadDim>(params, stream);
   });
 }
 
+// The backward runs on sm80 instructions on every architecture (the sm90 backward is the next step).
 inline void run_bwd(BwdParams const& params, KernelKey const& key, cudaStream_t stream) {
-  if (key.arch != Arch::kSm80) { throw_no_arch_kernel("backward"); }
   dispatch_kernel(key, params.has_window, [&]<class Element, int kHeadDim, bool kHasWindow>() {
     sm80::run_bwd<Element, kHeadDim, kHasWindow>(params, stream);
   });

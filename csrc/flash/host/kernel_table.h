@@ -6,6 +6,8 @@
 namespace flash {
 
 inline constexpr int kHeadDimBuckets[] = {32, 64, 96, 128, 192, 256};
+// The sm90 forward is instantiated for the buckets from this one on.
+inline constexpr int kSm90FwdMinHeadDim = 64;
 
 template <int kHeadDim>
 inline constexpr bool kHeadDimBuilt = false;

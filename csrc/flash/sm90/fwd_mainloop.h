@@ -1,0 +1,188 @@
+// sm90 forward mainloop. The producer (one thread of warpgroup 0) loads the Q tile once and streams K and V tiles
+// by TMA through a kStages-deep shared-memory ring, each stage guarded by the full/empty mbarriers of a
+// PipelineTmaAsync. The consumer warpgroups compute S = Q·Kᵀ on wgmma from shared memory, mask it, run the online
+// softmax on the accumulator and add P·V with P in registers.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cute/atom/copy_traits_sm90_tma.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/pipeline/sm90_pipeline.hpp>
+
+#include "../core/block.h"
+#include "../core/convert.h"
+#include "../core/mask.h"
+#include "../core/params.h"
+#include "../core/softmax.h"
+#include "fragment_layouts.h"
+#include "wgmma.h"
+
+namespace flash::sm90 {
+
+using namespace cute;
+
+template <class Traits, bool kHasWindow>
+struct FwdMainloop {
+  using Element = typename Traits::Element;
+  static constexpr int kBlockM = Traits::kBlockM;
+  static constexpr int kBlockN = Traits::kBlockN;
+  static constexpr int kHeadDim = Traits::kHeadDim;
+  static constexpr int kStages = Traits::kStages;
+  using Range = BlockRange<kBlockM, kBlockN, kHasWindow>;
+  using Pipeline = cutlass::PipelineTmaAsync<kStages>;
+  using PipelineState = cutlass::PipelineState<kStages>;
+
+  // Global tensors as TMA sees them: (rows, head dim, heads, batch), the head dim contiguous.
+  using GmemShape = Shape<int, int, int, int>;
+  using GmemStride = Stride<int64_t, _1, int64_t, int64_t>;
+  using GmemTensor = decltype(make_tensor(make_gmem_ptr(static_cast<Element const*>(nullptr)), GmemShape{},
+                                          GmemStride{}));
+  using TmaQ = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, typename Traits::SmemLayoutQ{}));
+  using TmaKV = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{},
+                                       take<0, 2>(typename Traits::SmemLayoutKV{})));
+
+  struct Arguments {  // kernel parameters (__grid_constant__): the TMA descriptors of q, k and v
+    TmaQ tma_q;
+    TmaKV tma_k;
+    TmaKV tma_v;
+  };
+
+  struct SharedStorage {
+    alignas(1024) cute::array_aligned<Element, cosize_v<typename Traits::SmemLayoutQ>> q;
+    alignas(1024) cute::array_aligned<Element, cosize_v<typename Traits::SmemLayoutKV>> k;
+    alignas(1024) cute::array_aligned<Element, cosize_v<typename Traits::SmemLayoutKV>> v;
+    typename Pipeline::SharedStorage pipeline_k;
+    typename Pipeline::SharedStorage pipeline_v;
+    alignas(8) cutlass::arch::ClusterTransactionBarrier barrier_q;
+  };
+
+  static Arguments make_arguments(FwdParams const& params) {
+    auto gmem = [&](void const* ptr, int rows, int64_t batch_stride, int64_t row_stride, int64_t head_stride,
+                    int heads) {
+      return make_tensor(make_gmem_ptr(static_cast<Element const*>(ptr)),
+                         make_shape(rows, params.head_dim, heads, params.batch),
+                         make_stride(row_stride, _1{}, head_stride, batch_stride));
+    };
+    auto const q = gmem(params.q_ptr, params.seqlen_q, params.q_batch_stride, params.q_row_stride,
+                        params.q_head_stride, params.num_heads);
+    auto const k = gmem(params.k_ptr, params.seqlen_k, params.k_batch_stride, params.k_row_stride,
+                        params.k_head_stride, params.num_heads_k);
+    auto const v = gmem(params.v_ptr, params.seqlen_k, params.v_batch_stride, params.v_row_stride,
+                        params.v_head_stride, params.num_heads_k);
+    auto const kv_stage = take<0, 2>(typename Traits::SmemLayoutKV{});
+    return {make_tma_copy(SM90_TMA_LOAD{}, q, typename Traits::SmemLayoutQ{}),
+            make_tma_copy(SM90_TMA_LOAD{}, k, kv_stage), make_tma_copy(SM90_TMA_LOAD{}, v, kv_stage)};
+  }
+
+  CUTE_DEVICE static void prefetch_descriptors(Arguments const& args) {
+    cute::prefetch_tma_descriptor(args.tma_q.get_tma_descriptor());
+    cute::prefetch_tma_descriptor(args.tma_k.get_tma_descriptor());
+    cute::prefetch_tma_descriptor(args.tma_v.get_tma_descriptor());
+  }
+
+  // Barrier set-up, by one warp, before the CTA-wide barrier that precedes any use.
+  CUTE_DEVICE static void init_barriers(SharedStorage& shared) {
+    if (threadIdx.x == 0) { shared.barrier_q.init(/*arrive_count=*/1); }
+  }
+
+  CUTE_DEVICE static typename Pipeline::Params pipeline_params(bool is_producer) {
+    typename Pipeline::Params p;
+    p.transaction_bytes = Traits::kKVStageBytes;
+    p.role = is_producer ? Pipeline::ThreadCategory::Producer : Pipeline::ThreadCategory::Consumer;
+    p.is_leader = threadIdx.x == 0;
+    p.num_consumers = Traits::kMmaThreads;
+    return p;
+  }
+
+  // Producer: run by thread 0 only. Key blocks are visited last to first (the consumers' order).
+  CUTE_DEVICE static void load(FwdParams const& params, Arguments const& args, SharedStorage& shared,
+                               Pipeline& pipeline_k, Pipeline& pipeline_v, PipelineState& state, int m_block,
+                               int head, int batch, int n_block_min, int n_block_max) {
+    int const kv_head = head / params.head_ratio;
+    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
+    Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutKV{});
+    Tensor sV = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutKV{});
+    Tensor mQ = args.tma_q.get_tma_tensor(make_shape(params.seqlen_q, params.head_dim, params.num_heads, params.batch));
+    Tensor mK =
+        args.tma_k.get_tma_tensor(make_shape(params.seqlen_k, params.head_dim, params.num_heads_k, params.batch));
+    Tensor mV =
+        args.tma_v.get_tma_tensor(make_shape(params.seqlen_k, params.head_dim, params.num_heads_k, params.batch));
+    Tensor gQ = local_tile(mQ(_, _, head, batch), Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, _0{}));
+    Tensor gK = local_tile(mK(_, _, kv_head, batch), Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, _0{}));
+    Tensor gV = local_tile(mV(_, _, kv_head, batch), Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, _0{}));
+    auto tma_q = args.tma_q.get_slice(0);
+    auto tma_k = args.tma_k.get_slice(0);
+    auto tma_v = args.tma_v.get_slice(0);
+    Tensor tQgQ = tma_q.partition_S(gQ);
+    Tensor tQsQ = tma_q.partition_D(sQ);
+    Tensor tKgK = tma_k.partition_S(gK);  // (TMA, TMA_N, TMA_K, n_blocks)
+    Tensor tKsK = tma_k.partition_D(sK);  // (TMA, TMA_N, TMA_K, stages)
+    Tensor tVgV = tma_v.partition_S(gV);
+    Tensor tVsV = tma_v.partition_D(sV);
+
+    shared.barrier_q.arrive_and_expect_tx(Traits::kQBytes);
+    copy(args.tma_q.with(reinterpret_cast<uint64_t&>(shared.barrier_q)), tQgQ, tQsQ);
+    for (int n_block = n_block_max - 1; n_block >= n_block_min; --n_block) {
+      pipeline_k.producer_acquire(state);
+      copy(args.tma_k.with(*pipeline_k.producer_get_barrier(state)), tKgK(_, _, _, n_block),
+           tKsK(_, _, _, state.index()));
+      pipeline_v.producer_acquire(state);
+      copy(args.tma_v.with(*pipeline_v.producer_get_barrier(state)), tVgV(_, _, _, n_block),
+           tVsV(_, _, _, state.index()));
+      ++state;
+    }
+  }
+
+  // Consumer: mma_tidx in [0, kMmaThreads). acc_o: cleared (MMA, MMA_M, MMA_N) fragment of TiledMmaPV; on return
+  // it holds the unnormalised output and softmax the row statistics.
+  template <class AccO, class Softmax>
+  CUTE_DEVICE static void mma(FwdParams const& params, SharedStorage& shared, Pipeline& pipeline_k,
+                              Pipeline& pipeline_v, PipelineState& state, int m_block, int seqlen_q, int seqlen_k,
+                              int n_block_min, int n_block_max, int mma_tidx, AccO& acc_o, Softmax& softmax) {
+    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
+    Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutKV{});
+    Tensor sVt = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutVt{});
+    typename Traits::TiledMmaQK mma_qk;
+    typename Traits::TiledMmaPV mma_pv;
+    auto thr_qk = mma_qk.get_thread_slice(mma_tidx);
+    auto thr_pv = mma_pv.get_thread_slice(mma_tidx);
+    Tensor tSrQ = thr_qk.partition_fragment_A(sQ);    // descriptors
+    Tensor tSrK = thr_qk.partition_fragment_B(sK);    // (MMA, MMA_N, MMA_K, stages) descriptors
+    Tensor tOrVt = thr_pv.partition_fragment_B(sVt);  // (MMA, MMA_N, MMA_K, stages) descriptors
+    using TileS = Shape<Int<kBlockM>, Int<kBlockN>>;
+    Tensor acc_o_rows = make_tensor(acc_o.data(), acc_to_rowcol(acc_o.layout()));
+    Tensor tScS = thr_qk.partition_C(make_identity_tensor(TileS{}));
+    Tensor score_coords = make_tensor(tScS.data(), acc_to_rowcol(tScS.layout()));
+    int const row_base = m_block * kBlockM;
+
+    shared.barrier_q.wait(0);
+    auto step = [&](int n_block, auto is_first) {
+      constexpr bool kIsFirst = decltype(is_first)::value;
+      Tensor acc_s = partition_fragment_C(mma_qk, TileS{});
+      pipeline_k.consumer_wait(state);
+      wgmma_gemm</*kClear=*/true>(mma_qk, tSrQ, tSrK(_, _, _, state.index()), acc_s);
+      warpgroup_wait<0>();
+      pipeline_k.consumer_release(state);
+      Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
+      if (Range::needs_mask(m_block, n_block, seqlen_q, seqlen_k, params.window_left, params.window_right)) {
+        apply_mask<kHasWindow>(scores, score_coords, row_base, n_block * kBlockN, seqlen_q, seqlen_k,
+                               params.window_left, params.window_right);
+      }
+      softmax.template update<kIsFirst>(scores, acc_o_rows);
+      Tensor rP = convert_fragment<Element>(acc_s);
+      Tensor tOrP = make_tensor(rP.data(), acc_to_a_operand(rP.layout()));
+      pipeline_v.consumer_wait(state);
+      wgmma_gemm</*kClear=*/false>(mma_pv, tOrP, tOrVt(_, _, _, state.index()), acc_o);
+      warpgroup_wait<0>();
+      pipeline_v.consumer_release(state);
+      ++state;
+    };
+    int n_block = n_block_max - 1;
+    if (n_block >= n_block_min) {
+      step(n_block, std::true_type{});
+      for (--n_block; n_block >= n_block_min; --n_block) { step(n_block, std::false_type{}); }
+    }
+  }
+};
+
+}  // namespace flash::sm90

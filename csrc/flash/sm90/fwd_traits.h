@@ -1,0 +1,68 @@
+// Compile-time description of one sm90 forward kernel: tile sizes, warp roles, the two wgmma tiled MMAs and the
+// swizzled shared-memory layouts that TMA writes and wgmma reads.
+#pragma once
+
+#include <type_traits>
+
+#include <cute/tensor.hpp>
+#include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cutlass/numeric_types.h>
+
+namespace flash::sm90 {
+
+using namespace cute;
+
+// The widest K-major swizzle atom whose row (kCols elements) divides the tile's columns.
+template <class Element, int kCols>
+constexpr auto k_major_smem_atom() {
+  constexpr int kElemsPer128B = 128 / int(sizeof(Element));
+  if constexpr (kCols % kElemsPer128B == 0) {
+    return GMMA::Layout_K_SW128_Atom<Element>{};
+  } else if constexpr (kCols % (kElemsPer128B / 2) == 0) {
+    return GMMA::Layout_K_SW64_Atom<Element>{};
+  } else {
+    return GMMA::Layout_K_SW32_Atom<Element>{};
+  }
+}
+
+template <int kHeadDim_, int kBlockM_, int kBlockN_, int kStages_, class Element_>
+struct FwdTraits {
+  using Element = Element_;
+  static_assert(std::is_same_v<Element, cutlass::half_t> || std::is_same_v<Element, cutlass::bfloat16_t>);
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = kBlockM_;
+  static constexpr int kBlockN = kBlockN_;
+  static constexpr int kStages = kStages_;
+  static_assert(kBlockM % 64 == 0 && kBlockN % 16 == 0 && kHeadDim % 32 == 0);
+
+  // Warpgroup 0 loads (one thread issues the TMA copies); warpgroups 1.. each own 64 query rows of the tile.
+  static constexpr int kMmaWarpgroups = kBlockM / 64;
+  static constexpr int kMmaThreads = kMmaWarpgroups * 128;
+  static constexpr int kThreads = kMmaThreads + 128;
+  // Registers moved from the producer to the consumers (setmaxnreg): 64K per SM over kThreads threads.
+  static constexpr int kProducerRegs = kMmaWarpgroups == 2 ? 24 : 32;
+  static constexpr int kConsumerRegs = kMmaWarpgroups == 2 ? 240 : 160;
+
+  // S = Q·Kᵀ, both operands K-major in shared memory; O += P·V with P in registers and V read MN-major.
+  using AtomLayout = Layout<Shape<Int<kMmaWarpgroups>, _1, _1>>;
+  using TiledMmaQK = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<Element, Element, float, Shape<_64, Int<kBlockN>, Int<kHeadDim>>>(), AtomLayout{}));
+  using TiledMmaPV = decltype(make_tiled_mma(
+      GMMA::rs_op_selector<Element, Element, float, Shape<_64, Int<kHeadDim>, Int<kBlockN>>, GMMA::Major::K,
+                           GMMA::Major::MN>(),
+      AtomLayout{}));
+
+  using SmemLayoutQ = decltype(tile_to_shape(k_major_smem_atom<Element, kHeadDim>(),
+                                             Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+  using SmemLayoutKV = decltype(tile_to_shape(k_major_smem_atom<Element, kHeadDim>(),
+                                              Shape<Int<kBlockN>, Int<kHeadDim>, Int<kStages>>{}));
+  // Vᵀ (head dim, keys, stage): the same bytes as V, read with the head dim as wgmma's N (MN-major B).
+  using SmemLayoutVt = decltype(composition(
+      SmemLayoutKV{}, make_layout(Shape<Int<kHeadDim>, Int<kBlockN>, Int<kStages>>{},
+                                  Stride<Int<kBlockN>, _1, Int<kBlockN * kHeadDim>>{})));
+
+  static constexpr int kQBytes = kBlockM * kHeadDim * int(sizeof(Element));
+  static constexpr int kKVStageBytes = kBlockN * kHeadDim * int(sizeof(Element));
+};
+
+}  // namespace flash::sm90
