@@ -241,16 +241,14 @@ at::Tensor make_rng_state(at::Tensor const& q) { return at::empty({2}, q.options
 struct SmResources {
   int num_sms = 0;
   int smem_per_sm = 0;
-  flash::Arch arch = flash::Arch::kSm80;  // whose kernels serve this device (flash::select_arch)
+  flash::Arch arch = flash::Arch::kSm80;  // whose kernels this device can run (flash::select_arch, not forced)
 };
 
-// FLASH_ATTN_FORCE_SM80=1: run the sm80 kernels on every GPU (read once, like the device attributes).
+// FLASH_ATTN_FORCE_SM80=1: run the sm80 kernels on every GPU. Read on every call (a getenv, far below a launch's
+// cost), so a process can compare both paths (benchmarks/benchmark_flash_attn.py's ours-sm80 column, the tests).
 bool force_sm80() {
-  static bool const forced = [] {
-    char const* v = std::getenv("FLASH_ATTN_FORCE_SM80");
-    return v != nullptr && v[0] != '\0' && std::string(v) != "0";
-  }();
-  return forced;
+  char const* v = std::getenv("FLASH_ATTN_FORCE_SM80");
+  return v != nullptr && v[0] != '\0' && std::string(v) != "0";
 }
 
 SmResources sm_resources(int device) {
@@ -265,7 +263,7 @@ SmResources sm_resources(int device) {
     int major = 0, minor = 0;
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-    sm.arch = flash::select_arch(major, minor, force_sm80());
+    sm.arch = flash::select_arch(major, minor, /*force_sm80=*/false);
   }
   return sm;
 }
@@ -275,8 +273,19 @@ SmResources sm_resources(int device) {
 // partial results live in a workspace sized by shapes only (CUDA-graph safe). accum_rows: query positions of the
 // call (dense batch * seqlen_q, varlen total_q). requested_splits: 0 = heuristic, else the kv-cache caller's.
 // The dispatch key of a call on q's device.
+flash::Arch serving_arch(int device) { return force_sm80() ? flash::Arch::kSm80 : sm_resources(device).arch; }
+
 flash::KernelKey kernel_key(flash::FwdParams const& p, flash::DType dtype, at::Tensor const& q) {
-  return {sm_resources(q.get_device()).arch, dtype, p.head_dim, p.head_dim_v};
+  return {serving_arch(q.get_device()), dtype, p.head_dim, p.head_dim_v};
+}
+
+// The instruction set of the kernels that serve the current device's calls where they can ("sm90": the sm90
+// forward for the calls it supports, sm80 kernels for the rest; "sm80": sm80 kernels only). python -m flash_attn
+// and the tests report it.
+std::string kernel_arch() {
+  int device = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  return serving_arch(device) == flash::Arch::kSm90 ? "sm90" : "sm80";
 }
 
 void run_forward(flash::FwdParams& p, flash::DType dtype, at::Tensor const& q, int64_t accum_rows,
@@ -837,5 +846,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bwd", &mha_bwd, "Backward pass (dense)");
   m.def("varlen_bwd", &mha_varlen_bwd, "Backward pass (variable-length sequences)");
   m.def("fwd_kvcache", &mha_fwd_kvcache, "Forward pass against a KV cache, appending new keys/values in place");
+  m.def("kernel_arch", &kernel_arch, "Instruction set of the kernels serving the current GPU: sm90 or sm80");
   m.def("apply_rotary", &apply_rotary, "Rotary embeddings, in place or into out (flash_attn.layers.rotary)");
 }

@@ -9,6 +9,7 @@ current GPU, and a last line "status: ...". Exit status:
        the one running, no build record, or the build cannot serve this GPU
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -117,6 +118,14 @@ def main() -> int:
     except RuntimeError as e:
         print(f"status: cannot run here: {e}")
         return 1
+    try:
+        arch = ext.kernel_arch()
+    except Exception as e:  # an extension of an older build, or no usable device
+        arch = f"unknown ({e})"
+    served = {"sm90": "sm90 forward (TMA/wgmma) where it applies, sm80 kernels for the rest",
+              "sm80": "sm80 kernels (mma.sync/cp.async)"}.get(arch, arch)
+    forced = " (FLASH_ATTN_FORCE_SM80 is set)" if os.environ.get("FLASH_ATTN_FORCE_SM80", "0") not in ("", "0") else ""
+    print(f"kernels serving this GPU: {served}{forced}")
     print("status: ready")
     return 0
 

@@ -14,6 +14,8 @@
 #                   pip (python3 -m pip install --no-build-isolation --no-deps -e .), 0 (skip)
 #   TESTS           1 (default) or 0;   PYTEST_ARGS   extra pytest arguments (e.g. "-x -k fwd", "-m slow")
 #   TEST_PATHS      what pytest collects (default tests)
+#   SM80_TESTS      pytest arguments run a second time with FLASH_ATTN_FORCE_SM80=1, so the sm80 kernels are tested
+#                   on a Hopper GPU too (default: the forward-path modules below; "" to skip)
 #   TESTS_TIMEOUT   seconds for pytest (default: none)
 #   SANITIZE        1 (default with TESTS=1): run SANITIZE_TESTS under compute-sanitizer --tool memcheck (bad index
 #                   tensors must not make any kernel access memory out of bounds); 0 to skip
@@ -104,6 +106,20 @@ elif [[ "$TESTS" != 0 ]]; then
     test_status="not run (build failed)"
 fi
 
+# --- the same forward tests on the sm80 kernels ---------------------------------------------------------------
+SM80_TESTS=${SM80_TESTS-tests/test_flash_attn_fwd.py tests/test_window.py tests/test_flash_attn_bwd.py}
+sm80_status="skipped"
+if [[ "$TESTS" != 0 && -n "$SM80_TESTS" && "$build_status" != FAILED* ]]; then
+    section "tests on the sm80 kernels: FLASH_ATTN_FORCE_SM80=1 python3 -m pytest -q $SM80_TESTS" | tee "$OUT/tests_sm80.log"
+    tt=$(date +%s)
+    # shellcheck disable=SC2086
+    FLASH_ATTN_FORCE_SM80=1 python3 -m pytest -q $SM80_TESTS 2>&1 | tee -a "$OUT/tests_sm80.log"
+    rc=$?
+    line=$(grep -E ' in [0-9.]+s' "$OUT/tests_sm80.log" | tail -1)
+    if [[ $rc -eq 0 ]]; then sm80_status="ok"; else sm80_status="FAILED (rc $rc)"; fail=1; fi
+    sm80_status="$sm80_status in $(( $(date +%s) - tt ))s: ${line:-no summary}"
+fi
+
 # --- memcheck --------------------------------------------------------------------------------------
 # PYTORCH_NO_CUDA_MEMORY_CACHING: every tensor its own allocation, so an access past a tensor is past an allocation.
 if [[ "$TESTS" != 0 && "${SANITIZE:-1}" != 0 && "$build_status" != FAILED* ]]; then
@@ -145,6 +161,7 @@ fi
     echo "|---|---|"
     echo "| build ($BUILD) | $build_status, ${build_secs}s, MAX_JOBS=$MAX_JOBS, archs=${FLASH_ATTN_CUDA_ARCHS:-80;90} hdims=${FLASH_ATTN_HEADDIMS:-all} dtypes=${FLASH_ATTN_DTYPES:-all} |"
     echo "| tests | $test_status: $test_line |"
+    echo "| tests, FLASH_ATTN_FORCE_SM80=1 | $sm80_status |"
     echo "| memcheck | $sanitize_status |"
     echo "| benchmark | $bench_status |"
     if [[ "$build_status" == FAILED* ]]; then
@@ -155,6 +172,10 @@ fi
     if [[ "$test_status" == FAILED* ]]; then
         echo
         grep -E '^(FAILED|ERROR) ' "$OUT/tests.log" | head -20
+    fi
+    if [[ "$sm80_status" == FAILED* ]]; then
+        echo
+        grep -E '^(FAILED|ERROR) ' "$OUT/tests_sm80.log" | head -20
     fi
     for direction in ${BENCH_DIRECTIONS:-fwd}; do
         if [[ -s "$OUT/bench_$direction.md" ]]; then

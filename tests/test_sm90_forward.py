@@ -1,0 +1,96 @@
+"""The sm90 (TMA/wgmma) forward against the float32 reference, and against the sm80 kernels, in one process.
+
+On a Hopper GPU with sm90 kernels built, dense fp16/bf16 forwards of head dim > 32 run the sm90 kernel unless
+FLASH_ATTN_FORCE_SM80=1 (read on every call); each case here runs both paths, each checked by the tolerance rule
+(reference.py) with poisoned outputs. Skipped elsewhere.
+"""
+
+import pytest
+import torch
+
+from flash_attn import _checks, _ops, flash_attn_func
+from helpers import DRYRUN, require_kernel, requires_gpu
+from helpers import randn as _randn
+from reference import assert_close_to_ref, attention_ref
+
+FORCE_ENV = "FLASH_ATTN_FORCE_SM80"
+
+
+def _sm90_skip_reason():
+    if DRYRUN:
+        return "needs the real kernels"
+    if not torch.cuda.is_available() or _ops.flash_attn_gpu is None:
+        return "needs CUDA and the extension"
+    if torch.cuda.get_device_capability() != (9, 0):
+        return "needs an sm90 GPU"
+    if 90 not in _checks.get_build_config().cuda_archs:
+        return "built without sm90 kernels (FLASH_ATTN_CUDA_ARCHS without 90)"
+    return None
+
+
+_SM90_REASON = _sm90_skip_reason()
+pytestmark = [requires_gpu, pytest.mark.skipif(_SM90_REASON is not None, reason=str(_SM90_REASON)),
+              pytest.mark.usefixtures("kernel_backend")]
+
+
+def test_kernel_arch_follows_the_switch(monkeypatch):
+    monkeypatch.delenv(FORCE_ENV, raising=False)
+    assert _ops.flash_attn_gpu.kernel_arch() == "sm90"
+    monkeypatch.setenv(FORCE_ENV, "1")
+    assert _ops.flash_attn_gpu.kernel_arch() == "sm80"
+    monkeypatch.setenv(FORCE_ENV, "0")
+    assert _ops.flash_attn_gpu.kernel_arch() == "sm90"
+
+
+# (head dim, seqlen_q, seqlen_k, heads, heads_k, batch, causal, window): head dims of every sm90 bucket and some
+# that pad to one; seqlens off the tile sizes, sq != sk both ways; MHA, GQA, MQA.
+CASES = [
+    (64, 113, 257, 4, 4, 2, False, (-1, -1)),
+    (64, 1023, 1023, 8, 2, 1, True, (-1, -1)),
+    (80, 239, 512, 6, 3, 2, True, (-1, -1)),
+    (96, 512, 239, 4, 1, 2, False, (-1, -1)),
+    (96, 300, 300, 4, 4, 1, False, (64, 32)),
+    (111, 257, 113, 2, 2, 3, True, (-1, -1)),
+    (128, 113, 257, 4, 4, 2, False, (-1, -1)),
+    (128, 1024, 1024, 8, 2, 2, True, (-1, -1)),
+    (128, 2048, 700, 4, 4, 1, False, (200, 0)),
+    (128, 700, 2048, 4, 2, 1, True, (-1, -1)),
+    (160, 333, 333, 4, 4, 2, False, (100, 100)),
+    (192, 256, 1023, 4, 4, 2, False, (-1, -1)),
+    (192, 1023, 256, 4, 2, 1, True, (-1, -1)),
+    (224, 129, 129, 2, 1, 2, True, (-1, -1)),
+    (256, 113, 257, 4, 4, 2, False, (-1, -1)),
+    (256, 1000, 1000, 4, 4, 1, True, (-1, -1)),
+    (256, 640, 512, 2, 2, 2, False, (128, 64)),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("d,sq,sk,h,hk,b,causal,window", CASES)
+def test_forward_both_paths(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, window):
+    require_kernel(dtype, d)
+    seed = d * 7919 + sq * 31 + sk
+    q = _randn((b, sq, h, d), dtype, seed)
+    k = _randn((b, sk, hk, d), dtype, seed + 1)
+    v = _randn((b, sk, hk, d), dtype, seed + 2)
+    ref_out, ref_lse = attention_ref(q, k, v, causal, window=window)
+    lp_out, lp_lse = attention_ref(q, k, v, causal, window=window, upcast=False)
+    for path, force in (("sm90", "0"), ("sm80", "1")):
+        monkeypatch.setenv(FORCE_ENV, force)
+        out, lse, _ = flash_attn_func(q, k, v, causal=causal, window_size=window, return_attn_probs=True)
+        assert_close_to_ref(f"out ({path})", out, ref_out, lp_out)
+        assert_close_to_ref(f"lse ({path})", lse, ref_lse, lp_lse)
+
+
+def test_strided_qkv_slices(monkeypatch):
+    """q/k/v slices of a packed qkv tensor (head stride 3d, row stride 3hd): TMA-addressable, so sm90 serves them."""
+    monkeypatch.delenv(FORCE_ENV, raising=False)
+    dtype, d, b, s, h = torch.bfloat16, 128, 2, 333, 4
+    require_kernel(dtype, d)
+    qkv = _randn((b, s, 3, h, d), dtype, 4242)
+    q, k, v = qkv.unbind(2)
+    out, lse, _ = flash_attn_func(q, k, v, causal=True, return_attn_probs=True)
+    ref_out, ref_lse = attention_ref(q, k, v, True)
+    lp_out, lp_lse = attention_ref(q, k, v, True, upcast=False)
+    assert_close_to_ref("out", out, ref_out, lp_out)
+    assert_close_to_ref("lse", lse, ref_lse, lp_lse)
