@@ -22,11 +22,13 @@ error of each backend is printed under the table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import math
+import os
 import statistics
-import time
 import sys
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -47,6 +49,7 @@ from torch.nn.functional import scaled_dot_product_attention
 BACKENDS = {
     # name: (column title, SDPA backend or None for ours)
     "ours": ("ours", None),
+    "ours-sm80": ("ours-sm80", None),  # ours with FLASH_ATTN_FORCE_SM80=1: the sm80 kernels on any GPU
     "flash": ("SDPA-flash", SDPBackend.FLASH_ATTENTION),
     "cudnn": ("cuDNN", SDPBackend.CUDNN_ATTENTION),
     "efficient": ("efficient", SDPBackend.EFFICIENT_ATTENTION),
@@ -83,7 +86,7 @@ class Case:
 
     def flops(self, direction: str, backend: str = "ours") -> float:
         """Standard count (full, or half when causal); for ours with a window, the visible pairs only."""
-        if backend == "ours" and tuple(self.window) != (-1, -1):
+        if backend.startswith("ours") and tuple(self.window) != (-1, -1):
             pairs = visible_pairs(self.seqlen, self.causal, self.window)
         else:
             pairs = self.seqlen * self.seqlen / (2 if self.causal else 1)
@@ -119,7 +122,7 @@ def make_forward(backend: str, q, k, v, causal: bool, ours_kwargs: dict | None =
     """A zero-argument callable running the forward of `backend`; returns out as (b, s, h, d).
     ours_kwargs (deterministic, window_size, softcap, alibi_slopes, dropout_p) apply to ours; SDPA has no such
     switches and runs plain attention."""
-    if backend == "ours":
+    if backend.startswith("ours"):
         if flash_attn_func is None:
             raise RuntimeError(f"flash_attn import failed: {FLASH_ATTN_IMPORT_ERROR}")
         kwargs = ours_kwargs or {}
@@ -139,13 +142,40 @@ def make_forward(backend: str, q, k, v, causal: bool, ours_kwargs: dict | None =
 def make_fn(backend: str, q, k, v, dout, causal: bool, direction: str, ours_kwargs: dict | None = None):
     """A zero-argument callable running one step of `direction` for `backend`: fwd returns out, the others
     (dq, dk, dv). q, k, v require grad for bwd / fwd_bwd."""
-    forward = make_forward(backend, q, k, v, causal, ours_kwargs)
-    if direction == "fwd":
-        return forward
-    if direction == "fwd_bwd":
-        return lambda: torch.autograd.grad(forward(), (q, k, v), dout)
-    out = forward()  # bwd alone: one forward graph, replayed
-    return lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
+    with forced_sm80(backend == "ours-sm80"):
+        forward = make_forward(backend, q, k, v, causal, ours_kwargs)
+        if direction == "fwd":
+            fn = forward
+        elif direction == "fwd_bwd":
+            fn = lambda: torch.autograd.grad(forward(), (q, k, v), dout)  # noqa: E731
+        else:
+            out = forward()  # bwd alone: one forward graph, replayed
+            fn = lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)  # noqa: E731
+    if backend != "ours-sm80":
+        return fn
+
+    def fn_sm80():
+        with forced_sm80(True):
+            return fn()
+
+    return fn_sm80
+
+
+@contextlib.contextmanager
+def forced_sm80(on: bool):
+    """FLASH_ATTN_FORCE_SM80=1 inside the block (the binding reads it on every call)."""
+    if not on:
+        yield
+        return
+    prev = os.environ.get("FLASH_ATTN_FORCE_SM80")
+    os.environ["FLASH_ATTN_FORCE_SM80"] = "1"
+    try:
+        yield
+    finally:
+        if prev is None:
+            del os.environ["FLASH_ATTN_FORCE_SM80"]
+        else:
+            os.environ["FLASH_ATTN_FORCE_SM80"] = prev
 
 
 def time_ms(fn, warmup: int, reps: int) -> float:
