@@ -50,10 +50,13 @@ BACKENDS = {
     # name: (column title, SDPA backend or None for ours)
     "ours": ("ours", None),
     "ours-sm80": ("ours-sm80", None),  # ours with FLASH_ATTN_FORCE_SM80=1: the sm80 kernels on any GPU
+    "ours-overlap": ("ours-overlap", None),  # ours with FLASH_ATTN_SM90_FWD_OVERLAP=1 (development switch)
     "flash": ("SDPA-flash", SDPBackend.FLASH_ATTENTION),
     "cudnn": ("cuDNN", SDPBackend.CUDNN_ATTENTION),
     "efficient": ("efficient", SDPBackend.EFFICIENT_ATTENTION),
 }
+# Environment of the ours-* columns while they run (the binding and the sm90 launcher read these on every call).
+BACKEND_ENV = {"ours-sm80": {"FLASH_ATTN_FORCE_SM80": "1"}, "ours-overlap": {"FLASH_ATTN_SM90_FWD_OVERLAP": "1"}}
 DIRECTIONS = {"fwd": 1.0, "bwd": 2.5, "fwd_bwd": 3.5}  # FLOPs relative to the forward
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -142,7 +145,8 @@ def make_forward(backend: str, q, k, v, causal: bool, ours_kwargs: dict | None =
 def make_fn(backend: str, q, k, v, dout, causal: bool, direction: str, ours_kwargs: dict | None = None):
     """A zero-argument callable running one step of `direction` for `backend`: fwd returns out, the others
     (dq, dk, dv). q, k, v require grad for bwd / fwd_bwd."""
-    with forced_sm80(backend == "ours-sm80"):
+    env = BACKEND_ENV.get(backend, {})
+    with environment(env):
         forward = make_forward(backend, q, k, v, causal, ours_kwargs)
         if direction == "fwd":
             fn = forward
@@ -151,31 +155,29 @@ def make_fn(backend: str, q, k, v, dout, causal: bool, direction: str, ours_kwar
         else:
             out = forward()  # bwd alone: one forward graph, replayed
             fn = lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)  # noqa: E731
-    if backend != "ours-sm80":
+    if not env:
         return fn
 
-    def fn_sm80():
-        with forced_sm80(True):
+    def fn_in_env():
+        with environment(env):
             return fn()
 
-    return fn_sm80
+    return fn_in_env
 
 
 @contextlib.contextmanager
-def forced_sm80(on: bool):
-    """FLASH_ATTN_FORCE_SM80=1 inside the block (the binding reads it on every call)."""
-    if not on:
-        yield
-        return
-    prev = os.environ.get("FLASH_ATTN_FORCE_SM80")
-    os.environ["FLASH_ATTN_FORCE_SM80"] = "1"
+def environment(env: dict):
+    """The variables of env set inside the block, restored after it."""
+    prev = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
     try:
         yield
     finally:
-        if prev is None:
-            del os.environ["FLASH_ATTN_FORCE_SM80"]
-        else:
-            os.environ["FLASH_ATTN_FORCE_SM80"] = prev
+        for name, value in prev.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
 def time_ms(fn, warmup: int, reps: int) -> float:

@@ -36,29 +36,64 @@ struct OnlineSoftmax {
     static_assert(decltype(size<0>(scores))::value == kRows);
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) {
-      float const prev_max = row_max(r);
-      float tile_max = kIsFirst ? -INFINITY : prev_max;
-      CUTE_UNROLL
-      for (int c = 0; c < size<1>(scores); ++c) { tile_max = fmaxf(tile_max, scores(r, c)); }
-      float const new_max = quad_allreduce(tile_max, MaxOp{});
-      row_max(r) = new_max;
-      // A row that has seen only masked keys keeps max -inf; use 0 so exp2 gives 0, not NaN.
-      float const max_scaled = new_max == -INFINITY ? 0.f : new_max * scale_log2;
-      if constexpr (!kIsFirst) {
-        float const correction = exp2f(prev_max * scale_log2 - max_scaled);
-        row_sum(r) *= correction;
+      update_row<kIsFirst>(scores, r, [&](float correction) {
         CUTE_UNROLL
         for (int c = 0; c < size<1>(acc_o); ++c) { acc_o(r, c) *= correction; }
-      }
-      float tile_sum = 0.f;
-      CUTE_UNROLL
-      for (int c = 0; c < size<1>(scores); ++c) {
-        float const p = exp2f(scores(r, c) * scale_log2 - max_scaled);
-        scores(r, c) = p;
-        tile_sum += p;
-      }
-      row_sum(r) = kIsFirst ? tile_sum : row_sum(r) + tile_sum;
+      });
     }
+  }
+
+  // The same in two steps, for kernels whose P·V of the previous tile still runs while this tile's scores are
+  // exponentiated: update_scores returns each row's rescale factor, rescale_o applies it once that GEMM is done.
+  template <bool kIsFirst, class Scores>
+  CUTLASS_DEVICE auto update_scores(Scores& scores) {
+    using namespace cute;
+    static_assert(decltype(size<0>(scores))::value == kRows);
+    auto correction = make_tensor<float>(Shape<Int<kRows>>{});
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) { correction(r) = update_row<kIsFirst>(scores, r, [](float) {}); }
+    return correction;
+  }
+
+  template <class AccO, class Correction>
+  CUTLASS_DEVICE static void rescale_o(AccO& acc_o, Correction const& correction) {
+    using namespace cute;
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(acc_o); ++c) { acc_o(r, c) *= correction(r); }
+    }
+  }
+
+  // Row r: the new running max, the running sum rescaled to it (rescale(factor) is called then, before the
+  // exponentials, unless kIsFirst), the row's scores exponentiated and summed. Returns the factor
+  // exp(scale * (m_old - m_new)) that earlier partial outputs of the row need (1 if kIsFirst).
+  template <bool kIsFirst, class Scores, class Rescale>
+  CUTLASS_DEVICE float update_row(Scores& scores, int r, Rescale&& rescale) {
+    using namespace cute;
+    float const prev_max = row_max(r);
+    float tile_max = kIsFirst ? -INFINITY : prev_max;
+    CUTE_UNROLL
+    for (int c = 0; c < size<1>(scores); ++c) { tile_max = fmaxf(tile_max, scores(r, c)); }
+    float const new_max = quad_allreduce(tile_max, MaxOp{});
+    row_max(r) = new_max;
+    // A row that has seen only masked keys keeps max -inf; use 0 so exp2 gives 0, not NaN.
+    float const max_scaled = new_max == -INFINITY ? 0.f : new_max * scale_log2;
+    float correction = 1.f;
+    if constexpr (!kIsFirst) {
+      correction = exp2f(prev_max * scale_log2 - max_scaled);
+      row_sum(r) *= correction;
+      rescale(correction);
+    }
+    float tile_sum = 0.f;
+    CUTE_UNROLL
+    for (int c = 0; c < size<1>(scores); ++c) {
+      float const p = exp2f(scores(r, c) * scale_log2 - max_scaled);
+      scores(r, c) = p;
+      tile_sum += p;
+    }
+    row_sum(r) = kIsFirst ? tile_sum : row_sum(r) + tile_sum;
+    return correction;
   }
 
   // Normalises acc_o by the row sums and returns lse = scale * m + log(l) per row (+inf when the row

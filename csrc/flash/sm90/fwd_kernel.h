@@ -19,7 +19,9 @@ namespace flash::sm90 {
 
 using namespace cute;
 
-template <class Traits, bool kHasWindow>
+// kOverlap: the consumers run FwdMainloop::mma_overlapped (GEMMs overlapped with the softmax, ping-pong between the
+// consumer warpgroups) instead of FwdMainloop::mma.
+template <class Traits, bool kHasWindow, bool kOverlap>
 struct FwdKernel {
   using Traits_ = Traits;
   static constexpr int kBlockM = Traits::kBlockM;
@@ -68,9 +70,16 @@ struct FwdKernel {
       clear(acc_o);
       Tensor acc_o_rows = make_tensor(acc_o.data(), acc_to_rowcol(acc_o.layout()));
       OnlineSoftmax<decltype(size<0>(acc_o_rows))::value> softmax(params.score_scale_log2);
-      typename Mainloop::PipelineState state;
-      Mainloop::mma(params, shared, pipeline_k, pipeline_v, state, tile.block, params.seqlen_q, params.seqlen_k,
-                    n_block_min, n_block_max, mma_tidx, acc_o, softmax);
+      if constexpr (kOverlap) {
+        typename Mainloop::PipelineState state_k, state_v;
+        Mainloop::mma_overlapped(params, shared, pipeline_k, pipeline_v, state_k, state_v, tile.block,
+                                 params.seqlen_q, params.seqlen_k, n_block_min, n_block_max, mma_tidx, acc_o,
+                                 softmax);
+      } else {
+        typename Mainloop::PipelineState state;
+        Mainloop::mma(params, shared, pipeline_k, pipeline_v, state, tile.block, params.seqlen_q, params.seqlen_k,
+                      n_block_min, n_block_max, mma_tidx, acc_o, softmax);
+      }
       // Rows that saw no key end with output 0 and lse +inf.
       Tensor lse = softmax.finalize(acc_o_rows, params.score_scale);
       Epilogue::store(params, acc_o, lse, tile.block, tile.head, tile.batch, params.seqlen_q, mma_tidx);

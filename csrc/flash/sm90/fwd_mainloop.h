@@ -15,6 +15,7 @@
 #include "../core/params.h"
 #include "../core/softmax.h"
 #include "fragment_layouts.h"
+#include "pingpong.h"
 #include "wgmma.h"
 
 namespace flash::sm90 {
@@ -182,6 +183,93 @@ struct FwdMainloop {
       step(n_block, std::true_type{});
       for (--n_block; n_block >= n_block_min; --n_block) { step(n_block, std::false_type{}); }
     }
+  }
+
+  // Consumer with overlapped GEMMs: S(j) = Q·K(j)ᵀ is issued together with O += P(j-1)·V(j-1), and S(j)'s softmax
+  // runs while P·V does (O is rescaled once it is done); the two consumer warpgroups take turns issuing (PingPong),
+  // so one's softmax also runs under the other's GEMMs. Same contract as mma(); K and V keep their own pipeline
+  // states because V trails K by one block.
+  template <class AccO, class Softmax>
+  CUTE_DEVICE static void mma_overlapped(FwdParams const& params, SharedStorage& shared, Pipeline& pipeline_k,
+                                         Pipeline& pipeline_v, PipelineState& state_k, PipelineState& state_v,
+                                         int m_block, int seqlen_q, int seqlen_k, int n_block_min, int n_block_max,
+                                         int mma_tidx, AccO& acc_o, Softmax& softmax) {
+    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
+    Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutKV{});
+    Tensor sVt = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutVt{});
+    typename Traits::TiledMmaQK mma_qk;
+    typename Traits::TiledMmaPV mma_pv;
+    auto thr_qk = mma_qk.get_thread_slice(mma_tidx);
+    auto thr_pv = mma_pv.get_thread_slice(mma_tidx);
+    Tensor tSrQ = thr_qk.partition_fragment_A(sQ);
+    Tensor tSrK = thr_qk.partition_fragment_B(sK);
+    Tensor tOrVt = thr_pv.partition_fragment_B(sVt);
+    using TileS = Shape<Int<kBlockM>, Int<kBlockN>>;
+    Tensor acc_o_rows = make_tensor(acc_o.data(), acc_to_rowcol(acc_o.layout()));
+    Tensor tScS = thr_qk.partition_C(make_identity_tensor(TileS{}));
+    Tensor score_coords = make_tensor(tScS.data(), acc_to_rowcol(tScS.layout()));
+    int const row_base = m_block * kBlockM;
+    Tensor acc_s = partition_fragment_C(mma_qk, TileS{});
+    Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
+    Tensor rP = make_tensor<Element>(acc_s.layout());  // P of the previous block, the A operand of its P·V
+    Tensor tOrP = make_tensor(rP.data(), acc_to_a_operand(rP.layout()));
+
+    auto mask = [&](int n_block) {
+      if (Range::needs_mask(m_block, n_block, seqlen_q, seqlen_k, params.window_left, params.window_right)) {
+        apply_mask<kHasWindow>(scores, score_coords, row_base, n_block * kBlockN, seqlen_q, seqlen_k,
+                               params.window_left, params.window_right);
+      }
+    };
+    auto issue_s = [&]() {
+      wgmma_gemm</*kClear=*/true>(mma_qk, tSrQ, tSrK(_, _, _, state_k.index()), acc_s);
+    };
+    auto issue_pv = [&]() {
+      wgmma_gemm</*kClear=*/false>(mma_pv, tOrP, tOrVt(_, _, _, state_v.index()), acc_o);
+    };
+
+    shared.barrier_q.wait(0);
+    int const num_blocks = n_block_max - n_block_min;
+    if (num_blocks <= 0) { return; }
+    // Sections: the first S, then (S(j), P(j-1)·V(j-1)) for every later block, then the last P·V.
+    PingPong turns(mma_tidx / 128, num_blocks + 1);
+    int n_block = n_block_max - 1;
+    pipeline_k.consumer_wait(state_k);
+    turns.wait_turn();
+    issue_s();
+    turns.pass_turn();
+    wgmma_wait<0>(acc_s);
+    pipeline_k.consumer_release(state_k);
+    ++state_k;
+    mask(n_block);
+    softmax.template update_scores</*kIsFirst=*/true>(scores);
+    copy(convert_fragment<Element>(acc_s), rP);
+
+    for (--n_block; n_block >= n_block_min; --n_block) {
+      pipeline_k.consumer_wait(state_k);
+      pipeline_v.consumer_wait(state_v);
+      turns.wait_turn();
+      issue_s();
+      issue_pv();
+      turns.pass_turn();
+      wgmma_wait<1>(acc_s);  // S(j) is done; P(j-1)·V(j-1) may still run
+      pipeline_k.consumer_release(state_k);
+      ++state_k;
+      mask(n_block);
+      auto const correction = softmax.template update_scores</*kIsFirst=*/false>(scores);
+      wgmma_wait<0>(acc_o, rP);  // P(j-1)·V(j-1) is done: acc_o may be rescaled and rP overwritten
+      pipeline_v.consumer_release(state_v);
+      ++state_v;
+      Softmax::rescale_o(acc_o_rows, correction);
+      copy(convert_fragment<Element>(acc_s), rP);
+    }
+
+    pipeline_v.consumer_wait(state_v);
+    turns.wait_turn();
+    issue_pv();
+    turns.pass_turn();
+    wgmma_wait<0>(acc_o, rP);
+    pipeline_v.consumer_release(state_v);
+    ++state_v;
   }
 };
 

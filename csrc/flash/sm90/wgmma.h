@@ -25,4 +25,13 @@ CUTE_DEVICE void wgmma_gemm(TiledMma& mma, FragA const& a, FragB const& b, Acc& 
   warpgroup_fence_operand(acc);
 }
 
+// Waits until at most kPending committed batches of this warpgroup are in flight, then fences the fragments the
+// finished batches wrote or read: the compiler may neither read them before the wait nor reuse their registers
+// while a batch still reads them.
+template <int kPending, class... Frags>
+CUTE_DEVICE void wgmma_wait(Frags&... frags) {
+  warpgroup_wait<kPending>();
+  (warpgroup_fence_operand(frags), ...);
+}
+
 }  // namespace flash::sm90
