@@ -1,9 +1,8 @@
 """The sm90 (TMA/wgmma) forward against the float32 reference, and against the sm80 kernels, in one process.
 
 On a Hopper GPU with sm90 kernels built, dense fp16/bf16 forwards of head dim > 32 run the sm90 kernel unless
-FLASH_ATTN_FORCE_SM80=1 (read on every call); each case here runs both paths (and the sm90 kernel's overlapped
-consumers, FLASH_ATTN_SM90_FWD_OVERLAP=1), each checked by the tolerance rule (reference.py) with poisoned outputs.
-Skipped elsewhere.
+FLASH_ATTN_FORCE_SM80=1 (read on every call); each case here runs both paths, and the sm90 kernel's development
+variants (PATHS), each checked by the tolerance rule (reference.py) with poisoned outputs. Skipped elsewhere.
 """
 
 import pytest
@@ -15,7 +14,16 @@ from helpers import randn as _randn
 from reference import assert_close_to_ref, attention_ref
 
 FORCE_ENV = "FLASH_ATTN_FORCE_SM80"
-OVERLAP_ENV = "FLASH_ATTN_SM90_FWD_OVERLAP"  # development switch: the overlapped / ping-pong sm90 consumers
+# Development switches of the sm90 forward (csrc/flash/sm90/fwd_launch.h), off by default until validated here:
+OVERLAP_ENV = "FLASH_ATTN_SM90_FWD_OVERLAP"  # the overlapped / ping-pong consumers
+PERSISTENT_ENV = "FLASH_ATTN_SM90_FWD_PERSISTENT"  # persistent CTAs
+PATHS = {
+    "sm90": {FORCE_ENV: "0", OVERLAP_ENV: "0", PERSISTENT_ENV: "0"},
+    "sm90 overlapped": {FORCE_ENV: "0", OVERLAP_ENV: "1", PERSISTENT_ENV: "0"},
+    "sm90 persistent": {FORCE_ENV: "0", OVERLAP_ENV: "0", PERSISTENT_ENV: "1"},
+    "sm90 overlapped persistent": {FORCE_ENV: "0", OVERLAP_ENV: "1", PERSISTENT_ENV: "1"},
+    "sm80": {FORCE_ENV: "1", OVERLAP_ENV: "0", PERSISTENT_ENV: "0"},
+}
 
 
 def _sm90_skip_reason():
@@ -77,9 +85,9 @@ def test_forward_both_paths(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, win
     v = _randn((b, sk, hk, d), dtype, seed + 2)
     ref_out, ref_lse = attention_ref(q, k, v, causal, window=window)
     lp_out, lp_lse = attention_ref(q, k, v, causal, window=window, upcast=False)
-    for path, force, overlap in (("sm90", "0", "0"), ("sm90 overlapped", "0", "1"), ("sm80", "1", "0")):
-        monkeypatch.setenv(FORCE_ENV, force)
-        monkeypatch.setenv(OVERLAP_ENV, overlap)
+    for path, env in PATHS.items():
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
         out, lse, _ = flash_attn_func(q, k, v, causal=causal, window_size=window, return_attn_probs=True)
         assert_close_to_ref(f"out ({path})", out, ref_out, lp_out)
         assert_close_to_ref(f"lse ({path})", lse, ref_lse, lp_lse)

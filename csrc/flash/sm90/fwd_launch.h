@@ -16,6 +16,24 @@
 
 namespace flash::sm90 {
 
+// Multiprocessors of the current device (read from the driver once per device).
+inline int num_sms() {
+  constexpr int kMaxDevices = 64;
+  static int counts[kMaxDevices] = {};
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  if (device >= kMaxDevices) {
+    int count = 0;
+    check_cuda(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+    return count;
+  }
+  if (counts[device] == 0) {
+    check_cuda(cudaDeviceGetAttribute(&counts[device], cudaDevAttrMultiProcessorCount, device),
+               "cudaDeviceGetAttribute");
+  }
+  return counts[device];
+}
+
 template <class Kernel>
 void launch_fwd(FwdParams const& params, cudaStream_t stream) {
   using Traits = typename Kernel::Traits_;
@@ -30,7 +48,7 @@ void launch_fwd(FwdParams const& params, cudaStream_t stream) {
   check_smem_fits(kSmemBytes, "flash_attn forward kernel (sm90)");
   check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes),
              "cudaFuncSetAttribute (sm90 forward shared memory)");
-  dim3 const grid = Kernel::Scheduler::grid(num_m_blocks, params.num_heads, params.batch);
+  dim3 const grid = Kernel::Scheduler::grid(num_m_blocks, params.num_heads, params.batch, num_sms());
   kernel<<<grid, Traits::kThreads, kSmemBytes, stream>>>(args);
   check_cuda(cudaGetLastError(), "flash_attn forward kernel (sm90)");
 }
@@ -39,13 +57,22 @@ template <class Element, int kHeadDim, bool kHasWindow>
 void run_fwd(FwdParams const& params, cudaStream_t stream) {
   constexpr FwdTile kTile = fwd_tile(kHeadDim);
   using Traits = FwdTraits<kHeadDim, kTile.block_m, kTile.block_n, kTile.stages, Element>;
-  // FLASH_ATTN_SM90_FWD_OVERLAP=1 (development switch, read per call): the overlapped consumers, until they are
-  // validated on a GPU and replace the plain ones.
-  char const* overlap_env = std::getenv("FLASH_ATTN_SM90_FWD_OVERLAP");
-  if (overlap_env != nullptr && overlap_env[0] == '1') {
-    launch_fwd<FwdKernel<Traits, kHasWindow, /*kOverlap=*/true>>(params, stream);
+  // Development switches, read per call, until the variants are validated on a GPU and replace the plain kernel:
+  // FLASH_ATTN_SM90_FWD_OVERLAP=1, the overlapped consumers; FLASH_ATTN_SM90_FWD_PERSISTENT=1, persistent CTAs.
+  auto const on = [](char const* name) {
+    char const* v = std::getenv(name);
+    return v != nullptr && v[0] == '1';
+  };
+  bool const overlap = on("FLASH_ATTN_SM90_FWD_OVERLAP");
+  bool const persistent = on("FLASH_ATTN_SM90_FWD_PERSISTENT");
+  if (overlap && persistent) {
+    launch_fwd<FwdKernel<Traits, kHasWindow, true, true>>(params, stream);
+  } else if (overlap) {
+    launch_fwd<FwdKernel<Traits, kHasWindow, true, false>>(params, stream);
+  } else if (persistent) {
+    launch_fwd<FwdKernel<Traits, kHasWindow, false, true>>(params, stream);
   } else {
-    launch_fwd<FwdKernel<Traits, kHasWindow, /*kOverlap=*/false>>(params, stream);
+    launch_fwd<FwdKernel<Traits, kHasWindow, false, false>>(params, stream);
   }
 }
 

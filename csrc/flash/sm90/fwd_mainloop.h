@@ -55,6 +55,8 @@ struct FwdMainloop {
     typename Pipeline::SharedStorage pipeline_k;
     typename Pipeline::SharedStorage pipeline_v;
     alignas(8) cutlass::arch::ClusterTransactionBarrier barrier_q;
+    // Persistent CTAs: the consumers are done with this tile's Q (its next tile's Q may be loaded).
+    alignas(8) cutlass::arch::ClusterBarrier barrier_q_empty;
   };
 
   static Arguments make_arguments(FwdParams const& params) {
@@ -81,9 +83,14 @@ struct FwdMainloop {
     cute::prefetch_tma_descriptor(args.tma_v.get_tma_descriptor());
   }
 
-  // Barrier set-up, by one warp, before the CTA-wide barrier that precedes any use.
+  // Barrier set-up, by one thread, before the CTA-wide barrier that precedes any use.
+  // kPersistent: also the barrier that lets the producer reuse Q's buffer for the CTA's next tile.
+  template <bool kPersistent>
   CUTE_DEVICE static void init_barriers(SharedStorage& shared) {
-    if (threadIdx.x == 0) { shared.barrier_q.init(/*arrive_count=*/1); }
+    if (threadIdx.x == 0) {
+      shared.barrier_q.init(/*arrive_count=*/1);
+      if constexpr (kPersistent) { shared.barrier_q_empty.init(/*arrive_count=*/Traits::kMmaThreads); }
+    }
   }
 
   CUTE_DEVICE static typename Pipeline::Params pipeline_params(bool is_producer) {
@@ -135,11 +142,13 @@ struct FwdMainloop {
   }
 
   // Consumer: mma_tidx in [0, kMmaThreads). acc_o: cleared (MMA, MMA_M, MMA_N) fragment of TiledMmaPV; on return
-  // it holds the unnormalised output and softmax the row statistics.
+  // it holds the unnormalised output and softmax the row statistics. q_phase: the phase of barrier_q that this
+  // tile's Q completes (a persistent CTA's tile count, mod 2).
   template <class AccO, class Softmax>
   CUTE_DEVICE static void mma(FwdParams const& params, SharedStorage& shared, Pipeline& pipeline_k,
                               Pipeline& pipeline_v, PipelineState& state, int m_block, int seqlen_q, int seqlen_k,
-                              int n_block_min, int n_block_max, int mma_tidx, AccO& acc_o, Softmax& softmax) {
+                              int n_block_min, int n_block_max, int mma_tidx, AccO& acc_o, Softmax& softmax,
+                              int q_phase = 0) {
     Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
     Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutKV{});
     Tensor sVt = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutVt{});
@@ -156,7 +165,7 @@ struct FwdMainloop {
     Tensor score_coords = make_tensor(tScS.data(), acc_to_rowcol(tScS.layout()));
     int const row_base = m_block * kBlockM;
 
-    shared.barrier_q.wait(0);
+    shared.barrier_q.wait(q_phase);
     auto step = [&](int n_block, auto is_first) {
       constexpr bool kIsFirst = decltype(is_first)::value;
       Tensor acc_s = partition_fragment_C(mma_qk, TileS{});
@@ -193,7 +202,7 @@ struct FwdMainloop {
   CUTE_DEVICE static void mma_overlapped(FwdParams const& params, SharedStorage& shared, Pipeline& pipeline_k,
                                          Pipeline& pipeline_v, PipelineState& state_k, PipelineState& state_v,
                                          int m_block, int seqlen_q, int seqlen_k, int n_block_min, int n_block_max,
-                                         int mma_tidx, AccO& acc_o, Softmax& softmax) {
+                                         int mma_tidx, AccO& acc_o, Softmax& softmax, int q_phase = 0) {
     Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
     Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutKV{});
     Tensor sVt = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutVt{});
@@ -227,7 +236,7 @@ struct FwdMainloop {
       wgmma_gemm</*kClear=*/false>(mma_pv, tOrP, tOrVt(_, _, _, state_v.index()), acc_o);
     };
 
-    shared.barrier_q.wait(0);
+    shared.barrier_q.wait(q_phase);
     int const num_blocks = n_block_max - n_block_min;
     if (num_blocks <= 0) { return; }
     // Sections: the first S, then (S(j), P(j-1)·V(j-1)) for every later block, then the last P·V.
