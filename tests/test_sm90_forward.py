@@ -75,9 +75,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-@pytest.mark.parametrize("d,sq,sk,h,hk,b,causal,window", CASES)
-def test_forward_both_paths(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, window):
+def _check_every_path(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, window):
     require_kernel(dtype, d)
     seed = d * 7919 + sq * 31 + sk
     q = _randn((b, sq, h, d), dtype, seed)
@@ -91,6 +89,27 @@ def test_forward_both_paths(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, win
         out, lse, _ = flash_attn_func(q, k, v, causal=causal, window_size=window, return_attn_probs=True)
         assert_close_to_ref(f"out ({path})", out, ref_out, lp_out)
         assert_close_to_ref(f"lse ({path})", lse, ref_lse, lp_lse)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("d,sq,sk,h,hk,b,causal,window", CASES)
+def test_forward_both_paths(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, window):
+    _check_every_path(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, window)
+
+
+# Small shapes for the compute-sanitizer runs of tools/gpu_check.sh (memcheck, racecheck): every tile edge case
+# (partial query and key tiles, empty causal rows, a window, GQA) in a few key blocks.
+SMALL_CASES = [
+    (64, 113, 257, 4, 2, 2, True, (-1, -1)),
+    (128, 257, 113, 2, 2, 1, True, (-1, -1)),
+    (128, 200, 300, 2, 1, 1, False, (40, 8)),
+    (256, 129, 129, 2, 2, 1, False, (-1, -1)),
+]
+
+
+@pytest.mark.parametrize("d,sq,sk,h,hk,b,causal,window", SMALL_CASES)
+def test_forward_small(monkeypatch, d, sq, sk, h, hk, b, causal, window):
+    _check_every_path(monkeypatch, torch.bfloat16, d, sq, sk, h, hk, b, causal, window)
 
 
 def test_strided_qkv_slices(monkeypatch):

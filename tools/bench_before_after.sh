@@ -4,13 +4,15 @@
 # benchmark's kernels only (bf16; FLASH_ATTN_HEADDIMS, default "64;128;256"), then the standard grid (fwd and
 # fwd_bwd) and the decode table for each, interleaved per direction. Logs and tables go to $OUT.
 #
-#   BASE=.base bash tools/bench_before_after.sh
+#   BASE=.base bash tools/bench_before_after.sh   # carry ".base" (and ".whl") in this call only
 #   BUILD=0 BENCH_ARGS="--dims 128 --seqlens 8k" bash tools/bench_before_after.sh   # trees already built
 #   BUILD=base REPEATS=2 bash tools/bench_before_after.sh   # this tree already built (e.g. by gpu_check.sh)
 #
 # REPEATS (default 1) runs every table that many times, alternating which tree goes first; tools/bench_compare.py
 # then prints one before/after line per cell (best of the repeats) and flags cells more than 2% slower.
 # AFTER_BACKENDS (default ours,flash,cudnn) are the after tree's benchmark columns; the before tree runs ours only.
+# AFTER_COLUMN (default ours) is the after column compared with before's ours: e.g. AFTER_BACKENDS=ours,ours-sm80,...
+# AFTER_COLUMN=ours-sm80 compares the sm80 kernels of both trees when the after tree's ours runs sm90 kernels.
 set -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -30,6 +32,14 @@ if [[ "${BUILD:-1}" != 0 ]]; then
             || { echo "build of $tree failed"; tail -30 "$OUT/build_$(basename "$(realpath "$tree")").log"; exit 1; }
     done
 fi
+# Both trees must hold a build (a carried path replaces the device's copy: carry BASE only in the call that builds it).
+for tree in "$BASE" .; do
+    if [[ ! -f "$tree/flash_attn/_build_config.py" ]] || ! compgen -G "$tree/flash_attn_2_cuda*.so" > /dev/null; then
+        echo "bench_before_after: $tree is not built in place (no flash_attn/_build_config.py or extension);" \
+             "build it first (BUILD=1), in this call: a carried $BASE replaces the copy an earlier call built" >&2
+        exit 1
+    fi
+done
 # order r: which tree runs first in repeat r (alternating, so drift over the run does not favour one tree).
 order() { if (( $1 % 2 )); then echo ". $BASE"; else echo "$BASE ."; fi; }
 for (( r = 0; r < REPEATS; ++r )); do
@@ -61,4 +71,4 @@ if [[ "${TABLES:-1}" != 0 ]]; then
         [[ -f "$f" ]] && { echo "--- $(basename "$f")"; cat "$f"; }
     done
 fi
-python3 tools/bench_compare.py "$OUT"
+python3 tools/bench_compare.py "$OUT" --after-column "${AFTER_COLUMN:-ours}"

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Before/after table from the markdown tables tools/bench_before_after.sh writes.
 
-    python3 tools/bench_compare.py OUT_DIR [--bar 0.98]
+    python3 tools/bench_compare.py OUT_DIR [--bar 0.98] [--after-column ours-sm80]
 
 For each table kind (fwd, fwd_bwd: TFLOP/s of "ours"; decode: GB/s of "ours") it reads every
 <kind>_before*.md and <kind>_after*.md in OUT_DIR, keeps each cell's best value over the repeats (run-to-run
 clock noise only ever lowers a number), and prints one line per cell: before, after, after/before, and "SLOWER"
-where the ratio is under the bar. Exit status 0 always: it reports, the reader judges.
+where the ratio is under the bar. --after-column takes the after tables' fwd/fwd_bwd number from another of our
+columns (ours-sm80: the sm80 kernels of the after tree against the before tree's ours). Exit status 0 always: it
+reports, the reader judges.
 """
 import argparse
 import glob
@@ -56,6 +58,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir")
     ap.add_argument("--bar", type=float, default=0.98, help="flag cells with after/before below this")
+    ap.add_argument("--after-column", default="ours", help="fwd/fwd_bwd column of the after tables (default ours)")
     args = ap.parse_args()
     for kind, (key_cols, value_col) in KINDS.items():
         def runs(name):
@@ -65,8 +68,10 @@ def main():
         if not before_paths or not after_paths:
             continue
         before = best_over(before_paths, key_cols, value_col)
-        after = best_over(after_paths, key_cols, value_col)
-        print(f"\n{kind}: {value_col}, best of {len(before_paths)} before / {len(after_paths)} after runs")
+        after_col = args.after_column if kind in ("fwd", "fwd_bwd") else value_col
+        after = best_over(after_paths, key_cols, after_col)
+        print(f"\n{kind}: {value_col} before, {after_col} after, best of {len(before_paths)} before / "
+              f"{len(after_paths)} after runs")
         print("| " + " | ".join(key_cols) + " | before | after | after/before |")
         print("|" + "---|" * (len(key_cols) + 3))
         slower = 0

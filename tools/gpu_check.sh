@@ -19,7 +19,11 @@
 #   TESTS_TIMEOUT   seconds for pytest (default: none)
 #   SANITIZE        1 (default with TESTS=1): run SANITIZE_TESTS under compute-sanitizer --tool memcheck (bad index
 #                   tensors must not make any kernel access memory out of bounds); 0 to skip
-#   SANITIZE_TESTS  pytest arguments for that run (default: tests/test_bad_inputs.py)
+#   SANITIZE_TESTS  pytest arguments for that run (default: tests/test_bad_inputs.py and
+#                   tests/test_sm90_forward.py::test_forward_small)
+#   RACECHECK       1 (default with TESTS=1): run RACECHECK_TESTS under compute-sanitizer --tool racecheck (shared
+#                   memory hazards: the sm90 forward's TMA/mbarrier/named-barrier ordering); 0 to skip
+#   RACECHECK_TESTS pytest arguments for that run (default: tests/test_sm90_forward.py::test_forward_small)
 #   BENCH           quick (default), full, 0;   BENCH_ARGS   extra benchmark arguments
 #   BENCH_DIRECTIONS  space-separated benchmark directions (default "fwd"; e.g. "fwd fwd_bwd bwd")
 #
@@ -120,20 +124,38 @@ if [[ "$TESTS" != 0 && -n "$SM80_TESTS" && "$build_status" != FAILED* ]]; then
     sm80_status="$sm80_status in $(( $(date +%s) - tt ))s: ${line:-no summary}"
 fi
 
+SMALL_SM90_CASES="tests/test_sm90_forward.py::test_forward_small"
+SANITIZE_DEFAULT="tests/test_bad_inputs.py $SMALL_SM90_CASES"
+
 # --- memcheck --------------------------------------------------------------------------------------
 # PYTORCH_NO_CUDA_MEMORY_CACHING: every tensor its own allocation, so an access past a tensor is past an allocation.
 if [[ "$TESTS" != 0 && "${SANITIZE:-1}" != 0 && "$build_status" != FAILED* ]]; then
-    section "memcheck: compute-sanitizer --tool memcheck pytest ${SANITIZE_TESTS:-tests/test_bad_inputs.py}" \
+    section "memcheck: compute-sanitizer --tool memcheck pytest ${SANITIZE_TESTS:-$SANITIZE_DEFAULT}" \
         | tee "$OUT/sanitize.log"
     ts=$(date +%s)
     # shellcheck disable=SC2086
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 99 --print-limit 20 \
-        python3 -m pytest -q -p no:cacheprovider ${SANITIZE_TESTS:-tests/test_bad_inputs.py} 2>&1 \
+        python3 -m pytest -q -p no:cacheprovider ${SANITIZE_TESTS:-$SANITIZE_DEFAULT} 2>&1 \
         | tee -a "$OUT/sanitize.log"
     rc=$?
     errors=$(grep -E '^========= ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)
     if [[ $rc -eq 0 ]]; then sanitize_status="ok"; else sanitize_status="FAILED (rc $rc)"; fail=1; fi
     sanitize_status="$sanitize_status in $(( $(date +%s) - ts ))s: ${errors:-no summary}"
+fi
+
+# --- racecheck -------------------------------------------------------------------------------------
+racecheck_status="skipped"
+if [[ "$TESTS" != 0 && "${RACECHECK:-1}" != 0 && "$build_status" != FAILED* ]]; then
+    section "racecheck: compute-sanitizer --tool racecheck pytest ${RACECHECK_TESTS:-$SMALL_SM90_CASES}" \
+        | tee "$OUT/racecheck.log"
+    ts=$(date +%s)
+    # shellcheck disable=SC2086
+    compute-sanitizer --tool racecheck --error-exitcode 99 --print-limit 20 \
+        python3 -m pytest -q -p no:cacheprovider ${RACECHECK_TESTS:-$SMALL_SM90_CASES} 2>&1 | tee -a "$OUT/racecheck.log"
+    rc=$?
+    errors=$(grep -E '^========= (ERROR|RACECHECK) SUMMARY' "$OUT/racecheck.log" | tail -1)
+    if [[ $rc -eq 0 ]]; then racecheck_status="ok"; else racecheck_status="FAILED (rc $rc)"; fail=1; fi
+    racecheck_status="$racecheck_status in $(( $(date +%s) - ts ))s: ${errors:-no summary}"
 fi
 
 # --- benchmark -------------------------------------------------------------------------------------
@@ -163,6 +185,7 @@ fi
     echo "| tests | $test_status: $test_line |"
     echo "| tests, FLASH_ATTN_FORCE_SM80=1 | $sm80_status |"
     echo "| memcheck | $sanitize_status |"
+    echo "| racecheck | $racecheck_status |"
     echo "| benchmark | $bench_status |"
     if [[ "$build_status" == FAILED* ]]; then
         echo
