@@ -268,13 +268,10 @@ SmResources sm_resources(int device) {
   return sm;
 }
 
-// The forward launch. Short queries (decode) take the split-KV kernel, which packs a KV head's query heads into
-// one tile and splits the keys across CTAs when too few (batch, KV head) pairs would leave SMs idle; its fp32
-// partial results live in a workspace sized by shapes only (CUDA-graph safe). accum_rows: query positions of the
-// call (dense batch * seqlen_q, varlen total_q). requested_splits: 0 = heuristic, else the kv-cache caller's.
-// The dispatch key of a call on q's device.
+// The architecture whose kernels serve calls on the device (where they can; see flash::fwd_kernel_arch).
 flash::Arch serving_arch(int device) { return force_sm80() ? flash::Arch::kSm80 : sm_resources(device).arch; }
 
+// The dispatch key of a call on q's device.
 flash::KernelKey kernel_key(flash::FwdParams const& p, flash::DType dtype, at::Tensor const& q) {
   return {serving_arch(q.get_device()), dtype, p.head_dim, p.head_dim_v};
 }
@@ -288,6 +285,10 @@ std::string kernel_arch() {
   return serving_arch(device) == flash::Arch::kSm90 ? "sm90" : "sm80";
 }
 
+// The forward launch. Short queries (decode) take the split-KV kernel, which packs a KV head's query heads into
+// one tile and splits the keys across CTAs when too few (batch, KV head) pairs would leave SMs idle; its fp32
+// partial results live in a workspace sized by shapes only (CUDA-graph safe). accum_rows: query positions of the
+// call (dense batch * seqlen_q, varlen total_q). requested_splits: 0 = heuristic, else the kv-cache caller's.
 void run_forward(flash::FwdParams& p, flash::DType dtype, at::Tensor const& q, int64_t accum_rows,
                  int64_t requested_splits, cudaStream_t stream) {
   flash::KernelKey const key = kernel_key(p, dtype, q);
