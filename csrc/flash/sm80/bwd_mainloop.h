@@ -155,9 +155,11 @@ struct BwdMainloop {
     auto thr_dkv = mma_dkv.get_thread_slice(tidx);
     auto thr_dq = mma_dq.get_thread_slice(tidx);
 
-    SmemMma<typename Traits::TiledMmaSdP, typename Traits::SmemCopyN, typename Traits::SmemCopyN> const gemm_sdp(tidx);
-    SmemMma<typename Traits::TiledMmadKV, typename Traits::SmemCopyT, typename Traits::SmemCopyT> const gemm_dkv(tidx);
-    SmemMma<typename Traits::TiledMmadQ, typename Traits::SmemCopyN, typename Traits::SmemCopyT> const gemm_dq(tidx);
+    using CopyN = typename Traits::SmemCopyN;
+    using CopyT = typename Traits::SmemCopyT;
+    SmemMma<typename Traits::TiledMmaSdP, CopyN, CopyN> const gemm_sdp(tidx);
+    SmemMma<typename Traits::TiledMmadKV, CopyT, CopyT> const gemm_dkv(tidx);
+    SmemMma<typename Traits::TiledMmadQ, CopyN, CopyT> const gemm_dq(tidx);
     Tensor tSrQ = thr_sdp.partition_fragment_A(sQ(_, _, 0));
     Tensor tSrK = thr_sdp.partition_fragment_B(sK);
     Tensor tdPrdO = thr_sdp.partition_fragment_A(sdO(_, _, 0));

@@ -141,6 +141,32 @@ struct FwdMainloop {
     }
   }
 
+  using TileS = Shape<Int<kBlockM>, Int<kBlockN>>;
+
+  // A consumer thread's wgmma operands (descriptors of Q, of the K stages (MMA, MMA_N, MMA_K, stages) and of the
+  // Vᵀ stages) and the tile coordinates of its scores, as a rowcol view.
+  CUTE_DEVICE static auto operands(SharedStorage& shared, int mma_tidx) {
+    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
+    Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutKV{});
+    Tensor sVt = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutVt{});
+    auto thr_qk = typename Traits::TiledMmaQK{}.get_thread_slice(mma_tidx);
+    auto thr_pv = typename Traits::TiledMmaPV{}.get_thread_slice(mma_tidx);
+    Tensor tScS = thr_qk.partition_C(make_identity_tensor(TileS{}));
+    return cute::make_tuple(thr_qk.partition_fragment_A(sQ), thr_qk.partition_fragment_B(sK),
+                            thr_pv.partition_fragment_B(sVt),
+                            make_tensor(tScS.data(), acc_to_rowcol(tScS.layout())));
+  }
+
+  // Masks the scores of key block n_block where the block crosses the sequence end or a window edge.
+  template <class Scores, class Coords>
+  CUTE_DEVICE static void mask(FwdParams const& params, Scores& scores, Coords const& score_coords, int m_block,
+                               int n_block, int seqlen_q, int seqlen_k) {
+    if (Range::needs_mask(m_block, n_block, seqlen_q, seqlen_k, params.window_left, params.window_right)) {
+      apply_mask<kHasWindow>(scores, score_coords, m_block * kBlockM, n_block * kBlockN, seqlen_q, seqlen_k,
+                             params.window_left, params.window_right);
+    }
+  }
+
   // Consumer: mma_tidx in [0, kMmaThreads). acc_o: cleared (MMA, MMA_M, MMA_N) fragment of TiledMmaPV; on return
   // it holds the unnormalised output and softmax the row statistics. q_phase: the phase of barrier_q that this
   // tile's Q completes (a persistent CTA's tile count, mod 2).
@@ -149,21 +175,10 @@ struct FwdMainloop {
                               Pipeline& pipeline_v, PipelineState& state, int m_block, int seqlen_q, int seqlen_k,
                               int n_block_min, int n_block_max, int mma_tidx, AccO& acc_o, Softmax& softmax,
                               int q_phase = 0) {
-    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
-    Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutKV{});
-    Tensor sVt = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutVt{});
     typename Traits::TiledMmaQK mma_qk;
     typename Traits::TiledMmaPV mma_pv;
-    auto thr_qk = mma_qk.get_thread_slice(mma_tidx);
-    auto thr_pv = mma_pv.get_thread_slice(mma_tidx);
-    Tensor tSrQ = thr_qk.partition_fragment_A(sQ);    // descriptors
-    Tensor tSrK = thr_qk.partition_fragment_B(sK);    // (MMA, MMA_N, MMA_K, stages) descriptors
-    Tensor tOrVt = thr_pv.partition_fragment_B(sVt);  // (MMA, MMA_N, MMA_K, stages) descriptors
-    using TileS = Shape<Int<kBlockM>, Int<kBlockN>>;
+    auto [tSrQ, tSrK, tOrVt, score_coords] = operands(shared, mma_tidx);
     Tensor acc_o_rows = make_tensor(acc_o.data(), acc_to_rowcol(acc_o.layout()));
-    Tensor tScS = thr_qk.partition_C(make_identity_tensor(TileS{}));
-    Tensor score_coords = make_tensor(tScS.data(), acc_to_rowcol(tScS.layout()));
-    int const row_base = m_block * kBlockM;
 
     shared.barrier_q.wait(q_phase);
     auto step = [&](int n_block, auto is_first) {
@@ -174,10 +189,7 @@ struct FwdMainloop {
       warpgroup_wait<0>();
       pipeline_k.consumer_release(state);
       Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
-      if (Range::needs_mask(m_block, n_block, seqlen_q, seqlen_k, params.window_left, params.window_right)) {
-        apply_mask<kHasWindow>(scores, score_coords, row_base, n_block * kBlockN, seqlen_q, seqlen_k,
-                               params.window_left, params.window_right);
-      }
+      mask(params, scores, score_coords, m_block, n_block, seqlen_q, seqlen_k);
       softmax.template update<kIsFirst>(scores, acc_o_rows);
       Tensor rP = convert_fragment<Element>(acc_s);
       Tensor tOrP = make_tensor(rP.data(), acc_to_a_operand(rP.layout()));
@@ -203,32 +215,15 @@ struct FwdMainloop {
                                          Pipeline& pipeline_v, PipelineState& state_k, PipelineState& state_v,
                                          int m_block, int seqlen_q, int seqlen_k, int n_block_min, int n_block_max,
                                          int mma_tidx, AccO& acc_o, Softmax& softmax, int q_phase = 0) {
-    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
-    Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutKV{});
-    Tensor sVt = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutVt{});
     typename Traits::TiledMmaQK mma_qk;
     typename Traits::TiledMmaPV mma_pv;
-    auto thr_qk = mma_qk.get_thread_slice(mma_tidx);
-    auto thr_pv = mma_pv.get_thread_slice(mma_tidx);
-    Tensor tSrQ = thr_qk.partition_fragment_A(sQ);
-    Tensor tSrK = thr_qk.partition_fragment_B(sK);
-    Tensor tOrVt = thr_pv.partition_fragment_B(sVt);
-    using TileS = Shape<Int<kBlockM>, Int<kBlockN>>;
+    auto [tSrQ, tSrK, tOrVt, score_coords] = operands(shared, mma_tidx);
     Tensor acc_o_rows = make_tensor(acc_o.data(), acc_to_rowcol(acc_o.layout()));
-    Tensor tScS = thr_qk.partition_C(make_identity_tensor(TileS{}));
-    Tensor score_coords = make_tensor(tScS.data(), acc_to_rowcol(tScS.layout()));
-    int const row_base = m_block * kBlockM;
     Tensor acc_s = partition_fragment_C(mma_qk, TileS{});
     Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
     Tensor rP = make_tensor<Element>(acc_s.layout());  // P of the previous block, the A operand of its P·V
     Tensor tOrP = make_tensor(rP.data(), acc_to_a_operand(rP.layout()));
 
-    auto mask = [&](int n_block) {
-      if (Range::needs_mask(m_block, n_block, seqlen_q, seqlen_k, params.window_left, params.window_right)) {
-        apply_mask<kHasWindow>(scores, score_coords, row_base, n_block * kBlockN, seqlen_q, seqlen_k,
-                               params.window_left, params.window_right);
-      }
-    };
     auto issue_s = [&]() {
       wgmma_gemm</*kClear=*/true>(mma_qk, tSrQ, tSrK(_, _, _, state_k.index()), acc_s);
     };
@@ -249,7 +244,7 @@ struct FwdMainloop {
     wgmma_wait<0>(acc_s);
     pipeline_k.consumer_release(state_k);
     ++state_k;
-    mask(n_block);
+    mask(params, scores, score_coords, m_block, n_block, seqlen_q, seqlen_k);
     softmax.template update_scores</*kIsFirst=*/true>(scores);
     copy(convert_fragment<Element>(acc_s), rP);
 
@@ -263,7 +258,7 @@ struct FwdMainloop {
       wgmma_wait<1>(acc_s);  // S(j) is done; P(j-1)·V(j-1) may still run
       pipeline_k.consumer_release(state_k);
       ++state_k;
-      mask(n_block);
+      mask(params, scores, score_coords, m_block, n_block, seqlen_q, seqlen_k);
       auto const correction = softmax.template update_scores</*kIsFirst=*/false>(scores);
       wgmma_wait<0>(acc_o, rP);  // P(j-1)·V(j-1) is done: acc_o may be rescaled and rP overwritten
       pipeline_v.consumer_release(state_v);
