@@ -5,13 +5,15 @@ FLASH_ATTN_FORCE_SM80=1 (read on every call); each case here runs both paths, an
 variants (PATHS), each checked by the tolerance rule (reference.py) with poisoned outputs. Skipped elsewhere.
 """
 
+import itertools
+
 import pytest
 import torch
 
-from flash_attn import _checks, _ops, flash_attn_func
+from flash_attn import _checks, _ops, flash_attn_func, flash_attn_varlen_func
 from helpers import DRYRUN, require_kernel, requires_gpu
 from helpers import randn as _randn
-from reference import assert_close_to_ref, attention_ref
+from reference import assert_close_to_ref, attention_ref, attention_varlen_ref
 
 FORCE_ENV = "FLASH_ATTN_FORCE_SM80"
 # Development switches of the sm90 forward (csrc/flash/sm90/fwd_launch.h), off by default until validated here:
@@ -75,18 +77,20 @@ CASES = [
 ]
 
 
-def _check_every_path(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, window):
+def _check_every_path(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, window, softcap=0.0, alibi_slopes=None):
     require_kernel(dtype, d)
     seed = d * 7919 + sq * 31 + sk
     q = _randn((b, sq, h, d), dtype, seed)
     k = _randn((b, sk, hk, d), dtype, seed + 1)
     v = _randn((b, sk, hk, d), dtype, seed + 2)
-    ref_out, ref_lse = attention_ref(q, k, v, causal, window=window)
-    lp_out, lp_lse = attention_ref(q, k, v, causal, window=window, upcast=False)
+    mods = dict(window=window, softcap=softcap, alibi_slopes=alibi_slopes)
+    ref_out, ref_lse = attention_ref(q, k, v, causal, **mods)
+    lp_out, lp_lse = attention_ref(q, k, v, causal, upcast=False, **mods)
     for path, env in PATHS.items():
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        out, lse, _ = flash_attn_func(q, k, v, causal=causal, window_size=window, return_attn_probs=True)
+        out, lse, _ = flash_attn_func(q, k, v, causal=causal, window_size=window, softcap=softcap,
+                                      alibi_slopes=alibi_slopes, return_attn_probs=True)
         assert_close_to_ref(f"out ({path})", out, ref_out, lp_out)
         assert_close_to_ref(f"lse ({path})", lse, ref_lse, lp_lse)
 
@@ -110,6 +114,66 @@ SMALL_CASES = [
 @pytest.mark.parametrize("d,sq,sk,h,hk,b,causal,window", SMALL_CASES)
 def test_forward_small(monkeypatch, d, sq, sk, h, hk, b, causal, window):
     _check_every_path(monkeypatch, torch.bfloat16, d, sq, sk, h, hk, b, causal, window)
+
+
+# Score modifiers (softcap, ALiBi with (h,) and (b, h) slopes, both together) on odd shapes, causal or windowed.
+SCORE_MOD_CASES = [
+    # (head dim, seqlen_q, seqlen_k, heads, heads_k, batch, causal, window, softcap, alibi: None / "h" / "bh")
+    (64, 257, 113, 4, 2, 2, False, (-1, -1), 30.0, None),
+    (128, 300, 700, 4, 4, 2, True, (-1, -1), 0.0, "h"),
+    (128, 513, 513, 4, 1, 1, False, (100, 20), 15.0, "bh"),
+    (256, 200, 333, 2, 2, 2, True, (-1, -1), 50.0, "h"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("d,sq,sk,h,hk,b,causal,window,softcap,alibi", SCORE_MOD_CASES)
+def test_score_mods(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, window, softcap, alibi):
+    slopes = None
+    if alibi is not None:
+        gen = torch.Generator().manual_seed(d + sq)
+        shape = (h,) if alibi == "h" else (b, h)
+        slopes = (torch.rand(shape, generator=gen) * 0.3 + 0.01).to("cuda")
+    _check_every_path(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, window, softcap, slopes)
+
+
+# Varlen on every path: lengths off the tile sizes, empty query and key sequences, GQA, causal and windowed, and an
+# understated max_seqlen_q (its CTAs compute the blocks past the grid in turn). The packed k/v run on past the last
+# sequence into NaN rows (a caller's buffer may hold anything there), which must not reach the output.
+VARLEN_CASES = [
+    # (head dim, seqlens_q, seqlens_k, heads, heads_k, causal, window, max_seqlen_q: None = the longest)
+    (64, [17, 0, 300, 1, 129], [17, 5, 300, 257, 0], 4, 2, False, (-1, -1), None),
+    (128, [113, 513, 128], [257, 513, 100], 4, 1, True, (-1, -1), None),
+    (128, [1000, 3], [700, 900], 2, 2, False, (64, 16), 1),
+    (256, [200, 129], [333, 64], 2, 2, True, (-1, -1), None),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("d,seqlens_q,seqlens_k,h,hk,causal,window,max_seqlen_q", VARLEN_CASES)
+def test_varlen(monkeypatch, dtype, d, seqlens_q, seqlens_k, h, hk, causal, window, max_seqlen_q):
+    require_kernel(dtype, d)
+    cu_q = [0] + list(itertools.accumulate(seqlens_q))
+    cu_k = [0] + list(itertools.accumulate(seqlens_k))
+    seed = d * 131 + cu_q[-1]
+    tail = 37  # rows of k/v past the last sequence
+    q = _randn((cu_q[-1], h, d), dtype, seed)
+    k = _randn((cu_k[-1] + tail, hk, d), dtype, seed + 1)
+    v = _randn((cu_k[-1] + tail, hk, d), dtype, seed + 2)
+    k[cu_k[-1]:] = float("nan")
+    v[cu_k[-1]:] = float("nan")
+    keys = slice(0, cu_k[-1])
+    ref_out, ref_lse = attention_varlen_ref(q, k[keys], v[keys], cu_q, cu_k, causal, window=window)
+    lp_out, lp_lse = attention_varlen_ref(q, k[keys], v[keys], cu_q, cu_k, causal, upcast=False, window=window)
+    cu_q_t, cu_k_t = (torch.tensor(cu, dtype=torch.int32, device=q.device) for cu in (cu_q, cu_k))
+    max_q = max(seqlens_q) if max_seqlen_q is None else max_seqlen_q
+    for path, env in PATHS.items():
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        out, lse, _ = flash_attn_varlen_func(q, k, v, cu_q_t, cu_k_t, max_q, max(seqlens_k), causal=causal,
+                                             window_size=window, return_attn_probs=True)
+        assert_close_to_ref(f"out ({path})", out, ref_out, lp_out)
+        assert_close_to_ref(f"lse ({path})", lse, ref_lse, lp_lse)
 
 
 def test_strided_qkv_slices(monkeypatch):

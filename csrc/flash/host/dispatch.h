@@ -125,22 +125,26 @@ void dispatch_kernel(KernelKey const& key, bool has_window, Fn&& fn) {
   }
 }
 
-// The sm90 forward serves dense fp16/bf16 calls whose tensors TMA can address (16-byte aligned base pointers and
-// strides), with head dims of the kSm90FwdMinHeadDim bucket and up (kernel_table.h) and without the features it
-// does not have yet: varlen, KV cache (seqused/leftpad/batch index/paged/append), dropout, softcap, ALiBi and
-// returned probabilities. Every other call runs the sm80 kernels, which every GPU >= sm80 runs.
+// The sm90 forward serves fp16/bf16 calls, dense or varlen (cu_seqlens_q/k), whose tensors TMA can address (16-byte
+// aligned base pointers and strides, at least one row), with head dims of the kSm90FwdMinHeadDim bucket and up
+// (kernel_table.h) and without the features it does not have yet: the KV-cache inputs (seqused_k, leftpad_k,
+// kv_batch_idx, block_table, appended keys). Dropout and returned probabilities stay on sm80. Every other call runs
+// the sm80 kernels, which every GPU >= sm80 runs.
 inline bool sm90_fwd_supports(FwdParams const& p) {
   auto aligned = [](void const* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
   auto strides_aligned = [](int64_t batch, int64_t row, int64_t head) {
     return batch % 8 == 0 && row % 8 == 0 && head % 8 == 0;  // 16 bytes of 16-bit elements
   };
-  bool const plain = p.cu_seqlens_q == nullptr && p.cu_seqlens_k == nullptr && p.seqused_k == nullptr &&
-                     p.seqused_k_extra == 0 && p.kv_batch_idx == nullptr && p.leftpad_k == nullptr &&
-                     p.block_table == nullptr && p.k_new_ptr == nullptr && !p.has_dropout && p.softcap <= 0.f &&
-                     p.alibi_slopes_ptr == nullptr && p.s_dmask_ptr == nullptr && p.head_dim_v == p.head_dim;
+  bool const plain = p.seqused_k == nullptr && p.seqused_k_extra == 0 && p.kv_batch_idx == nullptr &&
+                     p.leftpad_k == nullptr && p.block_table == nullptr && p.k_new_ptr == nullptr &&
+                     !p.has_dropout && p.s_dmask_ptr == nullptr && p.head_dim_v == p.head_dim;
+  // TMA's extents (sm90/fwd_mainloop.h: q_extent, kv_extent) must not be empty.
+  bool const has_rows = (p.cu_seqlens_q != nullptr ? p.total_q : p.seqlen_q) > 0 &&
+                        (p.cu_seqlens_k != nullptr ? p.total_k : p.seqlen_k) > 0;
   bool const fits_grid = p.batch <= 65535 && p.num_heads <= 65535;  // its grid is (query blocks, heads, batch)
-  return plain && fits_grid && head_dim_bucket(p.head_dim) >= kSm90FwdMinHeadDim && aligned(p.q_ptr) &&
-         aligned(p.k_ptr) && aligned(p.v_ptr) && strides_aligned(p.q_batch_stride, p.q_row_stride, p.q_head_stride) &&
+  return plain && has_rows && fits_grid && head_dim_bucket(p.head_dim) >= kSm90FwdMinHeadDim &&
+         aligned(p.q_ptr) && aligned(p.k_ptr) && aligned(p.v_ptr) &&
+         strides_aligned(p.q_batch_stride, p.q_row_stride, p.q_head_stride) &&
          strides_aligned(p.k_batch_stride, p.k_row_stride, p.k_head_stride) &&
          strides_aligned(p.v_batch_stride, p.v_row_stride, p.v_head_stride) && p.o_row_stride % 2 == 0 &&
          p.o_head_stride % 2 == 0 && p.o_batch_stride % 2 == 0 && reinterpret_cast<uintptr_t>(p.o_ptr) % 4 == 0;

@@ -7,6 +7,7 @@
 
 #include "../core/convert.h"
 #include "../core/params.h"
+#include "../core/seqlen.h"
 #include "fragment_layouts.h"
 
 namespace flash::sm90 {
@@ -21,8 +22,9 @@ struct FwdEpilogue {
 
   // acc_o: the normalised (MMA, MMA_M, MMA_N) fragment of TiledMmaPV; lse: one value per row of its rowcol view.
   template <class AccO, class Lse>
-  CUTE_DEVICE static void store(FwdParams const& params, AccO const& acc_o, Lse const& lse, int m_block, int head,
-                                int batch, int seqlen_q, int mma_tidx) {
+  CUTE_DEVICE static void store(FwdParams const& params, SeqlenInfo const& seq, AccO const& acc_o, Lse const& lse,
+                                int m_block, int head, int batch, int mma_tidx) {
+    int const seqlen_q = seq.seqlen_q;
     typename Traits::TiledMmaPV mma_pv;
     auto thr_pv = mma_pv.get_thread_slice(mma_tidx);
     Tensor rO = convert_fragment<Element>(acc_o);
@@ -30,9 +32,10 @@ struct FwdEpilogue {
     Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
     Tensor coords = make_tensor(tOcO.data(), acc_to_rowcol(tOcO.layout()));
     int const row_base = m_block * kBlockM;
-    Element* o_base = static_cast<Element*>(params.o_ptr) + int64_t(batch) * params.o_batch_stride +
+    Element* o_base = static_cast<Element*>(params.o_ptr) +
+                      seq.q_offset(params.o_batch_stride, params.o_row_stride, batch) +
                       int64_t(head) * params.o_head_stride;
-    float* lse_base = params.softmax_lse_ptr + int64_t(batch) * params.lse_batch_stride +
+    float* lse_base = params.softmax_lse_ptr + seq.lse_offset(params.lse_batch_stride, batch) +
                       int64_t(head) * params.lse_head_stride;
     static_assert(decltype(size<1, 0>(rO_rows))::value == 2, "columns come in adjacent pairs");
     CUTE_UNROLL

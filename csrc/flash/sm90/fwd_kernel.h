@@ -11,6 +11,7 @@
 
 #include "../core/block.h"
 #include "../core/params.h"
+#include "../core/seqlen.h"
 #include "../core/softmax.h"
 #include "fragment_layouts.h"
 #include "fwd_epilogue.h"
@@ -23,7 +24,8 @@ using namespace cute;
 
 // kOverlap: the consumers run FwdMainloop::mma_overlapped (GEMMs overlapped with the softmax, ping-pong between the
 // consumer warpgroups) instead of FwdMainloop::mma. kPersistent: persistent CTAs (StaticPersistentScheduler) instead
-// of one tile per CTA.
+// of one tile per CTA. Either way a CTA may compute several query blocks in turn (rounds), so the producer loads a
+// block's Q only once the consumers are done with the last one's (barrier_q_empty).
 template <class Traits, bool kHasWindow, bool kOverlap, bool kPersistent>
 struct FwdKernel {
   using Traits_ = Traits;
@@ -44,11 +46,23 @@ struct FwdKernel {
   // The half-open range [min, max) of key blocks a tile visits.
   struct KeyBlocks {
     int min, max;
-    CUTE_DEVICE KeyBlocks(FwdParams const& params, WorkTile const& tile) {
-      Range::key_blocks(tile.block, params.seqlen_q, params.seqlen_k, params.window_left, params.window_right, min,
-                        max);
+    CUTE_DEVICE KeyBlocks(FwdParams const& params, SeqlenInfo const& seq, WorkTile const& tile) {
+      Range::key_blocks(tile.block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, min, max);
     }
   };
+
+  // Calls fn(seq, tile) for each query block the CTA computes, in order: each tile the scheduler gives and, where
+  // a varlen sequence is longer than the grid's num_m_blocks query blocks (an understated max_seqlen_q), its
+  // blocks num_m_blocks, 2 num_m_blocks, ... further on; blocks past the sequence's end are skipped. The producer
+  // and the consumers walk the same list.
+  template <class Fn>
+  CUTE_DEVICE static void for_each_block(FwdParams const& params, int num_m_blocks, Fn&& fn) {
+    Scheduler scheduler(num_m_blocks, params.num_heads, params.batch);
+    for (WorkTile tile; scheduler.next(tile);) {
+      SeqlenInfo const seq(params, tile.batch);
+      for (; tile.block * kBlockM < seq.seqlen_q; tile.block += num_m_blocks) { fn(seq, tile); }
+    }
+  }
 
   CUTE_DEVICE static void run(Arguments const& args, char* smem) {
     FwdParams const& params = args.params;
@@ -56,87 +70,63 @@ struct FwdKernel {
     int const warpgroup = cutlass::canonical_warp_group_idx();
     bool const is_producer = warpgroup == 0;
     if (threadIdx.x == 0) { Mainloop::prefetch_descriptors(args.mainloop); }
-    Mainloop::template init_barriers<kPersistent>(shared);
+    Mainloop::init_barriers(shared);
     typename Mainloop::Pipeline pipeline_k(shared.pipeline_k, Mainloop::pipeline_params(is_producer),
                                            Shape<_1, _1, _1>{});
     typename Mainloop::Pipeline pipeline_v(shared.pipeline_v, Mainloop::pipeline_params(is_producer),
                                            Shape<_1, _1, _1>{});
     __syncthreads();  // barriers initialised before any thread uses them
 
-    if constexpr (kPersistent) {
-      int const num_m_blocks = (params.seqlen_q + kBlockM - 1) / kBlockM;
-      Scheduler scheduler(num_m_blocks, params.num_heads, params.batch);
-      if (is_producer) {
-        cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
-        if (threadIdx.x == 0) {
-          auto state = cutlass::make_producer_start_state<typename Mainloop::Pipeline>();
-          int round = 0;
-          for (WorkTile tile; scheduler.next(tile); ++round) {
-            if (round > 0) { shared.barrier_q_empty.wait((round - 1) & 1); }  // the last tile's Q is consumed
-            KeyBlocks const keys(params, tile);
-            produce(params, args, shared, pipeline_k, pipeline_v, state, tile, keys);
-          }
-        }
-      } else {
-        cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
-        typename Mainloop::PipelineState state_k, state_v;
-        int round = 0;
-        for (WorkTile tile; scheduler.next(tile); ++round) {
-          KeyBlocks const keys(params, tile);
-          consume(params, shared, pipeline_k, pipeline_v, state_k, state_v, tile, keys, round & 1);
-        }
+    int const num_m_blocks = (params.seqlen_q + kBlockM - 1) / kBlockM;
+    int round = 0;  // query blocks this CTA has started: barrier_q and barrier_q_empty complete once per block
+    if (is_producer) {
+      cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
+      if (threadIdx.x == 0) {
+        auto state = cutlass::make_producer_start_state<typename Mainloop::Pipeline>();
+        for_each_block(params, num_m_blocks, [&](SeqlenInfo const& seq, WorkTile const& tile) {
+          if (round > 0) { shared.barrier_q_empty.wait((round - 1) & 1); }  // the last block's Q is consumed
+          KeyBlocks const keys(params, seq, tile);
+          Mainloop::load(params, args.mainloop, shared, pipeline_k, pipeline_v, state, seq, tile.block, tile.head,
+                         tile.batch, keys.min, keys.max);
+          ++round;
+        });
       }
     } else {
-      WorkTile const tile = Scheduler::tile();
-      KeyBlocks const keys(params, tile);
-      if (is_producer) {
-        cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
-        if (threadIdx.x == 0) {
-          auto state = cutlass::make_producer_start_state<typename Mainloop::Pipeline>();
-          produce(params, args, shared, pipeline_k, pipeline_v, state, tile, keys);
-        }
-      } else {
-        cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
-        typename Mainloop::PipelineState state_k, state_v;
-        consume(params, shared, pipeline_k, pipeline_v, state_k, state_v, tile, keys, /*q_phase=*/0);
-      }
+      cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
+      typename Mainloop::PipelineState state_k, state_v;
+      for_each_block(params, num_m_blocks, [&](SeqlenInfo const& seq, WorkTile const& tile) {
+        consume(params, shared, pipeline_k, pipeline_v, state_k, state_v, seq, tile, KeyBlocks(params, seq, tile),
+                round & 1);
+        ++round;
+      });
     }
   }
 
-  // The producer thread's loads of one tile.
-  template <class State>
-  CUTE_DEVICE static void produce(FwdParams const& params, Arguments const& args, SharedStorage& shared,
-                                  typename Mainloop::Pipeline& pipeline_k, typename Mainloop::Pipeline& pipeline_v,
-                                  State& state, WorkTile const& tile, KeyBlocks const& keys) {
-    Mainloop::load(params, args.mainloop, shared, pipeline_k, pipeline_v, state, tile.block, tile.head, tile.batch,
-                   keys.min, keys.max);
-  }
-
-  // One tile on the consumer warpgroups: mainloop, softmax finalisation, epilogue. state_v is used only by the
-  // overlapped mainloop (the plain one keeps K and V in step with state_k).
+  // One query block on the consumer warpgroups: mainloop, softmax finalisation, epilogue. state_v is used only by
+  // the overlapped mainloop (the plain one keeps K and V in step with state_k).
   CUTE_DEVICE static void consume(FwdParams const& params, SharedStorage& shared,
                                   typename Mainloop::Pipeline& pipeline_k, typename Mainloop::Pipeline& pipeline_v,
                                   typename Mainloop::PipelineState& state_k,
-                                  typename Mainloop::PipelineState& state_v, WorkTile const& tile,
-                                  KeyBlocks const& keys, int q_phase) {
+                                  typename Mainloop::PipelineState& state_v, SeqlenInfo const& seq,
+                                  WorkTile const& tile, KeyBlocks const& keys, int q_phase) {
     int const mma_tidx = threadIdx.x - 128;
     typename Traits::TiledMmaPV mma_pv;
     Tensor acc_o = partition_fragment_C(mma_pv, Shape<Int<kBlockM>, Int<kHeadDim>>{});
     clear(acc_o);
     Tensor acc_o_rows = make_tensor(acc_o.data(), acc_to_rowcol(acc_o.layout()));
     OnlineSoftmax<decltype(size<0>(acc_o_rows))::value> softmax(params.score_scale_log2);
+    Alibi const alibi = make_alibi(params, tile.batch, tile.head, seq.seqlen_q, seq.seqlen_k);
     if constexpr (kOverlap) {
-      Mainloop::mma_overlapped(params, shared, pipeline_k, pipeline_v, state_k, state_v, tile.block,
-                               params.seqlen_q, params.seqlen_k, keys.min, keys.max, mma_tidx, acc_o, softmax,
-                               q_phase);
+      Mainloop::mma_overlapped(params, shared, pipeline_k, pipeline_v, state_k, state_v, seq, tile.block, keys.min,
+                               keys.max, alibi, mma_tidx, acc_o, softmax, q_phase);
     } else {
-      Mainloop::mma(params, shared, pipeline_k, pipeline_v, state_k, tile.block, params.seqlen_q, params.seqlen_k,
-                    keys.min, keys.max, mma_tidx, acc_o, softmax, q_phase);
+      Mainloop::mma(params, shared, pipeline_k, pipeline_v, state_k, seq, tile.block, keys.min, keys.max, alibi,
+                    mma_tidx, acc_o, softmax, q_phase);
     }
-    if constexpr (kPersistent) { shared.barrier_q_empty.arrive(); }  // every S GEMM of the tile is done
+    shared.barrier_q_empty.arrive();  // every S GEMM of the block is done: the producer may load the next Q
     // Rows that saw no key end with output 0 and lse +inf.
     Tensor lse = softmax.finalize(acc_o_rows, params.score_scale);
-    Epilogue::store(params, acc_o, lse, tile.block, tile.head, tile.batch, params.seqlen_q, mma_tidx);
+    Epilogue::store(params, seq, acc_o, lse, tile.block, tile.head, tile.batch, mma_tidx);
   }
 };
 

@@ -13,6 +13,8 @@
 #include "../core/convert.h"
 #include "../core/mask.h"
 #include "../core/params.h"
+#include "../core/score_mods.h"
+#include "../core/seqlen.h"
 #include "../core/softmax.h"
 #include "fragment_layouts.h"
 #include "pingpong.h"
@@ -55,23 +57,36 @@ struct FwdMainloop {
     typename Pipeline::SharedStorage pipeline_k;
     typename Pipeline::SharedStorage pipeline_v;
     alignas(8) cutlass::arch::ClusterTransactionBarrier barrier_q;
-    // Persistent CTAs: the consumers are done with this tile's Q (its next tile's Q may be loaded).
+    // The consumers are done with this query block's Q (a CTA's next block may load its own).
     alignas(8) cutlass::arch::ClusterBarrier barrier_q_empty;
   };
 
+  // The extents TMA addresses: (rows, head dim, heads, batches). Dense q/k/v are (batch, seqlen, heads, d); a
+  // varlen tensor is one batch entry of total rows, each sequence a range of them (SeqlenInfo's start).
+  CUTE_HOST_DEVICE static auto q_extent(FwdParams const& params) {
+    bool const varlen = params.cu_seqlens_q != nullptr;
+    return make_shape(varlen ? params.total_q : params.seqlen_q, params.head_dim, params.num_heads,
+                      varlen ? 1 : params.batch);
+  }
+  CUTE_HOST_DEVICE static auto kv_extent(FwdParams const& params) {
+    bool const varlen = params.cu_seqlens_k != nullptr;
+    return make_shape(varlen ? params.total_k : params.seqlen_k, params.head_dim, params.num_heads_k,
+                      varlen ? 1 : params.batch);
+  }
+
   static Arguments make_arguments(FwdParams const& params) {
-    auto gmem = [&](void const* ptr, int rows, int64_t batch_stride, int64_t row_stride, int64_t head_stride,
-                    int heads) {
-      return make_tensor(make_gmem_ptr(static_cast<Element const*>(ptr)),
-                         make_shape(rows, params.head_dim, heads, params.batch),
-                         make_stride(row_stride, _1{}, head_stride, batch_stride));
+    auto gmem = [&](void const* ptr, auto extent, int64_t batch_stride, int64_t row_stride, int64_t head_stride) {
+      // A varlen tensor's single batch entry: any 16-byte multiple stands in for its unused batch stride.
+      int64_t const stride = get<3>(extent) == 1 ? row_stride * get<0>(extent) : batch_stride;
+      return make_tensor(make_gmem_ptr(static_cast<Element const*>(ptr)), extent,
+                         make_stride(row_stride, _1{}, head_stride, stride));
     };
-    auto const q = gmem(params.q_ptr, params.seqlen_q, params.q_batch_stride, params.q_row_stride,
-                        params.q_head_stride, params.num_heads);
-    auto const k = gmem(params.k_ptr, params.seqlen_k, params.k_batch_stride, params.k_row_stride,
-                        params.k_head_stride, params.num_heads_k);
-    auto const v = gmem(params.v_ptr, params.seqlen_k, params.v_batch_stride, params.v_row_stride,
-                        params.v_head_stride, params.num_heads_k);
+    auto const q = gmem(params.q_ptr, q_extent(params), params.q_batch_stride, params.q_row_stride,
+                        params.q_head_stride);
+    auto const k = gmem(params.k_ptr, kv_extent(params), params.k_batch_stride, params.k_row_stride,
+                        params.k_head_stride);
+    auto const v = gmem(params.v_ptr, kv_extent(params), params.v_batch_stride, params.v_row_stride,
+                        params.v_head_stride);
     auto const kv_stage = take<0, 2>(typename Traits::SmemLayoutKV{});
     return {make_tma_copy(SM90_TMA_LOAD{}, q, typename Traits::SmemLayoutQ{}),
             make_tma_copy(SM90_TMA_LOAD{}, k, kv_stage), make_tma_copy(SM90_TMA_LOAD{}, v, kv_stage)};
@@ -84,12 +99,10 @@ struct FwdMainloop {
   }
 
   // Barrier set-up, by one thread, before the CTA-wide barrier that precedes any use.
-  // kPersistent: also the barrier that lets the producer reuse Q's buffer for the CTA's next tile.
-  template <bool kPersistent>
   CUTE_DEVICE static void init_barriers(SharedStorage& shared) {
     if (threadIdx.x == 0) {
       shared.barrier_q.init(/*arrive_count=*/1);
-      if constexpr (kPersistent) { shared.barrier_q_empty.init(/*arrive_count=*/Traits::kMmaThreads); }
+      shared.barrier_q_empty.init(/*arrive_count=*/Traits::kMmaThreads);
     }
   }
 
@@ -104,20 +117,23 @@ struct FwdMainloop {
 
   // Producer: run by thread 0 only. Key blocks are visited last to first (the consumers' order).
   CUTE_DEVICE static void load(FwdParams const& params, Arguments const& args, SharedStorage& shared,
-                               Pipeline& pipeline_k, Pipeline& pipeline_v, PipelineState& state, int m_block,
-                               int head, int batch, int n_block_min, int n_block_max) {
+                               Pipeline& pipeline_k, Pipeline& pipeline_v, PipelineState& state, SeqlenInfo const& seq,
+                               int m_block, int head, int batch, int n_block_min, int n_block_max) {
     int const kv_head = head / params.head_ratio;
     Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
     Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutKV{});
     Tensor sV = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutKV{});
-    Tensor mQ = args.tma_q.get_tma_tensor(make_shape(params.seqlen_q, params.head_dim, params.num_heads, params.batch));
-    Tensor mK =
-        args.tma_k.get_tma_tensor(make_shape(params.seqlen_k, params.head_dim, params.num_heads_k, params.batch));
-    Tensor mV =
-        args.tma_v.get_tma_tensor(make_shape(params.seqlen_k, params.head_dim, params.num_heads_k, params.batch));
-    Tensor gQ = local_tile(mQ(_, _, head, batch), Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, _0{}));
-    Tensor gK = local_tile(mK(_, _, kv_head, batch), Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, _0{}));
-    Tensor gV = local_tile(mV(_, _, kv_head, batch), Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, _0{}));
+    // The sequence's rows: from its start row (varlen, or left padding) of its batch entry (kv_batch for K/V).
+    Tensor mQ = domain_offset(make_coord(seq.start_q, _0{}),
+                              args.tma_q.get_tma_tensor(q_extent(params))(_, _, head, seq.varlen_q ? 0 : batch));
+    int const kv_batch = seq.varlen_k ? 0 : seq.kv_batch;
+    Tensor mK = domain_offset(make_coord(seq.start_k, _0{}),
+                              args.tma_k.get_tma_tensor(kv_extent(params))(_, _, kv_head, kv_batch));
+    Tensor mV = domain_offset(make_coord(seq.start_k, _0{}),
+                              args.tma_v.get_tma_tensor(kv_extent(params))(_, _, kv_head, kv_batch));
+    Tensor gQ = local_tile(mQ, Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, _0{}));
+    Tensor gK = local_tile(mK, Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, _0{}));
+    Tensor gV = local_tile(mV, Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, _0{}));
     auto tma_q = args.tma_q.get_slice(0);
     auto tma_k = args.tma_k.get_slice(0);
     auto tma_v = args.tma_v.get_slice(0);
@@ -142,6 +158,7 @@ struct FwdMainloop {
   }
 
   using TileS = Shape<Int<kBlockM>, Int<kBlockN>>;
+  static constexpr int kVTailBarrier = 2;  // named barrier id of zero_v_tail (PingPong has 0 and 1)
 
   // A consumer thread's wgmma operands (descriptors of Q, of the K stages (MMA, MMA_N, MMA_K, stages) and of the
   // Vᵀ stages) and the tile coordinates of its scores, as a rowcol view.
@@ -157,24 +174,47 @@ struct FwdMainloop {
                             make_tensor(tScS.data(), acc_to_rowcol(tScS.layout())));
   }
 
-  // Masks the scores of key block n_block where the block crosses the sequence end or a window edge.
+  // The scores of key block n_block as the softmax takes them: softcap and ALiBi (score_mods.h, runtime switches),
+  // then the mask where the block crosses the sequence end or a window edge.
   template <class Scores, class Coords>
-  CUTE_DEVICE static void mask(FwdParams const& params, Scores& scores, Coords const& score_coords, int m_block,
-                               int n_block, int seqlen_q, int seqlen_k) {
+  CUTE_DEVICE static void prepare_scores(FwdParams const& params, Alibi const& alibi, Scores& scores,
+                                         Coords const& score_coords, int m_block, int n_block, int seqlen_q,
+                                         int seqlen_k) {
+    int const row_base = m_block * kBlockM;
+    apply_score_mods</*kMaySoftcap=*/true>(
+        params, alibi.enabled(), scores, score_coords, [&](int r) { return row_base + get<0>(score_coords(r, 0)); },
+        [&](int) { return alibi.slope; }, alibi.shift, n_block * kBlockN);
     if (Range::needs_mask(m_block, n_block, seqlen_q, seqlen_k, params.window_left, params.window_right)) {
-      apply_mask<kHasWindow>(scores, score_coords, m_block * kBlockM, n_block * kBlockN, seqlen_q, seqlen_k,
+      apply_mask<kHasWindow>(scores, score_coords, row_base, n_block * kBlockN, seqlen_q, seqlen_k,
                              params.window_left, params.window_right);
     }
   }
 
+  // A varlen V tile that crosses its sequence's end holds the next sequence's rows, or rows past the last one that
+  // may hold anything: P is 0 there, but 0 · NaN is not, so the consumers zero them before P·V reads the tile.
+  // (Dense tiles need nothing: TMA fills rows past the tensor's end with zeros.) Called by every consumer thread
+  // right after the wait for the first V tile of a query block, before its P·V.
+  CUTE_DEVICE static void zero_v_tail(SharedStorage& shared, SeqlenInfo const& seq, int n_block, int stage,
+                                      int mma_tidx) {
+    int const valid = seq.seqlen_k - n_block * kBlockN;
+    if (!seq.varlen_k || valid >= kBlockN) { return; }
+    Tensor sV = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutKV{});
+    for (int i = mma_tidx; i < (kBlockN - valid) * kHeadDim; i += Traits::kMmaThreads) {
+      sV(valid + i / kHeadDim, i % kHeadDim, stage) = Element(0);
+    }
+    cutlass::arch::fence_view_async_shared();  // the generic-proxy stores, visible to wgmma's reads
+    cutlass::arch::NamedBarrier::sync(Traits::kMmaThreads, kVTailBarrier);
+  }
+
   // Consumer: mma_tidx in [0, kMmaThreads). acc_o: cleared (MMA, MMA_M, MMA_N) fragment of TiledMmaPV; on return
   // it holds the unnormalised output and softmax the row statistics. q_phase: the phase of barrier_q that this
-  // tile's Q completes (a persistent CTA's tile count, mod 2).
+  // block's Q completes (the CTA's count of earlier blocks, mod 2).
   template <class AccO, class Softmax>
   CUTE_DEVICE static void mma(FwdParams const& params, SharedStorage& shared, Pipeline& pipeline_k,
-                              Pipeline& pipeline_v, PipelineState& state, int m_block, int seqlen_q, int seqlen_k,
-                              int n_block_min, int n_block_max, int mma_tidx, AccO& acc_o, Softmax& softmax,
-                              int q_phase = 0) {
+                              Pipeline& pipeline_v, PipelineState& state, SeqlenInfo const& seq, int m_block,
+                              int n_block_min, int n_block_max, Alibi const& alibi, int mma_tidx, AccO& acc_o,
+                              Softmax& softmax, int q_phase) {
+    int const seqlen_q = seq.seqlen_q, seqlen_k = seq.seqlen_k;
     typename Traits::TiledMmaQK mma_qk;
     typename Traits::TiledMmaPV mma_pv;
     auto [tSrQ, tSrK, tOrVt, score_coords] = operands(shared, mma_tidx);
@@ -189,11 +229,12 @@ struct FwdMainloop {
       warpgroup_wait<0>();
       pipeline_k.consumer_release(state);
       Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
-      mask(params, scores, score_coords, m_block, n_block, seqlen_q, seqlen_k);
+      prepare_scores(params, alibi, scores, score_coords, m_block, n_block, seqlen_q, seqlen_k);
       softmax.template update<kIsFirst>(scores, acc_o_rows);
       Tensor rP = convert_fragment<Element>(acc_s);
       Tensor tOrP = make_tensor(rP.data(), acc_to_a_operand(rP.layout()));
       pipeline_v.consumer_wait(state);
+      if constexpr (kIsFirst) { zero_v_tail(shared, seq, n_block, state.index(), mma_tidx); }
       wgmma_gemm</*kClear=*/false>(mma_pv, tOrP, tOrVt(_, _, _, state.index()), acc_o);
       warpgroup_wait<0>();
       pipeline_v.consumer_release(state);
@@ -213,8 +254,10 @@ struct FwdMainloop {
   template <class AccO, class Softmax>
   CUTE_DEVICE static void mma_overlapped(FwdParams const& params, SharedStorage& shared, Pipeline& pipeline_k,
                                          Pipeline& pipeline_v, PipelineState& state_k, PipelineState& state_v,
-                                         int m_block, int seqlen_q, int seqlen_k, int n_block_min, int n_block_max,
-                                         int mma_tidx, AccO& acc_o, Softmax& softmax, int q_phase = 0) {
+                                         SeqlenInfo const& seq, int m_block, int n_block_min, int n_block_max,
+                                         Alibi const& alibi, int mma_tidx, AccO& acc_o, Softmax& softmax,
+                                         int q_phase) {
+    int const seqlen_q = seq.seqlen_q, seqlen_k = seq.seqlen_k;
     typename Traits::TiledMmaQK mma_qk;
     typename Traits::TiledMmaPV mma_pv;
     auto [tSrQ, tSrK, tOrVt, score_coords] = operands(shared, mma_tidx);
@@ -244,13 +287,14 @@ struct FwdMainloop {
     wgmma_wait<0>(acc_s);
     pipeline_k.consumer_release(state_k);
     ++state_k;
-    mask(params, scores, score_coords, m_block, n_block, seqlen_q, seqlen_k);
+    prepare_scores(params, alibi, scores, score_coords, m_block, n_block, seqlen_q, seqlen_k);
     softmax.template update_scores</*kIsFirst=*/true>(scores);
     copy(convert_fragment<Element>(acc_s), rP);
 
     for (--n_block; n_block >= n_block_min; --n_block) {
       pipeline_k.consumer_wait(state_k);
       pipeline_v.consumer_wait(state_v);
+      if (n_block == n_block_max - 2) { zero_v_tail(shared, seq, n_block + 1, state_v.index(), mma_tidx); }
       turns.wait_turn();
       issue_s();
       issue_pv();
@@ -258,7 +302,7 @@ struct FwdMainloop {
       wgmma_wait<1>(acc_s);  // S(j) is done; P(j-1)·V(j-1) may still run
       pipeline_k.consumer_release(state_k);
       ++state_k;
-      mask(params, scores, score_coords, m_block, n_block, seqlen_q, seqlen_k);
+      prepare_scores(params, alibi, scores, score_coords, m_block, n_block, seqlen_q, seqlen_k);
       auto const correction = softmax.template update_scores</*kIsFirst=*/false>(scores);
       wgmma_wait<0>(acc_o, rP);  // P(j-1)·V(j-1) is done: acc_o may be rescaled and rP overwritten
       pipeline_v.consumer_release(state_v);
@@ -268,6 +312,7 @@ struct FwdMainloop {
     }
 
     pipeline_v.consumer_wait(state_v);
+    if (num_blocks == 1) { zero_v_tail(shared, seq, n_block_max - 1, state_v.index(), mma_tidx); }
     turns.wait_turn();
     issue_pv();
     turns.pass_turn();

@@ -13,14 +13,24 @@
 namespace flash::sm90 {
 
 // One tile per CTA: grid (query blocks, heads, batch).
-struct SingleTileScheduler {
+class SingleTileScheduler {
+ public:
   static dim3 grid(int num_m_blocks, int num_heads, int batch, int /*num_sms*/) {
     return dim3(num_m_blocks, num_heads, batch);
   }
 
-  CUTLASS_DEVICE static WorkTile tile() {
-    return WorkTile{int(gridDim.x - 1 - blockIdx.x), int(blockIdx.y), int(blockIdx.z)};
+  CUTLASS_DEVICE SingleTileScheduler(int /*num_m_blocks*/, int /*num_heads*/, int /*batch*/) {}
+
+  // The CTA's tile, once; false after it.
+  CUTLASS_DEVICE bool next(WorkTile& tile) {
+    if (done_) { return false; }
+    tile = WorkTile{int(gridDim.x - 1 - blockIdx.x), int(blockIdx.y), int(blockIdx.z)};
+    done_ = true;
+    return true;
   }
+
+ private:
+  bool done_ = false;
 };
 
 // Persistent CTAs, at most one per SM (a CTA's tiles take most of an SM's shared memory): CTA i computes tiles
