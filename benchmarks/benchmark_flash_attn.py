@@ -50,7 +50,9 @@ BACKENDS = {
     # name: (column title, SDPA backend or None for ours)
     "ours": ("ours", None),
     "ours-sm80": ("ours-sm80", None),  # ours with FLASH_ATTN_FORCE_SM80=1: the sm80 kernels on any GPU
-    # ours with the sm90 forward's development switches (csrc/flash/sm90/fwd_launch.h)
+    # ours with the sm90 forward's variant switches (csrc/flash/sm90/fwd_launch.h) set: plain or overlapped
+    # consumers, one tile per CTA or persistent
+    "ours-plain": ("ours-plain", None),
     "ours-overlap": ("ours-overlap", None),
     "ours-persistent": ("ours-persistent", None),
     "ours-overlap-persistent": ("ours-overlap-persistent", None),
@@ -59,10 +61,10 @@ BACKENDS = {
     "efficient": ("efficient", SDPBackend.EFFICIENT_ATTENTION),
 }
 # Environment of the ours-* columns while they run (the binding and the sm90 launcher read these on every call).
-_OVERLAP = {"FLASH_ATTN_SM90_FWD_OVERLAP": "1"}
+_OVERLAP, _PLAIN = {"FLASH_ATTN_SM90_FWD_OVERLAP": "1"}, {"FLASH_ATTN_SM90_FWD_OVERLAP": "0"}
 _PERSISTENT = {"FLASH_ATTN_SM90_FWD_PERSISTENT": "1"}
-BACKEND_ENV = {"ours-sm80": {"FLASH_ATTN_FORCE_SM80": "1"}, "ours-overlap": _OVERLAP, "ours-persistent": _PERSISTENT,
-               "ours-overlap-persistent": {**_OVERLAP, **_PERSISTENT}}
+BACKEND_ENV = {"ours-sm80": {"FLASH_ATTN_FORCE_SM80": "1"}, "ours-plain": _PLAIN, "ours-overlap": _OVERLAP,
+               "ours-persistent": {**_PLAIN, **_PERSISTENT}, "ours-overlap-persistent": {**_OVERLAP, **_PERSISTENT}}
 DIRECTIONS = {"fwd": 1.0, "bwd": 2.5, "fwd_bwd": 3.5}  # FLOPs relative to the forward
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

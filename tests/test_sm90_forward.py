@@ -1,7 +1,7 @@
 """The sm90 (TMA/wgmma) forward against the float32 reference, and against the sm80 kernels, in one process.
 
-On a Hopper GPU with sm90 kernels built, dense fp16/bf16 forwards of head dim > 32 run the sm90 kernel unless
-FLASH_ATTN_FORCE_SM80=1 (read on every call); each case here runs both paths, and the sm90 kernel's development
+On a Hopper GPU with sm90 kernels built, dense and varlen fp16/bf16 forwards of head dim > 32 run the sm90 kernel
+unless FLASH_ATTN_FORCE_SM80=1 (read on every call); each case here runs both paths, the sm90 kernel in each of its
 variants (PATHS), each checked by the tolerance rule (reference.py) with poisoned outputs. Skipped elsewhere.
 """
 
@@ -16,7 +16,7 @@ from helpers import randn as _randn
 from reference import assert_close_to_ref, attention_ref, attention_varlen_ref
 
 FORCE_ENV = "FLASH_ATTN_FORCE_SM80"
-# Development switches of the sm90 forward (csrc/flash/sm90/fwd_launch.h), off by default until validated here:
+# Variant switches of the sm90 forward (csrc/flash/sm90/fwd_launch.h; unset, its tile table picks), set explicitly:
 OVERLAP_ENV = "FLASH_ATTN_SM90_FWD_OVERLAP"  # the overlapped / ping-pong consumers
 PERSISTENT_ENV = "FLASH_ATTN_SM90_FWD_PERSISTENT"  # persistent CTAs
 PATHS = {

@@ -1,5 +1,8 @@
-// Tile sizes of the sm90 forward per head-dim bucket, one table for the kernel and the host heuristics.
-// kBlockM = 64 query rows per consumer warpgroup; K/V tiles of kBlockN keys stream through kStages buffers.
+// Tile sizes and consumer schedule of the sm90 forward per head-dim bucket, one table for the kernel and the host
+// heuristics. kBlockM = 64 query rows per consumer warpgroup; K/V tiles of kBlockN keys stream through kStages
+// buffers. overlap: the overlapped consumers (FwdMainloop::mma_overlapped) serve the bucket by default; measured on
+// H100 (benchmarks/NOTES.md, 2026-12-05) they gain 5-20% from d 128 up and lose up to 20% at d 64, where the
+// softmax is too short to hide a GEMM.
 #pragma once
 
 namespace flash::sm90 {
@@ -8,13 +11,14 @@ struct FwdTile {
   int block_m;
   int block_n;
   int stages;
+  bool overlap;
 };
 
 constexpr FwdTile fwd_tile(int head_dim) {
-  if (head_dim <= 64) { return {128, 128, 2}; }
-  if (head_dim <= 128) { return {128, 128, 2}; }
-  if (head_dim <= 192) { return {128, 96, 2}; }
-  return {128, 80, 2};
+  if (head_dim <= 96) { return {128, 128, 2, false}; }
+  if (head_dim <= 128) { return {128, 128, 2, true}; }
+  if (head_dim <= 192) { return {128, 96, 2, true}; }
+  return {128, 80, 2, true};
 }
 
 }  // namespace flash::sm90
