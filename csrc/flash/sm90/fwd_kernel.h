@@ -41,6 +41,7 @@ struct FwdKernel {
   struct Arguments {
     FwdParams params;
     typename Mainloop::Arguments mainloop;
+    typename Scheduler::Arguments scheduler;
   };
 
   // The half-open range [min, max) of key blocks a tile visits.
@@ -56,8 +57,9 @@ struct FwdKernel {
   // blocks num_m_blocks, 2 num_m_blocks, ... further on; blocks past the sequence's end are skipped. The producer
   // and the consumers walk the same list.
   template <class Fn>
-  CUTE_DEVICE static void for_each_block(FwdParams const& params, int num_m_blocks, Fn&& fn) {
-    Scheduler scheduler(num_m_blocks, params.num_heads, params.batch);
+  CUTE_DEVICE static void for_each_block(Arguments const& args, int num_m_blocks, Fn&& fn) {
+    FwdParams const& params = args.params;
+    Scheduler scheduler(TileCounts{num_m_blocks, params.num_heads, params.batch}, args.scheduler);
     for (WorkTile tile; scheduler.next(tile);) {
       SeqlenInfo const seq(params, tile.batch);
       for (; tile.block * kBlockM < seq.seqlen_q; tile.block += num_m_blocks) { fn(seq, tile); }
@@ -83,7 +85,7 @@ struct FwdKernel {
       cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
       if (threadIdx.x == 0) {
         auto state = cutlass::make_producer_start_state<typename Mainloop::Pipeline>();
-        for_each_block(params, num_m_blocks, [&](SeqlenInfo const& seq, WorkTile const& tile) {
+        for_each_block(args, num_m_blocks, [&](SeqlenInfo const& seq, WorkTile const& tile) {
           if (round > 0) { shared.barrier_q_empty.wait((round - 1) & 1); }  // the last block's Q is consumed
           KeyBlocks const keys(params, seq, tile);
           Mainloop::load(params, args.mainloop, shared, pipeline_k, pipeline_v, state, seq, tile.block, tile.head,
@@ -94,7 +96,7 @@ struct FwdKernel {
     } else {
       cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
       typename Mainloop::PipelineState state_k, state_v;
-      for_each_block(params, num_m_blocks, [&](SeqlenInfo const& seq, WorkTile const& tile) {
+      for_each_block(args, num_m_blocks, [&](SeqlenInfo const& seq, WorkTile const& tile) {
         consume(params, shared, pipeline_k, pipeline_v, state_k, state_v, seq, tile, KeyBlocks(params, seq, tile),
                 round & 1);
         ++round;

@@ -16,22 +16,19 @@
 
 namespace flash::sm90 {
 
-// Multiprocessors of the current device (read from the driver once per device).
-inline int num_sms() {
+// An attribute of the current device (e.g. its multiprocessors), read from the driver once per device.
+template <cudaDeviceAttr kAttribute>
+int device_attribute() {
   constexpr int kMaxDevices = 64;
-  static int counts[kMaxDevices] = {};
+  static int values[kMaxDevices] = {};
   int device = 0;
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-  if (device >= kMaxDevices) {
-    int count = 0;
-    check_cuda(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
-    return count;
+  int value = device < kMaxDevices ? values[device] : 0;
+  if (value == 0) {
+    check_cuda(cudaDeviceGetAttribute(&value, kAttribute, device), "cudaDeviceGetAttribute");
+    if (device < kMaxDevices) { values[device] = value; }
   }
-  if (counts[device] == 0) {
-    check_cuda(cudaDeviceGetAttribute(&counts[device], cudaDevAttrMultiProcessorCount, device),
-               "cudaDeviceGetAttribute");
-  }
-  return counts[device];
+  return value;
 }
 
 template <class Kernel>
@@ -42,13 +39,15 @@ void launch_fwd(FwdParams const& params, cudaStream_t stream) {
   if (params.num_heads > 65535 || params.batch > 65535) {
     throw std::runtime_error("flash_attn forward (sm90): too many heads or batch entries for one launch");
   }
-  typename Kernel::Arguments const args{params, Kernel::Mainloop::make_arguments(params)};
+  TileCounts const counts{num_m_blocks, params.num_heads, params.batch};
+  typename Kernel::Arguments const args{params, Kernel::Mainloop::make_arguments(params),
+                                        Kernel::Scheduler::make_arguments(counts)};
   auto const kernel = &fwd_kernel<Kernel>;
   constexpr int kSmemBytes = Kernel::kSmemBytes;
   check_smem_fits(kSmemBytes, "flash_attn forward kernel (sm90)");
   check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes),
              "cudaFuncSetAttribute (sm90 forward shared memory)");
-  dim3 const grid = Kernel::Scheduler::grid(num_m_blocks, params.num_heads, params.batch, num_sms());
+  dim3 const grid = Kernel::Scheduler::grid(counts, device_attribute<cudaDevAttrMultiProcessorCount>());
   kernel<<<grid, Traits::kThreads, kSmemBytes, stream>>>(args);
   check_cuda(cudaGetLastError(), "flash_attn forward kernel (sm90)");
 }
@@ -59,7 +58,8 @@ void run_fwd(FwdParams const& params, cudaStream_t stream) {
   using Traits = FwdTraits<kHeadDim, kTile.block_m, kTile.block_n, kTile.stages, Element>;
   // Variant switches, read per call (unset: the table's choice; "1" on, "0" off), for tests and benchmarks:
   // FLASH_ATTN_SM90_FWD_OVERLAP, the overlapped consumers; FLASH_ATTN_SM90_FWD_PERSISTENT, persistent CTAs (off by
-  // default: its static tile order loses up to 35% on causal calls until a longest-first scheduler replaces it).
+  // default until the balanced slot order of tile_scheduler.h is measured: the first, round-robin order lost up to
+  // 35% on causal calls).
   auto const switch_or = [](char const* name, bool fallback) {
     char const* v = std::getenv(name);
     return v == nullptr || (v[0] != '0' && v[0] != '1') ? fallback : v[0] == '1';
