@@ -233,6 +233,17 @@ void check_head_dims(at::Tensor const& q, at::Tensor const& k, at::Tensor const&
   TORCH_CHECK(v.size(-2) == k.size(-2), "flash_attn: k and v must have the same number of heads");
 }
 
+// Dense (b, s, h, d) q, k and v: dtypes, devices, head dims and matching batch / key sizes.
+void check_dense_qkv(at::Tensor const& q, at::Tensor const& k, at::Tensor const& v) {
+  check_input(q, "q", q, 4);
+  check_input(k, "k", q, 4);
+  check_input(v, "v", q, 4);
+  check_head_dims(q, k, v);
+  TORCH_CHECK(q.size(0) > 0, "flash_attn: batch size must be positive");
+  TORCH_CHECK(k.size(0) == q.size(0) && v.size(0) == q.size(0), "flash_attn: q, k and v must have the same batch size");
+  TORCH_CHECK(v.size(1) == k.size(1), "flash_attn: k and v must have the same sequence length");
+}
+
 // (seed, offset) of a dropout call, written by the forward kernel; read only by a dropout backward, so it is
 // left uninitialised (no fill kernel on every call) otherwise.
 at::Tensor make_rng_state(at::Tensor const& q) { return at::empty({2}, q.options().dtype(at::kLong)); }
@@ -320,15 +331,9 @@ std::vector<at::Tensor> mha_fwd(at::Tensor const& q, at::Tensor const& k, at::Te
                                 int64_t window_size_right, double softcap, bool return_softmax,
                                 std::optional<at::Generator> gen_) {
   flash::DType const dtype = kernel_dtype(q.scalar_type());
-  check_input(q, "q", q, 4);
-  check_input(k, "k", q, 4);
-  check_input(v, "v", q, 4);
-  check_head_dims(q, k, v);
+  check_dense_qkv(q, k, v);
   int64_t const batch = q.size(0), seqlen_q = q.size(1), num_heads = q.size(2);
   int64_t const seqlen_k = k.size(1);
-  TORCH_CHECK(batch > 0, "flash_attn: batch size must be positive");
-  TORCH_CHECK(k.size(0) == batch && v.size(0) == batch, "flash_attn: q, k and v must have the same batch size");
-  TORCH_CHECK(v.size(1) == seqlen_k, "flash_attn: k and v must have the same sequence length");
   Window const window =
       check_supported(p_dropout, is_causal, window_size_left, window_size_right, seqlen_k, softcap);
   check_no_generator(gen_);
@@ -722,17 +727,11 @@ std::vector<at::Tensor> mha_bwd(at::Tensor const& dout, at::Tensor const& q, at:
                                 int64_t window_size_right, double softcap, bool deterministic,
                                 std::optional<at::Generator> gen_, std::optional<at::Tensor> rng_state) {
   flash::DType const dtype = kernel_dtype(q.scalar_type());
-  check_input(q, "q", q, 4);
-  check_input(k, "k", q, 4);
-  check_input(v, "v", q, 4);
+  check_dense_qkv(q, k, v);
   check_input(out, "out", q, 4);
   check_input(dout, "dout", q, 4);
-  check_head_dims(q, k, v);
   int64_t const batch = q.size(0), seqlen_q = q.size(1), num_heads = q.size(2);
   int64_t const seqlen_k = k.size(1);
-  TORCH_CHECK(batch > 0, "flash_attn: batch size must be positive");
-  TORCH_CHECK(k.size(0) == batch && v.size(0) == batch, "flash_attn: q, k and v must have the same batch size");
-  TORCH_CHECK(v.size(1) == seqlen_k, "flash_attn: k and v must have the same sequence length");
   TORCH_CHECK(out.sizes() == q.sizes() && dout.sizes() == q.sizes(), "flash_attn: out and dout must have q's shape");
   check_lse(softmax_lse, q, {batch, num_heads, seqlen_q});
   Window const window =
