@@ -24,8 +24,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import itertools
 import math
 import os
+import random
 import statistics
 import sys
 import time
@@ -94,10 +96,15 @@ class Case:
     batch: int
     heads: int
     window: tuple = (-1, -1)  # ours only
+    heads_k: int = 0  # K/V heads (GQA / MQA); 0: heads
+    lengths: tuple = ()  # varlen: ours runs these sequences, packed (batch * seqlen tokens in all); SDPA dense
 
     def flops(self, direction: str, backend: str = "ours") -> float:
-        """Standard count (full, or half when causal); for ours with a window, the visible pairs only."""
-        if backend.startswith("ours") and tuple(self.window) != (-1, -1):
+        """Standard count (full, or half when causal); for ours with a window, the visible pairs only; for ours
+        with varlen, the pairs of its sequences."""
+        if backend.startswith("ours") and self.lengths:
+            pairs = sum(n * n / (2 if self.causal else 1) for n in self.lengths) / self.batch
+        elif backend.startswith("ours") and tuple(self.window) != (-1, -1):
             pairs = visible_pairs(self.seqlen, self.causal, self.window)
         else:
             pairs = self.seqlen * self.seqlen / (2 if self.causal else 1)
@@ -129,40 +136,49 @@ def parse_int_list(text: str) -> list[int]:
     return out
 
 
-def make_forward(backend: str, q, k, v, causal: bool, ours_kwargs: dict | None = None):
+def make_forward(backend: str, q, k, v, causal: bool, ours_kwargs: dict | None = None, lengths=()):
     """A zero-argument callable running the forward of `backend`; returns out as (b, s, h, d).
     ours_kwargs (deterministic, window_size, softcap, alibi_slopes, dropout_p) apply to ours; SDPA has no such
-    switches and runs plain attention."""
+    switches and runs plain attention. lengths: ours runs flash_attn_varlen_func on the same tokens cut into
+    sequences of these lengths (out (total, h, d))."""
     if backend.startswith("ours"):
         if flash_attn_func is None:
             raise RuntimeError(f"flash_attn import failed: {FLASH_ATTN_IMPORT_ERROR}")
         kwargs = ours_kwargs or {}
+        if lengths:
+            cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device=q.device, dtype=torch.int32)
+            packed = [t.reshape(-1, t.shape[2], t.shape[3]) for t in (q, k, v)]
+            return lambda: flash_attn.flash_attn_varlen_func(*packed, cu, cu, max(lengths), max(lengths),
+                                                             causal=causal, **kwargs)
         return lambda: flash_attn_func(q, k, v, causal=causal, **kwargs)
     sdpa_backend = BACKENDS[backend][1]
+    gqa = {"enable_gqa": True} if k.shape[2] != q.shape[2] else {}
 
     def run():
         # Same storage, (b, s, h, d) -> (b, h, s, d) views; the output goes back to (b, s, h, d).
         with sdpa_kernel(sdpa_backend):
             out = scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                               is_causal=causal)
+                                               is_causal=causal, **gqa)
         return out.transpose(1, 2)
 
     return run
 
 
-def make_fn(backend: str, q, k, v, dout, causal: bool, direction: str, ours_kwargs: dict | None = None):
+def make_fn(backend: str, q, k, v, dout, causal: bool, direction: str, ours_kwargs: dict | None = None,
+            lengths=()):
     """A zero-argument callable running one step of `direction` for `backend`: fwd returns out, the others
     (dq, dk, dv). q, k, v require grad for bwd / fwd_bwd."""
     env = BACKEND_ENV.get(backend, {})
     with environment(env):
-        forward = make_forward(backend, q, k, v, causal, ours_kwargs)
+        forward = make_forward(backend, q, k, v, causal, ours_kwargs, lengths)
+        grad_out = dout.reshape(-1, dout.shape[2], dout.shape[3]) if lengths and backend.startswith("ours") else dout
         if direction == "fwd":
             fn = forward
         elif direction == "fwd_bwd":
-            fn = lambda: torch.autograd.grad(forward(), (q, k, v), dout)  # noqa: E731
+            fn = lambda: torch.autograd.grad(forward(), (q, k, v), grad_out)  # noqa: E731
         else:
             out = forward()  # bwd alone: one forward graph, replayed
-            fn = lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)  # noqa: E731
+            fn = lambda: torch.autograd.grad(out, (q, k, v), grad_out, retain_graph=True)  # noqa: E731
     if not env:
         return fn
 
@@ -224,10 +240,24 @@ def build_cases(args) -> list[Case]:
             raise SystemExit(f"--hidden {args.hidden} is not a multiple of head dim {d}")
         for s in seqlens:
             batch = max(1, args.tokens // s)
+            heads = args.hidden // d
+            if args.kv_heads and heads % args.kv_heads:
+                raise SystemExit(f"--kv-heads {args.kv_heads} does not divide the {heads} heads of d {d}")
+            lengths = varlen_lengths(batch * s, s) if args.varlen else ()
             for c in causals:
-                cases.append(Case(dim=d, seqlen=s, causal=c, batch=batch, heads=args.hidden // d,
-                                  window=tuple(args.window)))
+                cases.append(Case(dim=d, seqlen=s, causal=c, batch=batch, heads=heads, window=tuple(args.window),
+                                  heads_k=args.kv_heads or heads, lengths=lengths))
     return cases
+
+
+def varlen_lengths(tokens: int, mean: int) -> tuple:
+    """Random sequence lengths (fixed seed) uniform in [mean / 2, 3 mean / 2], the last one cut so that they add
+    up to tokens."""
+    rng = random.Random(tokens * 31 + mean)
+    lengths = []
+    while sum(lengths) < tokens:
+        lengths.append(min(rng.randint(max(1, mean // 2), max(1, 3 * mean // 2)), tokens - sum(lengths)))
+    return tuple(lengths)
 
 
 def alibi_slopes(heads: int) -> torch.Tensor:
@@ -248,18 +278,20 @@ def run_case(case: Case, backends, args, errors: dict) -> Result:
     dtype = DTYPES[args.dtype]
     g = torch.Generator(device="cuda").manual_seed(0)
     shape = (case.batch, case.seqlen, case.heads, case.dim)
+    shape_kv = (case.batch, case.seqlen, case.heads_k or case.heads, case.dim)
     grad = args.direction != "fwd"
-    q, k, v = (torch.randn(shape, device="cuda", dtype=dtype, generator=g).requires_grad_(grad) for _ in range(3))
+    q, k, v = (torch.randn(sh, device="cuda", dtype=dtype, generator=g).requires_grad_(grad)
+               for sh in (shape, shape_kv, shape_kv))
     dout = torch.randn(shape, device="cuda", dtype=dtype, generator=g)
     res = Result(case)
     ref = None
     for b in backends:
         try:
-            fn = make_fn(b, q, k, v, dout, case.causal, args.direction, ours_kwargs(case, args))
+            fn = make_fn(b, q, k, v, dout, case.causal, args.direction, ours_kwargs(case, args), case.lengths)
             res.ms[b] = time_ms(fn, args.warmup, args.reps)
             if args.verify:
                 out = fn()
-                out = (out if args.direction == "fwd" else out[0]).float()  # out, or dq
+                out = (out if args.direction == "fwd" else out[0]).float().reshape(q.shape)  # out, or dq
                 if b == backends[0]:
                     ref = out
                 elif ref is not None:
@@ -286,6 +318,10 @@ def variant_note(args) -> str:
         notes.append("ours with ALiBi")
     if args.dropout:
         notes.append(f"ours with dropout_p={args.dropout:g}")
+    if args.kv_heads:
+        notes.append(f"{args.kv_heads} K/V heads")
+    if args.varlen:
+        notes.append("ours varlen: random lengths of mean seqlen, same tokens; SDPA dense")
     return f" ({', '.join(notes)})" if notes else ""
 
 
@@ -349,6 +385,10 @@ def main(argv=None) -> int:
     ap.add_argument("--softcap", type=float, default=0.0, help="ours with this softcap")
     ap.add_argument("--alibi", action="store_true", help="ours with ALiBi (geometric slopes per head)")
     ap.add_argument("--dropout", type=float, default=0.0, help="ours with this dropout_p")
+    ap.add_argument("--kv-heads", type=int, default=0, help="K/V heads (GQA / MQA; default: as many as query heads)")
+    ap.add_argument("--varlen", action="store_true",
+                    help="ours through flash_attn_varlen_func on random lengths of mean seqlen (same token count); "
+                         "SDPA columns stay dense")
     ap.add_argument("--verify", action="store_true", help="also print max |out - first backend's out|")
     ap.add_argument("--output", help="also write the markdown table to this path")
     ap.add_argument("--csv", help="also write the results as CSV to this path")
