@@ -10,15 +10,18 @@ import itertools
 import pytest
 import torch
 
-from flash_attn import _checks, _ops, flash_attn_func, flash_attn_varlen_func
+from flash_attn import _checks, _ops, flash_attn_func, flash_attn_varlen_func, flash_attn_with_kvcache
 from helpers import DRYRUN, require_kernel, requires_gpu
 from helpers import randn as _randn
-from reference import assert_close_to_ref, attention_ref, attention_varlen_ref
+from reference import assert_close_to_ref, attention_ref, attention_varlen_ref, kvcache_ref
 
 FORCE_ENV = "FLASH_ATTN_FORCE_SM80"
 # Variant switches of the sm90 forward (csrc/flash/sm90/fwd_launch.h; unset, its tile table picks), set explicitly:
 OVERLAP_ENV = "FLASH_ATTN_SM90_FWD_OVERLAP"  # the overlapped / ping-pong consumers
 PERSISTENT_ENV = "FLASH_ATTN_SM90_FWD_PERSISTENT"  # persistent CTAs
+# Development switch (csrc/flash/host/dispatch.h), off by default until validated here: the sm90 forward also
+# serves the dense KV-cache inputs (cache_seqlens, cache_batch_idx, cache_leftpad, keys appended before the call).
+KVCACHE_ENV = "FLASH_ATTN_SM90_FWD_KVCACHE"
 PATHS = {
     "sm90": {FORCE_ENV: "0", OVERLAP_ENV: "0", PERSISTENT_ENV: "0"},
     "sm90 overlapped": {FORCE_ENV: "0", OVERLAP_ENV: "1", PERSISTENT_ENV: "0"},
@@ -172,6 +175,51 @@ def test_varlen(monkeypatch, dtype, d, seqlens_q, seqlens_k, h, hk, causal, wind
             monkeypatch.setenv(name, value)
         out, lse, _ = flash_attn_varlen_func(q, k, v, cu_q_t, cu_k_t, max_q, max(seqlens_k), causal=causal,
                                              window_size=window, return_attn_probs=True)
+        assert_close_to_ref(f"out ({path})", out, ref_out, lp_out)
+        assert_close_to_ref(f"lse ({path})", lse, ref_lse, lp_lse)
+
+
+# KV-cache prefill (queries long enough for the full forward, not the split-KV kernel) on every path, with the
+# sm90 forward allowed to serve the KV-cache inputs: cache_seqlens with keys appended first, cache_batch_idx,
+# cache_leftpad, empty caches; the cache slots past each sequence's keys hold NaN, which must not reach the output.
+KVCACHE_CASES = [
+    # (head dim, batch, seqlen_q, capacity, heads, heads_k, cache_seqlens, batch_idx, leftpad, new keys, causal,
+    #  window)
+    (128, 3, 200, 700, 4, 2, [300, 0, 600], None, None, 50, True, (-1, -1)),
+    (64, 3, 129, 513, 4, 4, [513, 77, 300], [2, 0, 3], [5, 0, 100], 0, False, (-1, -1)),
+    (256, 2, 300, 400, 2, 1, [257, 399], None, [0, 30], 0, True, (64, 0)),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("d,b,sq,capacity,h,hk,seqlens,batch_idx,leftpad,new,causal,window", KVCACHE_CASES)
+def test_kvcache_prefill(monkeypatch, dtype, d, b, sq, capacity, h, hk, seqlens, batch_idx, leftpad, new, causal,
+                         window):
+    require_kernel(dtype, d)
+    monkeypatch.setenv(KVCACHE_ENV, "1")
+    seed = d * 17 + sq
+    rows = b if batch_idx is None else max(batch_idx) + 1
+    q = _randn((b, sq, h, d), dtype, seed)
+    k_cache = _randn((rows, capacity, hk, d), dtype, seed + 1)
+    v_cache = _randn((rows, capacity, hk, d), dtype, seed + 2)
+    for i in range(b):  # slots past each sequence's keys (after the append) hold NaN
+        row = i if batch_idx is None else batch_idx[i]
+        k_cache[row, seqlens[i] + new:] = float("nan")
+        v_cache[row, seqlens[i] + new:] = float("nan")
+    k_new = _randn((b, new, hk, d), dtype, seed + 3) if new else None
+    v_new = _randn((b, new, hk, d), dtype, seed + 4) if new else None
+    as_tensor = (lambda x: None if x is None else torch.tensor(x, dtype=torch.int32, device=q.device))
+    args = dict(cache_seqlens=as_tensor(seqlens), cache_batch_idx=as_tensor(batch_idx),
+                cache_leftpad=as_tensor(leftpad), causal=causal, window_size=window)
+    ref_args = dict(cache_seqlens=seqlens, cache_batch_idx=batch_idx, cache_leftpad=leftpad, causal=causal,
+                    window=window)
+    ref_out, ref_lse, _, _ = kvcache_ref(q, k_cache, v_cache, k_new, v_new, **ref_args)
+    lp_out, lp_lse, _, _ = kvcache_ref(q, k_cache, v_cache, k_new, v_new, upcast=False, **ref_args)
+    for path, env in PATHS.items():
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        out, lse = flash_attn_with_kvcache(q, k_cache.clone(), v_cache.clone(), k_new, v_new, return_softmax_lse=True,
+                                           **args)
         assert_close_to_ref(f"out ({path})", out, ref_out, lp_out)
         assert_close_to_ref(f"lse ({path})", lse, ref_lse, lp_lse)
 

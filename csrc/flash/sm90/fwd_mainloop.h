@@ -61,8 +61,9 @@ struct FwdMainloop {
     alignas(8) cutlass::arch::ClusterBarrier barrier_q_empty;
   };
 
-  // The extents TMA addresses: (rows, head dim, heads, batches). Dense q/k/v are (batch, seqlen, heads, d); a
-  // varlen tensor is one batch entry of total rows, each sequence a range of them (SeqlenInfo's start).
+  // The extents TMA addresses: (rows, head dim, heads, batches). Dense q/k/v are (batch, seqlen, heads, d) (a KV
+  // cache: kv_batch_rows entries of capacity seqlen_k); a varlen tensor is one batch entry of total rows, each
+  // sequence a range of them (SeqlenInfo's start).
   CUTE_HOST_DEVICE static auto q_extent(FwdParams const& params) {
     bool const varlen = params.cu_seqlens_q != nullptr;
     return make_shape(varlen ? params.total_q : params.seqlen_q, params.head_dim, params.num_heads,
@@ -71,7 +72,7 @@ struct FwdMainloop {
   CUTE_HOST_DEVICE static auto kv_extent(FwdParams const& params) {
     bool const varlen = params.cu_seqlens_k != nullptr;
     return make_shape(varlen ? params.total_k : params.seqlen_k, params.head_dim, params.num_heads_k,
-                      varlen ? 1 : params.batch);
+                      varlen ? 1 : (params.kv_batch_rows > 0 ? params.kv_batch_rows : params.batch));
   }
 
   static Arguments make_arguments(FwdParams const& params) {
@@ -190,14 +191,15 @@ struct FwdMainloop {
     }
   }
 
-  // A varlen V tile that crosses its sequence's end holds the next sequence's rows, or rows past the last one that
-  // may hold anything: P is 0 there, but 0 · NaN is not, so the consumers zero them before P·V reads the tile.
-  // (Dense tiles need nothing: TMA fills rows past the tensor's end with zeros.) Called by every consumer thread
-  // right after the wait for the first V tile of a query block, before its P·V.
-  CUTE_DEVICE static void zero_v_tail(SharedStorage& shared, SeqlenInfo const& seq, int n_block, int stage,
-                                      int mma_tidx) {
+  // A V tile that crosses its sequence's end holds rows of the tensor past the sequence (the next varlen
+  // sequence, or cache slots past seqused_k, which may hold anything): P is 0 there, but 0 · NaN is not, so the
+  // consumers zero them before P·V reads the tile. Where the sequence ends with the tensor (dense K/V), TMA has
+  // filled those rows with zeros already. Called by every consumer thread right after the wait for the first V tile
+  // of a query block, before its P·V.
+  CUTE_DEVICE static void zero_v_tail(FwdParams const& params, SharedStorage& shared, SeqlenInfo const& seq,
+                                      int n_block, int stage, int mma_tidx) {
     int const valid = seq.seqlen_k - n_block * kBlockN;
-    if (!seq.varlen_k || valid >= kBlockN) { return; }
+    if (valid >= kBlockN || seq.start_k + seq.seqlen_k >= get<0>(kv_extent(params))) { return; }
     Tensor sV = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutKV{});
     for (int i = mma_tidx; i < (kBlockN - valid) * kHeadDim; i += Traits::kMmaThreads) {
       sV(valid + i / kHeadDim, i % kHeadDim, stage) = Element(0);
@@ -234,7 +236,7 @@ struct FwdMainloop {
       Tensor rP = convert_fragment<Element>(acc_s);
       Tensor tOrP = make_tensor(rP.data(), acc_to_a_operand(rP.layout()));
       pipeline_v.consumer_wait(state);
-      if constexpr (kIsFirst) { zero_v_tail(shared, seq, n_block, state.index(), mma_tidx); }
+      if constexpr (kIsFirst) { zero_v_tail(params, shared, seq, n_block, state.index(), mma_tidx); }
       wgmma_gemm</*kClear=*/false>(mma_pv, tOrP, tOrVt(_, _, _, state.index()), acc_o);
       warpgroup_wait<0>();
       pipeline_v.consumer_release(state);
@@ -294,7 +296,7 @@ struct FwdMainloop {
     for (--n_block; n_block >= n_block_min; --n_block) {
       pipeline_k.consumer_wait(state_k);
       pipeline_v.consumer_wait(state_v);
-      if (n_block == n_block_max - 2) { zero_v_tail(shared, seq, n_block + 1, state_v.index(), mma_tidx); }
+      if (n_block == n_block_max - 2) { zero_v_tail(params, shared, seq, n_block + 1, state_v.index(), mma_tidx); }
       turns.wait_turn();
       issue_s();
       issue_pv();
@@ -312,7 +314,7 @@ struct FwdMainloop {
     }
 
     pipeline_v.consumer_wait(state_v);
-    if (num_blocks == 1) { zero_v_tail(shared, seq, n_block_max - 1, state_v.index(), mma_tidx); }
+    if (num_blocks == 1) { zero_v_tail(params, shared, seq, n_block_max - 1, state_v.index(), mma_tidx); }
     turns.wait_turn();
     issue_pv();
     turns.pass_turn();
