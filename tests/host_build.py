@@ -29,15 +29,16 @@ def cutlass_include():
     return None
 
 
-def build_and_run(source: str, tmp_path) -> str:
-    """Compiles tests/cpp/<source> as host code and runs it; returns its stdout. Skips without nvcc or CUTLASS."""
+def build_and_run(source: str, tmp_path, defines=()) -> str:
+    """Compiles tests/cpp/<source> as host code (with -D of each of defines) and runs it; returns its stdout.
+    Skips without nvcc or CUTLASS."""
     compiler, cutlass = nvcc(), cutlass_include()
     if compiler is None or cutlass is None:
         pytest.skip("needs nvcc and the CUTLASS headers (host code only, no GPU)")
     exe = tmp_path / Path(source).stem
     build = subprocess.run(
         [compiler, "-std=c++20", "--expt-relaxed-constexpr", "-I", str(ROOT / "csrc"), "-isystem", cutlass,
-         str(ROOT / "tests" / "cpp" / source), "-o", str(exe)],
+         *(f"-D{d}" for d in defines), str(ROOT / "tests" / "cpp" / source), "-o", str(exe)],
         capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-4000:]
     run = subprocess.run([str(exe)], capture_output=True, text=True)

@@ -1,0 +1,74 @@
+// Host-side check of which calls the sm90 forward serves (csrc/flash/host/dispatch.h: sm90_fwd_supports,
+// fwd_kernel_arch): dense and varlen calls with TMA-addressable tensors; softcap and ALiBi; not paged K/V, keys
+// appended inside the kernel, dropout, head dims below the sm90 buckets, misaligned tensors, empty extents or a
+// grid past 65535; the dense KV-cache inputs only under FLASH_ATTN_SM90_FWD_KVCACHE=1; nothing with an sm80 key.
+// Built and run by tests/test_sm90_dispatch.py.
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+
+#include "flash/host/dispatch.h"
+
+using flash::FwdParams;
+
+FwdParams dense_call() {
+  alignas(16) static char buffer[64];
+  FwdParams p;
+  p.q_ptr = p.k_ptr = p.v_ptr = buffer;
+  p.o_ptr = buffer;
+  p.batch = 2, p.seqlen_q = 300, p.seqlen_k = 500, p.num_heads = 8, p.num_heads_k = 2, p.head_ratio = 4;
+  p.head_dim = p.head_dim_v = 128;
+  p.q_row_stride = p.k_row_stride = p.v_row_stride = p.o_row_stride = 8 * 128;
+  p.q_head_stride = p.k_head_stride = p.v_head_stride = p.o_head_stride = 128;
+  p.q_batch_stride = p.k_batch_stride = p.v_batch_stride = p.o_batch_stride = 300 * 8 * 128;
+  return p;
+}
+
+int failures = 0;
+
+void expect(char const* what, bool sm90, std::function<void(FwdParams&)> const& change) {
+  FwdParams p = dense_call();
+  change(p);
+  flash::KernelKey const key{flash::Arch::kSm90, flash::DType::kBFloat16, p.head_dim, p.head_dim_v};
+  bool const got = flash::fwd_kernel_arch(p, key) == flash::Arch::kSm90;
+  flash::KernelKey const sm80_key{flash::Arch::kSm80, flash::DType::kBFloat16, p.head_dim, p.head_dim_v};
+  bool const sm80_stays = flash::fwd_kernel_arch(p, sm80_key) == flash::Arch::kSm80;
+  if (got != sm90 || !sm80_stays) {
+    std::printf("%s: expected %s, got %s%s\n", what, sm90 ? "sm90" : "sm80", got ? "sm90" : "sm80",
+                sm80_stays ? "" : " (and an sm80 key left sm80)");
+    ++failures;
+  }
+}
+
+int main() {
+  alignas(16) static int index[8] = {};
+  alignas(16) static float slopes[8] = {};
+  char* odd = reinterpret_cast<char*>(index) + 2;
+  unsetenv("FLASH_ATTN_SM90_FWD_KVCACHE");
+  expect("dense", true, [](FwdParams&) {});
+  expect("softcap", true, [](FwdParams& p) { p.softcap = 30.f; });
+  expect("alibi", true, [&](FwdParams& p) { p.alibi_slopes_ptr = slopes; });
+  expect("window", true, [](FwdParams& p) { p.has_window = true, p.window_left = 64; });
+  expect("varlen", true, [&](FwdParams& p) { p.cu_seqlens_q = p.cu_seqlens_k = index, p.total_q = p.total_k = 9; });
+  expect("varlen, no keys at all", false, [&](FwdParams& p) { p.cu_seqlens_k = index, p.total_k = 0; });
+  expect("dense, no keys", false, [](FwdParams& p) { p.seqlen_k = 0; });
+  expect("head dim 32", false, [](FwdParams& p) { p.head_dim = p.head_dim_v = 32; });
+  expect("head dim 40", true, [](FwdParams& p) { p.head_dim = p.head_dim_v = 40; });
+  expect("head dim of V differs", false, [](FwdParams& p) { p.head_dim_v = 64; });
+  expect("dropout", false, [](FwdParams& p) { p.has_dropout = true; });
+  expect("paged", false, [&](FwdParams& p) { p.block_table = index, p.page_size = 256; });
+  expect("appended keys", false, [&](FwdParams& p) { p.k_new_ptr = p.k_ptr; });
+  expect("misaligned q", false, [&](FwdParams& p) { p.q_ptr = odd; });
+  expect("odd row stride", false, [](FwdParams& p) { p.k_row_stride = 8 * 128 + 4; });
+  expect("batch past the grid", false, [](FwdParams& p) { p.batch = 70000; });
+  expect("cache_seqlens, switch off", false, [&](FwdParams& p) { p.seqused_k = index; });
+  expect("cache_batch_idx, switch off", false, [&](FwdParams& p) { p.kv_batch_idx = index; });
+  expect("cache_leftpad, switch off", false, [&](FwdParams& p) { p.leftpad_k = index; });
+  setenv("FLASH_ATTN_SM90_FWD_KVCACHE", "1", 1);
+  expect("cache_seqlens, switch on", true, [&](FwdParams& p) { p.seqused_k = index, p.seqused_k_extra = 3; });
+  expect("cache_batch_idx, switch on", true, [&](FwdParams& p) { p.kv_batch_idx = index, p.kv_batch_rows = 4; });
+  expect("cache_leftpad, switch on", true, [&](FwdParams& p) { p.leftpad_k = index; });
+  expect("paged, switch on", false, [&](FwdParams& p) { p.block_table = index, p.seqused_k = index; });
+  std::printf("%s\n", failures == 0 ? "sm90 dispatch: ok" : "sm90 dispatch: FAILED");
+  return failures == 0 ? 0 : 1;
+}
