@@ -20,7 +20,8 @@ FORCE_ENV = "FLASH_ATTN_FORCE_SM80"
 OVERLAP_ENV = "FLASH_ATTN_SM90_FWD_OVERLAP"  # the overlapped / ping-pong consumers
 PERSISTENT_ENV = "FLASH_ATTN_SM90_FWD_PERSISTENT"  # persistent CTAs
 # Development switch (csrc/flash/host/dispatch.h), off by default until validated here: the sm90 forward also
-# serves the dense KV-cache inputs (cache_seqlens, cache_batch_idx, cache_leftpad, keys appended before the call).
+# serves the KV-cache inputs (cache_seqlens, cache_batch_idx, cache_leftpad, keys appended before the call, paged
+# caches in pages its key tile divides).
 KVCACHE_ENV = "FLASH_ATTN_SM90_FWD_KVCACHE"
 PATHS = {
     "sm90": {FORCE_ENV: "0", OVERLAP_ENV: "0", PERSISTENT_ENV: "0"},
@@ -220,6 +221,52 @@ def test_kvcache_prefill(monkeypatch, dtype, d, b, sq, capacity, h, hk, seqlens,
             monkeypatch.setenv(name, value)
         out, lse = flash_attn_with_kvcache(q, k_cache.clone(), v_cache.clone(), k_new, v_new, return_softmax_lse=True,
                                            **args)
+        assert_close_to_ref(f"out ({path})", out, ref_out, lp_out)
+        assert_close_to_ref(f"lse ({path})", lse, ref_lse, lp_lse)
+
+
+# Paged KV-cache prefill on every path (sm90 under FLASH_ATTN_SM90_FWD_KVCACHE=1 where the key tile divides the page
+# size): a shuffled pool of pages with spare ones, keys appended first, NaN in every slot past a sequence's keys and
+# in the unused pages; checked against the same cache read back densely.
+PAGED_CASES = [
+    # (head dim, batch, seqlen_q, pages per sequence, page size, heads, heads_k, cache_seqlens, new keys, causal)
+    (128, 3, 300, 3, 256, 4, 2, [700, 0, 513], 40, True),
+    (64, 2, 129, 2, 128, 4, 4, [255, 100], 0, False),
+    (128, 2, 200, 4, 64, 2, 1, [250, 17], 0, True),  # pages smaller than the key tile: sm80 on every path
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("d,b,sq,pages,page,h,hk,seqlens,new,causal", PAGED_CASES)
+def test_kvcache_paged_prefill(monkeypatch, dtype, d, b, sq, pages, page, h, hk, seqlens, new, causal):
+    require_kernel(dtype, d)
+    monkeypatch.setenv(KVCACHE_ENV, "1")
+    seed = d * 13 + sq
+    capacity = pages * page
+    q = _randn((b, sq, h, d), dtype, seed)
+    k_cache = _randn((b, capacity, hk, d), dtype, seed + 1)
+    v_cache = _randn((b, capacity, hk, d), dtype, seed + 2)
+    for i in range(b):
+        k_cache[i, seqlens[i] + new:] = float("nan")
+        v_cache[i, seqlens[i] + new:] = float("nan")
+    k_new = _randn((b, new, hk, d), dtype, seed + 3) if new else None
+    v_new = _randn((b, new, hk, d), dtype, seed + 4) if new else None
+    ref_args = dict(cache_seqlens=seqlens, causal=causal)
+    ref_out, ref_lse, _, _ = kvcache_ref(q, k_cache, v_cache, k_new, v_new, **ref_args)
+    lp_out, lp_lse, _, _ = kvcache_ref(q, k_cache, v_cache, k_new, v_new, upcast=False, **ref_args)
+    pool = b * pages + 3
+    table = torch.randperm(pool, generator=torch.Generator().manual_seed(seed))[: b * pages]
+    table = table.reshape(b, pages).to(device=q.device, dtype=torch.int32)
+    k_pool = torch.full((pool, page, hk, d), float("nan"), dtype=dtype, device=q.device)
+    v_pool = torch.full((pool, page, hk, d), float("nan"), dtype=dtype, device=q.device)
+    k_pool[table.flatten().long()] = k_cache.reshape(-1, page, hk, d)
+    v_pool[table.flatten().long()] = v_cache.reshape(-1, page, hk, d)
+    seqlens_t = torch.tensor(seqlens, dtype=torch.int32, device=q.device)
+    for path, env in PATHS.items():
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        out, lse = flash_attn_with_kvcache(q, k_pool.clone(), v_pool.clone(), k_new, v_new, cache_seqlens=seqlens_t,
+                                           block_table=table, causal=causal, return_softmax_lse=True)
         assert_close_to_ref(f"out ({path})", out, ref_out, lp_out)
         assert_close_to_ref(f"lse ({path})", lse, ref_lse, lp_lse)
 

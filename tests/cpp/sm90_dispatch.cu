@@ -1,7 +1,8 @@
 // Host-side check of which calls the sm90 forward serves (csrc/flash/host/dispatch.h: sm90_fwd_supports,
-// fwd_kernel_arch): dense and varlen calls with TMA-addressable tensors; softcap and ALiBi; not paged K/V, keys
-// appended inside the kernel, dropout, head dims below the sm90 buckets, misaligned tensors, empty extents or a
-// grid past 65535; the dense KV-cache inputs only under FLASH_ATTN_SM90_FWD_KVCACHE=1; nothing with an sm80 key.
+// fwd_kernel_arch): dense and varlen calls with TMA-addressable tensors; softcap and ALiBi; not keys appended inside
+// the kernel, dropout, head dims below the sm90 buckets, misaligned tensors, empty extents or a grid past 65535;
+// the KV-cache inputs only under FLASH_ATTN_SM90_FWD_KVCACHE=1, paged caches only in pages the key tile divides;
+// nothing with an sm80 key.
 // Built and run by tests/test_sm90_dispatch.py.
 #include <cstdio>
 #include <cstdlib>
@@ -68,7 +69,16 @@ int main() {
   expect("cache_seqlens, switch on", true, [&](FwdParams& p) { p.seqused_k = index, p.seqused_k_extra = 3; });
   expect("cache_batch_idx, switch on", true, [&](FwdParams& p) { p.kv_batch_idx = index, p.kv_batch_rows = 4; });
   expect("cache_leftpad, switch on", true, [&](FwdParams& p) { p.leftpad_k = index; });
-  expect("paged, switch on", false, [&](FwdParams& p) { p.block_table = index, p.seqused_k = index; });
+  auto paged = [&](FwdParams& p, int page_size) {
+    p.block_table = index, p.seqused_k = index, p.page_size = page_size, p.num_pages = 7;
+  };
+  expect("paged in pages of 256, switch on", true, [&](FwdParams& p) { paged(p, 256); });
+  expect("paged in pages of 64 (d 128's key tile is 128), switch on", false, [&](FwdParams& p) { paged(p, 64); });
+  expect("paged in pages of 256 at d 256 (key tile 80), switch on", false, [&](FwdParams& p) {
+    paged(p, 256);
+    p.head_dim = p.head_dim_v = 256;
+  });
+  expect("paged, appended keys, switch on", false, [&](FwdParams& p) { paged(p, 256), p.k_new_ptr = p.k_ptr; });
   std::printf("%s\n", failures == 0 ? "sm90 dispatch: ok" : "sm90 dispatch: FAILED");
   return failures == 0 ? 0 : 1;
 }

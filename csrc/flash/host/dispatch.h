@@ -15,6 +15,7 @@
 #include <cutlass/numeric_types.h>
 
 #include "../core/params.h"
+#include "../sm90/fwd_tile_config.h"
 #include "kernel_table.h"
 
 namespace flash {
@@ -126,9 +127,9 @@ void dispatch_kernel(KernelKey const& key, bool has_window, Fn&& fn) {
   }
 }
 
-// Development switch: FLASH_ATTN_SM90_FWD_KVCACHE=1 lets the sm90 forward serve the dense KV-cache inputs too
-// (seqused_k, leftpad_k, kv_batch_idx, keys appended before the call), until tests/test_sm90_forward.py has run
-// them on a GPU. Read per call.
+// Development switch: FLASH_ATTN_SM90_FWD_KVCACHE=1 lets the sm90 forward serve the KV-cache inputs too
+// (seqused_k, leftpad_k, kv_batch_idx, keys appended before the call, and paged caches whose page size its key
+// tile divides), until tests/test_sm90_forward.py has run them on a GPU. Read per call.
 inline bool sm90_fwd_kvcache_enabled() {
   char const* v = std::getenv("FLASH_ATTN_SM90_FWD_KVCACHE");
   return v != nullptr && v[0] == '1';
@@ -136,21 +137,25 @@ inline bool sm90_fwd_kvcache_enabled() {
 
 // The sm90 forward serves fp16/bf16 calls, dense or varlen (cu_seqlens_q/k), whose tensors TMA can address (16-byte
 // aligned base pointers and strides, at least one row), with head dims of the kSm90FwdMinHeadDim bucket and up
-// (kernel_table.h) and without the features it does not have yet: paged K/V (block_table), keys appended inside
-// the attention kernel (k_new), and (unless sm90_fwd_kvcache_enabled) the other KV-cache inputs. Dropout and
-// returned probabilities stay on sm80. Every other call runs the sm80 kernels, which every GPU >= sm80 runs.
+// (kernel_table.h) and without the features it does not have yet: keys appended inside the attention kernel
+// (k_new), and (unless sm90_fwd_kvcache_enabled) the KV-cache inputs; a paged cache only in pages that its key tile
+// divides (sm90/fwd_tile_config.h), so that a tile lies within one page. Dropout and returned probabilities stay
+// on sm80. Every other call runs the sm80 kernels, which every GPU >= sm80 runs.
 inline bool sm90_fwd_supports(FwdParams const& p) {
   auto aligned = [](void const* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
   auto strides_aligned = [](int64_t batch, int64_t row, int64_t head) {
     return batch % 8 == 0 && row % 8 == 0 && head % 8 == 0;  // 16 bytes of 16-bit elements
   };
   bool const kvcache = p.seqused_k != nullptr || p.seqused_k_extra != 0 || p.kv_batch_idx != nullptr ||
-                       p.leftpad_k != nullptr;
-  bool const plain = (!kvcache || sm90_fwd_kvcache_enabled()) && p.block_table == nullptr && p.k_new_ptr == nullptr &&
+                       p.leftpad_k != nullptr || p.block_table != nullptr;
+  bool const pages_fit = p.block_table == nullptr ||
+                         (p.page_size > 0 && p.page_size % sm90::fwd_tile(head_dim_bucket(p.head_dim)).block_n == 0);
+  bool const plain = (!kvcache || sm90_fwd_kvcache_enabled()) && pages_fit && p.k_new_ptr == nullptr &&
                      !p.has_dropout && p.s_dmask_ptr == nullptr && p.head_dim_v == p.head_dim;
   // TMA's extents (sm90/fwd_mainloop.h: q_extent, kv_extent) must not be empty.
   bool const has_rows = (p.cu_seqlens_q != nullptr ? p.total_q : p.seqlen_q) > 0 &&
-                        (p.cu_seqlens_k != nullptr ? p.total_k : p.seqlen_k) > 0;
+                        (p.block_table != nullptr ? p.num_pages
+                                                  : (p.cu_seqlens_k != nullptr ? p.total_k : p.seqlen_k)) > 0;
   bool const fits_grid = p.batch <= 65535 && p.num_heads <= 65535;  // its grid is (query blocks, heads, batch)
   return plain && has_rows && fits_grid && head_dim_bucket(p.head_dim) >= kSm90FwdMinHeadDim &&
          aligned(p.q_ptr) && aligned(p.k_ptr) && aligned(p.v_ptr) &&

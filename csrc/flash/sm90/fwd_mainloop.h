@@ -12,6 +12,7 @@
 #include "../core/block.h"
 #include "../core/convert.h"
 #include "../core/mask.h"
+#include "../core/paged.h"
 #include "../core/params.h"
 #include "../core/score_mods.h"
 #include "../core/seqlen.h"
@@ -62,14 +63,17 @@ struct FwdMainloop {
   };
 
   // The extents TMA addresses: (rows, head dim, heads, batches). Dense q/k/v are (batch, seqlen, heads, d) (a KV
-  // cache: kv_batch_rows entries of capacity seqlen_k); a varlen tensor is one batch entry of total rows, each
-  // sequence a range of them (SeqlenInfo's start).
+  // cache: kv_batch_rows entries of capacity seqlen_k; a paged one: num_pages pages of page_size slots); a varlen
+  // tensor is one batch entry of total rows, each sequence a range of them (SeqlenInfo's start).
   CUTE_HOST_DEVICE static auto q_extent(FwdParams const& params) {
     bool const varlen = params.cu_seqlens_q != nullptr;
     return make_shape(varlen ? params.total_q : params.seqlen_q, params.head_dim, params.num_heads,
                       varlen ? 1 : params.batch);
   }
   CUTE_HOST_DEVICE static auto kv_extent(FwdParams const& params) {
+    if (params.block_table != nullptr) {  // a paged cache: (slots, head dim, heads, pages)
+      return make_shape(params.page_size, params.head_dim, params.num_heads_k, params.num_pages);
+    }
     bool const varlen = params.cu_seqlens_k != nullptr;
     return make_shape(varlen ? params.total_k : params.seqlen_k, params.head_dim, params.num_heads_k,
                       varlen ? 1 : (params.kv_batch_rows > 0 ? params.kv_batch_rows : params.batch));
@@ -127,32 +131,37 @@ struct FwdMainloop {
     // The sequence's rows: from its start row (varlen, or left padding) of its batch entry (kv_batch for K/V).
     Tensor mQ = domain_offset(make_coord(seq.start_q, _0{}),
                               args.tma_q.get_tma_tensor(q_extent(params))(_, _, head, seq.varlen_q ? 0 : batch));
-    int const kv_batch = seq.varlen_k ? 0 : seq.kv_batch;
-    Tensor mK = domain_offset(make_coord(seq.start_k, _0{}),
-                              args.tma_k.get_tma_tensor(kv_extent(params))(_, _, kv_head, kv_batch));
-    Tensor mV = domain_offset(make_coord(seq.start_k, _0{}),
-                              args.tma_v.get_tma_tensor(kv_extent(params))(_, _, kv_head, kv_batch));
     Tensor gQ = local_tile(mQ, Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, _0{}));
-    Tensor gK = local_tile(mK, Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, _0{}));
-    Tensor gV = local_tile(mV, Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, _0{}));
+    Tensor mK = args.tma_k.get_tma_tensor(kv_extent(params));
+    Tensor mV = args.tma_v.get_tma_tensor(kv_extent(params));
+    int const kv_batch = seq.varlen_k ? 0 : seq.kv_batch;
+    // Key block n_block of K or V as TMA addresses it: kBlockN rows from the sequence's start of its batch entry,
+    // or, in a paged cache, the block's slots of its page (a block lies within one page: dispatch.h sends sm90
+    // only page sizes that kBlockN divides).
+    auto kv_block = [&](auto const& tma, auto const& m_kv, int row, int entry) {
+      Tensor g = local_tile(domain_offset(make_coord(row, _0{}), m_kv(_, _, kv_head, entry)),
+                            Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_0{}, _0{}));
+      return tma.get_slice(0).partition_S(g);  // (TMA, TMA_N, TMA_K)
+    };
     auto tma_q = args.tma_q.get_slice(0);
-    auto tma_k = args.tma_k.get_slice(0);
-    auto tma_v = args.tma_v.get_slice(0);
     Tensor tQgQ = tma_q.partition_S(gQ);
     Tensor tQsQ = tma_q.partition_D(sQ);
-    Tensor tKgK = tma_k.partition_S(gK);  // (TMA, TMA_N, TMA_K, n_blocks)
-    Tensor tKsK = tma_k.partition_D(sK);  // (TMA, TMA_N, TMA_K, stages)
-    Tensor tVgV = tma_v.partition_S(gV);
-    Tensor tVsV = tma_v.partition_D(sV);
+    Tensor tKsK = args.tma_k.get_slice(0).partition_D(sK);  // (TMA, TMA_N, TMA_K, stages)
+    Tensor tVsV = args.tma_v.get_slice(0).partition_D(sV);
 
     shared.barrier_q.arrive_and_expect_tx(Traits::kQBytes);
     copy(args.tma_q.with(reinterpret_cast<uint64_t&>(shared.barrier_q)), tQgQ, tQsQ);
     for (int n_block = n_block_max - 1; n_block >= n_block_min; --n_block) {
+      int row = seq.start_k + n_block * kBlockN, entry = kv_batch;
+      if (params.block_table != nullptr) {
+        PagedSlot const at = paged_slot(params, batch, n_block * kBlockN);
+        row = at.slot, entry = at.page;
+      }
       pipeline_k.producer_acquire(state);
-      copy(args.tma_k.with(*pipeline_k.producer_get_barrier(state)), tKgK(_, _, _, n_block),
+      copy(args.tma_k.with(*pipeline_k.producer_get_barrier(state)), kv_block(args.tma_k, mK, row, entry),
            tKsK(_, _, _, state.index()));
       pipeline_v.producer_acquire(state);
-      copy(args.tma_v.with(*pipeline_v.producer_get_barrier(state)), tVgV(_, _, _, n_block),
+      copy(args.tma_v.with(*pipeline_v.producer_get_barrier(state)), kv_block(args.tma_v, mV, row, entry),
            tVsV(_, _, _, state.index()));
       ++state;
     }
@@ -192,14 +201,16 @@ struct FwdMainloop {
   }
 
   // A V tile that crosses its sequence's end holds rows of the tensor past the sequence (the next varlen
-  // sequence, or cache slots past seqused_k, which may hold anything): P is 0 there, but 0 · NaN is not, so the
-  // consumers zero them before P·V reads the tile. Where the sequence ends with the tensor (dense K/V), TMA has
-  // filled those rows with zeros already. Called by every consumer thread right after the wait for the first V tile
-  // of a query block, before its P·V.
+  // sequence, cache slots past seqused_k or in the last page, which may hold anything): P is 0 there, but 0 · NaN
+  // is not, so the consumers zero them before P·V reads the tile. Where the sequence ends with the tensor (dense
+  // K/V), TMA has filled those rows with zeros already. Called by every consumer thread right after the wait for
+  // the first V tile of a query block, before its P·V.
   CUTE_DEVICE static void zero_v_tail(FwdParams const& params, SharedStorage& shared, SeqlenInfo const& seq,
                                       int n_block, int stage, int mma_tidx) {
     int const valid = seq.seqlen_k - n_block * kBlockN;
-    if (valid >= kBlockN || seq.start_k + seq.seqlen_k >= get<0>(kv_extent(params))) { return; }
+    bool const ends_with_tensor =
+        params.block_table == nullptr && seq.start_k + seq.seqlen_k >= get<0>(kv_extent(params));
+    if (valid >= kBlockN || ends_with_tensor) { return; }
     Tensor sV = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutKV{});
     for (int i = mma_tidx; i < (kBlockN - valid) * kHeadDim; i += Traits::kMmaThreads) {
       sV(valid + i / kHeadDim, i % kHeadDim, stage) = Element(0);
