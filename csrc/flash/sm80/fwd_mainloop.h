@@ -13,7 +13,6 @@
 #include "../core/block.h"
 #include "../core/block_loop.h"
 #include "../core/dropout.h"
-#include "../core/mask.h"
 #include "../core/params.h"
 #include "../core/seqlen.h"
 #include "../core/score_mods.h"
@@ -208,17 +207,13 @@ struct FwdMainloop {
 
       gemm_qk.smem_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK);
       Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
-      if constexpr (kHasExtras) {
-        apply_score_mods</*kMaySoftcap=*/!kDropout>(
-            params, alibi.enabled(), scores, score_coords,
-            [&](int r) { return row_base + get<0>(score_coords(r, 0)); }, [&](int) { return alibi.slope; },
-            alibi.shift, n_block * kBlockN);
-      }
-      if (Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left,
-                            params.window_right)) {
-        apply_mask<kHasWindow>(scores, score_coords, row_base, n_block * kBlockN, seq.seqlen_q, seq.seqlen_k,
-                               params.window_left, params.window_right);
-      }
+      prepare_score_tile<kHasExtras, /*kMaySoftcap=*/!kDropout, kHasWindow>(
+          params, alibi, scores, score_coords, row_base, n_block * kBlockN,
+          [&] {
+            return Range::needs_mask(m_block, n_block, seq.seqlen_q, seq.seqlen_k, params.window_left,
+                                     params.window_right);
+          },
+          seq.seqlen_q, seq.seqlen_k);
 
       cp_async_wait<0>();
       __syncthreads();  // V(n) has landed; every warp is done reading K(n)

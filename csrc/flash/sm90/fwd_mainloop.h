@@ -11,7 +11,6 @@
 
 #include "../core/block.h"
 #include "../core/convert.h"
-#include "../core/mask.h"
 #include "../core/paged.h"
 #include "../core/params.h"
 #include "../core/score_mods.h"
@@ -184,20 +183,18 @@ struct FwdMainloop {
                             make_tensor(tScS.data(), acc_to_rowcol(tScS.layout())));
   }
 
-  // The scores of key block n_block as the softmax takes them: softcap and ALiBi (score_mods.h, runtime switches),
-  // then the mask where the block crosses the sequence end or a window edge.
+  // The scores of key block n_block as the softmax takes them (core/score_mods.h: softcap and ALiBi as runtime
+  // switches, then the mask where the block crosses the sequence end or a window edge).
   template <class Scores, class Coords>
   CUTE_DEVICE static void prepare_scores(FwdParams const& params, Alibi const& alibi, Scores& scores,
                                          Coords const& score_coords, int m_block, int n_block, int seqlen_q,
                                          int seqlen_k) {
-    int const row_base = m_block * kBlockM;
-    apply_score_mods</*kMaySoftcap=*/true>(
-        params, alibi.enabled(), scores, score_coords, [&](int r) { return row_base + get<0>(score_coords(r, 0)); },
-        [&](int) { return alibi.slope; }, alibi.shift, n_block * kBlockN);
-    if (Range::needs_mask(m_block, n_block, seqlen_q, seqlen_k, params.window_left, params.window_right)) {
-      apply_mask<kHasWindow>(scores, score_coords, row_base, n_block * kBlockN, seqlen_q, seqlen_k,
-                             params.window_left, params.window_right);
-    }
+    prepare_score_tile</*kMods=*/true, /*kMaySoftcap=*/true, kHasWindow>(
+        params, alibi, scores, score_coords, m_block * kBlockM, n_block * kBlockN,
+        [&] {
+          return Range::needs_mask(m_block, n_block, seqlen_q, seqlen_k, params.window_left, params.window_right);
+        },
+        seqlen_q, seqlen_k);
   }
 
   // A V tile that crosses its sequence's end holds rows of the tensor past the sequence (the next varlen
