@@ -17,6 +17,7 @@
 
 #include "flash/host/dispatch.h"
 #include "flash/host/kvcache_append.h"
+#include "flash/core/env_switch.h"
 #include "flash/core/params.h"
 #include "flash/host/rotary_apply.h"
 #include "flash/host/split_plan.h"
@@ -257,10 +258,7 @@ struct SmResources {
 
 // FLASH_ATTN_FORCE_SM80=1: run the sm80 kernels on every GPU. Read on every call (a getenv, far below a launch's
 // cost), so a process can compare both paths (benchmarks/benchmark_flash_attn.py's ours-sm80 column, the tests).
-bool force_sm80() {
-  char const* v = std::getenv("FLASH_ATTN_FORCE_SM80");
-  return v != nullptr && v[0] != '\0' && std::string(v) != "0";
-}
+bool force_sm80() { return flash::env_switch("FLASH_ATTN_FORCE_SM80", false); }
 
 SmResources sm_resources(int device) {
   static std::mutex mutex;

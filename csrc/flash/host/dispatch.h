@@ -7,13 +7,13 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <utility>
 
 #include <cutlass/numeric_types.h>
 
+#include "../core/env_switch.h"
 #include "../core/params.h"
 #include "../sm90/fwd_tile_config.h"
 #include "kernel_table.h"
@@ -130,10 +130,7 @@ void dispatch_kernel(KernelKey const& key, bool has_window, Fn&& fn) {
 // Development switch: FLASH_ATTN_SM90_FWD_KVCACHE=1 lets the sm90 forward serve the KV-cache inputs too
 // (seqused_k, leftpad_k, kv_batch_idx, keys appended before the call, and paged caches whose page size its key
 // tile divides), until tests/test_sm90_forward.py has run them on a GPU. Read per call.
-inline bool sm90_fwd_kvcache_enabled() {
-  char const* v = std::getenv("FLASH_ATTN_SM90_FWD_KVCACHE");
-  return v != nullptr && v[0] == '1';
-}
+inline bool sm90_fwd_kvcache_enabled() { return env_switch("FLASH_ATTN_SM90_FWD_KVCACHE", false); }
 
 // The sm90 forward serves fp16/bf16 calls, dense or varlen (cu_seqlens_q/k), whose tensors TMA can address (16-byte
 // aligned base pointers and strides, at least one row), with head dims of the kSm90FwdMinHeadDim bucket and up

@@ -5,9 +5,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <stdexcept>
 
+#include "../core/env_switch.h"
 #include "../core/launch_check.h"
 #include "../core/params.h"
 #include "fwd_kernel.h"
@@ -56,16 +56,12 @@ template <class Element, int kHeadDim, bool kHasWindow>
 void run_fwd(FwdParams const& params, cudaStream_t stream) {
   constexpr FwdTile kTile = fwd_tile(kHeadDim);
   using Traits = FwdTraits<kHeadDim, kTile.block_m, kTile.block_n, kTile.stages, Element>;
-  // Variant switches, read per call (unset: the table's choice; "1" on, "0" off), for tests and benchmarks:
+  // Variant switches (core/env_switch.h; unset: the table's choice), for tests and benchmarks:
   // FLASH_ATTN_SM90_FWD_OVERLAP, the overlapped consumers; FLASH_ATTN_SM90_FWD_PERSISTENT, persistent CTAs (off by
   // default until the balanced slot order of tile_scheduler.h is measured: the first, round-robin order lost up to
   // 35% on causal calls).
-  auto const switch_or = [](char const* name, bool fallback) {
-    char const* v = std::getenv(name);
-    return v == nullptr || (v[0] != '0' && v[0] != '1') ? fallback : v[0] == '1';
-  };
-  bool const overlap = switch_or("FLASH_ATTN_SM90_FWD_OVERLAP", kTile.overlap);
-  bool const persistent = switch_or("FLASH_ATTN_SM90_FWD_PERSISTENT", false);
+  bool const overlap = env_switch("FLASH_ATTN_SM90_FWD_OVERLAP", kTile.overlap);
+  bool const persistent = env_switch("FLASH_ATTN_SM90_FWD_PERSISTENT", false);
   if (overlap && persistent) {
     launch_fwd<FwdKernel<Traits, kHasWindow, true, true>>(params, stream);
   } else if (overlap) {
