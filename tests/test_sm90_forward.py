@@ -81,6 +81,17 @@ CASES = [
 ]
 
 
+def _check_on_every_path(monkeypatch, run, ref, lp):
+    """run() -> (out, lse) under each of PATHS' environments, checked against the reference (out, lse) pairs ref
+    (float32) and lp (the inputs' precision) by the tolerance rule."""
+    for path, env in PATHS.items():
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        out, lse = run()
+        assert_close_to_ref(f"out ({path})", out, ref[0], lp[0])
+        assert_close_to_ref(f"lse ({path})", lse, ref[1], lp[1])
+
+
 def _check_every_path(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, window, softcap=0.0, alibi_slopes=None):
     require_kernel(dtype, d)
     seed = d * 7919 + sq * 31 + sk
@@ -88,15 +99,11 @@ def _check_every_path(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, window, s
     k = _randn((b, sk, hk, d), dtype, seed + 1)
     v = _randn((b, sk, hk, d), dtype, seed + 2)
     mods = dict(window=window, softcap=softcap, alibi_slopes=alibi_slopes)
-    ref_out, ref_lse = attention_ref(q, k, v, causal, **mods)
-    lp_out, lp_lse = attention_ref(q, k, v, causal, upcast=False, **mods)
-    for path, env in PATHS.items():
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        out, lse, _ = flash_attn_func(q, k, v, causal=causal, window_size=window, softcap=softcap,
-                                      alibi_slopes=alibi_slopes, return_attn_probs=True)
-        assert_close_to_ref(f"out ({path})", out, ref_out, lp_out)
-        assert_close_to_ref(f"lse ({path})", lse, ref_lse, lp_lse)
+    _check_on_every_path(
+        monkeypatch,
+        lambda: flash_attn_func(q, k, v, causal=causal, window_size=window, softcap=softcap, alibi_slopes=alibi_slopes,
+                                return_attn_probs=True)[:2],
+        attention_ref(q, k, v, causal, **mods), attention_ref(q, k, v, causal, upcast=False, **mods))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
@@ -167,17 +174,14 @@ def test_varlen(monkeypatch, dtype, d, seqlens_q, seqlens_k, h, hk, causal, wind
     k[cu_k[-1]:] = float("nan")
     v[cu_k[-1]:] = float("nan")
     keys = slice(0, cu_k[-1])
-    ref_out, ref_lse = attention_varlen_ref(q, k[keys], v[keys], cu_q, cu_k, causal, window=window)
-    lp_out, lp_lse = attention_varlen_ref(q, k[keys], v[keys], cu_q, cu_k, causal, upcast=False, window=window)
     cu_q_t, cu_k_t = (torch.tensor(cu, dtype=torch.int32, device=q.device) for cu in (cu_q, cu_k))
     max_q = max(seqlens_q) if max_seqlen_q is None else max_seqlen_q
-    for path, env in PATHS.items():
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        out, lse, _ = flash_attn_varlen_func(q, k, v, cu_q_t, cu_k_t, max_q, max(seqlens_k), causal=causal,
-                                             window_size=window, return_attn_probs=True)
-        assert_close_to_ref(f"out ({path})", out, ref_out, lp_out)
-        assert_close_to_ref(f"lse ({path})", lse, ref_lse, lp_lse)
+    _check_on_every_path(
+        monkeypatch,
+        lambda: flash_attn_varlen_func(q, k, v, cu_q_t, cu_k_t, max_q, max(seqlens_k), causal=causal,
+                                       window_size=window, return_attn_probs=True)[:2],
+        attention_varlen_ref(q, k[keys], v[keys], cu_q, cu_k, causal, window=window),
+        attention_varlen_ref(q, k[keys], v[keys], cu_q, cu_k, causal, upcast=False, window=window))
 
 
 # KV-cache prefill (queries long enough for the full forward, not the split-KV kernel) on every path, with the
@@ -214,15 +218,12 @@ def test_kvcache_prefill(monkeypatch, dtype, d, b, sq, capacity, h, hk, seqlens,
                 cache_leftpad=as_tensor(leftpad), causal=causal, window_size=window)
     ref_args = dict(cache_seqlens=seqlens, cache_batch_idx=batch_idx, cache_leftpad=leftpad, causal=causal,
                     window=window)
-    ref_out, ref_lse, _, _ = kvcache_ref(q, k_cache, v_cache, k_new, v_new, **ref_args)
-    lp_out, lp_lse, _, _ = kvcache_ref(q, k_cache, v_cache, k_new, v_new, upcast=False, **ref_args)
-    for path, env in PATHS.items():
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        out, lse = flash_attn_with_kvcache(q, k_cache.clone(), v_cache.clone(), k_new, v_new, return_softmax_lse=True,
-                                           **args)
-        assert_close_to_ref(f"out ({path})", out, ref_out, lp_out)
-        assert_close_to_ref(f"lse ({path})", lse, ref_lse, lp_lse)
+    _check_on_every_path(
+        monkeypatch,
+        lambda: flash_attn_with_kvcache(q, k_cache.clone(), v_cache.clone(), k_new, v_new, return_softmax_lse=True,
+                                        **args),
+        kvcache_ref(q, k_cache, v_cache, k_new, v_new, **ref_args)[:2],
+        kvcache_ref(q, k_cache, v_cache, k_new, v_new, upcast=False, **ref_args)[:2])
 
 
 # Paged KV-cache prefill on every path (sm90 under FLASH_ATTN_SM90_FWD_KVCACHE=1 where the key tile divides the page
@@ -252,8 +253,8 @@ def test_kvcache_paged_prefill(monkeypatch, dtype, d, b, sq, pages, page, h, hk,
     k_new = _randn((b, new, hk, d), dtype, seed + 3) if new else None
     v_new = _randn((b, new, hk, d), dtype, seed + 4) if new else None
     ref_args = dict(cache_seqlens=seqlens, causal=causal)
-    ref_out, ref_lse, _, _ = kvcache_ref(q, k_cache, v_cache, k_new, v_new, **ref_args)
-    lp_out, lp_lse, _, _ = kvcache_ref(q, k_cache, v_cache, k_new, v_new, upcast=False, **ref_args)
+    ref = kvcache_ref(q, k_cache, v_cache, k_new, v_new, **ref_args)[:2]
+    lp = kvcache_ref(q, k_cache, v_cache, k_new, v_new, upcast=False, **ref_args)[:2]
     pool = b * pages + 3
     table = torch.randperm(pool, generator=torch.Generator().manual_seed(seed))[: b * pages]
     table = table.reshape(b, pages).to(device=q.device, dtype=torch.int32)
@@ -262,13 +263,11 @@ def test_kvcache_paged_prefill(monkeypatch, dtype, d, b, sq, pages, page, h, hk,
     k_pool[table.flatten().long()] = k_cache.reshape(-1, page, hk, d)
     v_pool[table.flatten().long()] = v_cache.reshape(-1, page, hk, d)
     seqlens_t = torch.tensor(seqlens, dtype=torch.int32, device=q.device)
-    for path, env in PATHS.items():
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        out, lse = flash_attn_with_kvcache(q, k_pool.clone(), v_pool.clone(), k_new, v_new, cache_seqlens=seqlens_t,
-                                           block_table=table, causal=causal, return_softmax_lse=True)
-        assert_close_to_ref(f"out ({path})", out, ref_out, lp_out)
-        assert_close_to_ref(f"lse ({path})", lse, ref_lse, lp_lse)
+    _check_on_every_path(
+        monkeypatch,
+        lambda: flash_attn_with_kvcache(q, k_pool.clone(), v_pool.clone(), k_new, v_new, cache_seqlens=seqlens_t,
+                                        block_table=table, causal=causal, return_softmax_lse=True),
+        ref, lp)
 
 
 def test_strided_qkv_slices(monkeypatch):
