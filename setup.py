@@ -9,7 +9,7 @@ Environment variables (all optional):
     FLASH_ATTN_CUDA_ARCHS   GPU archs to compile for, e.g. "80;90" (default). The sm80 kernels get SASS for
                             each from the lowest one's PTX (one front-end pass per file), and PTX for the lowest
                             (newer GPUs JIT-compile it); "90" alone also enables sm90-only instructions in them.
-                            With 90, the sm90 kernels are built too (sm_90a SASS only; none exist yet).
+                            With 90, the sm90 kernels are built too (sm_90a SASS only).
     FLASH_ATTN_HEADDIMS     head-dim buckets to compile, subset of "32;64;96;128;192;256" (default: all).
     FLASH_ATTN_DTYPES       dtypes to compile, subset of "fp16;bf16" (default: both).
     MAX_JOBS                parallel compile jobs (default: core count, bounded by ~4 GB of memory per job).

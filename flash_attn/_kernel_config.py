@@ -8,8 +8,8 @@ into csrc/instantiations/<kernel arch>/*.cu and csrc/flash/host/kernel_table.h (
 
 HEADDIM_BUCKETS = (32, 64, 96, 128, 192, 256)  # a head dim d runs on the smallest bucket >= d
 DTYPES = ("fp16", "bf16")
-# The sm90 forward is built for the buckets from this one on; smaller head dims run the sm80 kernels on sm90 too
-# (generated into csrc/flash/host/kernel_table.h as kSm90FwdMinHeadDim).
+# The sm90 forward is built for the buckets from this one on; smaller head dims run this bucket's sm90 kernel, its
+# extra columns zero-filled by TMA (generated into csrc/flash/host/kernel_table.h as kSm90FwdMinHeadDim).
 SM90_MIN_HEADDIM = 64
 
 # CUDA archs a build may target (FLASH_ATTN_CUDA_ARCHS): every kernel needs sm80 instructions.

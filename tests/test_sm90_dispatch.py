@@ -1,12 +1,16 @@
 """CPU test: which forward calls the sm90 kernel serves (csrc/flash/host/dispatch.h), checked on the host.
 
-Compiles tests/cpp/sm90_dispatch.cu (nvcc, host code, no GPU) and runs it: dense and varlen calls, softcap, ALiBi
-and windows go to sm90; paged K/V, appended keys, dropout, small head dims, misaligned or empty tensors and
-oversized grids stay on sm80, and so do the KV-cache inputs unless FLASH_ATTN_SM90_FWD_KVCACHE=1.
+Compiles tests/cpp/sm90_dispatch.cu (nvcc, host code, no GPU) and runs it: dense and varlen calls, softcap, ALiBi,
+windows and the KV-cache inputs go to sm90, paged caches where the key tile divides the page, head dims below 64
+where the d 64 kernel is built; appended keys, dropout, misaligned or empty tensors and oversized grids stay on sm80.
 """
+import pytest
+
 from host_build import build_and_run
 
 
-def test_sm90_forward_dispatch_rules(tmp_path):
-    out = build_and_run("sm90_dispatch.cu", tmp_path, defines=["FLASH_ATTN_ARCH_SM90"])
+@pytest.mark.parametrize("hdim64_built", [True, False])
+def test_sm90_forward_dispatch_rules(tmp_path, hdim64_built):
+    defines = ["FLASH_ATTN_ARCH_SM90"] + (["FLASH_ATTN_HDIM_64"] if hdim64_built else [])
+    out = build_and_run("sm90_dispatch.cu", tmp_path, defines=defines)
     assert out.strip().endswith("sm90 dispatch: ok"), out

@@ -1,8 +1,9 @@
 """The sm90 (TMA/wgmma) forward against the float32 reference, and against the sm80 kernels, in one process.
 
-On a Hopper GPU with sm90 kernels built, dense and varlen fp16/bf16 forwards of head dim > 32 run the sm90 kernel
-unless FLASH_ATTN_FORCE_SM80=1 (read on every call); each case here runs both paths, the sm90 kernel in each of its
-variants (PATHS), each checked by the tolerance rule (reference.py) with poisoned outputs. Skipped elsewhere.
+On a Hopper GPU with sm90 kernels built, dense, varlen and KV-cache fp16/bf16 forwards run the sm90 kernel (head dims
+up to 32 on the d 64 one) unless FLASH_ATTN_FORCE_SM80=1 (read on every call); each case here runs both paths, the
+sm90 kernel in each of its variants (PATHS), each checked by the tolerance rule (reference.py) with poisoned outputs.
+Skipped elsewhere.
 """
 
 import itertools
@@ -19,10 +20,6 @@ FORCE_ENV = "FLASH_ATTN_FORCE_SM80"
 # Variant switches of the sm90 forward (csrc/flash/sm90/fwd_launch.h; unset, its tile table picks), set explicitly:
 OVERLAP_ENV = "FLASH_ATTN_SM90_FWD_OVERLAP"  # the overlapped / ping-pong consumers
 PERSISTENT_ENV = "FLASH_ATTN_SM90_FWD_PERSISTENT"  # persistent CTAs
-# Development switch (csrc/flash/host/dispatch.h), off by default until validated here: the sm90 forward also
-# serves the KV-cache inputs (cache_seqlens, cache_batch_idx, cache_leftpad, keys appended before the call, paged
-# caches in pages its key tile divides).
-KVCACHE_ENV = "FLASH_ATTN_SM90_FWD_KVCACHE"
 PATHS = {
     "sm90": {FORCE_ENV: "0", OVERLAP_ENV: "0", PERSISTENT_ENV: "0"},
     "sm90 overlapped": {FORCE_ENV: "0", OVERLAP_ENV: "1", PERSISTENT_ENV: "0"},
@@ -61,6 +58,8 @@ def test_kernel_arch_follows_the_switch(monkeypatch):
 # (head dim, seqlen_q, seqlen_k, heads, heads_k, batch, causal, window): head dims of every sm90 bucket and some
 # that pad to one; seqlens off the tile sizes, sq != sk both ways; MHA, GQA, MQA.
 CASES = [
+    (32, 257, 300, 4, 2, 2, True, (-1, -1)),
+    (40, 113, 257, 4, 4, 1, False, (32, 16)),
     (64, 113, 257, 4, 4, 2, False, (-1, -1)),
     (64, 1023, 1023, 8, 2, 1, True, (-1, -1)),
     (80, 239, 512, 6, 3, 2, True, (-1, -1)),
@@ -115,6 +114,7 @@ def test_forward_both_paths(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, win
 # Small shapes for the compute-sanitizer runs of tools/gpu_check.sh (memcheck, racecheck): every tile edge case
 # (partial query and key tiles, empty causal rows, a window, GQA) in a few key blocks.
 SMALL_CASES = [
+    (32, 113, 257, 4, 2, 1, False, (-1, -1)),
     (64, 113, 257, 4, 2, 2, True, (-1, -1)),
     (128, 257, 113, 2, 2, 1, True, (-1, -1)),
     (128, 200, 300, 2, 1, 1, False, (40, 8)),
@@ -184,9 +184,9 @@ def test_varlen(monkeypatch, dtype, d, seqlens_q, seqlens_k, h, hk, causal, wind
         attention_varlen_ref(q, k[keys], v[keys], cu_q, cu_k, causal, upcast=False, window=window))
 
 
-# KV-cache prefill (queries long enough for the full forward, not the split-KV kernel) on every path, with the
-# sm90 forward allowed to serve the KV-cache inputs: cache_seqlens with keys appended first, cache_batch_idx,
-# cache_leftpad, empty caches; the cache slots past each sequence's keys hold NaN, which must not reach the output.
+# KV-cache prefill (queries long enough for the full forward, not the split-KV kernel) on every path: cache_seqlens with
+# keys appended first, cache_batch_idx, cache_leftpad, empty caches; the cache slots past each sequence's keys hold NaN,
+# which must not reach the output.
 KVCACHE_CASES = [
     # (head dim, batch, seqlen_q, capacity, heads, heads_k, cache_seqlens, batch_idx, leftpad, new keys, causal,
     #  window)
@@ -201,7 +201,6 @@ KVCACHE_CASES = [
 def test_kvcache_prefill(monkeypatch, dtype, d, b, sq, capacity, h, hk, seqlens, batch_idx, leftpad, new, causal,
                          window):
     require_kernel(dtype, d)
-    monkeypatch.setenv(KVCACHE_ENV, "1")
     seed = d * 17 + sq
     rows = b if batch_idx is None else max(batch_idx) + 1
     q = _randn((b, sq, h, d), dtype, seed)
@@ -226,9 +225,9 @@ def test_kvcache_prefill(monkeypatch, dtype, d, b, sq, capacity, h, hk, seqlens,
         kvcache_ref(q, k_cache, v_cache, k_new, v_new, upcast=False, **ref_args)[:2])
 
 
-# Paged KV-cache prefill on every path (sm90 under FLASH_ATTN_SM90_FWD_KVCACHE=1 where the key tile divides the page
-# size): a shuffled pool of pages with spare ones, keys appended first, NaN in every slot past a sequence's keys and
-# in the unused pages; checked against the same cache read back densely.
+# Paged KV-cache prefill on every path (sm90 where the key tile divides the page size): a shuffled pool of pages with
+# spare ones, keys appended first, NaN in every slot past a sequence's keys and in the unused pages; checked against the
+# same cache read back densely.
 PAGED_CASES = [
     # (head dim, batch, seqlen_q, pages per sequence, page size, heads, heads_k, cache_seqlens, new keys, causal)
     (128, 3, 300, 3, 256, 4, 2, [700, 0, 513], 40, True),
@@ -241,7 +240,6 @@ PAGED_CASES = [
 @pytest.mark.parametrize("d,b,sq,pages,page,h,hk,seqlens,new,causal", PAGED_CASES)
 def test_kvcache_paged_prefill(monkeypatch, dtype, d, b, sq, pages, page, h, hk, seqlens, new, causal):
     require_kernel(dtype, d)
-    monkeypatch.setenv(KVCACHE_ENV, "1")
     seed = d * 13 + sq
     capacity = pages * page
     q = _randn((b, sq, h, d), dtype, seed)

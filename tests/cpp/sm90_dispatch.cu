@@ -1,8 +1,8 @@
 // Host-side check of which calls the sm90 forward serves (csrc/flash/host/dispatch.h: sm90_fwd_supports,
 // fwd_kernel_arch): dense and varlen calls with TMA-addressable tensors; softcap and ALiBi; not keys appended inside
-// the kernel, dropout, head dims below the sm90 buckets, misaligned tensors, empty extents or a grid past 65535;
-// the KV-cache inputs only under FLASH_ATTN_SM90_FWD_KVCACHE=1, paged caches only in pages the key tile divides;
-// nothing with an sm80 key.
+// the kernel, dropout, misaligned tensors, empty extents or a grid past 65535; head dims below the sm90 buckets only
+// where the smallest one is built; the KV-cache inputs, paged caches only in pages the key tile divides; nothing
+// with an sm80 key.
 // Built and run by tests/test_sm90_dispatch.py.
 #include <cstdio>
 #include <cstdlib>
@@ -45,7 +45,6 @@ int main() {
   alignas(16) static int index[8] = {};
   alignas(16) static float slopes[8] = {};
   char* odd = reinterpret_cast<char*>(index) + 2;
-  unsetenv("FLASH_ATTN_SM90_FWD_KVCACHE");
   expect("dense", true, [](FwdParams&) {});
   expect("softcap", true, [](FwdParams& p) { p.softcap = 30.f; });
   expect("alibi", true, [&](FwdParams& p) { p.alibi_slopes_ptr = slopes; });
@@ -53,32 +52,33 @@ int main() {
   expect("varlen", true, [&](FwdParams& p) { p.cu_seqlens_q = p.cu_seqlens_k = index, p.total_q = p.total_k = 9; });
   expect("varlen, no keys at all", false, [&](FwdParams& p) { p.cu_seqlens_k = index, p.total_k = 0; });
   expect("dense, no keys", false, [](FwdParams& p) { p.seqlen_k = 0; });
-  expect("head dim 32", false, [](FwdParams& p) { p.head_dim = p.head_dim_v = 32; });
+#ifdef FLASH_ATTN_HDIM_64
+  expect("head dim 32, d 64 built", true, [](FwdParams& p) { p.head_dim = p.head_dim_v = 32; });
+  expect("head dim 8, d 64 built", true, [](FwdParams& p) { p.head_dim = p.head_dim_v = 8; });
+#else
+  expect("head dim 32, d 64 not built", false, [](FwdParams& p) { p.head_dim = p.head_dim_v = 32; });
+#endif
   expect("head dim 40", true, [](FwdParams& p) { p.head_dim = p.head_dim_v = 40; });
   expect("head dim of V differs", false, [](FwdParams& p) { p.head_dim_v = 64; });
   expect("dropout", false, [](FwdParams& p) { p.has_dropout = true; });
-  expect("paged", false, [&](FwdParams& p) { p.block_table = index, p.page_size = 256; });
+  expect("paged, no pages", false, [&](FwdParams& p) { p.block_table = index, p.page_size = 256; });
   expect("appended keys", false, [&](FwdParams& p) { p.k_new_ptr = p.k_ptr; });
   expect("misaligned q", false, [&](FwdParams& p) { p.q_ptr = odd; });
   expect("odd row stride", false, [](FwdParams& p) { p.k_row_stride = 8 * 128 + 4; });
   expect("batch past the grid", false, [](FwdParams& p) { p.batch = 70000; });
-  expect("cache_seqlens, switch off", false, [&](FwdParams& p) { p.seqused_k = index; });
-  expect("cache_batch_idx, switch off", false, [&](FwdParams& p) { p.kv_batch_idx = index; });
-  expect("cache_leftpad, switch off", false, [&](FwdParams& p) { p.leftpad_k = index; });
-  setenv("FLASH_ATTN_SM90_FWD_KVCACHE", "1", 1);
-  expect("cache_seqlens, switch on", true, [&](FwdParams& p) { p.seqused_k = index, p.seqused_k_extra = 3; });
-  expect("cache_batch_idx, switch on", true, [&](FwdParams& p) { p.kv_batch_idx = index, p.kv_batch_rows = 4; });
-  expect("cache_leftpad, switch on", true, [&](FwdParams& p) { p.leftpad_k = index; });
+  expect("cache_seqlens", true, [&](FwdParams& p) { p.seqused_k = index, p.seqused_k_extra = 3; });
+  expect("cache_batch_idx", true, [&](FwdParams& p) { p.kv_batch_idx = index, p.kv_batch_rows = 4; });
+  expect("cache_leftpad", true, [&](FwdParams& p) { p.leftpad_k = index; });
   auto paged = [&](FwdParams& p, int page_size) {
     p.block_table = index, p.seqused_k = index, p.page_size = page_size, p.num_pages = 7;
   };
-  expect("paged in pages of 256, switch on", true, [&](FwdParams& p) { paged(p, 256); });
-  expect("paged in pages of 64 (d 128's key tile is 128), switch on", false, [&](FwdParams& p) { paged(p, 64); });
-  expect("paged in pages of 256 at d 256 (key tile 80), switch on", false, [&](FwdParams& p) {
+  expect("paged in pages of 256", true, [&](FwdParams& p) { paged(p, 256); });
+  expect("paged in pages of 64 (d 128's key tile is 128)", false, [&](FwdParams& p) { paged(p, 64); });
+  expect("paged in pages of 256 at d 256 (key tile 80)", false, [&](FwdParams& p) {
     paged(p, 256);
     p.head_dim = p.head_dim_v = 256;
   });
-  expect("paged, appended keys, switch on", false, [&](FwdParams& p) { paged(p, 256), p.k_new_ptr = p.k_ptr; });
+  expect("paged, appended keys", false, [&](FwdParams& p) { paged(p, 256), p.k_new_ptr = p.k_ptr; });
   std::printf("%s\n", failures == 0 ? "sm90 dispatch: ok" : "sm90 dispatch: FAILED");
   return failures == 0 ? 0 : 1;
 }

@@ -13,7 +13,6 @@
 
 #include <cutlass/numeric_types.h>
 
-#include "../core/env_switch.h"
 #include "../core/params.h"
 #include "../sm90/fwd_tile_config.h"
 #include "kernel_table.h"
@@ -127,34 +126,33 @@ void dispatch_kernel(KernelKey const& key, bool has_window, Fn&& fn) {
   }
 }
 
-// Development switch: FLASH_ATTN_SM90_FWD_KVCACHE=1 lets the sm90 forward serve the KV-cache inputs too
-// (seqused_k, leftpad_k, kv_batch_idx, keys appended before the call, and paged caches whose page size its key
-// tile divides), until tests/test_sm90_forward.py has run them on a GPU. Read per call.
-inline bool sm90_fwd_kvcache_enabled() { return env_switch("FLASH_ATTN_SM90_FWD_KVCACHE", false); }
+// The head dim whose sm90 kernel serves a call: its own, or the smallest sm90 bucket (kSm90FwdMinHeadDim,
+// kernel_table.h) for smaller head dims, whose columns past head_dim TMA fills with zeros and the epilogue does
+// not store.
+inline int sm90_fwd_head_dim(int head_dim) { return head_dim < kSm90FwdMinHeadDim ? kSm90FwdMinHeadDim : head_dim; }
 
 // The sm90 forward serves fp16/bf16 calls, dense or varlen (cu_seqlens_q/k), whose tensors TMA can address (16-byte
-// aligned base pointers and strides, at least one row), with head dims of the kSm90FwdMinHeadDim bucket and up
-// (kernel_table.h) and without the features it does not have yet: keys appended inside the attention kernel
-// (k_new), and (unless sm90_fwd_kvcache_enabled) the KV-cache inputs; a paged cache only in pages that its key tile
-// divides (sm90/fwd_tile_config.h), so that a tile lies within one page. Dropout and returned probabilities stay
-// on sm80. Every other call runs the sm80 kernels, which every GPU >= sm80 runs.
+// aligned base pointers and strides, at least one row), with any head dim (below kSm90FwdMinHeadDim only where that
+// bucket is built), the KV-cache inputs included (seqused_k, leftpad_k, kv_batch_idx), without keys appended inside the
+// attention kernel (k_new); a paged cache only in pages that its key tile divides (sm90/fwd_tile_config.h), so that a
+// tile lies within one page. Dropout and returned probabilities stay on sm80. Every other call runs the sm80 kernels,
+// which every GPU >= sm80 runs.
 inline bool sm90_fwd_supports(FwdParams const& p) {
   auto aligned = [](void const* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
   auto strides_aligned = [](int64_t batch, int64_t row, int64_t head) {
     return batch % 8 == 0 && row % 8 == 0 && head % 8 == 0;  // 16 bytes of 16-bit elements
   };
-  bool const kvcache = p.seqused_k != nullptr || p.seqused_k_extra != 0 || p.kv_batch_idx != nullptr ||
-                       p.leftpad_k != nullptr || p.block_table != nullptr;
   bool const pages_fit = p.block_table == nullptr ||
-                         (p.page_size > 0 && p.page_size % sm90::fwd_tile(head_dim_bucket(p.head_dim)).block_n == 0);
-  bool const plain = (!kvcache || sm90_fwd_kvcache_enabled()) && pages_fit && p.k_new_ptr == nullptr &&
+                         (p.page_size > 0 && p.page_size % sm90::fwd_tile(sm90_fwd_head_dim(p.head_dim)).block_n == 0);
+  bool const plain = pages_fit && p.k_new_ptr == nullptr &&
                      !p.has_dropout && p.s_dmask_ptr == nullptr && p.head_dim_v == p.head_dim;
   // TMA's extents (sm90/fwd_mainloop.h: q_extent, kv_extent) must not be empty.
   bool const has_rows = (p.cu_seqlens_q != nullptr ? p.total_q : p.seqlen_q) > 0 &&
                         (p.block_table != nullptr ? p.num_pages
                                                   : (p.cu_seqlens_k != nullptr ? p.total_k : p.seqlen_k)) > 0;
   bool const fits_grid = p.batch <= 65535 && p.num_heads <= 65535;  // its grid is (query blocks, heads, batch)
-  return plain && has_rows && fits_grid && head_dim_bucket(p.head_dim) >= kSm90FwdMinHeadDim &&
+  bool const head_dim_built = head_dim_bucket(p.head_dim) >= kSm90FwdMinHeadDim || kHeadDimBuilt<kSm90FwdMinHeadDim>;
+  return plain && has_rows && fits_grid && head_dim_built &&
          aligned(p.q_ptr) && aligned(p.k_ptr) && aligned(p.v_ptr) &&
          strides_aligned(p.q_batch_stride, p.q_row_stride, p.q_head_stride) &&
          strides_aligned(p.k_batch_stride, p.k_row_stride, p.k_head_stride) &&
@@ -170,7 +168,10 @@ inline Arch fwd_kernel_arch(FwdParams const& params, KernelKey const& key) {
 inline void run_fwd(FwdParams const& params, KernelKey const& key, cudaStream_t stream) {
   if (fwd_kernel_arch(params, key) == Arch::kSm90) {
 #ifdef FLASH_ATTN_ARCH_SM90
-    dispatch_kernel(key, params.has_window, [&]<class Element, int kHeadDim, bool kHasWindow>() {
+    KernelKey sm90_key = key;
+    sm90_key.head_dim = sm90_fwd_head_dim(key.head_dim);
+    sm90_key.head_dim_v = sm90_fwd_head_dim(key.head_dim_v);
+    dispatch_kernel(sm90_key, params.has_window, [&]<class Element, int kHeadDim, bool kHasWindow>() {
       if constexpr (kHeadDim >= kSm90FwdMinHeadDim) { sm90::run_fwd<Element, kHeadDim, kHasWindow>(params, stream); }
     });
     return;

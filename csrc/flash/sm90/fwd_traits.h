@@ -6,6 +6,11 @@
 
 #include <cute/tensor.hpp>
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
+// The wgmma shapes whose N is not a power-of-two multiple of 32 (64x80x16 for the d 256 key tile). CUTLASS's
+// selector takes them only under CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED, which also pulls in the sparse ones and
+// doubles a translation unit's compile time; qk_op below picks the one it needs.
+#include <cute/arch/mma_sm90_gmma_ext.hpp>
+#include <cute/atom/mma_traits_sm90_gmma_ext.hpp>
 #include <cutlass/numeric_types.h>
 
 namespace flash::sm90 {
@@ -22,6 +27,31 @@ constexpr auto k_major_smem_atom() {
     return GMMA::Layout_K_SW64_Atom<Element>{};
   } else {
     return GMMA::Layout_K_SW32_Atom<Element>{};
+  }
+}
+
+// The wgmma of S = Q·Kᵀ: one 64 x kBlockN x 16 instruction per k step. CUTLASS's ss_op_selector would split a
+// kBlockN of 80 into five N = 16 instructions (each rereading Q's slice from shared memory), a third of the tensor
+// throughput at d 256.
+template <class Element, int kBlockN>
+constexpr auto qk_op() {
+  using K = GMMA::Major;
+  constexpr bool kBf16 = std::is_same_v<Element, cutlass::bfloat16_t>;
+  if constexpr (kBlockN == 80 && kBf16) {
+    return SM90::GMMA::MMA_64x80x16_F32BF16BF16_SS<K::K, K::K>{};
+  } else if constexpr (kBlockN == 80) {
+    return SM90::GMMA::MMA_64x80x16_F32F16F16_SS<K::K, K::K>{};
+  } else if constexpr (kBlockN == 112 && kBf16) {
+    return SM90::GMMA::MMA_64x112x16_F32BF16BF16_SS<K::K, K::K>{};
+  } else if constexpr (kBlockN == 112) {
+    return SM90::GMMA::MMA_64x112x16_F32F16F16_SS<K::K, K::K>{};
+  } else if constexpr (kBlockN == 176 && kBf16) {
+    return SM90::GMMA::MMA_64x176x16_F32BF16BF16_SS<K::K, K::K>{};
+  } else if constexpr (kBlockN == 176) {
+    return SM90::GMMA::MMA_64x176x16_F32F16F16_SS<K::K, K::K>{};
+  } else {
+    static_assert(kBlockN % 64 == 0 || kBlockN == 96, "add the key tile's wgmma shape to qk_op");
+    return GMMA::ss_op_selector<Element, Element, float, Shape<_64, Int<kBlockN>, _16>>();
   }
 }
 
@@ -45,8 +75,7 @@ struct FwdTraits {
 
   // S = Q·Kᵀ, both operands K-major in shared memory; O += P·V with P in registers and V read MN-major.
   using AtomLayout = Layout<Shape<Int<kMmaWarpgroups>, _1, _1>>;
-  using TiledMmaQK = decltype(make_tiled_mma(
-      GMMA::ss_op_selector<Element, Element, float, Shape<_64, Int<kBlockN>, Int<kHeadDim>>>(), AtomLayout{}));
+  using TiledMmaQK = decltype(make_tiled_mma(qk_op<Element, kBlockN>(), AtomLayout{}));
   using TiledMmaPV = decltype(make_tiled_mma(
       GMMA::rs_op_selector<Element, Element, float, Shape<_64, Int<kHeadDim>, Int<kBlockN>>, GMMA::Major::K,
                            GMMA::Major::MN>(),
