@@ -58,6 +58,7 @@ BACKENDS = {
     "ours-overlap": ("ours-overlap", None),
     "ours-persistent": ("ours-persistent", None),
     "ours-overlap-persistent": ("ours-overlap-persistent", None),
+    "ours-direct-store": ("ours-direct-store", None),  # the epilogue's direct stores instead of its TMA store
     "flash": ("SDPA-flash", SDPBackend.FLASH_ATTENTION),
     "cudnn": ("cuDNN", SDPBackend.CUDNN_ATTENTION),
     "efficient": ("efficient", SDPBackend.EFFICIENT_ATTENTION),
@@ -66,7 +67,8 @@ BACKENDS = {
 _OVERLAP, _PLAIN = {"FLASH_ATTN_SM90_FWD_OVERLAP": "1"}, {"FLASH_ATTN_SM90_FWD_OVERLAP": "0"}
 _PERSISTENT = {"FLASH_ATTN_SM90_FWD_PERSISTENT": "1"}
 BACKEND_ENV = {"ours-sm80": {"FLASH_ATTN_FORCE_SM80": "1"}, "ours-plain": _PLAIN, "ours-overlap": _OVERLAP,
-               "ours-persistent": {**_PLAIN, **_PERSISTENT}, "ours-overlap-persistent": {**_OVERLAP, **_PERSISTENT}}
+               "ours-persistent": {**_PLAIN, **_PERSISTENT}, "ours-overlap-persistent": {**_OVERLAP, **_PERSISTENT},
+               "ours-direct-store": {"FLASH_ATTN_SM90_FWD_TMA_STORE": "0"}}
 DIRECTIONS = {"fwd": 1.0, "bwd": 2.5, "fwd_bwd": 3.5}  # FLOPs relative to the forward
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -20,12 +20,15 @@ FORCE_ENV = "FLASH_ATTN_FORCE_SM80"
 # Variant switches of the sm90 forward (csrc/flash/sm90/fwd_launch.h; unset, its tile table picks), set explicitly:
 OVERLAP_ENV = "FLASH_ATTN_SM90_FWD_OVERLAP"  # the overlapped / ping-pong consumers
 PERSISTENT_ENV = "FLASH_ATTN_SM90_FWD_PERSISTENT"  # persistent CTAs
+TMA_STORE_ENV = "FLASH_ATTN_SM90_FWD_TMA_STORE"  # the epilogue's TMA store (else its direct stores)
 PATHS = {
-    "sm90": {FORCE_ENV: "0", OVERLAP_ENV: "0", PERSISTENT_ENV: "0"},
-    "sm90 overlapped": {FORCE_ENV: "0", OVERLAP_ENV: "1", PERSISTENT_ENV: "0"},
-    "sm90 persistent": {FORCE_ENV: "0", OVERLAP_ENV: "0", PERSISTENT_ENV: "1"},
-    "sm90 overlapped persistent": {FORCE_ENV: "0", OVERLAP_ENV: "1", PERSISTENT_ENV: "1"},
-    "sm80": {FORCE_ENV: "1", OVERLAP_ENV: "0", PERSISTENT_ENV: "0"},
+    "sm90": {FORCE_ENV: "0", OVERLAP_ENV: "0", PERSISTENT_ENV: "0", TMA_STORE_ENV: "1"},
+    "sm90 overlapped": {FORCE_ENV: "0", OVERLAP_ENV: "1", PERSISTENT_ENV: "0", TMA_STORE_ENV: "1"},
+    "sm90 persistent": {FORCE_ENV: "0", OVERLAP_ENV: "0", PERSISTENT_ENV: "1", TMA_STORE_ENV: "1"},
+    "sm90 overlapped persistent": {FORCE_ENV: "0", OVERLAP_ENV: "1", PERSISTENT_ENV: "1", TMA_STORE_ENV: "1"},
+    "sm90 overlapped persistent, direct stores": {FORCE_ENV: "0", OVERLAP_ENV: "1", PERSISTENT_ENV: "1",
+                                                  TMA_STORE_ENV: "0"},
+    "sm80": {FORCE_ENV: "1", OVERLAP_ENV: "0", PERSISTENT_ENV: "0", TMA_STORE_ENV: "1"},
 }
 
 

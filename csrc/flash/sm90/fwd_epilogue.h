@@ -1,14 +1,21 @@
-// sm90 forward epilogue: the normalised output goes from the consumers' wgmma accumulators straight to global
-// memory, two adjacent columns (4 bytes) per store, predicated on the sequence end and the head dim; each row's lse
-// is written by the lane that holds column 0 of that row.
+// sm90 forward epilogue. The normalised output goes from the consumers' wgmma accumulators to shared memory
+// (stmatrix, in Q's swizzled layout) and leaves by one TMA store of the whole tile, whose box TMA clips at the
+// tensor's row and head-dim extents. Where TMA cannot address the output (misaligned pointer or strides), or a
+// varlen tile would reach into the next sequence's rows, the accumulators go straight to global memory instead:
+// two adjacent columns (4 bytes) per store, predicated on the sequence end and the head dim. Each row's lse is
+// written by the lane that holds column 0 of that row.
 #pragma once
 
 #include <cute/tensor.hpp>
+#include <cute/arch/copy_sm90.hpp>
+#include <cute/atom/copy_traits_sm90_tma.hpp>
+#include <cutlass/arch/barrier.h>
 
 #include "../core/convert.h"
 #include "../core/params.h"
 #include "../core/seqlen.h"
 #include "fragment_layouts.h"
+#include "gmem_extents.h"
 
 namespace flash::sm90 {
 
@@ -19,29 +26,128 @@ struct FwdEpilogue {
   using Element = typename Traits::Element;
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kHeadDim = Traits::kHeadDim;
+  static constexpr int kBarrier = 3;  // named barrier id (PingPong has 0 and 1, the mainloop's V tail 2)
+  using SmemLayoutO = typename Traits::SmemLayoutO;
+  using TmaO = decltype(make_tma_copy(
+      SM90_TMA_STORE{},
+      make_tensor(make_gmem_ptr(static_cast<Element*>(nullptr)), Shape<int, int, int, int>{},
+                  Stride<int64_t, _1, int64_t, int64_t>{}),
+      SmemLayoutO{}));
+
+  struct Arguments {
+    TmaO tma_o;
+    bool tma_store;  // tma_o is set up: the output is TMA-addressable
+  };
+
+  struct OBuffer {
+    alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutO>> o;
+  };
+  struct NoBuffer {};
+  // The staging buffer where it has its own (else Q's, see Traits::kOInQ).
+  using SharedStorage = std::conditional_t<Traits::kOInQ, NoBuffer, OBuffer>;
+
+  CUTE_DEVICE static Element* buffer(SharedStorage& shared, Element* q_buffer) {
+    if constexpr (Traits::kOInQ) {
+      return q_buffer;
+    } else {
+      return shared.o.data();
+    }
+  }
+
+  // allow_tma: the FLASH_ATTN_SM90_FWD_TMA_STORE switch (fwd_launch.h). TMA needs 16-byte aligned addresses and
+  // strides.
+  static Arguments make_arguments(FwdParams const& params, bool allow_tma) {
+    Arguments args{};
+    bool const varlen = params.cu_seqlens_q != nullptr;
+    int64_t const align = 16 / int64_t(sizeof(Element));
+    args.tma_store = allow_tma && reinterpret_cast<uintptr_t>(params.o_ptr) % 16 == 0 &&
+                     params.o_row_stride % align == 0 && params.o_head_stride % align == 0 &&
+                     (varlen || params.o_batch_stride % align == 0);
+    if (args.tma_store) {
+      auto const o = gmem_tensor(static_cast<Element*>(params.o_ptr), q_extent(params), params.o_batch_stride,
+                                 params.o_row_stride, params.o_head_stride);
+      args.tma_o = make_tma_copy(SM90_TMA_STORE{}, o, SmemLayoutO{});
+    }
+    return args;
+  }
+
+  CUTE_DEVICE static void prefetch_descriptor(Arguments const& args) {
+    if (args.tma_store) { cute::prefetch_tma_descriptor(args.tma_o.get_tma_descriptor()); }
+  }
 
   // acc_o: the normalised (MMA, MMA_M, MMA_N) fragment of TiledMmaPV; lse: one value per row of its rowcol view.
+  // smem_o: buffer(). Where smem_o is Q's buffer, the caller releases Q only after this returns: the TMA store has
+  // read it by then.
   template <class AccO, class Lse>
-  CUTE_DEVICE static void store(FwdParams const& params, SeqlenInfo const& seq, AccO const& acc_o, Lse const& lse,
-                                int m_block, int head, int batch, int mma_tidx) {
+  CUTE_DEVICE static void store(Arguments const& args, FwdParams const& params, Element* smem_o, SeqlenInfo const& seq,
+                                AccO const& acc_o, Lse const& lse, int m_block, int head, int batch, int mma_tidx) {
     int const seqlen_q = seq.seqlen_q;
+    int const row_base = m_block * kBlockM;
     typename Traits::TiledMmaPV mma_pv;
     auto thr_pv = mma_pv.get_thread_slice(mma_tidx);
     Tensor rO = convert_fragment<Element>(acc_o);
-    Tensor rO_rows = make_tensor(rO.data(), acc_to_rowcol(rO.layout()));
     Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
     Tensor coords = make_tensor(tOcO.data(), acc_to_rowcol(tOcO.layout()));
-    int const row_base = m_block * kBlockM;
+    // A varlen tile may be stored whole only where its rows past the sequence are past the tensor too.
+    bool const whole_tile = !seq.varlen_q || row_base + kBlockM <= seqlen_q ||
+                            seq.start_q + seqlen_q >= get<0>(q_extent(params));
+    if (args.tma_store && whole_tile) {
+      store_by_tma(args, params, smem_o, seq, rO, m_block, head, batch, mma_tidx);
+    } else {
+      store_direct(params, seq, rO, coords, row_base, head, batch);
+    }
+    float* lse_base = params.softmax_lse_ptr + seq.lse_offset(params.lse_batch_stride, batch) +
+                      int64_t(head) * params.lse_head_stride;
+    CUTE_UNROLL
+    for (int r = 0; r < size<0>(coords); ++r) {
+      int const row = row_base + get<0>(coords(r, 0));
+      if (row < seqlen_q && get<1>(coords(r, 0)) == 0) { lse_base[row] = lse(r); }
+    }
+  }
+
+  // Before the CTA exits: its last TMA store has read shared memory.
+  CUTE_DEVICE static void drain(int mma_tidx) {
+    if (mma_tidx == 0) { tma_store_wait<0>(); }
+  }
+
+ private:
+  template <class FragO>
+  CUTE_DEVICE static void store_by_tma(Arguments const& args, FwdParams const& params, Element* smem_o,
+                                       SeqlenInfo const& seq, FragO const& rO, int m_block, int head, int batch,
+                                       int mma_tidx) {
+    Tensor sO = make_tensor(make_smem_ptr(smem_o), SmemLayoutO{});
+    // The buffer is free: the CTA's previous store has read it (the issuing thread waits, the barrier tells the
+    // others), and every consumer's S GEMMs are done (where it is Q's buffer).
+    if (mma_tidx == 0) { tma_store_wait<0>(); }
+    cutlass::arch::NamedBarrier::sync(Traits::kMmaThreads, kBarrier);
+    auto smem_copy = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, typename Traits::TiledMmaPV{});
+    auto thr_copy = smem_copy.get_thread_slice(mma_tidx);
+    copy(smem_copy, thr_copy.retile_S(rO), thr_copy.partition_D(sO));
+    cutlass::arch::fence_view_async_shared();  // the stmatrix writes, visible to the TMA engine
+    cutlass::arch::NamedBarrier::sync(Traits::kMmaThreads, kBarrier);
+    if (mma_tidx == 0) {
+      Tensor mO = args.tma_o.get_tma_tensor(q_extent(params))(_, _, head, seq.varlen_q ? 0 : batch);
+      Tensor gO = local_tile(domain_offset(make_coord(seq.start_q, _0{}), mO), Shape<Int<kBlockM>, Int<kHeadDim>>{},
+                             make_coord(m_block, _0{}));
+      auto tma = args.tma_o.get_slice(0);
+      copy(args.tma_o, tma.partition_S(sO), tma.partition_D(gO));
+      tma_store_arrive();
+      if constexpr (Traits::kOInQ) { tma_store_wait<0>(); }  // Q's buffer is read before Q is released
+    }
+  }
+
+  template <class FragO, class Coords>
+  CUTE_DEVICE static void store_direct(FwdParams const& params, SeqlenInfo const& seq, FragO const& rO,
+                                       Coords const& coords, int row_base, int head, int batch) {
+    Tensor rO_rows = make_tensor(rO.data(), acc_to_rowcol(rO.layout()));
     Element* o_base = static_cast<Element*>(params.o_ptr) +
                       seq.q_offset(params.o_batch_stride, params.o_row_stride, batch) +
                       int64_t(head) * params.o_head_stride;
-    float* lse_base = params.softmax_lse_ptr + seq.lse_offset(params.lse_batch_stride, batch) +
-                      int64_t(head) * params.lse_head_stride;
     static_assert(decltype(size<1, 0>(rO_rows))::value == 2, "columns come in adjacent pairs");
     CUTE_UNROLL
     for (int r = 0; r < size<0>(rO_rows); ++r) {
       int const row = row_base + get<0>(coords(r, 0));
-      if (row >= seqlen_q) { continue; }
+      if (row >= seq.seqlen_q) { continue; }
       Element* o_row = o_base + int64_t(row) * params.o_row_stride;
       CUTE_UNROLL
       for (int c = 0; c < size<1>(rO_rows); c += 2) {
@@ -51,7 +157,6 @@ struct FwdEpilogue {
           *reinterpret_cast<uint32_t*>(o_row + col) = *reinterpret_cast<uint32_t const*>(pair);
         }
       }
-      if (get<1>(coords(r, 0)) == 0) { lse_base[row] = lse(r); }
     }
   }
 };

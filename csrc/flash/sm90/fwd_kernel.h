@@ -35,12 +35,16 @@ struct FwdKernel {
   using Epilogue = FwdEpilogue<Traits>;
   using Scheduler = std::conditional_t<kPersistent, StaticPersistentScheduler, SingleTileScheduler>;
   using Range = typename Mainloop::Range;
-  using SharedStorage = typename Mainloop::SharedStorage;
+  struct SharedStorage {
+    typename Mainloop::SharedStorage mainloop;
+    typename Epilogue::SharedStorage epilogue;
+  };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
 
   struct Arguments {
     FwdParams params;
     typename Mainloop::Arguments mainloop;
+    typename Epilogue::Arguments epilogue;
     typename Scheduler::Arguments scheduler;
   };
 
@@ -68,10 +72,14 @@ struct FwdKernel {
 
   CUTE_DEVICE static void run(Arguments const& args, char* smem) {
     FwdParams const& params = args.params;
-    SharedStorage& shared = *reinterpret_cast<SharedStorage*>(smem);
+    SharedStorage& storage = *reinterpret_cast<SharedStorage*>(smem);
+    typename Mainloop::SharedStorage& shared = storage.mainloop;
     int const warpgroup = cutlass::canonical_warp_group_idx();
     bool const is_producer = warpgroup == 0;
-    if (threadIdx.x == 0) { Mainloop::prefetch_descriptors(args.mainloop); }
+    if (threadIdx.x == 0) {
+      Mainloop::prefetch_descriptors(args.mainloop);
+      Epilogue::prefetch_descriptor(args.epilogue);
+    }
     Mainloop::init_barriers(shared);
     typename Mainloop::Pipeline pipeline_k(shared.pipeline_k, Mainloop::pipeline_params(is_producer),
                                            Shape<_1, _1, _1>{});
@@ -97,20 +105,23 @@ struct FwdKernel {
       cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
       typename Mainloop::PipelineState state_k, state_v;
       for_each_block(args, num_m_blocks, [&](SeqlenInfo const& seq, WorkTile const& tile) {
-        consume(params, shared, pipeline_k, pipeline_v, state_k, state_v, seq, tile, KeyBlocks(params, seq, tile),
+        consume(args, storage, pipeline_k, pipeline_v, state_k, state_v, seq, tile, KeyBlocks(params, seq, tile),
                 round & 1);
         ++round;
       });
+      Epilogue::drain(threadIdx.x - 128);
     }
   }
 
   // One query block on the consumer warpgroups: mainloop, softmax finalisation, epilogue. state_v is used only by
   // the overlapped mainloop (the plain one keeps K and V in step with state_k).
-  CUTE_DEVICE static void consume(FwdParams const& params, SharedStorage& shared,
+  CUTE_DEVICE static void consume(Arguments const& args, SharedStorage& storage,
                                   typename Mainloop::Pipeline& pipeline_k, typename Mainloop::Pipeline& pipeline_v,
                                   typename Mainloop::PipelineState& state_k,
                                   typename Mainloop::PipelineState& state_v, SeqlenInfo const& seq,
                                   WorkTile const& tile, KeyBlocks const& keys, int q_phase) {
+    FwdParams const& params = args.params;
+    typename Mainloop::SharedStorage& shared = storage.mainloop;
     int const mma_tidx = threadIdx.x - 128;
     typename Traits::TiledMmaPV mma_pv;
     Tensor acc_o = partition_fragment_C(mma_pv, Shape<Int<kBlockM>, Int<kHeadDim>>{});
@@ -125,10 +136,14 @@ struct FwdKernel {
       Mainloop::mma(params, shared, pipeline_k, pipeline_v, state_k, seq, tile.block, keys.min, keys.max, alibi,
                     mma_tidx, acc_o, softmax, q_phase);
     }
-    shared.barrier_q_empty.arrive();  // every S GEMM of the block is done: the producer may load the next Q
+    // Every S GEMM of the block is done: the producer may load the next Q, unless the epilogue stages the output
+    // in Q's buffer (then after the epilogue, whose TMA store has read it by then).
+    if constexpr (!Traits::kOInQ) { shared.barrier_q_empty.arrive(); }
     // Rows that saw no key end with output 0 and lse +inf.
     Tensor lse = softmax.finalize(acc_o_rows, params.score_scale);
-    Epilogue::store(params, seq, acc_o, lse, tile.block, tile.head, tile.batch, mma_tidx);
+    Epilogue::store(args.epilogue, params, Epilogue::buffer(storage.epilogue, shared.q.data()), seq, acc_o, lse,
+                    tile.block, tile.head, tile.batch, mma_tidx);
+    if constexpr (Traits::kOInQ) { shared.barrier_q_empty.arrive(); }
   }
 };
 

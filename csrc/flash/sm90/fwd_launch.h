@@ -40,7 +40,10 @@ void launch_fwd(FwdParams const& params, cudaStream_t stream) {
     throw std::runtime_error("flash_attn forward (sm90): too many heads or batch entries for one launch");
   }
   TileCounts const counts{num_m_blocks, params.num_heads, params.batch};
+  // FLASH_ATTN_SM90_FWD_TMA_STORE=0: the epilogue's direct stores instead of its TMA store, for tests and benchmarks.
+  bool const tma_store = env_switch("FLASH_ATTN_SM90_FWD_TMA_STORE", true);
   typename Kernel::Arguments const args{params, Kernel::Mainloop::make_arguments(params),
+                                        Kernel::Epilogue::make_arguments(params, tma_store),
                                         Kernel::Scheduler::make_arguments(counts)};
   auto const kernel = &fwd_kernel<Kernel>;
   constexpr int kSmemBytes = Kernel::kSmemBytes;

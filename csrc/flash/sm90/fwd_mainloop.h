@@ -17,6 +17,7 @@
 #include "../core/seqlen.h"
 #include "../core/softmax.h"
 #include "fragment_layouts.h"
+#include "gmem_extents.h"
 #include "pingpong.h"
 #include "wgmma.h"
 
@@ -35,7 +36,7 @@ struct FwdMainloop {
   using Pipeline = cutlass::PipelineTmaAsync<kStages>;
   using PipelineState = cutlass::PipelineState<kStages>;
 
-  // Global tensors as TMA sees them: (rows, head dim, heads, batch), the head dim contiguous.
+  // Global tensors as TMA sees them (gmem_extents.h).
   using GmemShape = Shape<int, int, int, int>;
   using GmemStride = Stride<int64_t, _1, int64_t, int64_t>;
   using GmemTensor = decltype(make_tensor(make_gmem_ptr(static_cast<Element const*>(nullptr)), GmemShape{},
@@ -61,36 +62,13 @@ struct FwdMainloop {
     alignas(8) cutlass::arch::ClusterBarrier barrier_q_empty;
   };
 
-  // The extents TMA addresses: (rows, head dim, heads, batches). Dense q/k/v are (batch, seqlen, heads, d) (a KV
-  // cache: kv_batch_rows entries of capacity seqlen_k; a paged one: num_pages pages of page_size slots); a varlen
-  // tensor is one batch entry of total rows, each sequence a range of them (SeqlenInfo's start).
-  CUTE_HOST_DEVICE static auto q_extent(FwdParams const& params) {
-    bool const varlen = params.cu_seqlens_q != nullptr;
-    return make_shape(varlen ? params.total_q : params.seqlen_q, params.head_dim, params.num_heads,
-                      varlen ? 1 : params.batch);
-  }
-  CUTE_HOST_DEVICE static auto kv_extent(FwdParams const& params) {
-    if (params.block_table != nullptr) {  // a paged cache: (slots, head dim, heads, pages)
-      return make_shape(params.page_size, params.head_dim, params.num_heads_k, params.num_pages);
-    }
-    bool const varlen = params.cu_seqlens_k != nullptr;
-    return make_shape(varlen ? params.total_k : params.seqlen_k, params.head_dim, params.num_heads_k,
-                      varlen ? 1 : (params.kv_batch_rows > 0 ? params.kv_batch_rows : params.batch));
-  }
-
   static Arguments make_arguments(FwdParams const& params) {
-    auto gmem = [&](void const* ptr, auto extent, int64_t batch_stride, int64_t row_stride, int64_t head_stride) {
-      // A varlen tensor's single batch entry: any 16-byte multiple stands in for its unused batch stride.
-      int64_t const stride = get<3>(extent) == 1 ? row_stride * get<0>(extent) : batch_stride;
-      return make_tensor(make_gmem_ptr(static_cast<Element const*>(ptr)), extent,
-                         make_stride(row_stride, _1{}, head_stride, stride));
-    };
-    auto const q = gmem(params.q_ptr, q_extent(params), params.q_batch_stride, params.q_row_stride,
-                        params.q_head_stride);
-    auto const k = gmem(params.k_ptr, kv_extent(params), params.k_batch_stride, params.k_row_stride,
-                        params.k_head_stride);
-    auto const v = gmem(params.v_ptr, kv_extent(params), params.v_batch_stride, params.v_row_stride,
-                        params.v_head_stride);
+    auto const q = gmem_tensor(static_cast<Element const*>(params.q_ptr), q_extent(params), params.q_batch_stride,
+                               params.q_row_stride, params.q_head_stride);
+    auto const k = gmem_tensor(static_cast<Element const*>(params.k_ptr), kv_extent(params), params.k_batch_stride,
+                               params.k_row_stride, params.k_head_stride);
+    auto const v = gmem_tensor(static_cast<Element const*>(params.v_ptr), kv_extent(params), params.v_batch_stride,
+                               params.v_row_stride, params.v_head_stride);
     auto const kv_stage = take<0, 2>(typename Traits::SmemLayoutKV{});
     return {make_tma_copy(SM90_TMA_LOAD{}, q, typename Traits::SmemLayoutQ{}),
             make_tma_copy(SM90_TMA_LOAD{}, k, kv_stage), make_tma_copy(SM90_TMA_LOAD{}, v, kv_stage)};

@@ -92,6 +92,12 @@ struct FwdTraits {
 
   static constexpr int kQBytes = kBlockM * kHeadDim * int(sizeof(Element));
   static constexpr int kKVStageBytes = kBlockN * kHeadDim * int(sizeof(Element));
+
+  // The output tile is staged in shared memory for its TMA store, in Q's layout: in a buffer of its own where the
+  // CTA's 227 KB hold one (d <= 128), else in Q's buffer, which is free once the block's S GEMMs are done.
+  using SmemLayoutO = SmemLayoutQ;
+  static constexpr int kSmemLimitBytes = 227 * 1024 - 1024;  // less the pipelines' barriers and alignment
+  static constexpr bool kOInQ = 2 * kQBytes + 2 * kStages * kKVStageBytes > kSmemLimitBytes;
 };
 
 }  // namespace flash::sm90
