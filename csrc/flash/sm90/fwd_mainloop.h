@@ -277,7 +277,7 @@ struct FwdMainloop {
     ++state_k;
     prepare_scores(params, alibi, scores, score_coords, m_block, n_block, seqlen_q, seqlen_k);
     softmax.template update_scores</*kIsFirst=*/true>(scores);
-    copy(convert_fragment<Element>(acc_s), rP);
+    convert_fragment_into(acc_s, rP);
 
     for (--n_block; n_block >= n_block_min; --n_block) {
       pipeline_k.consumer_wait(state_k);
@@ -296,7 +296,7 @@ struct FwdMainloop {
       pipeline_v.consumer_release(state_v);
       ++state_v;
       Softmax::rescale_o(acc_o_rows, correction);
-      copy(convert_fragment<Element>(acc_s), rP);
+      convert_fragment_into(acc_s, rP);
     }
 
     pipeline_v.consumer_wait(state_v);
