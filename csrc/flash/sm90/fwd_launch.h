@@ -60,11 +60,9 @@ void run_fwd(FwdParams const& params, cudaStream_t stream) {
   constexpr FwdTile kTile = fwd_tile(kHeadDim);
   using Traits = FwdTraits<kHeadDim, kTile.block_m, kTile.block_n, kTile.stages, Element>;
   // Variant switches (core/env_switch.h; unset: the table's choice), for tests and benchmarks:
-  // FLASH_ATTN_SM90_FWD_OVERLAP, the overlapped consumers; FLASH_ATTN_SM90_FWD_PERSISTENT, persistent CTAs (off by
-  // default until the balanced slot order of tile_scheduler.h is measured: the first, round-robin order lost up to
-  // 35% on causal calls).
+  // FLASH_ATTN_SM90_FWD_OVERLAP, the overlapped consumers; FLASH_ATTN_SM90_FWD_PERSISTENT, persistent CTAs.
   bool const overlap = env_switch("FLASH_ATTN_SM90_FWD_OVERLAP", kTile.overlap);
-  bool const persistent = env_switch("FLASH_ATTN_SM90_FWD_PERSISTENT", false);
+  bool const persistent = env_switch("FLASH_ATTN_SM90_FWD_PERSISTENT", kTile.persistent);
   if (overlap && persistent) {
     launch_fwd<FwdKernel<Traits, kHasWindow, true, true>>(params, stream);
   } else if (overlap) {

@@ -2,7 +2,9 @@
 // heuristics. kBlockM = 64 query rows per consumer warpgroup; K/V tiles of kBlockN keys stream through kStages
 // buffers. overlap: the overlapped consumers (FwdMainloop::mma_overlapped) serve the bucket by default; measured on
 // H100 (benchmarks/NOTES.md, 2026-12-05) they gain 5-20% from d 128 up and lose up to 20% at d 64, where the
-// softmax is too short to hide a GEMM.
+// softmax is too short to hide a GEMM. persistent: persistent CTAs (balanced slots, tile_scheduler.h); measured on
+// H100 (NOTES, 2026-12-06) they gain 2-23% at d 64 (most on short sequences, within noise at 16k) and are mixed
+// from d 128 up.
 #pragma once
 
 namespace flash::sm90 {
@@ -12,13 +14,15 @@ struct FwdTile {
   int block_n;
   int stages;
   bool overlap;
+  bool persistent;
 };
 
 constexpr FwdTile fwd_tile(int head_dim) {
-  if (head_dim <= 96) { return {128, 128, 2, false}; }
-  if (head_dim <= 128) { return {128, 128, 2, true}; }
-  if (head_dim <= 192) { return {128, 96, 2, true}; }
-  return {128, 80, 2, true};
+  if (head_dim <= 64) { return {128, 128, 2, false, true}; }
+  if (head_dim <= 96) { return {128, 128, 2, false, false}; }  // d 96 not measured: d 64's consumers
+  if (head_dim <= 128) { return {128, 128, 2, true, false}; }
+  if (head_dim <= 192) { return {128, 96, 2, true, false}; }
+  return {128, 80, 2, true, false};
 }
 
 }  // namespace flash::sm90
