@@ -21,14 +21,23 @@ FORCE_ENV = "FLASH_ATTN_FORCE_SM80"
 OVERLAP_ENV = "FLASH_ATTN_SM90_FWD_OVERLAP"  # the overlapped / ping-pong consumers
 PERSISTENT_ENV = "FLASH_ATTN_SM90_FWD_PERSISTENT"  # persistent CTAs
 TMA_STORE_ENV = "FLASH_ATTN_SM90_FWD_TMA_STORE"  # the epilogue's TMA store (else its direct stores)
+LAZY_ENV = "FLASH_ATTN_SM90_FWD_LAZY_RESCALE"  # row maxima move only past a threshold (off by default)
+
+
+def _path(force="0", overlap="0", persistent="0", tma_store="1", lazy="0"):
+    return {FORCE_ENV: force, OVERLAP_ENV: overlap, PERSISTENT_ENV: persistent, TMA_STORE_ENV: tma_store,
+            LAZY_ENV: lazy}
+
+
 PATHS = {
-    "sm90": {FORCE_ENV: "0", OVERLAP_ENV: "0", PERSISTENT_ENV: "0", TMA_STORE_ENV: "1"},
-    "sm90 overlapped": {FORCE_ENV: "0", OVERLAP_ENV: "1", PERSISTENT_ENV: "0", TMA_STORE_ENV: "1"},
-    "sm90 persistent": {FORCE_ENV: "0", OVERLAP_ENV: "0", PERSISTENT_ENV: "1", TMA_STORE_ENV: "1"},
-    "sm90 overlapped persistent": {FORCE_ENV: "0", OVERLAP_ENV: "1", PERSISTENT_ENV: "1", TMA_STORE_ENV: "1"},
-    "sm90 overlapped persistent, direct stores": {FORCE_ENV: "0", OVERLAP_ENV: "1", PERSISTENT_ENV: "1",
-                                                  TMA_STORE_ENV: "0"},
-    "sm80": {FORCE_ENV: "1", OVERLAP_ENV: "0", PERSISTENT_ENV: "0", TMA_STORE_ENV: "1"},
+    "sm90": _path(),
+    "sm90 overlapped": _path(overlap="1"),
+    "sm90 persistent": _path(persistent="1"),
+    "sm90 overlapped persistent": _path(overlap="1", persistent="1"),
+    "sm90 overlapped persistent, direct stores": _path(overlap="1", persistent="1", tma_store="0"),
+    "sm90, lazy rescale": _path(lazy="1"),
+    "sm90 overlapped, lazy rescale": _path(overlap="1", lazy="1"),
+    "sm80": _path(force="1"),
 }
 
 

@@ -45,13 +45,19 @@ struct OnlineSoftmax {
 
   // The same in two steps, for kernels whose P·V of the previous tile still runs while this tile's scores are
   // exponentiated: update_scores returns each row's rescale factor, rescale_o applies it once that GEMM is done.
+  // threshold_log2 (>= 0): a row's running max moves only when the tile's max exceeds it by more than that many
+  // powers of two of exp2's argument. 0 is update()'s arithmetic exactly (the max moves whenever it grows);
+  // above 0 the unnormalised probabilities reach up to 2^threshold_log2 and most tiles of a long row leave O as
+  // it is. Either way finalize() normalises with the same max, so the result is the same attention.
   template <bool kIsFirst, class Scores>
-  CUTLASS_DEVICE auto update_scores(Scores& scores) {
+  CUTLASS_DEVICE auto update_scores(Scores& scores, float threshold_log2 = 0.f) {
     using namespace cute;
     static_assert(decltype(size<0>(scores))::value == kRows);
     auto correction = make_tensor<float>(Shape<Int<kRows>>{});
     CUTE_UNROLL
-    for (int r = 0; r < kRows; ++r) { correction(r) = update_row<kIsFirst>(scores, r, [](float) {}); }
+    for (int r = 0; r < kRows; ++r) {
+      correction(r) = update_row<kIsFirst, /*kMayKeepMax=*/true>(scores, r, [](float) {}, threshold_log2);
+    }
     return correction;
   }
 
@@ -65,17 +71,31 @@ struct OnlineSoftmax {
     }
   }
 
+  // rescale_o, skipped (a warp-uniform branch) where no row of the warp has a factor other than 1: multiplying by 1
+  // changes nothing, and once a row's max has settled most tiles leave it in place.
+  template <class AccO, class Correction>
+  CUTLASS_DEVICE static void rescale_o_where_needed(AccO& acc_o, Correction const& correction) {
+    bool needed = false;
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) { needed |= correction(r) != 1.f; }
+    if (__any_sync(0xffffffffu, needed)) { rescale_o(acc_o, correction); }
+  }
+
   // Row r: the new running max, the running sum rescaled to it (rescale(factor) is called then, before the
   // exponentials, unless kIsFirst), the row's scores exponentiated and summed. Returns the factor
-  // exp(scale * (m_old - m_new)) that earlier partial outputs of the row need (1 if kIsFirst).
-  template <bool kIsFirst, class Scores, class Rescale>
-  CUTLASS_DEVICE float update_row(Scores& scores, int r, Rescale&& rescale) {
+  // exp(scale * (m_old - m_new)) that earlier partial outputs of the row need (1 if kIsFirst). kMayKeepMax: the
+  // max moves only past threshold_log2 (update_scores).
+  template <bool kIsFirst, bool kMayKeepMax = false, class Scores, class Rescale>
+  CUTLASS_DEVICE float update_row(Scores& scores, int r, Rescale&& rescale, float threshold_log2 = 0.f) {
     using namespace cute;
     float const prev_max = row_max(r);
     float tile_max = kIsFirst ? -INFINITY : prev_max;
     CUTE_UNROLL
     for (int c = 0; c < size<1>(scores); ++c) { tile_max = fmaxf(tile_max, scores(r, c)); }
-    float const new_max = quad_allreduce(tile_max, MaxOp{});
+    float const tile_row_max = quad_allreduce(tile_max, MaxOp{});
+    // (A NaN comparison, -inf - -inf, keeps a row that has seen only masked keys at -inf.)
+    bool const moves = kIsFirst || !kMayKeepMax || (tile_row_max - prev_max) * scale_log2 > threshold_log2;
+    float const new_max = moves ? tile_row_max : prev_max;
     row_max(r) = new_max;
     // A row that has seen only masked keys keeps max -inf; use 0 so exp2 gives 0, not NaN.
     float const max_scaled = new_max == -INFINITY ? 0.f : new_max * scale_log2;

@@ -130,11 +130,11 @@ struct FwdKernel {
     OnlineSoftmax<decltype(size<0>(acc_o_rows))::value> softmax(params.score_scale_log2);
     Alibi const alibi = make_alibi(params, tile.batch, tile.head, seq.seqlen_q, seq.seqlen_k);
     if constexpr (kOverlap) {
-      Mainloop::mma_overlapped(params, shared, pipeline_k, pipeline_v, state_k, state_v, seq, tile.block, keys.min,
-                               keys.max, alibi, mma_tidx, acc_o, softmax, q_phase);
+      Mainloop::mma_overlapped(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, state_v, seq,
+                               tile.block, keys.min, keys.max, alibi, mma_tidx, acc_o, softmax, q_phase);
     } else {
-      Mainloop::mma(params, shared, pipeline_k, pipeline_v, state_k, seq, tile.block, keys.min, keys.max, alibi,
-                    mma_tidx, acc_o, softmax, q_phase);
+      Mainloop::mma(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, seq, tile.block, keys.min,
+                    keys.max, alibi, mma_tidx, acc_o, softmax, q_phase);
     }
     // Every S GEMM of the block is done: the producer may load the next Q, unless the epilogue stages the output
     // in Q's buffer (then after the epilogue, whose TMA store has read it by then).

@@ -42,7 +42,10 @@ void launch_fwd(FwdParams const& params, cudaStream_t stream) {
   TileCounts const counts{num_m_blocks, params.num_heads, params.batch};
   // FLASH_ATTN_SM90_FWD_TMA_STORE=0: the epilogue's direct stores instead of its TMA store, for tests and benchmarks.
   bool const tma_store = env_switch("FLASH_ATTN_SM90_FWD_TMA_STORE", true);
-  typename Kernel::Arguments const args{params, Kernel::Mainloop::make_arguments(params),
+  // FLASH_ATTN_SM90_FWD_LAZY_RESCALE=1: row maxima move only past a threshold (FwdMainloop::kLazyRescaleLog2), so
+  // most key blocks of a long row skip the rescale of O. Off by default until measured.
+  bool const lazy_rescale = env_switch("FLASH_ATTN_SM90_FWD_LAZY_RESCALE", false);
+  typename Kernel::Arguments const args{params, Kernel::Mainloop::make_arguments(params, lazy_rescale),
                                         Kernel::Epilogue::make_arguments(params, tma_store),
                                         Kernel::Scheduler::make_arguments(counts)};
   auto const kernel = &fwd_kernel<Kernel>;

@@ -49,7 +49,13 @@ struct FwdMainloop {
     TmaQ tma_q;
     TmaKV tma_k;
     TmaKV tma_v;
+    float rescale_threshold_log2;  // OnlineSoftmax::update_scores' threshold: 0, or kLazyRescaleLog2
   };
+
+  // The lazy rescale's threshold (FLASH_ATTN_SM90_FWD_LAZY_RESCALE, fwd_launch.h): a row's max moves only when it
+  // grows by more than 2^8 in exp2's argument, so unnormalised probabilities stay within 256 (fp16 and bf16 hold
+  // them; the fp32 sums and O accumulators have room to spare).
+  static constexpr float kLazyRescaleLog2 = 8.f;
 
   struct SharedStorage {
     alignas(1024) cute::array_aligned<Element, cosize_v<typename Traits::SmemLayoutQ>> q;
@@ -62,7 +68,7 @@ struct FwdMainloop {
     alignas(8) cutlass::arch::ClusterBarrier barrier_q_empty;
   };
 
-  static Arguments make_arguments(FwdParams const& params) {
+  static Arguments make_arguments(FwdParams const& params, bool lazy_rescale) {
     auto const q = gmem_tensor(static_cast<Element const*>(params.q_ptr), q_extent(params), params.q_batch_stride,
                                params.q_row_stride, params.q_head_stride);
     auto const k = gmem_tensor(static_cast<Element const*>(params.k_ptr), kv_extent(params), params.k_batch_stride,
@@ -71,7 +77,8 @@ struct FwdMainloop {
                                params.v_row_stride, params.v_head_stride);
     auto const kv_stage = take<0, 2>(typename Traits::SmemLayoutKV{});
     return {make_tma_copy(SM90_TMA_LOAD{}, q, typename Traits::SmemLayoutQ{}),
-            make_tma_copy(SM90_TMA_LOAD{}, k, kv_stage), make_tma_copy(SM90_TMA_LOAD{}, v, kv_stage)};
+            make_tma_copy(SM90_TMA_LOAD{}, k, kv_stage), make_tma_copy(SM90_TMA_LOAD{}, v, kv_stage),
+            lazy_rescale ? kLazyRescaleLog2 : 0.f};
   }
 
   CUTE_DEVICE static void prefetch_descriptors(Arguments const& args) {
@@ -198,10 +205,10 @@ struct FwdMainloop {
   // it holds the unnormalised output and softmax the row statistics. q_phase: the phase of barrier_q that this
   // block's Q completes (the CTA's count of earlier blocks, mod 2).
   template <class AccO, class Softmax>
-  CUTE_DEVICE static void mma(FwdParams const& params, SharedStorage& shared, Pipeline& pipeline_k,
-                              Pipeline& pipeline_v, PipelineState& state, SeqlenInfo const& seq, int m_block,
-                              int n_block_min, int n_block_max, Alibi const& alibi, int mma_tidx, AccO& acc_o,
-                              Softmax& softmax, int q_phase) {
+  CUTE_DEVICE static void mma(FwdParams const& params, Arguments const& args, SharedStorage& shared,
+                              Pipeline& pipeline_k, Pipeline& pipeline_v, PipelineState& state, SeqlenInfo const& seq,
+                              int m_block, int n_block_min, int n_block_max, Alibi const& alibi, int mma_tidx,
+                              AccO& acc_o, Softmax& softmax, int q_phase) {
     int const seqlen_q = seq.seqlen_q, seqlen_k = seq.seqlen_k;
     typename Traits::TiledMmaQK mma_qk;
     typename Traits::TiledMmaPV mma_pv;
@@ -218,7 +225,8 @@ struct FwdMainloop {
       pipeline_k.consumer_release(state);
       Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
       prepare_scores(params, alibi, scores, score_coords, m_block, n_block, seqlen_q, seqlen_k);
-      softmax.template update<kIsFirst>(scores, acc_o_rows);
+      auto const correction = softmax.template update_scores<kIsFirst>(scores, args.rescale_threshold_log2);
+      if constexpr (!kIsFirst) { Softmax::rescale_o_where_needed(acc_o_rows, correction); }
       Tensor rP = convert_fragment<Element>(acc_s);
       Tensor tOrP = make_tensor(rP.data(), acc_to_a_operand(rP.layout()));
       pipeline_v.consumer_wait(state);
@@ -240,8 +248,9 @@ struct FwdMainloop {
   // so one's softmax also runs under the other's GEMMs. Same contract as mma(); K and V keep their own pipeline
   // states because V trails K by one block.
   template <class AccO, class Softmax>
-  CUTE_DEVICE static void mma_overlapped(FwdParams const& params, SharedStorage& shared, Pipeline& pipeline_k,
-                                         Pipeline& pipeline_v, PipelineState& state_k, PipelineState& state_v,
+  CUTE_DEVICE static void mma_overlapped(FwdParams const& params, Arguments const& args, SharedStorage& shared,
+                                         Pipeline& pipeline_k, Pipeline& pipeline_v, PipelineState& state_k,
+                                         PipelineState& state_v,
                                          SeqlenInfo const& seq, int m_block, int n_block_min, int n_block_max,
                                          Alibi const& alibi, int mma_tidx, AccO& acc_o, Softmax& softmax,
                                          int q_phase) {
@@ -291,11 +300,14 @@ struct FwdMainloop {
       pipeline_k.consumer_release(state_k);
       ++state_k;
       prepare_scores(params, alibi, scores, score_coords, m_block, n_block, seqlen_q, seqlen_k);
-      auto const correction = softmax.template update_scores</*kIsFirst=*/false>(scores);
-      wgmma_wait<0>(acc_o, rP);  // P(j-1)·V(j-1) is done: acc_o may be rescaled and rP overwritten
+      auto const correction =
+          softmax.template update_scores</*kIsFirst=*/false>(scores, args.rescale_threshold_log2);
+      // P(j-1)·V(j-1) is done (waited for behind the softmax above, which ran under it): acc_o may be rescaled
+      // and rP overwritten.
+      wgmma_wait_behind<0>(softmax.row_sum, acc_o, rP);
       pipeline_v.consumer_release(state_v);
       ++state_v;
-      Softmax::rescale_o(acc_o_rows, correction);
+      Softmax::rescale_o_where_needed(acc_o_rows, correction);
       convert_fragment_into(acc_s, rP);
     }
 

@@ -34,4 +34,24 @@ CUTE_DEVICE void wgmma_wait(Frags&... frags) {
   (warpgroup_fence_operand(frags), ...);
 }
 
+// wgmma_wait for a batch that work in between is meant to overlap: the wait stays behind the work that produced
+// `done` (e.g. the softmax's row sums). ptxas schedules a wgmma wait as early as its basic block allows; the
+// overlapped consumers' P·V wait went above the whole softmax meant to run under that GEMM (seen in the SASS). Here
+// it sits behind a branch on a warp vote that reads `done`. The vote is always true (lane 0 votes yes), so every
+// thread of the warpgroup takes the first wait, as the .aligned wait requires; the second is never reached but
+// gives ptxas a wait on every path (with only one, conditional, it serialises the GEMMs instead). The two asm
+// strings differ so that the compiler cannot merge the waits back above the branch.
+template <int kPending, class Done, class... Frags>
+CUTE_DEVICE void wgmma_wait_behind(Done const& done, Frags&... frags) {
+  float sum = 0.f;
+  CUTE_UNROLL
+  for (int i = 0; i < size(done); ++i) { sum += done(i); }
+  if (__any_sync(0xffffffffu, (threadIdx.x % 32 == 0) | (sum >= 0.f))) {
+    asm volatile("wgmma.wait_group.sync.aligned %0;  // taken\n" ::"n"(kPending) : "memory");
+  } else {
+    asm volatile("wgmma.wait_group.sync.aligned %0;  // never taken\n" ::"n"(kPending) : "memory");
+  }
+  (warpgroup_fence_operand(frags), ...);
+}
+
 }  // namespace flash::sm90
