@@ -7,7 +7,8 @@ CUDA graph and replayed (no launch gaps, no host checks), timed with CUDA events
 bytes of K and V read per second, beside a device-to-device copy measured in the same run ((read + written)
 bytes per second) and, for contiguous caches, SDPA's flash and cuDNN backends on the same data (enable_gqa).
 
-Prefill: seqlen_q = 2k appended into an empty cache of 2k, causal, against flash_attn_func on the same shapes.
+Prefill: seqlen_q = 2k appended into an empty cache of 2k, causal, against flash_attn_func on the same shapes; and
+2k queries over a full 8k cache, paged (pages of 256, shuffled) against contiguous (issue 18's paged-prefill bar).
 
     python3 benchmarks/benchmark_kvcache.py [--batches 1,8,64] [--caches 8k,32k,128k] [--output table.md]
 """
@@ -100,11 +101,33 @@ def prefill_case(batch: int, seqlen: int):
     return cache, plain
 
 
+def paged_prefill_case(batch: int, seqlen_q: int, cache: int, page: int):
+    """(contiguous ms, paged ms): seqlen_q queries attending, causally (bottom-right), to a full cache of `cache`
+    tokens, the same keys held contiguously and in shuffled pages of `page` slots."""
+    q = torch.randn(batch, seqlen_q, HEADS, HEAD_DIM, device="cuda", dtype=DTYPE)
+    k_cache = torch.randn(batch, cache, KV_HEADS, HEAD_DIM, device="cuda", dtype=DTYPE)
+    v_cache = torch.randn_like(k_cache)
+    seqlens = torch.full((batch,), cache, dtype=torch.int32, device="cuda")
+    pages = batch * cache // page
+    table = torch.randperm(pages, device="cuda").to(torch.int32).reshape(batch, cache // page)
+    k_pages = torch.empty(pages, page, KV_HEADS, HEAD_DIM, device="cuda", dtype=DTYPE)
+    v_pages = torch.empty_like(k_pages)
+    k_pages[table.flatten().long()] = k_cache.reshape(pages, page, KV_HEADS, HEAD_DIM)
+    v_pages[table.flatten().long()] = v_cache.reshape(pages, page, KV_HEADS, HEAD_DIM)
+    contiguous = time_ms(graphed(lambda: flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=seqlens,
+                                                                  causal=True)))
+    paged = time_ms(graphed(lambda: flash_attn_with_kvcache(q, k_pages, v_pages, cache_seqlens=seqlens,
+                                                             block_table=table, causal=True)))
+    return contiguous, paged
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batches", default="1,8,64")
     ap.add_argument("--caches", default="8k,32k,128k")
     ap.add_argument("--pages", default="none,256,16", help="page sizes; 'none' = contiguous caches")
+    ap.add_argument("--prefill-pages", default="256",
+                    help="page sizes of the paged-prefill table (2k queries over an 8k cache); '' to skip")
     ap.add_argument("--output", help="also write the tables (markdown) here")
     args = ap.parse_args()
     gpu = torch.cuda.get_device_name()
@@ -134,6 +157,16 @@ def main():
     for batch in (1, 4):
         cache_ms, plain_ms = prefill_case(batch, 2048)
         lines.append(f"| {batch} | 2048 | {cache_ms:.3f} | {plain_ms:.3f} | {plain_ms / cache_ms:.2f} |")
+    if args.prefill_pages:
+        lines += ["", "Paged prefill (2k queries over a full 8k cache, causal): paged against the same keys held "
+                  "contiguously:", "", "| batch | page | contiguous ms | paged ms | contiguous / paged |",
+                  "|---|---|---|---|---|"]
+        for page in parse_sizes(args.prefill_pages):
+            for batch in (1, 4):
+                contiguous_ms, paged_ms = paged_prefill_case(batch, 2048, 8192, page)
+                lines.append(f"| {batch} | {page} | {contiguous_ms:.3f} | {paged_ms:.3f} | "
+                             f"{contiguous_ms / paged_ms:.2f} |")
+                print(lines[-1], flush=True)
     text = "\n".join(lines)
     print(text)
     if args.output:
