@@ -19,8 +19,8 @@
 #   TESTS_TIMEOUT   seconds for pytest (default: none)
 #   SANITIZE        1 (default with TESTS=1): run SANITIZE_TESTS under compute-sanitizer --tool memcheck (bad index
 #                   tensors must not make any kernel access memory out of bounds); 0 to skip
-#   SANITIZE_TESTS  pytest arguments for that run (default: tests/test_bad_inputs.py and
-#                   tests/test_sm90_forward.py::test_forward_small)
+#   SANITIZE_TESTS  pytest arguments for that run (default: tests/test_bad_inputs.py,
+#                   tests/test_sm90_forward.py::test_forward_small and ::test_kvcache_paged_prefill)
 #   RACECHECK       1 (default with TESTS=1): run RACECHECK_TESTS under compute-sanitizer --tool racecheck (shared
 #                   memory hazards: the sm90 forward's TMA/mbarrier/named-barrier ordering); 0 to skip
 #   RACECHECK_TESTS pytest arguments for that run (default: tests/test_sm90_forward.py::test_forward_small)
@@ -125,7 +125,7 @@ if [[ "$TESTS" != 0 && -n "$SM80_TESTS" && "$build_status" != FAILED* ]]; then
 fi
 
 SMALL_SM90_CASES="tests/test_sm90_forward.py::test_forward_small"
-SANITIZE_DEFAULT="tests/test_bad_inputs.py $SMALL_SM90_CASES"
+SANITIZE_DEFAULT="tests/test_bad_inputs.py $SMALL_SM90_CASES tests/test_sm90_forward.py::test_kvcache_paged_prefill"
 
 # --- memcheck --------------------------------------------------------------------------------------
 # PYTORCH_NO_CUDA_MEMORY_CACHING: every tensor its own allocation, so an access past a tensor is past an allocation.
