@@ -1,6 +1,6 @@
 // Switches read from the environment on every call (a getenv, far below a launch's cost), so one process can run
-// and compare the kernels they choose between: FLASH_ATTN_FORCE_SM80 (the binding), the sm90 forward's variant
-// and development switches (sm90/fwd_launch.h, host/dispatch.h). Host code.
+// and compare the kernels they choose between: FLASH_ATTN_FORCE_SM80 (the binding) and the sm90 forward's variant
+// switches (sm90/fwd_launch.h). Host code.
 #pragma once
 
 #include <cstdlib>

@@ -146,7 +146,7 @@ inline bool sm90_fwd_supports(FwdParams const& p) {
                          (p.page_size > 0 && p.page_size % sm90::fwd_tile(sm90_fwd_head_dim(p.head_dim)).block_n == 0);
   bool const plain = pages_fit && p.k_new_ptr == nullptr &&
                      !p.has_dropout && p.s_dmask_ptr == nullptr && p.head_dim_v == p.head_dim;
-  // TMA's extents (sm90/fwd_mainloop.h: q_extent, kv_extent) must not be empty.
+  // TMA's extents (sm90/gmem_extents.h: q_extent, kv_extent) must not be empty.
   bool const has_rows = (p.cu_seqlens_q != nullptr ? p.total_q : p.seqlen_q) > 0 &&
                         (p.block_table != nullptr ? p.num_pages
                                                   : (p.cu_seqlens_k != nullptr ? p.total_k : p.seqlen_k)) > 0;

@@ -28,11 +28,7 @@ struct FwdEpilogue {
   static constexpr int kHeadDim = Traits::kHeadDim;
   static constexpr int kBarrier = 3;  // named barrier id (PingPong has 0 and 1, the mainloop's V tail 2)
   using SmemLayoutO = typename Traits::SmemLayoutO;
-  using TmaO = decltype(make_tma_copy(
-      SM90_TMA_STORE{},
-      make_tensor(make_gmem_ptr(static_cast<Element*>(nullptr)), Shape<int, int, int, int>{},
-                  Stride<int64_t, _1, int64_t, int64_t>{}),
-      SmemLayoutO{}));
+  using TmaO = decltype(make_tma_copy(SM90_TMA_STORE{}, GmemTensor<Element>{}, SmemLayoutO{}));
 
   struct Arguments {
     TmaO tma_o;

@@ -37,12 +37,8 @@ struct FwdMainloop {
   using PipelineState = cutlass::PipelineState<kStages>;
 
   // Global tensors as TMA sees them (gmem_extents.h).
-  using GmemShape = Shape<int, int, int, int>;
-  using GmemStride = Stride<int64_t, _1, int64_t, int64_t>;
-  using GmemTensor = decltype(make_tensor(make_gmem_ptr(static_cast<Element const*>(nullptr)), GmemShape{},
-                                          GmemStride{}));
-  using TmaQ = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, typename Traits::SmemLayoutQ{}));
-  using TmaKV = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{},
+  using TmaQ = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor<Element const>{}, typename Traits::SmemLayoutQ{}));
+  using TmaKV = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor<Element const>{},
                                        take<0, 2>(typename Traits::SmemLayoutKV{})));
 
   struct Arguments {  // kernel parameters (__grid_constant__): the TMA descriptors of q, k and v

@@ -36,19 +36,10 @@ constexpr auto k_major_smem_atom() {
 template <class Element, int kBlockN>
 constexpr auto qk_op() {
   using K = GMMA::Major;
-  constexpr bool kBf16 = std::is_same_v<Element, cutlass::bfloat16_t>;
-  if constexpr (kBlockN == 80 && kBf16) {
+  if constexpr (kBlockN == 80 && std::is_same_v<Element, cutlass::bfloat16_t>) {
     return SM90::GMMA::MMA_64x80x16_F32BF16BF16_SS<K::K, K::K>{};
   } else if constexpr (kBlockN == 80) {
     return SM90::GMMA::MMA_64x80x16_F32F16F16_SS<K::K, K::K>{};
-  } else if constexpr (kBlockN == 112 && kBf16) {
-    return SM90::GMMA::MMA_64x112x16_F32BF16BF16_SS<K::K, K::K>{};
-  } else if constexpr (kBlockN == 112) {
-    return SM90::GMMA::MMA_64x112x16_F32F16F16_SS<K::K, K::K>{};
-  } else if constexpr (kBlockN == 176 && kBf16) {
-    return SM90::GMMA::MMA_64x176x16_F32BF16BF16_SS<K::K, K::K>{};
-  } else if constexpr (kBlockN == 176) {
-    return SM90::GMMA::MMA_64x176x16_F32F16F16_SS<K::K, K::K>{};
   } else {
     static_assert(kBlockN % 64 == 0 || kBlockN == 96, "add the key tile's wgmma shape to qk_op");
     return GMMA::ss_op_selector<Element, Element, float, Shape<_64, Int<kBlockN>, _16>>();

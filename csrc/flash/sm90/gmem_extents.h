@@ -29,6 +29,11 @@ CUTE_HOST_DEVICE auto kv_extent(FwdParams const& params) {
                     varlen ? 1 : (params.kv_batch_rows > 0 ? params.kv_batch_rows : params.batch));
 }
 
+// The type of such a tensor (what the TMA descriptor types are built from).
+template <class Element>
+using GmemTensor = decltype(make_tensor(make_gmem_ptr(static_cast<Element*>(nullptr)), Shape<int, int, int, int>{},
+                                        Stride<int64_t, _1, int64_t, int64_t>{}));
+
 // The tensor at ptr over extent with the given strides (in elements). A varlen tensor's single batch entry: any
 // 16-byte multiple stands in for its unused batch stride.
 template <class Element, class Extent>
