@@ -1,7 +1,7 @@
 """CPU test: which forward calls the sm90 kernel serves (csrc/flash/host/dispatch.h), checked on the host.
 
 Compiles tests/cpp/sm90_dispatch.cu (nvcc, host code, no GPU) and runs it: dense and varlen calls, softcap, ALiBi,
-windows and the KV-cache inputs go to sm90, paged caches where the key tile divides the page, head dims below 64
+windows and the KV-cache inputs go to sm90, paged caches in pages of any multiple of 16, head dims below 64
 where the d 64 kernel is built; appended keys, dropout, misaligned or empty tensors and oversized grids stay on sm80.
 """
 import pytest

@@ -237,14 +237,17 @@ def test_kvcache_prefill(monkeypatch, dtype, d, b, sq, capacity, h, hk, seqlens,
         kvcache_ref(q, k_cache, v_cache, k_new, v_new, upcast=False, **ref_args)[:2])
 
 
-# Paged KV-cache prefill on every path (sm90 where the key tile divides the page size): a shuffled pool of pages with
-# spare ones, keys appended first, NaN in every slot past a sequence's keys and in the unused pages; checked against the
-# same cache read back densely.
+# Paged KV-cache prefill on every path: a shuffled pool of pages with spare ones, keys appended first, NaN in every slot
+# past a sequence's keys and in the unused pages; checked against the same cache read back densely. sm90 loads a key
+# block at a time where the key tile divides the page size, else in chunks of 16 rows.
 PAGED_CASES = [
     # (head dim, batch, seqlen_q, pages per sequence, page size, heads, heads_k, cache_seqlens, new keys, causal)
     (128, 3, 300, 3, 256, 4, 2, [700, 0, 513], 40, True),
     (64, 2, 129, 2, 128, 4, 4, [255, 100], 0, False),
-    (128, 2, 200, 4, 64, 2, 1, [250, 17], 0, True),  # pages smaller than the key tile: sm80 on every path
+    (128, 2, 200, 4, 64, 2, 1, [250, 17], 0, True),  # pages smaller than the key tile: chunks
+    (64, 2, 77, 3, 48, 4, 2, [144, 50], 0, True),  # a full cache whose last key block runs past the block table
+    (128, 1, 33, 8, 16, 2, 2, [111], 16, False),  # the smallest pages
+    (256, 2, 130, 2, 256, 2, 2, [400, 97], 16, False),  # d 256's key tile of 80 does not divide 256: chunks
 ]
 
 

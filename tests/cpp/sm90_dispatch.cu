@@ -1,7 +1,7 @@
 // Host-side check of which calls the sm90 forward serves (csrc/flash/host/dispatch.h: sm90_fwd_supports,
 // fwd_kernel_arch): dense and varlen calls with TMA-addressable tensors; softcap and ALiBi; not keys appended inside
 // the kernel, dropout, misaligned tensors, empty extents or a grid past 65535; head dims below the sm90 buckets only
-// where the smallest one is built; the KV-cache inputs, paged caches only in pages the key tile divides; nothing
+// where the smallest one is built; the KV-cache inputs, paged caches in pages of any multiple of 16; nothing
 // with an sm80 key.
 // Built and run by tests/test_sm90_dispatch.py.
 #include <cstdio>
@@ -73,11 +73,13 @@ int main() {
     p.block_table = index, p.seqused_k = index, p.page_size = page_size, p.num_pages = 7;
   };
   expect("paged in pages of 256", true, [&](FwdParams& p) { paged(p, 256); });
-  expect("paged in pages of 64 (d 128's key tile is 128)", false, [&](FwdParams& p) { paged(p, 64); });
-  expect("paged in pages of 256 at d 256 (key tile 80)", false, [&](FwdParams& p) {
+  expect("paged in pages of 64 (d 128's key tile is 128: loaded in chunks)", true, [&](FwdParams& p) { paged(p, 64); });
+  expect("paged in pages of 48", true, [&](FwdParams& p) { paged(p, 48); });
+  expect("paged in pages of 256 at d 256 (key tile 80: loaded in chunks)", true, [&](FwdParams& p) {
     paged(p, 256);
     p.head_dim = p.head_dim_v = 256;
   });
+  expect("paged in pages of 40 (not a multiple of 16)", false, [&](FwdParams& p) { paged(p, 40); });
   expect("paged, appended keys", false, [&](FwdParams& p) { paged(p, 256), p.k_new_ptr = p.k_ptr; });
   std::printf("%s\n", failures == 0 ? "sm90 dispatch: ok" : "sm90 dispatch: FAILED");
   return failures == 0 ? 0 : 1;

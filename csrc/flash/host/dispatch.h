@@ -134,16 +134,16 @@ inline int sm90_fwd_head_dim(int head_dim) { return head_dim < kSm90FwdMinHeadDi
 // The sm90 forward serves fp16/bf16 calls, dense or varlen (cu_seqlens_q/k), whose tensors TMA can address (16-byte
 // aligned base pointers and strides, at least one row), with any head dim (below kSm90FwdMinHeadDim only where that
 // bucket is built), the KV-cache inputs included (seqused_k, leftpad_k, kv_batch_idx), without keys appended inside the
-// attention kernel (k_new); a paged cache only in pages that its key tile divides (sm90/fwd_tile_config.h), so that a
-// tile lies within one page. Dropout and returned probabilities stay on sm80. Every other call runs the sm80 kernels,
-// which every GPU >= sm80 runs.
+// attention kernel (k_new); paged caches in pages of any multiple of 16. Dropout and returned probabilities stay on
+// sm80. Every other call runs the sm80 kernels, which every GPU >= sm80 runs.
 inline bool sm90_fwd_supports(FwdParams const& p) {
   auto aligned = [](void const* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
   auto strides_aligned = [](int64_t batch, int64_t row, int64_t head) {
     return batch % 8 == 0 && row % 8 == 0 && head % 8 == 0;  // 16 bytes of 16-bit elements
   };
-  bool const pages_fit = p.block_table == nullptr ||
-                         (p.page_size > 0 && p.page_size % sm90::fwd_tile(sm90_fwd_head_dim(p.head_dim)).block_n == 0);
+  // Pages are loaded a key block at a time where the key tile divides the page size, else in chunks of 16 rows
+  // (sm90/fwd_mainloop.h: load_chunked).
+  bool const pages_fit = p.block_table == nullptr || (p.page_size > 0 && p.page_size % 16 == 0);
   bool const plain = pages_fit && p.k_new_ptr == nullptr &&
                      !p.has_dropout && p.s_dmask_ptr == nullptr && p.head_dim_v == p.head_dim;
   // TMA's extents (sm90/gmem_extents.h: q_extent, kv_extent) must not be empty.

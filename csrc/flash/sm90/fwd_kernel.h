@@ -1,7 +1,7 @@
 // FlashAttention forward on sm90a (TMA, wgmma, warp specialisation). A composition: the scheduler gives the CTA
-// its (query block, head, batch) tile; warpgroup 0 gives its registers away and one of its threads runs the
-// mainloop's loads; the consumer warpgroups take the registers, run the mainloop's GEMMs and softmax, finalise the
-// softmax and run the epilogue.
+// its (query block, head, batch) tile; warpgroup 0 gives its registers away and one of its threads (a few, for a
+// paged cache loaded in chunks) runs the mainloop's loads; the consumer warpgroups take the registers, run the
+// mainloop's GEMMs and softmax, finalise the softmax and run the epilogue.
 #pragma once
 
 #include <type_traits>
@@ -91,7 +91,7 @@ struct FwdKernel {
     int round = 0;  // query blocks this CTA has started: barrier_q and barrier_q_empty complete once per block
     if (is_producer) {
       cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
-      if (threadIdx.x == 0) {
+      if (Mainloop::is_load_thread(args.mainloop)) {
         auto state = cutlass::make_producer_start_state<typename Mainloop::Pipeline>();
         for_each_block(args, num_m_blocks, [&](SeqlenInfo const& seq, WorkTile const& tile) {
           if (round > 0) { shared.barrier_q_empty.wait((round - 1) & 1); }  // the last block's Q is consumed

@@ -36,17 +36,33 @@ struct FwdMainloop {
   using Pipeline = cutlass::PipelineTmaAsync<kStages>;
   using PipelineState = cutlass::PipelineState<kStages>;
 
+  // A paged cache in pages that the key tile does not divide: a key block is loaded in chunks of
+  // Traits::kPageChunk rows, each within one page (page sizes are multiples of 16), by TMA boxes of a chunk's rows.
+  static constexpr int kPageChunk = Traits::kPageChunk;
+  static constexpr int kChunks = kBlockN / kPageChunk;
+  using SmemLayoutKVChunk = typename Traits::SmemLayoutKVChunk;
+
   // Global tensors as TMA sees them (gmem_extents.h).
   using TmaQ = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor<Element const>{}, typename Traits::SmemLayoutQ{}));
   using TmaKV = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor<Element const>{},
                                        take<0, 2>(typename Traits::SmemLayoutKV{})));
+  using TmaKVChunk = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor<Element const>{}, SmemLayoutKVChunk{}));
 
   struct Arguments {  // kernel parameters (__grid_constant__): the TMA descriptors of q, k and v
     TmaQ tma_q;
     TmaKV tma_k;
     TmaKV tma_v;
+    // k and v in chunk-sized boxes: built only for a paged cache whose page size kBlockN does not divide.
+    TmaKVChunk tma_k_chunk;
+    TmaKVChunk tma_v_chunk;
+    bool chunked;
     float rescale_threshold_log2;  // OnlineSoftmax::update_scores' threshold: 0, or kLazyRescaleLog2
   };
+
+  // Whether a call's key blocks are loaded in chunks (a paged cache in pages that kBlockN does not divide).
+  CUTE_HOST_DEVICE static bool loads_in_chunks(FwdParams const& params) {
+    return params.block_table != nullptr && params.page_size % kBlockN != 0;
+  }
 
   // The lazy rescale's threshold (FLASH_ATTN_SM90_FWD_LAZY_RESCALE, fwd_launch.h): a row's max moves only when it
   // grows by more than 2^8 in exp2's argument, so unnormalised probabilities stay within 256 (fp16 and bf16 hold
@@ -72,15 +88,25 @@ struct FwdMainloop {
     auto const v = gmem_tensor(static_cast<Element const*>(params.v_ptr), kv_extent(params), params.v_batch_stride,
                                params.v_row_stride, params.v_head_stride);
     auto const kv_stage = take<0, 2>(typename Traits::SmemLayoutKV{});
+    bool const chunked = loads_in_chunks(params);
     return {make_tma_copy(SM90_TMA_LOAD{}, q, typename Traits::SmemLayoutQ{}),
-            make_tma_copy(SM90_TMA_LOAD{}, k, kv_stage), make_tma_copy(SM90_TMA_LOAD{}, v, kv_stage),
+            make_tma_copy(SM90_TMA_LOAD{}, k, kv_stage),
+            make_tma_copy(SM90_TMA_LOAD{}, v, kv_stage),
+            chunked ? make_tma_copy(SM90_TMA_LOAD{}, k, SmemLayoutKVChunk{}) : TmaKVChunk{},
+            chunked ? make_tma_copy(SM90_TMA_LOAD{}, v, SmemLayoutKVChunk{}) : TmaKVChunk{},
+            chunked,
             lazy_rescale ? kLazyRescaleLog2 : 0.f};
   }
 
   CUTE_DEVICE static void prefetch_descriptors(Arguments const& args) {
     cute::prefetch_tma_descriptor(args.tma_q.get_tma_descriptor());
-    cute::prefetch_tma_descriptor(args.tma_k.get_tma_descriptor());
-    cute::prefetch_tma_descriptor(args.tma_v.get_tma_descriptor());
+    if (args.chunked) {
+      cute::prefetch_tma_descriptor(args.tma_k_chunk.get_tma_descriptor());
+      cute::prefetch_tma_descriptor(args.tma_v_chunk.get_tma_descriptor());
+    } else {
+      cute::prefetch_tma_descriptor(args.tma_k.get_tma_descriptor());
+      cute::prefetch_tma_descriptor(args.tma_v.get_tma_descriptor());
+    }
   }
 
   // Barrier set-up, by one thread, before the CTA-wide barrier that precedes any use.
@@ -100,49 +126,96 @@ struct FwdMainloop {
     return p;
   }
 
-  // Producer: run by thread 0 only. Key blocks are visited last to first (the consumers' order).
+  // Rows [row, row + kRows) of K or V (one head of batch entry or page `entry`) as TMA's source partition.
+  template <class Tma, class MKV, int kRows>
+  CUTE_DEVICE static auto kv_rows(Tma const& tma, MKV const& m_kv, Int<kRows>, int row, int kv_head, int entry) {
+    Tensor g = local_tile(domain_offset(make_coord(row, _0{}), m_kv(_, _, kv_head, entry)),
+                          Shape<Int<kRows>, Int<kHeadDim>>{}, make_coord(_0{}, _0{}));
+    return tma.get_slice(0).partition_S(g);  // (TMA, TMA_N, TMA_K)
+  }
+
+  // The producer threads: thread 0, which loads Q and, one box per key block, K and V; for a chunked call also
+  // threads 1 .. kChunks - 1 of its warp: thread c loads chunk c of every K and V block.
+  CUTE_DEVICE static bool is_load_thread(Arguments const& args) {
+    return threadIdx.x == 0 || (args.chunked && threadIdx.x < kChunks);
+  }
+
+  // Producer: run by the load threads (is_load_thread). Key blocks are visited last to first (the consumers' order).
   CUTE_DEVICE static void load(FwdParams const& params, Arguments const& args, SharedStorage& shared,
                                Pipeline& pipeline_k, Pipeline& pipeline_v, PipelineState& state, SeqlenInfo const& seq,
                                int m_block, int head, int batch, int n_block_min, int n_block_max) {
     int const kv_head = head / params.head_ratio;
-    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
+    if (threadIdx.x == 0) {
+      // The sequence's rows: from its start row (varlen, or left padding) of its batch entry.
+      Tensor mQ = domain_offset(make_coord(seq.start_q, _0{}),
+                                args.tma_q.get_tma_tensor(q_extent(params))(_, _, head, seq.varlen_q ? 0 : batch));
+      Tensor gQ = local_tile(mQ, Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, _0{}));
+      Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
+      auto tma_q = args.tma_q.get_slice(0);
+      shared.barrier_q.arrive_and_expect_tx(Traits::kQBytes);
+      copy(args.tma_q.with(reinterpret_cast<uint64_t&>(shared.barrier_q)), tma_q.partition_S(gQ),
+           tma_q.partition_D(sQ));
+    }
+    if (args.chunked) {
+      load_chunked(params, args, shared, pipeline_k, pipeline_v, state, seq, kv_head, batch, n_block_min,
+                   n_block_max);
+      return;
+    }
     Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutKV{});
     Tensor sV = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutKV{});
-    // The sequence's rows: from its start row (varlen, or left padding) of its batch entry (kv_batch for K/V).
-    Tensor mQ = domain_offset(make_coord(seq.start_q, _0{}),
-                              args.tma_q.get_tma_tensor(q_extent(params))(_, _, head, seq.varlen_q ? 0 : batch));
-    Tensor gQ = local_tile(mQ, Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, _0{}));
+    Tensor tKsK = args.tma_k.get_slice(0).partition_D(sK);  // (TMA, TMA_N, TMA_K, stages)
+    Tensor tVsV = args.tma_v.get_slice(0).partition_D(sV);
     Tensor mK = args.tma_k.get_tma_tensor(kv_extent(params));
     Tensor mV = args.tma_v.get_tma_tensor(kv_extent(params));
     int const kv_batch = seq.varlen_k ? 0 : seq.kv_batch;
-    // Key block n_block of K or V as TMA addresses it: kBlockN rows from the sequence's start of its batch entry,
-    // or, in a paged cache, the block's slots of its page (a block lies within one page: dispatch.h sends sm90
-    // only page sizes that kBlockN divides).
-    auto kv_block = [&](auto const& tma, auto const& m_kv, int row, int entry) {
-      Tensor g = local_tile(domain_offset(make_coord(row, _0{}), m_kv(_, _, kv_head, entry)),
-                            Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_0{}, _0{}));
-      return tma.get_slice(0).partition_S(g);  // (TMA, TMA_N, TMA_K)
-    };
-    auto tma_q = args.tma_q.get_slice(0);
-    Tensor tQgQ = tma_q.partition_S(gQ);
-    Tensor tQsQ = tma_q.partition_D(sQ);
-    Tensor tKsK = args.tma_k.get_slice(0).partition_D(sK);  // (TMA, TMA_N, TMA_K, stages)
-    Tensor tVsV = args.tma_v.get_slice(0).partition_D(sV);
-
-    shared.barrier_q.arrive_and_expect_tx(Traits::kQBytes);
-    copy(args.tma_q.with(reinterpret_cast<uint64_t&>(shared.barrier_q)), tQgQ, tQsQ);
     for (int n_block = n_block_max - 1; n_block >= n_block_min; --n_block) {
+      // A key block: kBlockN rows from the sequence's start of its batch entry (kv_batch), or, in a paged cache
+      // whose page size kBlockN divides, the block's slots of its page.
       int row = seq.start_k + n_block * kBlockN, entry = kv_batch;
       if (params.block_table != nullptr) {
         PagedSlot const at = paged_slot(params, batch, n_block * kBlockN);
         row = at.slot, entry = at.page;
       }
       pipeline_k.producer_acquire(state);
-      copy(args.tma_k.with(*pipeline_k.producer_get_barrier(state)), kv_block(args.tma_k, mK, row, entry),
-           tKsK(_, _, _, state.index()));
+      copy(args.tma_k.with(*pipeline_k.producer_get_barrier(state)),
+           kv_rows(args.tma_k, mK, Int<kBlockN>{}, row, kv_head, entry), tKsK(_, _, _, state.index()));
       pipeline_v.producer_acquire(state);
-      copy(args.tma_v.with(*pipeline_v.producer_get_barrier(state)), kv_block(args.tma_v, mV, row, entry),
-           tVsV(_, _, _, state.index()));
+      copy(args.tma_v.with(*pipeline_v.producer_get_barrier(state)),
+           kv_rows(args.tma_v, mV, Int<kBlockN>{}, row, kv_head, entry), tVsV(_, _, _, state.index()));
+      ++state;
+    }
+  }
+
+  // K/V of a paged cache in pages that kBlockN does not divide: load thread c loads chunk c (kPageChunk rows, within
+  // one page) of every key block. All load threads wait for the free stage; thread 0, the pipeline's leader, then
+  // arrives expecting the whole stage's bytes, which the chunks' boxes add up to (a box that lands before that
+  // arrival only takes the transaction count below zero for a while: the phase cannot complete without it). A chunk
+  // that starts past the sequence's keys loads the sequence's last chunk again (its block-table entry may lie past
+  // the table's row): those rows are masked out of S and zeroed in V (zero_v_tail).
+  CUTE_DEVICE static void load_chunked(FwdParams const& params, Arguments const& args, SharedStorage& shared,
+                                       Pipeline& pipeline_k, Pipeline& pipeline_v, PipelineState& state,
+                                       SeqlenInfo const& seq, int kv_head, int batch, int n_block_min,
+                                       int n_block_max) {
+    int const chunk = threadIdx.x;
+    Tensor mK = args.tma_k_chunk.get_tma_tensor(kv_extent(params));
+    Tensor mV = args.tma_v_chunk.get_tma_tensor(kv_extent(params));
+    // This thread's chunk of stage 0; stage s is s kBlockN x kHeadDim tiles further on.
+    auto chunk_smem = [&](auto const& tma, Element* buffer, int stage) {
+      return tma.get_slice(0).partition_D(
+          make_tensor(make_smem_ptr(buffer + stage * (kBlockN * kHeadDim) + chunk * Traits::kKVChunkOffset),
+                      SmemLayoutKVChunk{}));
+    };
+    int const last_chunk = (seq.seqlen_k - 1) / kPageChunk * kPageChunk;
+    for (int n_block = n_block_max - 1; n_block >= n_block_min; --n_block) {
+      PagedSlot const at = paged_slot(params, batch, min(n_block * kBlockN + chunk * kPageChunk, last_chunk));
+      pipeline_k.producer_acquire(state);
+      copy(args.tma_k_chunk.with(*pipeline_k.producer_get_barrier(state)),
+           kv_rows(args.tma_k_chunk, mK, Int<kPageChunk>{}, at.slot, kv_head, at.page),
+           chunk_smem(args.tma_k_chunk, shared.k.data(), state.index()));
+      pipeline_v.producer_acquire(state);
+      copy(args.tma_v_chunk.with(*pipeline_v.producer_get_barrier(state)),
+           kv_rows(args.tma_v_chunk, mV, Int<kPageChunk>{}, at.slot, kv_head, at.page),
+           chunk_smem(args.tma_v_chunk, shared.v.data(), state.index()));
       ++state;
     }
   }

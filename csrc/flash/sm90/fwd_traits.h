@@ -81,6 +81,16 @@ struct FwdTraits {
       SmemLayoutKV{}, make_layout(Shape<Int<kHeadDim>, Int<kBlockN>, Int<kStages>>{},
                                   Stride<Int<kBlockN>, _1, Int<kBlockN * kHeadDim>>{})));
 
+  // Chunks of a K/V stage, kPageChunk rows each (paged caches in pages that kBlockN does not divide are loaded
+  // chunk by chunk). A chunk is whole swizzle atoms (8 rows, one swizzle period each) and the stage stacks its atoms
+  // along the rows first, so chunk c of a stage is the chunk layout kKVChunkOffset * c elements further on.
+  static constexpr int kPageChunk = 16;
+  static_assert(kBlockN % kPageChunk == 0);
+  using SmemLayoutKVChunk = decltype(composition(
+      take<0, 2>(SmemLayoutKV{}), Layout<Shape<Int<kPageChunk>, Int<kHeadDim>>, Stride<_1, Int<kBlockN>>>{}));
+  static constexpr int kKVChunkOffset =
+      kPageChunk * int(size<1>(decltype(k_major_smem_atom<Element, kHeadDim>()){}));
+
   static constexpr int kQBytes = kBlockM * kHeadDim * int(sizeof(Element));
   static constexpr int kKVStageBytes = kBlockN * kHeadDim * int(sizeof(Element));
 
