@@ -160,8 +160,9 @@ def test_score_mods(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, window, sof
     _check_every_path(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, window, softcap, slopes)
 
 
-# Varlen on every path: lengths off the tile sizes, empty query and key sequences, GQA, causal and windowed, and an
-# understated max_seqlen_q (its CTAs compute the blocks past the grid in turn). The packed k/v run on past the last
+# Varlen on every path: lengths off the tile sizes, empty query and key sequences, GQA, causal and windowed, an
+# understated max_seqlen_q (every query block must still be computed, once) and more than 32 sequences (the
+# one-tile-per-CTA scheduler orders up to 32 longest first, more in turn). The packed k/v run on past the last
 # sequence into NaN rows (a caller's buffer may hold anything there), which must not reach the output.
 VARLEN_CASES = [
     # (head dim, seqlens_q, seqlens_k, heads, heads_k, causal, window, max_seqlen_q: None = the longest)
@@ -169,6 +170,7 @@ VARLEN_CASES = [
     (128, [113, 513, 128], [257, 513, 100], 4, 1, True, (-1, -1), None),
     (128, [1000, 3], [700, 900], 2, 2, False, (64, 16), 1),
     (256, [200, 129], [333, 64], 2, 2, True, (-1, -1), None),
+    (128, [(37 * i) % 290 for i in range(41)], [(53 * i + 9) % 310 for i in range(41)], 2, 1, True, (-1, -1), 200),
 ]
 
 

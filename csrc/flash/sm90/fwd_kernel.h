@@ -56,17 +56,26 @@ struct FwdKernel {
     }
   };
 
+  static CUTE_HOST_DEVICE TileCounts tile_counts(FwdParams const& params) {
+    return TileCounts{(params.seqlen_q + kBlockM - 1) / kBlockM, params.num_heads, params.batch, params.cu_seqlens_q,
+                      params.total_q, kBlockM};
+  }
+
   // Calls fn(seq, tile) for each query block the CTA computes, in order: each tile the scheduler gives and, where
-  // a varlen sequence is longer than the grid's num_m_blocks query blocks (an understated max_seqlen_q), its
-  // blocks num_m_blocks, 2 num_m_blocks, ... further on; blocks past the sequence's end are skipped. The producer
-  // and the consumers walk the same list.
+  // a varlen sequence is longer than the grid's num_m_blocks query blocks (an understated max_seqlen_q) and the
+  // scheduler does not list every block itself, its blocks num_m_blocks, 2 num_m_blocks, ... further on; blocks
+  // past the sequence's end are skipped. The producer and the consumers walk the same list.
   template <class Fn>
-  CUTE_DEVICE static void for_each_block(Arguments const& args, int num_m_blocks, Fn&& fn) {
+  CUTE_DEVICE static void for_each_block(Arguments const& args, Scheduler& scheduler, Fn&& fn) {
     FwdParams const& params = args.params;
-    Scheduler scheduler(TileCounts{num_m_blocks, params.num_heads, params.batch}, args.scheduler);
+    int const num_m_blocks = tile_counts(params).num_m_blocks;
+    bool const every_block = scheduler.lists_every_block();
     for (WorkTile tile; scheduler.next(tile);) {
       SeqlenInfo const seq(params, tile.batch);
-      for (; tile.block * kBlockM < seq.seqlen_q; tile.block += num_m_blocks) { fn(seq, tile); }
+      for (; tile.block * kBlockM < seq.seqlen_q; tile.block += num_m_blocks) {
+        fn(seq, tile);
+        if (every_block) { break; }
+      }
     }
   }
 
@@ -85,15 +94,16 @@ struct FwdKernel {
                                            Shape<_1, _1, _1>{});
     typename Mainloop::Pipeline pipeline_v(shared.pipeline_v, Mainloop::pipeline_params(is_producer),
                                            Shape<_1, _1, _1>{});
+    Scheduler scheduler(tile_counts(params), args.scheduler);
+    scheduler.prepare();  // every warp, before the roles split
     __syncthreads();  // barriers initialised before any thread uses them
 
-    int const num_m_blocks = (params.seqlen_q + kBlockM - 1) / kBlockM;
     int round = 0;  // query blocks this CTA has started: barrier_q and barrier_q_empty complete once per block
     if (is_producer) {
       cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
       if (Mainloop::is_load_thread(args.mainloop)) {
         auto state = cutlass::make_producer_start_state<typename Mainloop::Pipeline>();
-        for_each_block(args, num_m_blocks, [&](SeqlenInfo const& seq, WorkTile const& tile) {
+        for_each_block(args, scheduler, [&](SeqlenInfo const& seq, WorkTile const& tile) {
           if (round > 0) { shared.barrier_q_empty.wait((round - 1) & 1); }  // the last block's Q is consumed
           KeyBlocks const keys(params, seq, tile);
           Mainloop::load(params, args.mainloop, shared, pipeline_k, pipeline_v, state, seq, tile.block, tile.head,
@@ -104,7 +114,7 @@ struct FwdKernel {
     } else {
       cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
       typename Mainloop::PipelineState state_k, state_v;
-      for_each_block(args, num_m_blocks, [&](SeqlenInfo const& seq, WorkTile const& tile) {
+      for_each_block(args, scheduler, [&](SeqlenInfo const& seq, WorkTile const& tile) {
         consume(args, storage, pipeline_k, pipeline_v, state_k, state_v, seq, tile, KeyBlocks(params, seq, tile),
                 round & 1);
         ++round;

@@ -34,12 +34,11 @@ int device_attribute() {
 template <class Kernel>
 void launch_fwd(FwdParams const& params, cudaStream_t stream) {
   using Traits = typename Kernel::Traits_;
-  int const num_m_blocks = (params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM;
-  if (num_m_blocks == 0 || params.num_heads == 0 || params.batch == 0) { return; }
+  TileCounts const counts = Kernel::tile_counts(params);
+  if (counts.num_m_blocks == 0 || params.num_heads == 0 || params.batch == 0) { return; }
   if (params.num_heads > 65535 || params.batch > 65535) {
     throw std::runtime_error("flash_attn forward (sm90): too many heads or batch entries for one launch");
   }
-  TileCounts const counts{num_m_blocks, params.num_heads, params.batch};
   // FLASH_ATTN_SM90_FWD_TMA_STORE=0: the epilogue's direct stores instead of its TMA store, for tests and benchmarks.
   bool const tma_store = env_switch("FLASH_ATTN_SM90_FWD_TMA_STORE", true);
   // FLASH_ATTN_SM90_FWD_LAZY_RESCALE=1: row maxima move only past a threshold (FwdMainloop::kLazyRescaleLog2), so

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cutlass/cutlass.h>
 
+#include "../core/seqlen.h"
 #include "../core/tile_scheduler.h"
 
 namespace flash::sm90 {
@@ -16,10 +17,19 @@ struct TileCounts {
   int num_m_blocks;  // query blocks per (head, batch): the grid's, sized by max_seqlen_q for varlen
   int num_heads;
   int batch;
+  // Varlen: the query prefix sums (nullptr: dense), the packed rows and the query tile, from which a scheduler may
+  // count each sequence's own query blocks.
+  int const* cu_seqlens_q = nullptr;
+  int total_q = 0;
+  int block_m = 0;
 };
 
-// One tile per CTA: grid (query blocks, heads, batch), query blocks last to first so that the longest causal tiles
-// start first and the CTAs resident at one time share a head's K/V in L2.
+// One tile per CTA, each sequence's query blocks last to first so that the longest causal tiles start first and the
+// CTAs resident at one time share a head's K/V in L2. Dense: grid (query blocks, heads, batch). Varlen: grid (a
+// bound on the real query blocks, heads), CTA x taking the x-th real block in (sequence, block) order, the
+// sequences longest first where there are at most 32 (prepare): a grid sized by max_seqlen_q would also launch a
+// CTA, with all its shared memory, for every block past a shorter sequence's end (a third of them for lengths
+// spread over [mean / 2, 3 mean / 2]).
 class SingleTileScheduler {
  public:
   struct Arguments {};
@@ -27,21 +37,91 @@ class SingleTileScheduler {
   static Arguments make_arguments(TileCounts const&) { return {}; }
 
   static dim3 grid(TileCounts const& counts, int /*num_sms*/) {
+    if (counts.cu_seqlens_q != nullptr) {
+      // Each sequence's blocks hold its rows plus at most one part-filled block: the sum is at most this bound
+      // (whatever max_seqlen_q says).
+      return dim3(unsigned(counts.total_q / counts.block_m + counts.batch), counts.num_heads, 1);
+    }
     return dim3(counts.num_m_blocks, counts.num_heads, counts.batch);
   }
 
-  CUTLASS_DEVICE SingleTileScheduler(TileCounts const&, Arguments const&) {}
+  CUTLASS_DEVICE SingleTileScheduler(TileCounts const& counts, Arguments const&) : counts_(counts) {}
+
+  // Finds the CTA's tile. Warp-collective: every thread of a warp calls it, before next().
+  CUTLASS_DEVICE void prepare() {
+    if (counts_.cu_seqlens_q == nullptr) {
+      tile_ = WorkTile{int(gridDim.x - 1 - blockIdx.x), int(blockIdx.y), int(blockIdx.z)};
+      has_tile_ = true;
+      return;
+    }
+    int const lane = int(threadIdx.x % 32);
+    int skip = int(blockIdx.x);
+    if (counts_.batch <= 32) {
+      // One sequence per lane, longest first (ties: lower index first), so that the longest tiles do not run
+      // last: this sequence's blocks follow those of every sequence ordered before it.
+      int const blocks = sequence_blocks(lane);
+      int start = 0;
+      for (int other = 0; other < 32; ++other) {
+        int const other_blocks = __shfl_sync(0xffffffffu, blocks, other);
+        start += (other_blocks > blocks || (other_blocks == blocks && other < lane)) ? other_blocks : 0;
+      }
+      unsigned const holder = __ballot_sync(0xffffffffu, skip >= start && skip < start + blocks);
+      if (holder != 0) {
+        int const owner = __ffs(holder) - 1;
+        int const owner_end = __shfl_sync(0xffffffffu, start + blocks, owner);
+        tile_ = WorkTile{owner_end - 1 - skip, int(blockIdx.y), owner};  // its last block first
+        has_tile_ = true;
+        return;
+      }
+    } else {
+      // The sequences 32 at a time, in order: an inclusive prefix sum of their block counts, then the first lane
+      // whose sum passes the blocks still to skip holds this CTA's sequence.
+      for (int first = 0; first < counts_.batch; first += 32) {
+        int const blocks = sequence_blocks(first + lane);
+        int sum = blocks;
+        CUTLASS_PRAGMA_UNROLL
+        for (int offset = 1; offset < 32; offset *= 2) {
+          int const below = __shfl_up_sync(0xffffffffu, sum, offset);
+          if (lane >= offset) { sum += below; }
+        }
+        unsigned const passed = __ballot_sync(0xffffffffu, sum > skip);
+        if (passed != 0) {
+          int const owner = __ffs(passed) - 1;
+          int const owner_end = __shfl_sync(0xffffffffu, sum, owner);
+          tile_ = WorkTile{owner_end - 1 - skip, int(blockIdx.y), first + owner};  // its last block first
+          has_tile_ = true;
+          return;
+        }
+        skip -= __shfl_sync(0xffffffffu, sum, 31);
+      }
+    }
+    has_tile_ = false;  // past the real blocks
+  }
+
+  // Query blocks of varlen sequence b (0 past the last), from SeqlenInfo's clamps so that both count the same rows.
+  CUTLASS_DEVICE int sequence_blocks(int b) const {
+    if (b >= counts_.batch) { return 0; }
+    int const start = clamp_index(counts_.cu_seqlens_q[b], 0, counts_.total_q);
+    int const end = clamp_index(counts_.cu_seqlens_q[b + 1], start, counts_.total_q);
+    return (end - start + counts_.block_m - 1) / counts_.block_m;
+  }
+
+  // Whether the tiles list every query block of a sequence (else the kernel gives the blocks past num_m_blocks of
+  // a sequence longer than max_seqlen_q to its CTAs in turn).
+  CUTLASS_DEVICE bool lists_every_block() const { return counts_.cu_seqlens_q != nullptr; }
 
   // The CTA's tile, once; false after it.
   CUTLASS_DEVICE bool next(WorkTile& tile) {
-    if (done_) { return false; }
-    tile = WorkTile{int(gridDim.x - 1 - blockIdx.x), int(blockIdx.y), int(blockIdx.z)};
-    done_ = true;
+    if (!has_tile_) { return false; }
+    tile = tile_;
+    has_tile_ = false;
     return true;
   }
 
  private:
-  bool done_ = false;
+  TileCounts counts_;
+  WorkTile tile_{};
+  bool has_tile_ = false;
 };
 
 // Persistent CTAs, at most one per SM (a CTA takes most of an SM's shared memory). Work goes out in slots: slot j
@@ -64,6 +144,9 @@ class StaticPersistentScheduler {
       : num_m_blocks_(counts.num_m_blocks), num_heads_(counts.num_heads),
         slots_per_pair_((counts.num_m_blocks + 1) / 2),
         num_slots_(uint32_t((counts.num_m_blocks + 1) / 2) * uint32_t(counts.num_heads) * uint32_t(counts.batch)) {}
+
+  CUTLASS_DEVICE void prepare() {}
+  CUTLASS_DEVICE bool lists_every_block() const { return false; }
 
   // The CTA's next tile; false when it has none left.
   CUTLASS_DEVICE bool next(WorkTile& tile) { return next(tile, blockIdx.x, gridDim.x); }
