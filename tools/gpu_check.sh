@@ -20,10 +20,11 @@
 #   SANITIZE        1 (default with TESTS=1): run SANITIZE_TESTS under compute-sanitizer --tool memcheck (bad index
 #                   tensors must not make any kernel access memory out of bounds); 0 to skip
 #   SANITIZE_TESTS  pytest arguments for that run (default: tests/test_bad_inputs.py,
-#                   tests/test_sm90_forward.py::test_forward_small and ::test_kvcache_paged_prefill)
+#                   tests/test_sm90_forward.py::test_forward_small, ::test_varlen and ::test_kvcache_paged_prefill)
 #   RACECHECK       1 (default with TESTS=1): run RACECHECK_TESTS under compute-sanitizer --tool racecheck (shared
 #                   memory hazards: the sm90 forward's TMA/mbarrier/named-barrier ordering); 0 to skip
-#   RACECHECK_TESTS pytest arguments for that run (default: tests/test_sm90_forward.py::test_forward_small)
+#   RACECHECK_TESTS pytest arguments for that run (default: tests/test_sm90_forward.py::test_forward_small and
+#                   ::test_kvcache_paged_prefill)
 #   BENCH           quick (default), full, 0;   BENCH_ARGS   extra benchmark arguments
 #   BENCH_DIRECTIONS  space-separated benchmark directions (default "fwd"; e.g. "fwd fwd_bwd bwd")
 #
@@ -124,8 +125,13 @@ if [[ "$TESTS" != 0 && -n "$SM80_TESTS" && "$build_status" != FAILED* ]]; then
     sm80_status="$sm80_status in $(( $(date +%s) - tt ))s: ${line:-no summary}"
 fi
 
+# Odd shapes on the sm90 forward: partial tiles, GQA, windows (test_forward_small), varlen with empty and more than
+# 32 sequences (test_varlen), paged caches loaded by block or in chunks (test_kvcache_paged_prefill).
 SMALL_SM90_CASES="tests/test_sm90_forward.py::test_forward_small"
-SANITIZE_DEFAULT="tests/test_bad_inputs.py $SMALL_SM90_CASES tests/test_sm90_forward.py::test_kvcache_paged_prefill"
+PAGED_SM90_CASES="tests/test_sm90_forward.py::test_kvcache_paged_prefill"
+SM90_ODD_SHAPES="$SMALL_SM90_CASES tests/test_sm90_forward.py::test_varlen $PAGED_SM90_CASES"
+SANITIZE_DEFAULT="tests/test_bad_inputs.py $SM90_ODD_SHAPES"
+RACECHECK_DEFAULT="$SMALL_SM90_CASES $PAGED_SM90_CASES"
 
 # --- memcheck --------------------------------------------------------------------------------------
 # PYTORCH_NO_CUDA_MEMORY_CACHING: every tensor its own allocation, so an access past a tensor is past an allocation.
@@ -146,12 +152,12 @@ fi
 # --- racecheck -------------------------------------------------------------------------------------
 racecheck_status="skipped"
 if [[ "$TESTS" != 0 && "${RACECHECK:-1}" != 0 && "$build_status" != FAILED* ]]; then
-    section "racecheck: compute-sanitizer --tool racecheck pytest ${RACECHECK_TESTS:-$SMALL_SM90_CASES}" \
+    section "racecheck: compute-sanitizer --tool racecheck pytest ${RACECHECK_TESTS:-$RACECHECK_DEFAULT}" \
         | tee "$OUT/racecheck.log"
     ts=$(date +%s)
     # shellcheck disable=SC2086
     compute-sanitizer --tool racecheck --error-exitcode 99 --print-limit 20 \
-        python3 -m pytest -q -p no:cacheprovider ${RACECHECK_TESTS:-$SMALL_SM90_CASES} 2>&1 | tee -a "$OUT/racecheck.log"
+        python3 -m pytest -q -p no:cacheprovider ${RACECHECK_TESTS:-$RACECHECK_DEFAULT} 2>&1 | tee -a "$OUT/racecheck.log"
     rc=$?
     errors=$(grep -E '^========= (ERROR|RACECHECK) SUMMARY' "$OUT/racecheck.log" | tail -1)
     if [[ $rc -eq 0 ]]; then racecheck_status="ok"; else racecheck_status="FAILED (rc $rc)"; fail=1; fi
