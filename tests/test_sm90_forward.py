@@ -162,7 +162,7 @@ def test_score_mods(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, window, sof
 
 # Varlen on every path: lengths off the tile sizes, empty query and key sequences, GQA, causal and windowed, an
 # understated max_seqlen_q (every query block must still be computed, once) and more than 32 sequences (the
-# one-tile-per-CTA scheduler orders up to 32 longest first, more in turn). The packed k/v run on past the last
+# one-tile-per-CTA scheduler lists the real blocks of up to 32, longest first; more keep the max_seqlen_q grid). The packed k/v run on past the last
 # sequence into NaN rows (a caller's buffer may hold anything there), which must not reach the output.
 VARLEN_CASES = [
     # (head dim, seqlens_q, seqlens_k, heads, heads_k, causal, window, max_seqlen_q: None = the longest)

@@ -25,19 +25,25 @@ struct TileCounts {
 };
 
 // One tile per CTA, each sequence's query blocks last to first so that the longest causal tiles start first and the
-// CTAs resident at one time share a head's K/V in L2. Dense: grid (query blocks, heads, batch). Varlen: grid (a
-// bound on the real query blocks, heads), CTA x taking the x-th real block in (sequence, block) order, the
-// sequences longest first where there are at most 32 (prepare): a grid sized by max_seqlen_q would also launch a
-// CTA, with all its shared memory, for every block past a shorter sequence's end (a third of them for lengths
-// spread over [mean / 2, 3 mean / 2]).
+// CTAs resident at one time share a head's K/V in L2: grid (query blocks, heads, batch). A varlen call of at most
+// kMaxCompactBatch sequences instead gets a compact grid (a bound on its real query blocks, heads), CTA x taking the
+// x-th real block with the sequences longest first (prepare): a grid sized by max_seqlen_q launches a CTA, with
+// all its shared memory, for every block past a shorter sequence's end too (a third of them for lengths spread
+// over [mean / 2, 3 mean / 2]). One warp finds a CTA's block among 32 sequences at once; more sequences keep the
+// max_seqlen_q grid, whose empty CTAs cost less than a longer search in every CTA.
 class SingleTileScheduler {
  public:
   struct Arguments {};
+  static constexpr int kMaxCompactBatch = 32;
 
   static Arguments make_arguments(TileCounts const&) { return {}; }
 
+  CUTLASS_HOST_DEVICE static bool compact(TileCounts const& counts) {
+    return counts.cu_seqlens_q != nullptr && counts.batch <= kMaxCompactBatch;
+  }
+
   static dim3 grid(TileCounts const& counts, int /*num_sms*/) {
-    if (counts.cu_seqlens_q != nullptr) {
+    if (compact(counts)) {
       // Each sequence's blocks hold its rows plus at most one part-filled block: the sum is at most this bound
       // (whatever max_seqlen_q says).
       return dim3(unsigned(counts.total_q / counts.block_m + counts.batch), counts.num_heads, 1);
@@ -49,53 +55,29 @@ class SingleTileScheduler {
 
   // Finds the CTA's tile. Warp-collective: every thread of a warp calls it, before next().
   CUTLASS_DEVICE void prepare() {
-    if (counts_.cu_seqlens_q == nullptr) {
+    if (!compact(counts_)) {
       tile_ = WorkTile{int(gridDim.x - 1 - blockIdx.x), int(blockIdx.y), int(blockIdx.z)};
       has_tile_ = true;
       return;
     }
+    // One sequence per lane, longest first (ties: lower index first), so that the longest tiles do not run last:
+    // a sequence's blocks follow those of every sequence ordered before it; the lane whose blocks hold x owns the
+    // CTA's tile.
     int const lane = int(threadIdx.x % 32);
-    int skip = int(blockIdx.x);
-    if (counts_.batch <= 32) {
-      // One sequence per lane, longest first (ties: lower index first), so that the longest tiles do not run
-      // last: this sequence's blocks follow those of every sequence ordered before it.
-      int const blocks = sequence_blocks(lane);
-      int start = 0;
-      for (int other = 0; other < 32; ++other) {
-        int const other_blocks = __shfl_sync(0xffffffffu, blocks, other);
-        start += (other_blocks > blocks || (other_blocks == blocks && other < lane)) ? other_blocks : 0;
-      }
-      unsigned const holder = __ballot_sync(0xffffffffu, skip >= start && skip < start + blocks);
-      if (holder != 0) {
-        int const owner = __ffs(holder) - 1;
-        int const owner_end = __shfl_sync(0xffffffffu, start + blocks, owner);
-        tile_ = WorkTile{owner_end - 1 - skip, int(blockIdx.y), owner};  // its last block first
-        has_tile_ = true;
-        return;
-      }
-    } else {
-      // The sequences 32 at a time, in order: an inclusive prefix sum of their block counts, then the first lane
-      // whose sum passes the blocks still to skip holds this CTA's sequence.
-      for (int first = 0; first < counts_.batch; first += 32) {
-        int const blocks = sequence_blocks(first + lane);
-        int sum = blocks;
-        CUTLASS_PRAGMA_UNROLL
-        for (int offset = 1; offset < 32; offset *= 2) {
-          int const below = __shfl_up_sync(0xffffffffu, sum, offset);
-          if (lane >= offset) { sum += below; }
-        }
-        unsigned const passed = __ballot_sync(0xffffffffu, sum > skip);
-        if (passed != 0) {
-          int const owner = __ffs(passed) - 1;
-          int const owner_end = __shfl_sync(0xffffffffu, sum, owner);
-          tile_ = WorkTile{owner_end - 1 - skip, int(blockIdx.y), first + owner};  // its last block first
-          has_tile_ = true;
-          return;
-        }
-        skip -= __shfl_sync(0xffffffffu, sum, 31);
-      }
+    int const blocks = sequence_blocks(lane);
+    int start = 0;
+    for (int other = 0; other < 32; ++other) {
+      int const other_blocks = __shfl_sync(0xffffffffu, blocks, other);
+      start += (other_blocks > blocks || (other_blocks == blocks && other < lane)) ? other_blocks : 0;
     }
-    has_tile_ = false;  // past the real blocks
+    int const x = int(blockIdx.x);
+    unsigned const holder = __ballot_sync(0xffffffffu, x >= start && x < start + blocks);
+    has_tile_ = holder != 0;  // else x is past the real blocks
+    if (has_tile_) {
+      int const owner = __ffs(holder) - 1;
+      int const owner_end = __shfl_sync(0xffffffffu, start + blocks, owner);
+      tile_ = WorkTile{owner_end - 1 - x, int(blockIdx.y), owner};  // the sequence's last block first
+    }
   }
 
   // Query blocks of varlen sequence b (0 past the last), from SeqlenInfo's clamps so that both count the same rows.
@@ -108,7 +90,7 @@ class SingleTileScheduler {
 
   // Whether the tiles list every query block of a sequence (else the kernel gives the blocks past num_m_blocks of
   // a sequence longer than max_seqlen_q to its CTAs in turn).
-  CUTLASS_DEVICE bool lists_every_block() const { return counts_.cu_seqlens_q != nullptr; }
+  CUTLASS_DEVICE bool lists_every_block() const { return compact(counts_); }
 
   // The CTA's tile, once; false after it.
   CUTLASS_DEVICE bool next(WorkTile& tile) {
