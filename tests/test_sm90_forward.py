@@ -22,11 +22,12 @@ OVERLAP_ENV = "FLASH_ATTN_SM90_FWD_OVERLAP"  # the overlapped / ping-pong consum
 PERSISTENT_ENV = "FLASH_ATTN_SM90_FWD_PERSISTENT"  # persistent CTAs
 TMA_STORE_ENV = "FLASH_ATTN_SM90_FWD_TMA_STORE"  # the epilogue's TMA store (else its direct stores)
 LAZY_ENV = "FLASH_ATTN_SM90_FWD_LAZY_RESCALE"  # row maxima move only past a threshold (off by default)
+COMPACT_ENV = "FLASH_ATTN_SM90_FWD_COMPACT_VARLEN"  # varlen on a grid of the real query blocks (off by default)
 
 
-def _path(force="0", overlap="0", persistent="0", tma_store="1", lazy="0"):
+def _path(force="0", overlap="0", persistent="0", tma_store="1", lazy="0", compact="0"):
     return {FORCE_ENV: force, OVERLAP_ENV: overlap, PERSISTENT_ENV: persistent, TMA_STORE_ENV: tma_store,
-            LAZY_ENV: lazy}
+            LAZY_ENV: lazy, COMPACT_ENV: compact}
 
 
 PATHS = {
@@ -37,6 +38,7 @@ PATHS = {
     "sm90 overlapped persistent, direct stores": _path(overlap="1", persistent="1", tma_store="0"),
     "sm90, lazy rescale": _path(lazy="1"),
     "sm90 overlapped, lazy rescale": _path(overlap="1", lazy="1"),
+    "sm90 overlapped, compact varlen grid": _path(overlap="1", compact="1"),
     "sm80": _path(force="1"),
 }
 
@@ -161,8 +163,9 @@ def test_score_mods(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, window, sof
 
 
 # Varlen on every path: lengths off the tile sizes, empty query and key sequences, GQA, causal and windowed, an
-# understated max_seqlen_q (every query block must still be computed, once) and more than 32 sequences (the
-# one-tile-per-CTA scheduler lists the real blocks of up to 32, longest first; more keep the max_seqlen_q grid). The packed k/v run on past the last
+# understated max_seqlen_q (every query block must still be computed, once) and more than 32 sequences (with
+# FLASH_ATTN_SM90_FWD_COMPACT_VARLEN=1 the one-tile-per-CTA scheduler lists the real blocks of up to 32, longest
+# first; more keep the max_seqlen_q grid). The packed k/v run on past the last
 # sequence into NaN rows (a caller's buffer may hold anything there), which must not reach the output.
 VARLEN_CASES = [
     # (head dim, seqlens_q, seqlens_k, heads, heads_k, causal, window, max_seqlen_q: None = the longest)

@@ -45,6 +45,7 @@ struct FwdKernel {
     FwdParams params;
     typename Mainloop::Arguments mainloop;
     typename Epilogue::Arguments epilogue;
+    TileCounts tile_counts;
     typename Scheduler::Arguments scheduler;
   };
 
@@ -56,25 +57,25 @@ struct FwdKernel {
     }
   };
 
-  static CUTE_HOST_DEVICE TileCounts tile_counts(FwdParams const& params) {
-    return TileCounts{(params.seqlen_q + kBlockM - 1) / kBlockM, params.num_heads, params.batch, params.cu_seqlens_q,
-                      params.total_q, kBlockM};
+  // compact_varlen: a varlen call's tile counts carry its query prefix sums, so that the one-tile-per-CTA
+  // scheduler may launch its real query blocks only (SingleTileScheduler).
+  static TileCounts make_tile_counts(FwdParams const& params, bool compact_varlen) {
+    return TileCounts{(params.seqlen_q + kBlockM - 1) / kBlockM, params.num_heads, params.batch,
+                      compact_varlen ? params.cu_seqlens_q : nullptr, params.total_q, kBlockM};
   }
 
   // Calls fn(seq, tile) for each query block the CTA computes, in order: each tile the scheduler gives and, where
-  // a varlen sequence is longer than the grid's num_m_blocks query blocks (an understated max_seqlen_q) and the
-  // scheduler does not list every block itself, its blocks num_m_blocks, 2 num_m_blocks, ... further on; blocks
-  // past the sequence's end are skipped. The producer and the consumers walk the same list.
+  // a varlen sequence is longer than the grid holds blocks for (an understated max_seqlen_q), its blocks one
+  // scheduler stride, two strides, ... further on; blocks past the sequence's end are skipped. The producer and
+  // the consumers walk the same list.
   template <class Fn>
   CUTE_DEVICE static void for_each_block(Arguments const& args, Scheduler& scheduler, Fn&& fn) {
-    FwdParams const& params = args.params;
-    int const num_m_blocks = tile_counts(params).num_m_blocks;
-    bool const every_block = scheduler.lists_every_block();
+    int const stride = scheduler.block_stride();
     for (WorkTile tile; scheduler.next(tile);) {
-      SeqlenInfo const seq(params, tile.batch);
-      for (; tile.block * kBlockM < seq.seqlen_q; tile.block += num_m_blocks) {
+      SeqlenInfo const seq(args.params, tile.batch);
+      for (; tile.block * kBlockM < seq.seqlen_q; tile.block += stride) {
         fn(seq, tile);
-        if (every_block) { break; }
+        if (stride == 0) { break; }
       }
     }
   }
@@ -94,7 +95,7 @@ struct FwdKernel {
                                            Shape<_1, _1, _1>{});
     typename Mainloop::Pipeline pipeline_v(shared.pipeline_v, Mainloop::pipeline_params(is_producer),
                                            Shape<_1, _1, _1>{});
-    Scheduler scheduler(tile_counts(params), args.scheduler);
+    Scheduler scheduler(args.tile_counts, args.scheduler);
     scheduler.prepare();  // every warp, before the roles split
     __syncthreads();  // barriers initialised before any thread uses them
 

@@ -55,6 +55,7 @@ class SingleTileScheduler {
 
   // Finds the CTA's tile. Warp-collective: every thread of a warp calls it, before next().
   CUTLASS_DEVICE void prepare() {
+    stride_ = counts_.num_m_blocks;
     if (!compact(counts_)) {
       tile_ = WorkTile{int(gridDim.x - 1 - blockIdx.x), int(blockIdx.y), int(blockIdx.z)};
       has_tile_ = true;
@@ -65,12 +66,24 @@ class SingleTileScheduler {
     // CTA's tile.
     int const lane = int(threadIdx.x % 32);
     int const blocks = sequence_blocks(lane);
-    int start = 0;
+    int start = 0, total = 0;
     for (int other = 0; other < 32; ++other) {
       int const other_blocks = __shfl_sync(0xffffffffu, blocks, other);
       start += (other_blocks > blocks || (other_blocks == blocks && other < lane)) ? other_blocks : 0;
+      total += other_blocks;
     }
     int const x = int(blockIdx.x);
+    if (total > int(gridDim.x)) {
+      // Only sequences that overlap (cu_seqlens not increasing) hold more blocks than the grid's bound: then CTA x
+      // takes sequence x % batch and its blocks x / batch, x / batch + G, ... (G = gridDim.x / batch), so every
+      // block is still computed.
+      int const per_sequence = int(gridDim.x) / counts_.batch;
+      tile_ = WorkTile{x / counts_.batch, int(blockIdx.y), x % counts_.batch};
+      has_tile_ = x < per_sequence * counts_.batch;
+      stride_ = per_sequence;
+      return;
+    }
+    stride_ = 0;
     unsigned const holder = __ballot_sync(0xffffffffu, x >= start && x < start + blocks);
     has_tile_ = holder != 0;  // else x is past the real blocks
     if (has_tile_) {
@@ -88,9 +101,9 @@ class SingleTileScheduler {
     return (end - start + counts_.block_m - 1) / counts_.block_m;
   }
 
-  // Whether the tiles list every query block of a sequence (else the kernel gives the blocks past num_m_blocks of
-  // a sequence longer than max_seqlen_q to its CTAs in turn).
-  CUTLASS_DEVICE bool lists_every_block() const { return compact(counts_); }
+  // The step from a tile's query block to the next block of its sequence that the same CTA computes (a sequence
+  // longer than the grid's blocks for it: an understated max_seqlen_q), or 0 where the tiles list every block.
+  CUTLASS_DEVICE int block_stride() const { return stride_; }
 
   // The CTA's tile, once; false after it.
   CUTLASS_DEVICE bool next(WorkTile& tile) {
@@ -104,6 +117,7 @@ class SingleTileScheduler {
   TileCounts counts_;
   WorkTile tile_{};
   bool has_tile_ = false;
+  int stride_ = 0;
 };
 
 // Persistent CTAs, at most one per SM (a CTA takes most of an SM's shared memory). Work goes out in slots: slot j
@@ -128,7 +142,7 @@ class StaticPersistentScheduler {
         num_slots_(uint32_t((counts.num_m_blocks + 1) / 2) * uint32_t(counts.num_heads) * uint32_t(counts.batch)) {}
 
   CUTLASS_DEVICE void prepare() {}
-  CUTLASS_DEVICE bool lists_every_block() const { return false; }
+  CUTLASS_DEVICE int block_stride() const { return num_m_blocks_; }  // SingleTileScheduler::block_stride
 
   // The CTA's next tile; false when it has none left.
   CUTLASS_DEVICE bool next(WorkTile& tile) { return next(tile, blockIdx.x, gridDim.x); }
