@@ -66,9 +66,11 @@ BACKENDS = {
     "efficient": ("efficient", SDPBackend.EFFICIENT_ATTENTION),
 }
 # Environment of the ours-* columns while they run (the binding and the sm90 launcher read these on every call).
+# The four consumer / scheduler variants each set both switches: one tile per CTA unless "-persistent".
 _OVERLAP, _PLAIN = {"FLASH_ATTN_SM90_FWD_OVERLAP": "1"}, {"FLASH_ATTN_SM90_FWD_OVERLAP": "0"}
-_PERSISTENT = {"FLASH_ATTN_SM90_FWD_PERSISTENT": "1"}
-BACKEND_ENV = {"ours-sm80": {"FLASH_ATTN_FORCE_SM80": "1"}, "ours-plain": _PLAIN, "ours-overlap": _OVERLAP,
+_PERSISTENT, _ONE_TILE = {"FLASH_ATTN_SM90_FWD_PERSISTENT": "1"}, {"FLASH_ATTN_SM90_FWD_PERSISTENT": "0"}
+BACKEND_ENV = {"ours-sm80": {"FLASH_ATTN_FORCE_SM80": "1"}, "ours-plain": {**_PLAIN, **_ONE_TILE},
+               "ours-overlap": {**_OVERLAP, **_ONE_TILE},
                "ours-persistent": {**_PLAIN, **_PERSISTENT}, "ours-overlap-persistent": {**_OVERLAP, **_PERSISTENT},
                "ours-direct-store": {"FLASH_ATTN_SM90_FWD_TMA_STORE": "0"},
                "ours-lazy-rescale": {"FLASH_ATTN_SM90_FWD_LAZY_RESCALE": "1"},

@@ -67,7 +67,8 @@ void run_fwd(FwdParams const& params, cudaStream_t stream) {
   // Variant switches (core/env_switch.h; unset: the table's choice), for tests and benchmarks:
   // FLASH_ATTN_SM90_FWD_OVERLAP, the overlapped consumers; FLASH_ATTN_SM90_FWD_PERSISTENT, persistent CTAs.
   bool const overlap = env_switch("FLASH_ATTN_SM90_FWD_OVERLAP", kTile.overlap);
-  bool const persistent = env_switch("FLASH_ATTN_SM90_FWD_PERSISTENT", kTile.persistent);
+  bool const persistent = env_switch("FLASH_ATTN_SM90_FWD_PERSISTENT",
+                                     kTile.persistent || params.seqlen_k <= kTile.persistent_max_keys);
   if (overlap && persistent) {
     launch_fwd<FwdKernel<Traits, kHasWindow, true, true>>(params, stream);
   } else if (overlap) {

@@ -4,7 +4,10 @@
 // H100 (benchmarks/NOTES.md, 2026-12-05) they gain 5-20% from d 128 up and lose up to 20% at d 64, where the
 // softmax is too short to hide a GEMM. persistent: persistent CTAs (balanced slots, tile_scheduler.h); measured on
 // H100 (NOTES, 2026-12-06) they gain 2-23% at d 64 (most on short sequences, within noise at 16k) and are mixed
-// from d 128 up.
+// from d 128 up. persistent_max_keys: persistent CTAs also for calls of at most this many keys per sequence
+// (seqlen_k, the grid's bound for varlen), whose tiles are short enough that overlapping a tile's start with the
+// last one's end pays: at d 128 with the overlapped consumers +10% at s 1k, -2..-4% at 4k and 16k (NOTES, second
+// session of 2026-12-06); at d 256 -13% at 1k.
 #pragma once
 
 namespace flash::sm90 {
@@ -15,14 +18,15 @@ struct FwdTile {
   int stages;
   bool overlap;
   bool persistent;
+  int persistent_max_keys;
 };
 
 constexpr FwdTile fwd_tile(int head_dim) {
-  if (head_dim <= 64) { return {128, 128, 2, false, true}; }
-  if (head_dim <= 96) { return {128, 128, 2, false, false}; }  // d 96 not measured: d 64's consumers
-  if (head_dim <= 128) { return {128, 128, 2, true, false}; }
-  if (head_dim <= 192) { return {128, 96, 2, true, false}; }
-  return {128, 80, 2, true, false};
+  if (head_dim <= 64) { return {128, 128, 2, false, true, 0}; }
+  if (head_dim <= 96) { return {128, 128, 2, false, false, 0}; }  // d 96 not measured: d 64's consumers
+  if (head_dim <= 128) { return {128, 128, 2, true, false, 1024}; }
+  if (head_dim <= 192) { return {128, 96, 2, true, false, 0}; }
+  return {128, 80, 2, true, false, 0};
 }
 
 }  // namespace flash::sm90
