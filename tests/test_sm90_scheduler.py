@@ -1,6 +1,8 @@
-"""CPU test: the sm90 persistent tile scheduler covers every tile once and balances causal work.
+"""CPU test: the sm90 persistent tile scheduler covers every tile once and balances causal work; the compact varlen
+grid's longest-first order tiles the real blocks without gap or overlap.
 
-Compiles tests/cpp/sm90_tile_scheduler.cu as host code (nvcc, no GPU) and runs it over tile counts and CTA counts.
+Compiles tests/cpp/sm90_tile_scheduler.cu as host code (nvcc, no GPU) and runs it over tile counts and CTA counts,
+and over random block counts of up to 32 sequences.
 """
 from host_build import build_and_run
 

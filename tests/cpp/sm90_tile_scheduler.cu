@@ -1,13 +1,15 @@
 // Host-side check of the sm90 persistent tile scheduler (csrc/flash/sm90/tile_scheduler.h): for each tile count and
 // number of CTAs, the CTAs' tile lists together hold every (query block, head, batch) tile exactly once, and each
-// CTA's causal work (sum over its tiles of block + 1) is within one slot (num_m_blocks + 1) of the balanced share.
-// Built and run by tests/test_sm90_scheduler.py.
+// CTA's causal work (sum over its tiles of block + 1) is within one slot (num_m_blocks + 1) of the balanced share;
+// and the compact varlen grid's longest-first order of up to 32 sequences. Built and run by
+// tests/test_sm90_scheduler.py.
 #include <cstdio>
 #include <vector>
 
 #include "flash/sm90/tile_scheduler.h"
 
 using flash::WorkTile;
+using flash::sm90::SingleTileScheduler;
 using flash::sm90::StaticPersistentScheduler;
 using flash::sm90::TileCounts;
 
@@ -48,8 +50,45 @@ int check(TileCounts const counts, int ctas) {
   return 0;
 }
 
+// The compact varlen grid's order (SingleTileScheduler::longest_first_start): the 32 sequences' block ranges tile
+// [0, total blocks) without gap or overlap, longest sequence first, ties in index order.
+int check_longest_first(std::vector<int> const& blocks) {
+  std::vector<int> start(32), owner_of;
+  int total = 0;
+  for (int b : blocks) { total += b; }
+  owner_of.assign(total, -1);
+  for (int lane = 0; lane < 32; ++lane) {
+    start[lane] =
+        SingleTileScheduler::longest_first_start(lane, blocks[lane], [&](int other) { return blocks[other]; });
+    for (int x = start[lane]; x < start[lane] + blocks[lane]; ++x) {
+      if (x >= total || owner_of[x] != -1) {
+        std::printf("longest first: block %d of %d claimed twice or out of range\n", x, total);
+        return 1;
+      }
+      owner_of[x] = lane;
+    }
+  }
+  for (int x = 1; x < total; ++x) {
+    int const a = owner_of[x - 1], b = owner_of[x];
+    if (a != b && (blocks[a] < blocks[b] || (blocks[a] == blocks[b] && a > b))) {
+      std::printf("longest first: sequence %d (%d blocks) before %d (%d blocks)\n", a, blocks[a], b, blocks[b]);
+      return 1;
+    }
+  }
+  return 0;
+}
+
 int main() {
   int failures = 0, cases = 0;
+  unsigned seed = 12345;
+  auto next_random = [&]() { return (seed = seed * 1664525u + 1013904223u) >> 8; };
+  for (int round = 0; round < 200; ++round) {
+    std::vector<int> blocks(32, 0);
+    int const batch = 1 + int(next_random() % 32);
+    for (int b = 0; b < batch; ++b) { blocks[b] = int(next_random() % (round % 3 == 0 ? 3 : 40)); }
+    failures += check_longest_first(blocks);
+    ++cases;
+  }
   for (int m : {1, 2, 3, 4, 7, 16, 127, 128}) {
     for (int heads : {1, 3, 16}) {
       for (int batch : {1, 2, 5}) {

@@ -66,12 +66,12 @@ class SingleTileScheduler {
     // CTA's tile.
     int const lane = int(threadIdx.x % 32);
     int const blocks = sequence_blocks(lane);
-    int start = 0, total = 0;
-    for (int other = 0; other < 32; ++other) {
+    int total = 0;
+    int const start = longest_first_start(lane, blocks, [&](int other) {
       int const other_blocks = __shfl_sync(0xffffffffu, blocks, other);
-      start += (other_blocks > blocks || (other_blocks == blocks && other < lane)) ? other_blocks : 0;
       total += other_blocks;
-    }
+      return other_blocks;
+    });
     int const x = int(blockIdx.x);
     if (total > int(gridDim.x)) {
       // Only sequences that overlap (cu_seqlens not increasing) hold more blocks than the grid's bound: then CTA x
@@ -91,6 +91,19 @@ class SingleTileScheduler {
       int const owner_end = __shfl_sync(0xffffffffu, start + blocks, owner);
       tile_ = WorkTile{owner_end - 1 - x, int(blockIdx.y), owner};  // the sequence's last block first
     }
+  }
+
+  // Where the blocks of sequence `lane` (of 32, `blocks` blocks) start when the sequences go longest first, ties
+  // lower index first: after those of every sequence ordered before it. blocks_of(other) gives sequence other's
+  // blocks, called for other = 0, 1, ..., 31 in turn (on the device a warp shuffle, so every lane calls it alike).
+  template <class BlocksOf>
+  CUTLASS_HOST_DEVICE static int longest_first_start(int lane, int blocks, BlocksOf&& blocks_of) {
+    int start = 0;
+    for (int other = 0; other < 32; ++other) {
+      int const other_blocks = blocks_of(other);
+      start += (other_blocks > blocks || (other_blocks == blocks && other < lane)) ? other_blocks : 0;
+    }
+    return start;
   }
 
   // Query blocks of varlen sequence b (0 past the last), from SeqlenInfo's clamps so that both count the same rows.
