@@ -61,6 +61,7 @@ BACKENDS = {
     "ours-direct-store": ("ours-direct-store", None),  # the epilogue's direct stores instead of its TMA store
     "ours-lazy-rescale": ("ours-lazy-rescale", None),  # FLASH_ATTN_SM90_FWD_LAZY_RESCALE=1
     "ours-compact-varlen": ("ours-compact-varlen", None),  # FLASH_ATTN_SM90_FWD_COMPACT_VARLEN=1 (with --varlen)
+    "ours-tall": ("ours-tall", None),  # FLASH_ATTN_SM90_FWD_TALL=1: the taller query tile (d <= 64)
     "flash": ("SDPA-flash", SDPBackend.FLASH_ATTENTION),
     "cudnn": ("cuDNN", SDPBackend.CUDNN_ATTENTION),
     "efficient": ("efficient", SDPBackend.EFFICIENT_ATTENTION),
@@ -74,7 +75,8 @@ BACKEND_ENV = {"ours-sm80": {"FLASH_ATTN_FORCE_SM80": "1"}, "ours-plain": {**_PL
                "ours-persistent": {**_PLAIN, **_PERSISTENT}, "ours-overlap-persistent": {**_OVERLAP, **_PERSISTENT},
                "ours-direct-store": {"FLASH_ATTN_SM90_FWD_TMA_STORE": "0"},
                "ours-lazy-rescale": {"FLASH_ATTN_SM90_FWD_LAZY_RESCALE": "1"},
-               "ours-compact-varlen": {"FLASH_ATTN_SM90_FWD_COMPACT_VARLEN": "1"}}
+               "ours-compact-varlen": {"FLASH_ATTN_SM90_FWD_COMPACT_VARLEN": "1"},
+               "ours-tall": {"FLASH_ATTN_SM90_FWD_TALL": "1"}}
 DIRECTIONS = {"fwd": 1.0, "bwd": 2.5, "fwd_bwd": 3.5}  # FLOPs relative to the forward
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -23,11 +23,12 @@ PERSISTENT_ENV = "FLASH_ATTN_SM90_FWD_PERSISTENT"  # persistent CTAs
 TMA_STORE_ENV = "FLASH_ATTN_SM90_FWD_TMA_STORE"  # the epilogue's TMA store (else its direct stores)
 LAZY_ENV = "FLASH_ATTN_SM90_FWD_LAZY_RESCALE"  # row maxima move only past a threshold (off by default)
 COMPACT_ENV = "FLASH_ATTN_SM90_FWD_COMPACT_VARLEN"  # varlen on a grid of the real query blocks (off by default)
+TALL_ENV = "FLASH_ATTN_SM90_FWD_TALL"  # the taller query tile where the tile table has one (d <= 64; off by default)
 
 
-def _path(force="0", overlap="0", persistent="0", tma_store="1", lazy="0", compact="0"):
+def _path(force="0", overlap="0", persistent="0", tma_store="1", lazy="0", compact="0", tall="0"):
     return {FORCE_ENV: force, OVERLAP_ENV: overlap, PERSISTENT_ENV: persistent, TMA_STORE_ENV: tma_store,
-            LAZY_ENV: lazy, COMPACT_ENV: compact}
+            LAZY_ENV: lazy, COMPACT_ENV: compact, TALL_ENV: tall}
 
 
 PATHS = {
@@ -39,6 +40,7 @@ PATHS = {
     "sm90, lazy rescale": _path(lazy="1"),
     "sm90 overlapped, lazy rescale": _path(overlap="1", lazy="1"),
     "sm90 overlapped, compact varlen grid": _path(overlap="1", compact="1"),
+    "sm90 persistent, tall query tile": _path(persistent="1", tall="1"),
     "sm80": _path(force="1"),
 }
 

@@ -69,6 +69,18 @@ void run_fwd(FwdParams const& params, cudaStream_t stream) {
   bool const overlap = env_switch("FLASH_ATTN_SM90_FWD_OVERLAP", kTile.overlap);
   bool const persistent = env_switch("FLASH_ATTN_SM90_FWD_PERSISTENT",
                                      kTile.persistent || params.seqlen_k <= kTile.persistent_max_keys);
+  // FLASH_ATTN_SM90_FWD_TALL=1: the bucket's taller query tile, plain consumers (for measurement; see the table).
+  if constexpr (kTile.tall_block_m > 0) {
+    if (env_switch("FLASH_ATTN_SM90_FWD_TALL", false)) {
+      using TallTraits = FwdTraits<kHeadDim, kTile.tall_block_m, kTile.block_n, kTile.stages, Element>;
+      if (persistent) {
+        launch_fwd<FwdKernel<TallTraits, kHasWindow, false, true>>(params, stream);
+      } else {
+        launch_fwd<FwdKernel<TallTraits, kHasWindow, false, false>>(params, stream);
+      }
+      return;
+    }
+  }
   if (overlap && persistent) {
     launch_fwd<FwdKernel<Traits, kHasWindow, true, true>>(params, stream);
   } else if (overlap) {

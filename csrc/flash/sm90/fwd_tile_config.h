@@ -7,7 +7,9 @@
 // from d 128 up. persistent_max_keys: persistent CTAs also for calls of at most this many keys per sequence
 // (seqlen_k, the grid's bound for varlen), whose tiles are short enough that overlapping a tile's start with the
 // last one's end pays: at d 128 with the overlapped consumers +10% at s 1k, -2..-4% at 4k and 16k (NOTES, second
-// session of 2026-12-06); at d 256 -13% at 1k.
+// session of 2026-12-06); at d 256 -13% at 1k. tall_block_m: a taller query tile (three consumer warpgroups, plain
+// consumers: PingPong pairs two) that FLASH_ATTN_SM90_FWD_TALL=1 selects, to be measured against the default
+// (0: none); at d 64 the 192-row tile compiles without spills (160 registers per consumer thread).
 #pragma once
 
 namespace flash::sm90 {
@@ -19,14 +21,15 @@ struct FwdTile {
   bool overlap;
   bool persistent;
   int persistent_max_keys;
+  int tall_block_m;
 };
 
 constexpr FwdTile fwd_tile(int head_dim) {
-  if (head_dim <= 64) { return {128, 128, 2, false, true, 0}; }
-  if (head_dim <= 96) { return {128, 128, 2, false, false, 0}; }  // d 96 not measured: d 64's consumers
-  if (head_dim <= 128) { return {128, 128, 2, true, false, 1024}; }
-  if (head_dim <= 192) { return {128, 96, 2, true, false, 0}; }
-  return {128, 80, 2, true, false, 0};
+  if (head_dim <= 64) { return {128, 128, 2, false, true, 0, 192}; }
+  if (head_dim <= 96) { return {128, 128, 2, false, false, 0, 0}; }  // d 96 not measured: d 64's consumers
+  if (head_dim <= 128) { return {128, 128, 2, true, false, 1024, 0}; }
+  if (head_dim <= 192) { return {128, 96, 2, true, false, 0, 0}; }
+  return {128, 80, 2, true, false, 0, 0};
 }
 
 }  // namespace flash::sm90
