@@ -60,6 +60,27 @@ void launch_fwd(FwdParams const& params, cudaStream_t stream) {
   check_cuda(cudaGetLastError(), "flash_attn forward kernel (sm90)");
 }
 
+// The kernel of Traits with the chosen consumers and scheduler. kMayOverlap: whether the overlapped consumers are
+// instantiated for Traits (their PingPong pairs two consumer warpgroups).
+template <class Traits, bool kHasWindow, bool kMayOverlap>
+void launch_variant(FwdParams const& params, cudaStream_t stream, bool overlap, bool persistent) {
+  if constexpr (kMayOverlap) {
+    if (overlap) {
+      if (persistent) {
+        launch_fwd<FwdKernel<Traits, kHasWindow, true, true>>(params, stream);
+      } else {
+        launch_fwd<FwdKernel<Traits, kHasWindow, true, false>>(params, stream);
+      }
+      return;
+    }
+  }
+  if (persistent) {
+    launch_fwd<FwdKernel<Traits, kHasWindow, false, true>>(params, stream);
+  } else {
+    launch_fwd<FwdKernel<Traits, kHasWindow, false, false>>(params, stream);
+  }
+}
+
 template <class Element, int kHeadDim, bool kHasWindow>
 void run_fwd(FwdParams const& params, cudaStream_t stream) {
   constexpr FwdTile kTile = fwd_tile(kHeadDim);
@@ -73,23 +94,11 @@ void run_fwd(FwdParams const& params, cudaStream_t stream) {
   if constexpr (kTile.tall_block_m > 0) {
     if (env_switch("FLASH_ATTN_SM90_FWD_TALL", false)) {
       using TallTraits = FwdTraits<kHeadDim, kTile.tall_block_m, kTile.block_n, kTile.stages, Element>;
-      if (persistent) {
-        launch_fwd<FwdKernel<TallTraits, kHasWindow, false, true>>(params, stream);
-      } else {
-        launch_fwd<FwdKernel<TallTraits, kHasWindow, false, false>>(params, stream);
-      }
+      launch_variant<TallTraits, kHasWindow, /*kMayOverlap=*/false>(params, stream, false, persistent);
       return;
     }
   }
-  if (overlap && persistent) {
-    launch_fwd<FwdKernel<Traits, kHasWindow, true, true>>(params, stream);
-  } else if (overlap) {
-    launch_fwd<FwdKernel<Traits, kHasWindow, true, false>>(params, stream);
-  } else if (persistent) {
-    launch_fwd<FwdKernel<Traits, kHasWindow, false, true>>(params, stream);
-  } else {
-    launch_fwd<FwdKernel<Traits, kHasWindow, false, false>>(params, stream);
-  }
+  launch_variant<Traits, kHasWindow, /*kMayOverlap=*/true>(params, stream, overlap, persistent);
 }
 
 }  // namespace flash::sm90
