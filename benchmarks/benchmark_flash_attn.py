@@ -62,13 +62,17 @@ BACKENDS = {
     "ours-lazy-rescale": ("ours-lazy-rescale", None),  # FLASH_ATTN_SM90_FWD_LAZY_RESCALE=1
     "ours-compact-varlen": ("ours-compact-varlen", None),  # FLASH_ATTN_SM90_FWD_COMPACT_VARLEN=1 (with --varlen)
     "ours-tall": ("ours-tall", None),  # FLASH_ATTN_SM90_FWD_TALL=1: the taller query tile (d <= 64)
+    "ours-pack-gqa": ("ours-pack-gqa", None),  # FLASH_ATTN_SM90_FWD_PACK_GQA=1: GQA query heads packed into tiles
+    "ours-no-pack": ("ours-no-pack", None),  # FLASH_ATTN_SM90_FWD_PACK_GQA=0
     "flash": ("SDPA-flash", SDPBackend.FLASH_ATTENTION),
     "cudnn": ("cuDNN", SDPBackend.CUDNN_ATTENTION),
     "efficient": ("efficient", SDPBackend.EFFICIENT_ATTENTION),
 }
 # Environment of the ours-* columns while they run (the binding and the sm90 launcher read these on every call).
-# The four consumer / scheduler variants each set both switches: one tile per CTA unless "-persistent".
-_OVERLAP, _PLAIN = {"FLASH_ATTN_SM90_FWD_OVERLAP": "1"}, {"FLASH_ATTN_SM90_FWD_OVERLAP": "0"}
+# The four consumer / scheduler variants each set both switches (one tile per CTA unless "-persistent") and run the
+# 128-row query tile (d 64's default is the taller one).
+_OVERLAP = {"FLASH_ATTN_SM90_FWD_OVERLAP": "1", "FLASH_ATTN_SM90_FWD_TALL": "0"}
+_PLAIN = {"FLASH_ATTN_SM90_FWD_OVERLAP": "0", "FLASH_ATTN_SM90_FWD_TALL": "0"}
 _PERSISTENT, _ONE_TILE = {"FLASH_ATTN_SM90_FWD_PERSISTENT": "1"}, {"FLASH_ATTN_SM90_FWD_PERSISTENT": "0"}
 BACKEND_ENV = {"ours-sm80": {"FLASH_ATTN_FORCE_SM80": "1"}, "ours-plain": {**_PLAIN, **_ONE_TILE},
                "ours-overlap": {**_OVERLAP, **_ONE_TILE},
@@ -76,7 +80,9 @@ BACKEND_ENV = {"ours-sm80": {"FLASH_ATTN_FORCE_SM80": "1"}, "ours-plain": {**_PL
                "ours-direct-store": {"FLASH_ATTN_SM90_FWD_TMA_STORE": "0"},
                "ours-lazy-rescale": {"FLASH_ATTN_SM90_FWD_LAZY_RESCALE": "1"},
                "ours-compact-varlen": {"FLASH_ATTN_SM90_FWD_COMPACT_VARLEN": "1"},
-               "ours-tall": {"FLASH_ATTN_SM90_FWD_TALL": "1"}}
+               "ours-tall": {"FLASH_ATTN_SM90_FWD_TALL": "1"},
+               "ours-pack-gqa": {"FLASH_ATTN_SM90_FWD_PACK_GQA": "1"},
+               "ours-no-pack": {"FLASH_ATTN_SM90_FWD_PACK_GQA": "0"}}
 DIRECTIONS = {"fwd": 1.0, "bwd": 2.5, "fwd_bwd": 3.5}  # FLOPs relative to the forward
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

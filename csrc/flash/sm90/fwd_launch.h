@@ -34,10 +34,17 @@ int device_attribute() {
 template <class Kernel>
 void launch_fwd(FwdParams const& params, cudaStream_t stream) {
   using Traits = typename Kernel::Traits_;
+  // FLASH_ATTN_SM90_FWD_PACK_GQA=1 / 0: GQA calls always / never in packed tiles (tile_rows.h); unset, where the
+  // tile table's rule says it pays.
+  TilePacking packing;
+  if (params.head_ratio > 1 &&
+      env_switch("FLASH_ATTN_SM90_FWD_PACK_GQA", pack_gqa_pays(params.seqlen_q, params.head_ratio, Traits::kBlockM))) {
+    packing.rows.group = params.head_ratio;
+  }
   // FLASH_ATTN_SM90_FWD_COMPACT_VARLEN=1: varlen calls of up to 32 sequences on a grid of their real query blocks
   // (SingleTileScheduler). Off by default until measured on a GPU.
   TileCounts const counts =
-      Kernel::make_tile_counts(params, env_switch("FLASH_ATTN_SM90_FWD_COMPACT_VARLEN", false));
+      Kernel::make_tile_counts(params, packing, env_switch("FLASH_ATTN_SM90_FWD_COMPACT_VARLEN", false));
   if (counts.num_m_blocks == 0 || params.num_heads == 0 || params.batch == 0) { return; }
   if (params.num_heads > 65535 || params.batch > 65535) {
     throw std::runtime_error("flash_attn forward (sm90): too many heads or batch entries for one launch");
@@ -48,7 +55,7 @@ void launch_fwd(FwdParams const& params, cudaStream_t stream) {
   // most key blocks of a long row skip the rescale of O. Off by default until measured.
   bool const lazy_rescale = env_switch("FLASH_ATTN_SM90_FWD_LAZY_RESCALE", false);
   typename Kernel::Arguments const args{params, Kernel::Mainloop::make_arguments(params, lazy_rescale),
-                                        Kernel::Epilogue::make_arguments(params, tma_store), counts,
+                                        Kernel::Epilogue::make_arguments(params, tma_store), packing, counts,
                                         Kernel::Scheduler::make_arguments(counts)};
   auto const kernel = &fwd_kernel<Kernel>;
   constexpr int kSmemBytes = Kernel::kSmemBytes;
@@ -90,9 +97,11 @@ void run_fwd(FwdParams const& params, cudaStream_t stream) {
   bool const overlap = env_switch("FLASH_ATTN_SM90_FWD_OVERLAP", kTile.overlap);
   bool const persistent = env_switch("FLASH_ATTN_SM90_FWD_PERSISTENT",
                                      kTile.persistent || params.seqlen_k <= kTile.persistent_max_keys);
-  // FLASH_ATTN_SM90_FWD_TALL=1: the bucket's taller query tile, plain consumers (for measurement; see the table).
+  // The bucket's taller query tile (plain consumers) where the table has one, as it says; FLASH_ATTN_SM90_FWD_TALL
+  // forces it on or off.
   if constexpr (kTile.tall_block_m > 0) {
-    if (env_switch("FLASH_ATTN_SM90_FWD_TALL", false)) {
+    bool const tall_pays = !params.has_window || params.seqlen_k >= kTile.tall_min_window_keys;
+    if (env_switch("FLASH_ATTN_SM90_FWD_TALL", tall_pays)) {
       using TallTraits = FwdTraits<kHeadDim, kTile.tall_block_m, kTile.block_n, kTile.stages, Element>;
       launch_variant<TallTraits, kHasWindow, /*kMayOverlap=*/false>(params, stream, false, persistent);
       return;
