@@ -24,8 +24,8 @@ TMA_STORE_ENV = "FLASH_ATTN_SM90_FWD_TMA_STORE"  # the epilogue's TMA store (els
 LAZY_ENV = "FLASH_ATTN_SM90_FWD_LAZY_RESCALE"  # row maxima move only past a threshold (off by default)
 COMPACT_ENV = "FLASH_ATTN_SM90_FWD_COMPACT_VARLEN"  # varlen on a grid of the real query blocks (off by default)
 TALL_ENV = "FLASH_ATTN_SM90_FWD_TALL"  # the taller query tile where the tile table has one (d <= 64; off by default)
-# GQA calls in packed tiles (a KV head's query heads share a tile's rows): "1" always, "0" never, "" where the tile
-# table's rule says it pays (short queries).
+# GQA calls in packed tiles (a KV head's query heads share a tile's rows): "1" always, "0" never, "" the default
+# (where the tile table's rule says it pays, once fwd_tile_config.h's kPackGqaByDefault is on).
 PACK_ENV = "FLASH_ATTN_SM90_FWD_PACK_GQA"
 
 
@@ -295,8 +295,9 @@ def test_kvcache_paged_prefill(monkeypatch, dtype, d, b, sq, pages, page, h, hk,
         ref, lp)
 
 
-# Short GQA queries (more than the split-KV kernel's 64 packed rows), which the sm90 forward packs by default: a KV
-# head's query heads share a tile's rows, Q gathered row by row and O stored row by row. Odd lengths, every group
+# Short GQA queries (more than the split-KV kernel's 64 packed rows), which the sm90 forward packs (on the packed
+# paths; by default once kPackGqaByDefault is on): a KV head's query heads share a tile's rows, Q gathered row by
+# row and O stored row by row. Odd lengths, every group
 # size up to MQA, causal (sq < sk and sq > sk), a window, softcap and per-(batch, head) ALiBi slopes (a tile mixes
 # heads, so each row has its own), dense and varlen.
 PACKED_CASES = [

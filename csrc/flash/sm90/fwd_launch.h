@@ -35,10 +35,11 @@ template <class Kernel>
 void launch_fwd(FwdParams const& params, cudaStream_t stream) {
   using Traits = typename Kernel::Traits_;
   // FLASH_ATTN_SM90_FWD_PACK_GQA=1 / 0: GQA calls always / never in packed tiles (tile_rows.h); unset, where the
-  // tile table's rule says it pays.
+  // tile table's rule says it pays once kPackGqaByDefault turns it on.
   TilePacking packing;
-  if (params.head_ratio > 1 &&
-      env_switch("FLASH_ATTN_SM90_FWD_PACK_GQA", pack_gqa_pays(params.seqlen_q, params.head_ratio, Traits::kBlockM))) {
+  bool const pack_by_default =
+      kPackGqaByDefault && pack_gqa_pays(params.seqlen_q, params.head_ratio, Traits::kBlockM);
+  if (params.head_ratio > 1 && env_switch("FLASH_ATTN_SM90_FWD_PACK_GQA", pack_by_default)) {
     packing.rows.group = params.head_ratio;
   }
   // FLASH_ATTN_SM90_FWD_COMPACT_VARLEN=1: varlen calls of up to 32 sequences on a grid of their real query blocks
