@@ -2,7 +2,7 @@
 // fwd_kernel_arch): dense and varlen calls with TMA-addressable tensors; softcap and ALiBi; not keys appended inside
 // the kernel, dropout, misaligned tensors, empty extents or a grid past 65535; head dims below the sm90 buckets only
 // where the smallest one is built; the KV-cache inputs, paged caches in pages of any multiple of 16; nothing
-// with an sm80 key; which GQA calls run in packed tiles.
+// with an sm80 key.
 // Built and run by tests/test_sm90_dispatch.py.
 #include <cstdio>
 #include <cstdlib>
@@ -81,20 +81,6 @@ int main() {
   });
   expect("paged in pages of 40 (not a multiple of 16)", false, [&](FwdParams& p) { paged(p, 40); });
   expect("paged, appended keys", false, [&](FwdParams& p) { paged(p, 256), p.k_new_ptr = p.k_ptr; });
-  // GQA packing (sm90/fwd_tile_config.h: pack_gqa_pays): where packed 128-row tiles number at most 4/5 of the plain
-  // ones, i.e. short queries; never without GQA.
-  struct PackCase {
-    int seqlen_q, head_ratio;
-    bool packs;
-  };
-  for (PackCase const c : {PackCase{33, 4, true}, PackCase{17, 8, true}, PackCase{64, 2, true}, PackCase{50, 3, true},
-                           PackCase{100, 2, false}, PackCase{200, 4, false}, PackCase{1000, 4, false},
-                           PackCase{16, 1, false}, PackCase{129, 2, true}}) {
-    if (flash::sm90::pack_gqa_pays(c.seqlen_q, c.head_ratio, 128) != c.packs) {
-      std::printf("pack_gqa_pays(seqlen_q %d, ratio %d): expected %d\n", c.seqlen_q, c.head_ratio, int(c.packs));
-      ++failures;
-    }
-  }
   std::printf("%s\n", failures == 0 ? "sm90 dispatch: ok" : "sm90 dispatch: FAILED");
   return failures == 0 ? 0 : 1;
 }

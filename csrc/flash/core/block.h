@@ -81,8 +81,8 @@ struct BlockRange {
 // kv_head * group + p % group, so one tile serves every query head that shares a KV head.
 struct PackedRows {
   int group;  // query heads per KV head
-  CUTLASS_HOST_DEVICE int query(int packed) const { return packed / group; }
-  CUTLASS_HOST_DEVICE int head(int packed, int kv_head) const { return kv_head * group + packed % group; }
+  CUTLASS_DEVICE int query(int packed) const { return packed / group; }
+  CUTLASS_DEVICE int head(int packed, int kv_head) const { return kv_head * group + packed % group; }
 };
 
 }  // namespace flash

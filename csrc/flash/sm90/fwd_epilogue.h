@@ -1,9 +1,9 @@
 // sm90 forward epilogue. The normalised output goes from the consumers' wgmma accumulators to shared memory
 // (stmatrix, in Q's swizzled layout) and leaves by one TMA store of the whole tile, whose box TMA clips at the
-// tensor's row and head-dim extents. Where TMA cannot address the output (misaligned pointer or strides, a packed
-// GQA tile's rows spread over several heads), or a varlen tile would reach into the next sequence's rows, the
-// accumulators go straight to global memory instead: two adjacent columns (4 bytes) per store, predicated on the
-// sequence end and the head dim. Each row's lse is written by the lane that holds column 0 of that row.
+// tensor's row and head-dim extents. Where TMA cannot address the output (misaligned pointer or strides), or a
+// varlen tile would reach into the next sequence's rows, the accumulators go straight to global memory instead:
+// two adjacent columns (4 bytes) per store, predicated on the sequence end and the head dim. Each row's lse is
+// written by the lane that holds column 0 of that row.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -16,7 +16,6 @@
 #include "../core/seqlen.h"
 #include "fragment_layouts.h"
 #include "gmem_extents.h"
-#include "tile_rows.h"
 
 namespace flash::sm90 {
 
@@ -75,13 +74,10 @@ struct FwdEpilogue {
   // acc_o: the normalised (MMA, MMA_M, MMA_N) fragment of TiledMmaPV; lse: one value per row of its rowcol view.
   // smem_o: buffer(). Where smem_o is Q's buffer, the caller releases Q only after this returns: the TMA store has
   // read it by then.
-  // packing, m_block, tile_head: the tile (tile_rows.h).
   template <class AccO, class Lse>
-  CUTE_DEVICE static void store(Arguments const& args, FwdParams const& params, TilePacking const& packing,
-                                Element* smem_o, SeqlenInfo const& seq, AccO const& acc_o, Lse const& lse, int m_block,
-                                int tile_head, int batch, int mma_tidx) {
+  CUTE_DEVICE static void store(Arguments const& args, FwdParams const& params, Element* smem_o, SeqlenInfo const& seq,
+                                AccO const& acc_o, Lse const& lse, int m_block, int head, int batch, int mma_tidx) {
     int const seqlen_q = seq.seqlen_q;
-    int const rows = packing.rows_of(seqlen_q);
     int const row_base = m_block * kBlockM;
     typename Traits::TiledMmaPV mma_pv;
     auto thr_pv = mma_pv.get_thread_slice(mma_tidx);
@@ -91,18 +87,17 @@ struct FwdEpilogue {
     // A varlen tile may be stored whole only where its rows past the sequence are past the tensor too.
     bool const whole_tile = !seq.varlen_q || row_base + kBlockM <= seqlen_q ||
                             seq.start_q + seqlen_q >= get<0>(q_extent(params));
-    if (args.tma_store && whole_tile && !packing.packed()) {
-      store_by_tma(args, params, smem_o, seq, rO, m_block, tile_head, batch, mma_tidx);
+    if (args.tma_store && whole_tile) {
+      store_by_tma(args, params, smem_o, seq, rO, m_block, head, batch, mma_tidx);
     } else {
-      store_direct(params, packing, seq, rO, coords, row_base, tile_head, batch);
+      store_direct(params, seq, rO, coords, row_base, head, batch);
     }
-    float* lse_batch = params.softmax_lse_ptr + seq.lse_offset(params.lse_batch_stride, batch);
+    float* lse_base = params.softmax_lse_ptr + seq.lse_offset(params.lse_batch_stride, batch) +
+                      int64_t(head) * params.lse_head_stride;
     CUTE_UNROLL
     for (int r = 0; r < size<0>(coords); ++r) {
-      int const p = row_base + get<0>(coords(r, 0));
-      if (p < rows && get<1>(coords(r, 0)) == 0) {
-        lse_batch[int64_t(packing.head(p, tile_head)) * params.lse_head_stride + packing.query(p)] = lse(r);
-      }
+      int const row = row_base + get<0>(coords(r, 0));
+      if (row < seqlen_q && get<1>(coords(r, 0)) == 0) { lse_base[row] = lse(r); }
     }
   }
 
@@ -138,19 +133,18 @@ struct FwdEpilogue {
   }
 
   template <class FragO, class Coords>
-  CUTE_DEVICE static void store_direct(FwdParams const& params, TilePacking const& packing, SeqlenInfo const& seq,
-                                       FragO const& rO, Coords const& coords, int row_base, int tile_head, int batch) {
+  CUTE_DEVICE static void store_direct(FwdParams const& params, SeqlenInfo const& seq, FragO const& rO,
+                                       Coords const& coords, int row_base, int head, int batch) {
     Tensor rO_rows = make_tensor(rO.data(), acc_to_rowcol(rO.layout()));
-    Element* o_batch = static_cast<Element*>(params.o_ptr) +
-                       seq.q_offset(params.o_batch_stride, params.o_row_stride, batch);
-    int const rows = packing.rows_of(seq.seqlen_q);
+    Element* o_base = static_cast<Element*>(params.o_ptr) +
+                      seq.q_offset(params.o_batch_stride, params.o_row_stride, batch) +
+                      int64_t(head) * params.o_head_stride;
     static_assert(decltype(size<1, 0>(rO_rows))::value == 2, "columns come in adjacent pairs");
     CUTE_UNROLL
     for (int r = 0; r < size<0>(rO_rows); ++r) {
-      int const p = row_base + get<0>(coords(r, 0));
-      if (p >= rows) { continue; }
-      Element* o_row = o_batch + int64_t(packing.query(p)) * params.o_row_stride +
-                       int64_t(packing.head(p, tile_head)) * params.o_head_stride;
+      int const row = row_base + get<0>(coords(r, 0));
+      if (row >= seq.seqlen_q) { continue; }
+      Element* o_row = o_base + int64_t(row) * params.o_row_stride;
       CUTE_UNROLL
       for (int c = 0; c < size<1>(rO_rows); c += 2) {
         int const col = get<1>(coords(r, c));

@@ -16,7 +16,6 @@
 #include "fragment_layouts.h"
 #include "fwd_epilogue.h"
 #include "fwd_mainloop.h"
-#include "tile_rows.h"
 #include "tile_scheduler.h"
 
 namespace flash::sm90 {
@@ -46,28 +45,23 @@ struct FwdKernel {
     FwdParams params;
     typename Mainloop::Arguments mainloop;
     typename Epilogue::Arguments epilogue;
-    TilePacking packing;
     TileCounts tile_counts;
     typename Scheduler::Arguments scheduler;
   };
 
-  // The half-open range [min, max) of key blocks a tile visits: those of the queries of its first and last rows.
+  // The half-open range [min, max) of key blocks a tile visits.
   struct KeyBlocks {
     int min, max;
-    CUTE_DEVICE KeyBlocks(FwdParams const& params, TilePacking const& packing, SeqlenInfo const& seq,
-                          WorkTile const& tile) {
-      Range::key_blocks_for_rows(packing.query(tile.block * kBlockM), packing.query((tile.block + 1) * kBlockM - 1),
-                                 seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, min, max);
+    CUTE_DEVICE KeyBlocks(FwdParams const& params, SeqlenInfo const& seq, WorkTile const& tile) {
+      Range::key_blocks(tile.block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, min, max);
     }
   };
 
   // compact_varlen: a varlen call's tile counts carry its query prefix sums, so that the one-tile-per-CTA
-  // scheduler may launch its real query blocks only (SingleTileScheduler; not for packed tiles, whose rows it
-  // does not count).
-  static TileCounts make_tile_counts(FwdParams const& params, TilePacking const& packing, bool compact_varlen) {
-    bool const compact = compact_varlen && !packing.packed();
-    return TileCounts{(packing.rows_of(params.seqlen_q) + kBlockM - 1) / kBlockM, packing.tile_heads(params),
-                      params.batch, compact ? params.cu_seqlens_q : nullptr, params.total_q, kBlockM};
+  // scheduler may launch its real query blocks only (SingleTileScheduler).
+  static TileCounts make_tile_counts(FwdParams const& params, bool compact_varlen) {
+    return TileCounts{(params.seqlen_q + kBlockM - 1) / kBlockM, params.num_heads, params.batch,
+                      compact_varlen ? params.cu_seqlens_q : nullptr, params.total_q, kBlockM};
   }
 
   // Calls fn(seq, tile) for each query block the CTA computes, in order: each tile the scheduler gives and, where
@@ -79,7 +73,7 @@ struct FwdKernel {
     int const stride = scheduler.block_stride();
     for (WorkTile tile; scheduler.next(tile);) {
       SeqlenInfo const seq(args.params, tile.batch);
-      for (; tile.block * kBlockM < args.packing.rows_of(seq.seqlen_q); tile.block += stride) {
+      for (; tile.block * kBlockM < seq.seqlen_q; tile.block += stride) {
         fn(seq, tile);
         if (stride == 0) { break; }
       }
@@ -110,12 +104,11 @@ struct FwdKernel {
       cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
       if (Mainloop::is_load_thread(args.mainloop)) {
         auto state = cutlass::make_producer_start_state<typename Mainloop::Pipeline>();
-        bool const q_by_tma = !args.packing.packed();  // else the consumers load Q (Mainloop::load_q_rows)
         for_each_block(args, scheduler, [&](SeqlenInfo const& seq, WorkTile const& tile) {
-          if (q_by_tma && round > 0) { shared.barrier_q_empty.wait((round - 1) & 1); }  // the last Q is consumed
-          KeyBlocks const keys(params, args.packing, seq, tile);
-          Mainloop::load(params, args.mainloop, shared, pipeline_k, pipeline_v, state, seq, q_by_tma, tile.block,
-                         tile.head, args.packing.kv_head(params, tile.head), tile.batch, keys.min, keys.max);
+          if (round > 0) { shared.barrier_q_empty.wait((round - 1) & 1); }  // the last block's Q is consumed
+          KeyBlocks const keys(params, seq, tile);
+          Mainloop::load(params, args.mainloop, shared, pipeline_k, pipeline_v, state, seq, tile.block, tile.head,
+                         tile.batch, keys.min, keys.max);
           ++round;
         });
       }
@@ -123,8 +116,8 @@ struct FwdKernel {
       cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
       typename Mainloop::PipelineState state_k, state_v;
       for_each_block(args, scheduler, [&](SeqlenInfo const& seq, WorkTile const& tile) {
-        consume(args, storage, pipeline_k, pipeline_v, state_k, state_v, seq, tile,
-                KeyBlocks(params, args.packing, seq, tile), round & 1);
+        consume(args, storage, pipeline_k, pipeline_v, state_k, state_v, seq, tile, KeyBlocks(params, seq, tile),
+                round & 1);
         ++round;
       });
       Epilogue::drain(threadIdx.x - 128);
@@ -146,26 +139,21 @@ struct FwdKernel {
     clear(acc_o);
     Tensor acc_o_rows = make_tensor(acc_o.data(), acc_to_rowcol(acc_o.layout()));
     OnlineSoftmax<decltype(size<0>(acc_o_rows))::value> softmax(params.score_scale_log2);
-    TilePacking const& packing = args.packing;
-    TileRows const rows{packing, tile.block * kBlockM, tile.head, tile.batch, tile.block * kBlockM + kBlockM - 1};
-    if (packing.packed()) {
-      Mainloop::load_q_rows(params, shared, packing, seq, tile.block, tile.head, tile.batch, mma_tidx);
-      q_phase = -1;  // Q is in shared memory: no barrier_q to wait for
-    }
+    Alibi const alibi = make_alibi(params, tile.batch, tile.head, seq.seqlen_q, seq.seqlen_k);
     if constexpr (kOverlap) {
-      Mainloop::mma_overlapped(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, state_v, seq, rows,
-                               keys.min, keys.max, mma_tidx, acc_o, softmax, q_phase);
+      Mainloop::mma_overlapped(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, state_v, seq,
+                               tile.block, keys.min, keys.max, alibi, mma_tidx, acc_o, softmax, q_phase);
     } else {
-      Mainloop::mma(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, seq, rows, keys.min, keys.max,
-                    mma_tidx, acc_o, softmax, q_phase);
+      Mainloop::mma(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, seq, tile.block, keys.min,
+                    keys.max, alibi, mma_tidx, acc_o, softmax, q_phase);
     }
     // Every S GEMM of the block is done: the producer may load the next Q, unless the epilogue stages the output
     // in Q's buffer (then after the epilogue, whose TMA store has read it by then).
     if constexpr (!Traits::kOInQ) { shared.barrier_q_empty.arrive(); }
     // Rows that saw no key end with output 0 and lse +inf.
     Tensor lse = softmax.finalize(acc_o_rows, params.score_scale);
-    Epilogue::store(args.epilogue, params, packing, Epilogue::buffer(storage.epilogue, shared.q.data()), seq, acc_o,
-                    lse, tile.block, tile.head, tile.batch, mma_tidx);
+    Epilogue::store(args.epilogue, params, Epilogue::buffer(storage.epilogue, shared.q.data()), seq, acc_o, lse,
+                    tile.block, tile.head, tile.batch, mma_tidx);
     if constexpr (Traits::kOInQ) { shared.barrier_q_empty.arrive(); }
   }
 };

@@ -34,18 +34,10 @@ int device_attribute() {
 template <class Kernel>
 void launch_fwd(FwdParams const& params, cudaStream_t stream) {
   using Traits = typename Kernel::Traits_;
-  // FLASH_ATTN_SM90_FWD_PACK_GQA=1 / 0: GQA calls always / never in packed tiles (tile_rows.h); unset, where the
-  // tile table's rule says it pays once kPackGqaByDefault turns it on.
-  TilePacking packing;
-  bool const pack_by_default =
-      kPackGqaByDefault && pack_gqa_pays(params.seqlen_q, params.head_ratio, Traits::kBlockM);
-  if (params.head_ratio > 1 && env_switch("FLASH_ATTN_SM90_FWD_PACK_GQA", pack_by_default)) {
-    packing.rows.group = params.head_ratio;
-  }
   // FLASH_ATTN_SM90_FWD_COMPACT_VARLEN=1: varlen calls of up to 32 sequences on a grid of their real query blocks
   // (SingleTileScheduler). Off by default until measured on a GPU.
   TileCounts const counts =
-      Kernel::make_tile_counts(params, packing, env_switch("FLASH_ATTN_SM90_FWD_COMPACT_VARLEN", false));
+      Kernel::make_tile_counts(params, env_switch("FLASH_ATTN_SM90_FWD_COMPACT_VARLEN", false));
   if (counts.num_m_blocks == 0 || params.num_heads == 0 || params.batch == 0) { return; }
   if (params.num_heads > 65535 || params.batch > 65535) {
     throw std::runtime_error("flash_attn forward (sm90): too many heads or batch entries for one launch");
@@ -56,7 +48,7 @@ void launch_fwd(FwdParams const& params, cudaStream_t stream) {
   // most key blocks of a long row skip the rescale of O. Off by default until measured.
   bool const lazy_rescale = env_switch("FLASH_ATTN_SM90_FWD_LAZY_RESCALE", false);
   typename Kernel::Arguments const args{params, Kernel::Mainloop::make_arguments(params, lazy_rescale),
-                                        Kernel::Epilogue::make_arguments(params, tma_store), packing, counts,
+                                        Kernel::Epilogue::make_arguments(params, tma_store), counts,
                                         Kernel::Scheduler::make_arguments(counts)};
   auto const kernel = &fwd_kernel<Kernel>;
   constexpr int kSmemBytes = Kernel::kSmemBytes;

@@ -35,17 +35,4 @@ constexpr FwdTile fwd_tile(int head_dim) {
   return {128, 80, 2, true, false, 0, 0, 0};
 }
 
-// Whether a GQA call (head_ratio query heads per KV head) runs in packed tiles (tile_rows.h): where they number at
-// most 4/5 of the plain tiles, i.e. short queries, whose plain tiles are mostly rows past the sequence. (Calls of
-// at most 64 packed rows take the split-KV kernel before this: host/split_plan.h.) kPackGqaByDefault: whether the
-// rule applies without FLASH_ATTN_SM90_FWD_PACK_GQA; off until the packed tiles have run on a GPU (they were
-// built, not yet run, in the session that wrote them: benchmarks/NOTES.md, third session of 2026-12-06).
-inline constexpr bool kPackGqaByDefault = false;
-
-constexpr bool pack_gqa_pays(int seqlen_q, int head_ratio, int block_m) {
-  long long const plain = (long long)head_ratio * ((seqlen_q + block_m - 1) / block_m);
-  long long const packed = ((long long)seqlen_q * head_ratio + block_m - 1) / block_m;
-  return head_ratio > 1 && packed * 5 <= plain * 4;
-}
-
 }  // namespace flash::sm90
