@@ -2,7 +2,7 @@
 // fwd_kernel_arch): dense and varlen calls with TMA-addressable tensors; softcap and ALiBi; not keys appended inside
 // the kernel, dropout, misaligned tensors, empty extents or a grid past 65535; head dims below the sm90 buckets only
 // where the smallest one is built; the KV-cache inputs, paged caches in pages of any multiple of 16; nothing
-// with an sm80 key.
+// with an sm80 key; the tile table's default variant per head dim and call.
 // Built and run by tests/test_sm90_dispatch.py.
 #include <cstdio>
 #include <cstdlib>
@@ -81,6 +81,26 @@ int main() {
   });
   expect("paged in pages of 40 (not a multiple of 16)", false, [&](FwdParams& p) { paged(p, 40); });
   expect("paged, appended keys", false, [&](FwdParams& p) { paged(p, 256), p.k_new_ptr = p.k_ptr; });
+  // The tile table's default variants (sm90/fwd_tile_config.h: default_variant), as measured (benchmarks/NOTES.md):
+  // d 64 plain persistent, on the 192-row tile except windowed calls of at most 1k keys; d 128 overlapped,
+  // persistent up to 2k keys; d 256 overlapped, one tile per CTA.
+  struct VariantCase {
+    int head_dim, seqlen_k;
+    bool window, overlap, persistent, tall;
+  };
+  using V = VariantCase;
+  for (V const c : {V{64, 512, false, false, true, true}, V{64, 1024, true, false, true, false},
+                    V{64, 1025, true, false, true, true}, V{64, 16384, true, false, true, true},
+                    V{128, 2048, false, true, true, false}, V{128, 2049, true, true, false, false},
+                    V{256, 1024, false, true, false, false}, V{96, 512, false, false, false, false}}) {
+    flash::sm90::FwdVariant const v =
+        flash::sm90::default_variant(flash::sm90::fwd_tile(c.head_dim), c.window, c.seqlen_k);
+    if (v.overlap != c.overlap || v.persistent != c.persistent || v.tall != c.tall) {
+      std::printf("d %d, %d keys%s: overlap %d persistent %d tall %d, expected %d %d %d\n", c.head_dim, c.seqlen_k,
+                  c.window ? ", windowed" : "", v.overlap, v.persistent, v.tall, c.overlap, c.persistent, c.tall);
+      ++failures;
+    }
+  }
   std::printf("%s\n", failures == 0 ? "sm90 dispatch: ok" : "sm90 dispatch: FAILED");
   return failures == 0 ? 0 : 1;
 }

@@ -85,16 +85,14 @@ template <class Element, int kHeadDim, bool kHasWindow>
 void run_fwd(FwdParams const& params, cudaStream_t stream) {
   constexpr FwdTile kTile = fwd_tile(kHeadDim);
   using Traits = FwdTraits<kHeadDim, kTile.block_m, kTile.block_n, kTile.stages, Element>;
-  // Variant switches (core/env_switch.h; unset: the table's choice), for tests and benchmarks:
-  // FLASH_ATTN_SM90_FWD_OVERLAP, the overlapped consumers; FLASH_ATTN_SM90_FWD_PERSISTENT, persistent CTAs.
-  bool const overlap = env_switch("FLASH_ATTN_SM90_FWD_OVERLAP", kTile.overlap);
-  bool const persistent = env_switch("FLASH_ATTN_SM90_FWD_PERSISTENT",
-                                     kTile.persistent || params.seqlen_k <= kTile.persistent_max_keys);
-  // The bucket's taller query tile (plain consumers) where the table has one, as it says; FLASH_ATTN_SM90_FWD_TALL
-  // forces it on or off.
+  // Variant switches (core/env_switch.h; unset: the table's choice, default_variant), for tests and benchmarks:
+  // FLASH_ATTN_SM90_FWD_OVERLAP, the overlapped consumers; FLASH_ATTN_SM90_FWD_PERSISTENT, persistent CTAs;
+  // FLASH_ATTN_SM90_FWD_TALL, the bucket's taller query tile (plain consumers) where the table has one.
+  FwdVariant const table = default_variant(kTile, params.has_window, params.seqlen_k);
+  bool const overlap = env_switch("FLASH_ATTN_SM90_FWD_OVERLAP", table.overlap);
+  bool const persistent = env_switch("FLASH_ATTN_SM90_FWD_PERSISTENT", table.persistent);
   if constexpr (kTile.tall_block_m > 0) {
-    bool const tall_pays = !params.has_window || params.seqlen_k >= kTile.tall_min_window_keys;
-    if (env_switch("FLASH_ATTN_SM90_FWD_TALL", tall_pays)) {
+    if (env_switch("FLASH_ATTN_SM90_FWD_TALL", table.tall)) {
       using TallTraits = FwdTraits<kHeadDim, kTile.tall_block_m, kTile.block_n, kTile.stages, Element>;
       launch_variant<TallTraits, kHasWindow, /*kMayOverlap=*/false>(params, stream, false, persistent);
       return;

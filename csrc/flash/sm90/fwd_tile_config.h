@@ -35,4 +35,18 @@ constexpr FwdTile fwd_tile(int head_dim) {
   return {128, 80, 2, true, false, 0, 0, 0};
 }
 
+// The variant a call runs unless the FLASH_ATTN_SM90_FWD_* switches say otherwise (fwd_launch.h): the bucket's
+// consumers, persistent CTAs where the table has them or the call's keys are few, the tall tile where the table has
+// one and the call is not a short windowed one. seqlen_k: the call's keys per sequence (varlen: max_seqlen_k).
+struct FwdVariant {
+  bool overlap;
+  bool persistent;
+  bool tall;
+};
+
+constexpr FwdVariant default_variant(FwdTile const& tile, bool has_window, int seqlen_k) {
+  return {tile.overlap, tile.persistent || seqlen_k <= tile.persistent_max_keys,
+          tile.tall_block_m > 0 && (!has_window || seqlen_k >= tile.tall_min_window_keys)};
+}
+
 }  // namespace flash::sm90
