@@ -62,6 +62,8 @@ BACKENDS = {
     "ours-lazy-rescale": ("ours-lazy-rescale", None),  # FLASH_ATTN_SM90_FWD_LAZY_RESCALE=1
     "ours-compact-varlen": ("ours-compact-varlen", None),  # FLASH_ATTN_SM90_FWD_COMPACT_VARLEN=1 (with --varlen)
     "ours-tall": ("ours-tall", None),  # FLASH_ATTN_SM90_FWD_TALL=1: the taller query tile (d <= 64)
+    "ours-pack-gqa": ("ours-pack-gqa", None),  # FLASH_ATTN_SM90_FWD_PACK_GQA=1: GQA query heads packed into tiles
+    "ours-no-pack": ("ours-no-pack", None),  # FLASH_ATTN_SM90_FWD_PACK_GQA=0
     "flash": ("SDPA-flash", SDPBackend.FLASH_ATTENTION),
     "cudnn": ("cuDNN", SDPBackend.CUDNN_ATTENTION),
     "efficient": ("efficient", SDPBackend.EFFICIENT_ATTENTION),
@@ -78,7 +80,9 @@ BACKEND_ENV = {"ours-sm80": {"FLASH_ATTN_FORCE_SM80": "1"}, "ours-plain": {**_PL
                "ours-direct-store": {"FLASH_ATTN_SM90_FWD_TMA_STORE": "0"},
                "ours-lazy-rescale": {"FLASH_ATTN_SM90_FWD_LAZY_RESCALE": "1"},
                "ours-compact-varlen": {"FLASH_ATTN_SM90_FWD_COMPACT_VARLEN": "1"},
-               "ours-tall": {"FLASH_ATTN_SM90_FWD_TALL": "1"}}
+               "ours-tall": {"FLASH_ATTN_SM90_FWD_TALL": "1"},
+               "ours-pack-gqa": {"FLASH_ATTN_SM90_FWD_PACK_GQA": "1"},
+               "ours-no-pack": {"FLASH_ATTN_SM90_FWD_PACK_GQA": "0"}}
 DIRECTIONS = {"fwd": 1.0, "bwd": 2.5, "fwd_bwd": 3.5}  # FLOPs relative to the forward
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -7,6 +7,10 @@ CUDA graph and replayed (no launch gaps, no host checks), timed with CUDA events
 bytes of K and V read per second, beside a device-to-device copy measured in the same run ((read + written)
 bytes per second) and, for contiguous caches, SDPA's flash and cuDNN backends on the same data (enable_gqa).
 
+Short queries (--short-queries 16,32: speculative decoding, chunked prefill): seqlen_q queries per sequence over a
+full cache, GQA packed into the sm90 forward's tiles (FLASH_ATTN_SM90_FWD_PACK_GQA=1) against one tile row per
+query head (=0).
+
 Prefill: seqlen_q = 2k appended into an empty cache of 2k, causal, against flash_attn_func on the same shapes; and
 2k queries over a full 8k cache, paged (pages of 256, shuffled) against contiguous (issue 18's paged-prefill bar).
 
@@ -16,6 +20,7 @@ Prefill: seqlen_q = 2k appended into an empty cache of 2k, causal, against flash
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -121,6 +126,31 @@ def paged_prefill_case(batch: int, seqlen_q: int, cache: int, page: int):
     return contiguous, paged
 
 
+PACK_ENV = "FLASH_ATTN_SM90_FWD_PACK_GQA"
+
+
+def short_query_case(batch: int, seqlen_q: int, cache: int):
+    """{pack switch: ms}: seqlen_q queries attending causally (bottom-right) to a full contiguous cache of `cache`
+    tokens, with the sm90 forward's GQA packing on and off."""
+    q = torch.randn(batch, seqlen_q, HEADS, HEAD_DIM, device="cuda", dtype=DTYPE)
+    k_cache = torch.randn(batch, cache, KV_HEADS, HEAD_DIM, device="cuda", dtype=DTYPE)
+    v_cache = torch.randn_like(k_cache)
+    seqlens = torch.full((batch,), cache, dtype=torch.int32, device="cuda")
+    times = {}
+    saved = os.environ.get(PACK_ENV)
+    try:
+        for switch in ("1", "0"):
+            os.environ[PACK_ENV] = switch  # read by the launcher on every call, so set before each timed call
+            times[switch] = time_ms(lambda: flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=seqlens,
+                                                                     causal=True))
+    finally:
+        if saved is None:
+            os.environ.pop(PACK_ENV, None)
+        else:
+            os.environ[PACK_ENV] = saved
+    return times
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batches", default="1,8,64")
@@ -128,6 +158,9 @@ def main():
     ap.add_argument("--pages", default="none,256,16", help="page sizes; 'none' = contiguous caches")
     ap.add_argument("--prefill-pages", default="256",
                     help="page sizes of the paged-prefill table (2k queries over an 8k cache); '' to skip")
+    ap.add_argument("--short-queries", default="",
+                    help="seqlen_q values of the short-query table (GQA packing on / off, batch 8, 8k cache; above 16, "
+                         "below which the split-KV kernel serves the call); '' to skip (default)")
     ap.add_argument("--output", help="also write the tables (markdown) here")
     args = ap.parse_args()
     gpu = torch.cuda.get_device_name()
@@ -167,6 +200,17 @@ def main():
                 lines.append(f"| {batch} | {page} | {contiguous_ms:.3f} | {paged_ms:.3f} | "
                              f"{contiguous_ms / paged_ms:.2f} |")
                 print(lines[-1], flush=True)
+    if args.short_queries:
+        lines += ["", f"Short queries over a full 8k cache (batch 8, causal), sm90 GQA packing on / off (TFLOP/s):", "",
+                  "| seqlen_q | packed ms | plain ms | packed TFLOP/s | plain TFLOP/s | speed-up |",
+                  "|---|---|---|---|---|---|"]
+        for seqlen_q in parse_sizes(args.short_queries):
+            times = short_query_case(8, seqlen_q, 8192)
+            flops = 4 * 8 * HEADS * seqlen_q * 8192 * HEAD_DIM  # every query sees (nearly) the whole cache
+            tf = {k: flops / (v * 1e-3) / 1e12 for k, v in times.items()}
+            lines.append(f"| {seqlen_q} | {times['1']:.3f} | {times['0']:.3f} | {tf['1']:.0f} | {tf['0']:.0f} | "
+                         f"{times['0'] / times['1']:.2f} |")
+            print(lines[-1], flush=True)
     text = "\n".join(lines)
     print(text)
     if args.output:

@@ -3,7 +3,8 @@
 Compiles tests/cpp/sm90_dispatch.cu (nvcc, host code, no GPU) and runs it: dense and varlen calls, softcap, ALiBi,
 windows and the KV-cache inputs go to sm90, paged caches in pages of any multiple of 16, head dims below 64
 where the d 64 kernel is built; appended keys, dropout, misaligned or empty tensors and oversized grids stay on sm80;
-and the tile table's default variant (consumers, persistent CTAs, tall tile) per head dim and call.
+the tile table's default variant (consumers, persistent CTAs, tall tile) per head dim and call, and which GQA calls
+the sm90 forward runs in packed tiles (short queries).
 """
 import pytest
 

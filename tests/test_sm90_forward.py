@@ -24,11 +24,14 @@ TMA_STORE_ENV = "FLASH_ATTN_SM90_FWD_TMA_STORE"  # the epilogue's TMA store (els
 LAZY_ENV = "FLASH_ATTN_SM90_FWD_LAZY_RESCALE"  # row maxima move only past a threshold (off by default)
 COMPACT_ENV = "FLASH_ATTN_SM90_FWD_COMPACT_VARLEN"  # varlen on a grid of the real query blocks (off by default)
 TALL_ENV = "FLASH_ATTN_SM90_FWD_TALL"  # the taller query tile where the tile table has one (d <= 64)
+# GQA calls in packed tiles (a KV head's query heads share a tile's rows; plain consumers, one tile per CTA): "1"
+# always, "0" never, "" where the tile table's rule says it pays (short queries).
+PACK_ENV = "FLASH_ATTN_SM90_FWD_PACK_GQA"
 
 
-def _path(force="0", overlap="0", persistent="0", tma_store="1", lazy="0", compact="0", tall="0"):
+def _path(force="0", overlap="0", persistent="0", tma_store="1", lazy="0", compact="0", tall="0", pack="0"):
     return {FORCE_ENV: force, OVERLAP_ENV: overlap, PERSISTENT_ENV: persistent, TMA_STORE_ENV: tma_store,
-            LAZY_ENV: lazy, COMPACT_ENV: compact, TALL_ENV: tall}
+            LAZY_ENV: lazy, COMPACT_ENV: compact, TALL_ENV: tall, PACK_ENV: pack}
 
 
 PATHS = {
@@ -42,7 +45,8 @@ PATHS = {
     "sm90 overlapped, compact varlen grid": _path(overlap="1", compact="1"),
     "sm90 persistent, tall query tile": _path(persistent="1", tall="1"),
     # every switch unset: what a call gets by default (the tile table's choices)
-    "sm90, the table's choices": _path(overlap="", persistent="", tma_store="", lazy="", compact="", tall=""),
+    "sm90, packed GQA": _path(pack="1"),
+    "sm90, the table's choices": _path(overlap="", persistent="", tma_store="", lazy="", compact="", tall="", pack=""),
     "sm80": _path(force="1"),
 }
 
@@ -290,6 +294,51 @@ def test_kvcache_paged_prefill(monkeypatch, dtype, d, b, sq, pages, page, h, hk,
         lambda: flash_attn_with_kvcache(q, k_pool.clone(), v_pool.clone(), k_new, v_new, cache_seqlens=seqlens_t,
                                         block_table=table, causal=causal, return_softmax_lse=True),
         ref, lp)
+
+
+# Short GQA queries (more than the split-KV kernel's 64 packed rows), which the sm90 forward packs ("packed GQA" and
+# "the table's choices" paths): a KV head's query heads share a tile's rows, Q gathered row by row and O stored row
+# by row. Odd lengths, every group
+# size up to MQA, causal (sq < sk and sq > sk), a window, softcap and per-(batch, head) ALiBi slopes (a tile mixes
+# heads, so each row has its own), dense and varlen.
+PACKED_CASES = [
+    # (head dim, seqlen_q, seqlen_k, heads, heads_k, batch, causal, window, softcap, alibi)
+    (128, 33, 1000, 16, 4, 2, True, (-1, -1), 0.0, False),
+    (128, 17, 257, 32, 4, 1, False, (-1, -1), 0.0, True),
+    (64, 40, 300, 8, 1, 3, False, (64, 8), 0.0, False),
+    (256, 23, 513, 12, 2, 2, True, (-1, -1), 30.0, True),
+    (96, 50, 40, 6, 2, 1, True, (-1, -1), 0.0, False),
+    (192, 65, 129, 8, 2, 2, False, (16, 16), 0.0, True),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("d,sq,sk,h,hk,b,causal,window,softcap,alibi", PACKED_CASES)
+def test_packed_gqa(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, window, softcap, alibi):
+    slopes = None
+    if alibi:
+        gen = torch.Generator().manual_seed(d + sq)
+        slopes = (torch.rand((b, h), generator=gen) * 0.3 + 0.01).to("cuda")
+    _check_every_path(monkeypatch, dtype, d, sq, sk, h, hk, b, causal, window, softcap, slopes)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_packed_gqa_varlen(monkeypatch, causal):
+    dtype, d, h, hk = torch.bfloat16, 128, 8, 2
+    require_kernel(dtype, d)
+    seqlens_q, seqlens_k = [20, 0, 45, 33, 1], [300, 7, 45, 129, 64]
+    cu_q = [0] + list(itertools.accumulate(seqlens_q))
+    cu_k = [0] + list(itertools.accumulate(seqlens_k))
+    q = _randn((cu_q[-1], h, d), dtype, 71)
+    k = _randn((cu_k[-1], hk, d), dtype, 72)
+    v = _randn((cu_k[-1], hk, d), dtype, 73)
+    cu_q_t, cu_k_t = (torch.tensor(cu, dtype=torch.int32, device=q.device) for cu in (cu_q, cu_k))
+    _check_on_every_path(
+        monkeypatch,
+        lambda: flash_attn_varlen_func(q, k, v, cu_q_t, cu_k_t, max(seqlens_q), max(seqlens_k), causal=causal,
+                                       return_attn_probs=True)[:2],
+        attention_varlen_ref(q, k, v, cu_q, cu_k, causal),
+        attention_varlen_ref(q, k, v, cu_q, cu_k, causal, upcast=False))
 
 
 def test_strided_qkv_slices(monkeypatch):

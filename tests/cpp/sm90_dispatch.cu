@@ -2,7 +2,7 @@
 // fwd_kernel_arch): dense and varlen calls with TMA-addressable tensors; softcap and ALiBi; not keys appended inside
 // the kernel, dropout, misaligned tensors, empty extents or a grid past 65535; head dims below the sm90 buckets only
 // where the smallest one is built; the KV-cache inputs, paged caches in pages of any multiple of 16; nothing
-// with an sm80 key; the tile table's default variant per head dim and call.
+// with an sm80 key; the tile table's default variant per head dim and call; which GQA calls run in packed tiles.
 // Built and run by tests/test_sm90_dispatch.py.
 #include <cstdio>
 #include <cstdlib>
@@ -98,6 +98,20 @@ int main() {
     if (v.overlap != c.overlap || v.persistent != c.persistent || v.tall != c.tall) {
       std::printf("d %d, %d keys%s: overlap %d persistent %d tall %d, expected %d %d %d\n", c.head_dim, c.seqlen_k,
                   c.window ? ", windowed" : "", v.overlap, v.persistent, v.tall, c.overlap, c.persistent, c.tall);
+      ++failures;
+    }
+  }
+  // GQA packing (sm90/fwd_tile_config.h: pack_gqa_pays): where packed 128-row tiles number at most 4/5 of the plain
+  // ones, i.e. short queries; never without GQA.
+  struct PackCase {
+    int seqlen_q, head_ratio;
+    bool packs;
+  };
+  for (PackCase const c : {PackCase{33, 4, true}, PackCase{17, 8, true}, PackCase{64, 2, true}, PackCase{50, 3, true},
+                           PackCase{100, 2, false}, PackCase{200, 4, false}, PackCase{1000, 4, false},
+                           PackCase{16, 1, false}, PackCase{129, 2, true}}) {
+    if (flash::sm90::pack_gqa_pays(c.seqlen_q, c.head_ratio, 128) != c.packs) {
+      std::printf("pack_gqa_pays(seqlen_q %d, ratio %d): expected %d\n", c.seqlen_q, c.head_ratio, int(c.packs));
       ++failures;
     }
   }

@@ -1,9 +1,9 @@
 // sm90 forward epilogue. The normalised output goes from the consumers' wgmma accumulators to shared memory
 // (stmatrix, in Q's swizzled layout) and leaves by one TMA store of the whole tile, whose box TMA clips at the
-// tensor's row and head-dim extents. Where TMA cannot address the output (misaligned pointer or strides), or a
-// varlen tile would reach into the next sequence's rows, the accumulators go straight to global memory instead:
-// two adjacent columns (4 bytes) per store, predicated on the sequence end and the head dim. Each row's lse is
-// written by the lane that holds column 0 of that row.
+// tensor's row and head-dim extents. Where TMA cannot address the output (misaligned pointer or strides, a packed
+// GQA tile's rows spread over the group's heads), or a varlen tile would reach into the next sequence's rows, the
+// accumulators go straight to global memory instead: two adjacent columns (4 bytes) per store, predicated on the
+// sequence end and the head dim. Each row's lse is written by the lane that holds column 0 of that row.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -11,6 +11,7 @@
 #include <cute/atom/copy_traits_sm90_tma.hpp>
 #include <cutlass/arch/barrier.h>
 
+#include "../core/block.h"
 #include "../core/convert.h"
 #include "../core/params.h"
 #include "../core/seqlen.h"
@@ -90,7 +91,13 @@ struct FwdEpilogue {
     if (args.tma_store && whole_tile) {
       store_by_tma(args, params, smem_o, seq, rO, m_block, head, batch, mma_tidx);
     } else {
-      store_direct(params, seq, rO, coords, row_base, head, batch);
+      Element* o_base = static_cast<Element*>(params.o_ptr) +
+                        seq.q_offset(params.o_batch_stride, params.o_row_stride, batch) +
+                        int64_t(head) * params.o_head_stride;
+      store_direct(params, rO, coords, [&](int row) -> Element* {
+        int const q = row_base + row;
+        return q < seqlen_q ? o_base + int64_t(q) * params.o_row_stride : nullptr;
+      });
     }
     float* lse_base = params.softmax_lse_ptr + seq.lse_offset(params.lse_batch_stride, batch) +
                       int64_t(head) * params.lse_head_stride;
@@ -98,6 +105,37 @@ struct FwdEpilogue {
     for (int r = 0; r < size<0>(coords); ++r) {
       int const row = row_base + get<0>(coords(r, 0));
       if (row < seqlen_q && get<1>(coords(r, 0)) == 0) { lse_base[row] = lse(r); }
+    }
+  }
+
+  // A packed GQA tile (tile_rows.h; m_block of the KV head kv_head's packed rows): O and lse row by row, each to
+  // its (query, head).
+  template <class AccO, class Lse>
+  CUTE_DEVICE static void store_packed(FwdParams const& params, SeqlenInfo const& seq, AccO const& acc_o,
+                                       Lse const& lse, int m_block, int kv_head, int batch, int mma_tidx) {
+    PackedRows const packing{params.head_ratio};
+    int const rows = seq.seqlen_q * packing.group;
+    int const row_base = m_block * kBlockM;
+    typename Traits::TiledMmaPV mma_pv;
+    Tensor rO = convert_fragment<Element>(acc_o);
+    Tensor tOcO = mma_pv.get_thread_slice(mma_tidx).partition_C(
+        make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+    Tensor coords = make_tensor(tOcO.data(), acc_to_rowcol(tOcO.layout()));
+    Element* o_batch = static_cast<Element*>(params.o_ptr) +
+                       seq.q_offset(params.o_batch_stride, params.o_row_stride, batch);
+    store_direct(params, rO, coords, [&](int row) -> Element* {
+      int const p = row_base + row;
+      return p < rows ? o_batch + int64_t(packing.query(p)) * params.o_row_stride +
+                            int64_t(packing.head(p, kv_head)) * params.o_head_stride
+                      : nullptr;
+    });
+    float* lse_batch = params.softmax_lse_ptr + seq.lse_offset(params.lse_batch_stride, batch);
+    CUTE_UNROLL
+    for (int r = 0; r < size<0>(coords); ++r) {
+      int const p = row_base + get<0>(coords(r, 0));
+      if (p < rows && get<1>(coords(r, 0)) == 0) {
+        lse_batch[int64_t(packing.head(p, kv_head)) * params.lse_head_stride + packing.query(p)] = lse(r);
+      }
     }
   }
 
@@ -132,19 +170,16 @@ struct FwdEpilogue {
     }
   }
 
-  template <class FragO, class Coords>
-  CUTE_DEVICE static void store_direct(FwdParams const& params, SeqlenInfo const& seq, FragO const& rO,
-                                       Coords const& coords, int row_base, int head, int batch) {
+  // row_ptr(row): the output row of tile row `row`, nullptr past the sequence.
+  template <class FragO, class Coords, class RowPtr>
+  CUTE_DEVICE static void store_direct(FwdParams const& params, FragO const& rO, Coords const& coords,
+                                       RowPtr const& row_ptr) {
     Tensor rO_rows = make_tensor(rO.data(), acc_to_rowcol(rO.layout()));
-    Element* o_base = static_cast<Element*>(params.o_ptr) +
-                      seq.q_offset(params.o_batch_stride, params.o_row_stride, batch) +
-                      int64_t(head) * params.o_head_stride;
     static_assert(decltype(size<1, 0>(rO_rows))::value == 2, "columns come in adjacent pairs");
     CUTE_UNROLL
     for (int r = 0; r < size<0>(rO_rows); ++r) {
-      int const row = row_base + get<0>(coords(r, 0));
-      if (row >= seq.seqlen_q) { continue; }
-      Element* o_row = o_base + int64_t(row) * params.o_row_stride;
+      Element* o_row = row_ptr(get<0>(coords(r, 0)));
+      if (o_row == nullptr) { continue; }
       CUTE_UNROLL
       for (int c = 0; c < size<1>(rO_rows); c += 2) {
         int const col = get<1>(coords(r, c));

@@ -16,6 +16,7 @@
 #include "fragment_layouts.h"
 #include "fwd_epilogue.h"
 #include "fwd_mainloop.h"
+#include "tile_rows.h"
 #include "tile_scheduler.h"
 
 namespace flash::sm90 {
@@ -24,10 +25,13 @@ using namespace cute;
 
 // kOverlap: the consumers run FwdMainloop::mma_overlapped (GEMMs overlapped with the softmax, ping-pong between the
 // consumer warpgroups) instead of FwdMainloop::mma. kPersistent: persistent CTAs (StaticPersistentScheduler) instead
-// of one tile per CTA. Either way a CTA may compute several query blocks in turn (rounds), so the producer loads a
+// of one tile per CTA. kPacked: packed GQA tiles (tile_rows.h; plain consumers): the scheduler's heads are KV heads
+// and its blocks run over a sequence's queries times the group, Q is gathered by the consumers and O stored row by
+// row. Either way a CTA may compute several query blocks in turn (rounds), so the producer loads a
 // block's Q only once the consumers are done with the last one's (barrier_q_empty).
-template <class Traits, bool kHasWindow, bool kOverlap, bool kPersistent>
+template <class Traits, bool kHasWindow, bool kOverlap, bool kPersistent, bool kPacked = false>
 struct FwdKernel {
+  static_assert(!(kPacked && kOverlap), "packed tiles run the plain consumers");
   using Traits_ = Traits;
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kHeadDim = Traits::kHeadDim;
@@ -49,19 +53,33 @@ struct FwdKernel {
     typename Scheduler::Arguments scheduler;
   };
 
+  // A tile's rows in a sequence of seqlen_q queries: packed tiles hold each query once per head of the group.
+  CUTE_HOST_DEVICE static int rows_of(FwdParams const& params, int seqlen_q) {
+    return kPacked ? seqlen_q * params.head_ratio : seqlen_q;
+  }
+
   // The half-open range [min, max) of key blocks a tile visits.
   struct KeyBlocks {
     int min, max;
     CUTE_DEVICE KeyBlocks(FwdParams const& params, SeqlenInfo const& seq, WorkTile const& tile) {
-      Range::key_blocks(tile.block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, min, max);
+      if constexpr (kPacked) {  // the keys of the queries of the tile's first and last rows
+        PackedRows const packing{params.head_ratio};
+        Range::key_blocks_for_rows(packing.query(tile.block * kBlockM), packing.query((tile.block + 1) * kBlockM - 1),
+                                   seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, min, max);
+      } else {
+        Range::key_blocks(tile.block, seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, min, max);
+      }
     }
   };
 
   // compact_varlen: a varlen call's tile counts carry its query prefix sums, so that the one-tile-per-CTA
-  // scheduler may launch its real query blocks only (SingleTileScheduler).
+  // scheduler may launch its real query blocks only (SingleTileScheduler; not for packed tiles, whose rows it does
+  // not count).
   static TileCounts make_tile_counts(FwdParams const& params, bool compact_varlen) {
-    return TileCounts{(params.seqlen_q + kBlockM - 1) / kBlockM, params.num_heads, params.batch,
-                      compact_varlen ? params.cu_seqlens_q : nullptr, params.total_q, kBlockM};
+    bool const compact = compact_varlen && !kPacked;
+    return TileCounts{(rows_of(params, params.seqlen_q) + kBlockM - 1) / kBlockM,
+                      kPacked ? params.num_heads_k : params.num_heads, params.batch,
+                      compact ? params.cu_seqlens_q : nullptr, params.total_q, kBlockM};
   }
 
   // Calls fn(seq, tile) for each query block the CTA computes, in order: each tile the scheduler gives and, where
@@ -73,7 +91,7 @@ struct FwdKernel {
     int const stride = scheduler.block_stride();
     for (WorkTile tile; scheduler.next(tile);) {
       SeqlenInfo const seq(args.params, tile.batch);
-      for (; tile.block * kBlockM < seq.seqlen_q; tile.block += stride) {
+      for (; tile.block * kBlockM < rows_of(args.params, seq.seqlen_q); tile.block += stride) {
         fn(seq, tile);
         if (stride == 0) { break; }
       }
@@ -105,10 +123,12 @@ struct FwdKernel {
       if (Mainloop::is_load_thread(args.mainloop)) {
         auto state = cutlass::make_producer_start_state<typename Mainloop::Pipeline>();
         for_each_block(args, scheduler, [&](SeqlenInfo const& seq, WorkTile const& tile) {
-          if (round > 0) { shared.barrier_q_empty.wait((round - 1) & 1); }  // the last block's Q is consumed
+          // The last block's Q is consumed (packed tiles: the consumers load their own).
+          if (!kPacked && round > 0) { shared.barrier_q_empty.wait((round - 1) & 1); }
           KeyBlocks const keys(params, seq, tile);
-          Mainloop::load(params, args.mainloop, shared, pipeline_k, pipeline_v, state, seq, tile.block, tile.head,
-                         tile.batch, keys.min, keys.max);
+          int const kv_head = kPacked ? tile.head : tile.head / params.head_ratio;
+          Mainloop::load(params, args.mainloop, shared, pipeline_k, pipeline_v, state, seq, /*q_by_tma=*/!kPacked,
+                         tile.block, tile.head, kv_head, tile.batch, keys.min, keys.max);
           ++round;
         });
       }
@@ -138,22 +158,38 @@ struct FwdKernel {
     Tensor acc_o = partition_fragment_C(mma_pv, Shape<Int<kBlockM>, Int<kHeadDim>>{});
     clear(acc_o);
     Tensor acc_o_rows = make_tensor(acc_o.data(), acc_to_rowcol(acc_o.layout()));
-    OnlineSoftmax<decltype(size<0>(acc_o_rows))::value> softmax(params.score_scale_log2);
-    Alibi const alibi = make_alibi(params, tile.batch, tile.head, seq.seqlen_q, seq.seqlen_k);
-    if constexpr (kOverlap) {
-      Mainloop::mma_overlapped(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, state_v, seq,
-                               tile.block, keys.min, keys.max, alibi, mma_tidx, acc_o, softmax, q_phase);
+    constexpr int kRows = decltype(size<0>(acc_o_rows))::value;
+    OnlineSoftmax<kRows> softmax(params.score_scale_log2);
+    if constexpr (kPacked) {
+      Tensor coords = mma_pv.get_thread_slice(mma_tidx).partition_C(
+          make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+      PackedTileRows<kRows> const rows(params, make_tensor(coords.data(), acc_to_rowcol(coords.layout())),
+                                       Int<kBlockM>{}, tile.block, tile.head, tile.batch);
+      Mainloop::load_q_rows(params, shared, seq, tile.block, tile.head, tile.batch, mma_tidx);
+      Mainloop::mma(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, seq, rows, keys.min, keys.max,
+                    mma_tidx, acc_o, softmax, /*q_phase=*/-1);
     } else {
-      Mainloop::mma(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, seq, tile.block, keys.min,
-                    keys.max, alibi, mma_tidx, acc_o, softmax, q_phase);
+      typename Mainloop::PlainRows const rows{tile.block,
+                                              make_alibi(params, tile.batch, tile.head, seq.seqlen_q, seq.seqlen_k)};
+      if constexpr (kOverlap) {
+        Mainloop::mma_overlapped(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, state_v, seq, rows,
+                                 keys.min, keys.max, mma_tidx, acc_o, softmax, q_phase);
+      } else {
+        Mainloop::mma(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, seq, rows, keys.min, keys.max,
+                      mma_tidx, acc_o, softmax, q_phase);
+      }
     }
     // Every S GEMM of the block is done: the producer may load the next Q, unless the epilogue stages the output
     // in Q's buffer (then after the epilogue, whose TMA store has read it by then).
     if constexpr (!Traits::kOInQ) { shared.barrier_q_empty.arrive(); }
     // Rows that saw no key end with output 0 and lse +inf.
     Tensor lse = softmax.finalize(acc_o_rows, params.score_scale);
-    Epilogue::store(args.epilogue, params, Epilogue::buffer(storage.epilogue, shared.q.data()), seq, acc_o, lse,
-                    tile.block, tile.head, tile.batch, mma_tidx);
+    if constexpr (kPacked) {
+      Epilogue::store_packed(params, seq, acc_o, lse, tile.block, tile.head, tile.batch, mma_tidx);
+    } else {
+      Epilogue::store(args.epilogue, params, Epilogue::buffer(storage.epilogue, shared.q.data()), seq, acc_o, lse,
+                      tile.block, tile.head, tile.batch, mma_tidx);
+    }
     if constexpr (Traits::kOInQ) { shared.barrier_q_empty.arrive(); }
   }
 };

@@ -91,6 +91,15 @@ void run_fwd(FwdParams const& params, cudaStream_t stream) {
   FwdVariant const table = default_variant(kTile, params.has_window, params.seqlen_k);
   bool const overlap = env_switch("FLASH_ATTN_SM90_FWD_OVERLAP", table.overlap);
   bool const persistent = env_switch("FLASH_ATTN_SM90_FWD_PERSISTENT", table.persistent);
+  // GQA calls in packed tiles (tile_rows.h; plain consumers, one tile per CTA) where the table's rule says it pays;
+  // FLASH_ATTN_SM90_FWD_PACK_GQA=1 / 0 forces them on / off (for GQA calls).
+  if (params.head_ratio > 1 &&
+      env_switch("FLASH_ATTN_SM90_FWD_PACK_GQA",
+                 kPackGqaByDefault && pack_gqa_pays(params.seqlen_q, params.head_ratio, kTile.block_m))) {
+    launch_fwd<FwdKernel<Traits, kHasWindow, /*kOverlap=*/false, /*kPersistent=*/false, /*kPacked=*/true>>(params,
+                                                                                                          stream);
+    return;
+  }
   if constexpr (kTile.tall_block_m > 0) {
     if (env_switch("FLASH_ATTN_SM90_FWD_TALL", table.tall)) {
       using TallTraits = FwdTraits<kHeadDim, kTile.tall_block_m, kTile.block_n, kTile.stages, Element>;

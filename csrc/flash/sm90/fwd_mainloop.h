@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cute/tensor.hpp>
+#include <cute/arch/copy_sm80.hpp>
 #include <cute/atom/copy_traits_sm90_tma.hpp>
 #include <cutlass/arch/barrier.h>
 #include <cutlass/pipeline/sm90_pipeline.hpp>
@@ -19,6 +20,7 @@
 #include "fragment_layouts.h"
 #include "gmem_extents.h"
 #include "pingpong.h"
+#include "tile_rows.h"
 #include "wgmma.h"
 
 namespace flash::sm90 {
@@ -141,11 +143,13 @@ struct FwdMainloop {
   }
 
   // Producer: run by the load threads (is_load_thread). Key blocks are visited last to first (the consumers' order).
+  // q_by_tma: thread 0 loads the tile's Q (of query head `head`); else the consumers do (a packed GQA tile,
+  // load_q_rows).
   CUTE_DEVICE static void load(FwdParams const& params, Arguments const& args, SharedStorage& shared,
                                Pipeline& pipeline_k, Pipeline& pipeline_v, PipelineState& state, SeqlenInfo const& seq,
-                               int m_block, int head, int batch, int n_block_min, int n_block_max) {
-    int const kv_head = head / params.head_ratio;
-    if (threadIdx.x == 0) {
+                               bool q_by_tma, int m_block, int head, int kv_head, int batch, int n_block_min,
+                               int n_block_max) {
+    if (q_by_tma && threadIdx.x == 0) {
       // The sequence's rows: from its start row (varlen, or left padding) of its batch entry.
       Tensor mQ = domain_offset(make_coord(seq.start_q, _0{}),
                                 args.tma_q.get_tma_tensor(q_extent(params))(_, _, head, seq.varlen_q ? 0 : batch));
@@ -237,18 +241,71 @@ struct FwdMainloop {
                             make_tensor(tScS.data(), acc_to_rowcol(tScS.layout())));
   }
 
+  // The rows of a plain tile: kBlockM consecutive queries of one head (block m_block), whose ALiBi slope is alibi's.
+  struct PlainRows {
+    int m_block;
+    Alibi alibi;
+  };
+
   // The scores of key block n_block as the softmax takes them (core/score_mods.h: softcap and ALiBi as runtime
   // switches, then the mask where the block crosses the sequence end or a window edge).
   template <class Scores, class Coords>
-  CUTE_DEVICE static void prepare_scores(FwdParams const& params, Alibi const& alibi, Scores& scores,
-                                         Coords const& score_coords, int m_block, int n_block, int seqlen_q,
-                                         int seqlen_k) {
+  CUTE_DEVICE static void prepare_scores(FwdParams const& params, PlainRows const& rows, Scores& scores,
+                                         Coords const& score_coords, int n_block, int seqlen_q, int seqlen_k) {
+    int const m_block = rows.m_block;
     prepare_score_tile</*kMods=*/true, /*kMaySoftcap=*/true, kHasWindow>(
-        params, alibi, scores, score_coords, m_block * kBlockM, n_block * kBlockN,
+        params, rows.alibi, scores, score_coords, m_block * kBlockM, n_block * kBlockN,
         [&] {
           return Range::needs_mask(m_block, n_block, seqlen_q, seqlen_k, params.window_left, params.window_right);
         },
         seqlen_q, seqlen_k);
+  }
+
+  // The same for a packed GQA tile (tile_rows.h: its rows' queries and slopes).
+  template <int kRows, class Scores, class Coords>
+  CUTE_DEVICE static void prepare_scores(FwdParams const& params, PackedTileRows<kRows> const& rows, Scores& scores,
+                                         Coords const& score_coords, int n_block, int seqlen_q, int seqlen_k) {
+    prepare_score_rows</*kMods=*/true, /*kMaySoftcap=*/true, kHasWindow>(
+        params, params.alibi_slopes_ptr != nullptr, scores, score_coords, [&](int r) { return rows.query[r]; },
+        [&](int r) { return rows.slope[r]; }, n_block * kBlockN,
+        [&] {
+          return Range::needs_mask_for_rows(rows.first_query, rows.last_query, n_block, seqlen_q, seqlen_k,
+                                            params.window_left, params.window_right);
+        },
+        seqlen_q, seqlen_k);
+  }
+
+  static constexpr int kQRowsBarrier = 4;  // named barriers 4 .. 4 + kMmaWarpgroups - 1 (the epilogue has 3)
+
+  // A packed GQA tile's Q (its rows are spread over the group's heads, which one TMA box cannot address): each
+  // consumer warpgroup copies its own 64 rows with cp.async, zero-filled past the sequence and the head dim, and
+  // makes them visible to its wgmma. Called by every consumer thread before the tile's mainloop: the warpgroup's
+  // GEMMs of its last tile are done by then, and no other warpgroup reads these rows.
+  CUTE_DEVICE static void load_q_rows(FwdParams const& params, SharedStorage& shared, SeqlenInfo const& seq,
+                                      int m_block, int kv_head, int batch, int mma_tidx) {
+    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
+    constexpr int kChunksPerRow = kHeadDim / 8;  // 16 bytes each; head_dim is a multiple of 8
+    PackedRows const packing{params.head_ratio};
+    int const warpgroup = mma_tidx / 128;
+    int const rows = seq.seqlen_q * packing.group;
+    Element const* q_batch = static_cast<Element const*>(params.q_ptr) +
+                             seq.q_offset(params.q_batch_stride, params.q_row_stride, batch);
+#pragma unroll 1
+    for (int i = mma_tidx % 128; i < 64 * kChunksPerRow; i += 128) {
+      int const row = warpgroup * 64 + i / kChunksPerRow, col = i % kChunksPerRow * 8;
+      int const p = m_block * kBlockM + row;
+      bool const valid = p < rows && col < params.head_dim;
+      Element const* src = q_batch;  // a zero-filled copy reads nothing; any valid address stands in
+      if (valid) {
+        src += int64_t(packing.query(p)) * params.q_row_stride +
+               int64_t(packing.head(p, kv_head)) * params.q_head_stride + col;
+      }
+      SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<uint128_t>::copy(*reinterpret_cast<uint128_t const*>(src),
+                                                       *reinterpret_cast<uint128_t*>(&sQ(row, col)), valid);
+    }
+    cp_async_wait<0>();
+    cutlass::arch::fence_view_async_shared();  // the copies, visible to wgmma's reads
+    cutlass::arch::NamedBarrier::sync(128, kQRowsBarrier + warpgroup);
   }
 
   // A V tile that crosses its sequence's end holds rows of the tensor past the sequence (the next varlen
@@ -270,21 +327,22 @@ struct FwdMainloop {
     cutlass::arch::NamedBarrier::sync(Traits::kMmaThreads, kVTailBarrier);
   }
 
-  // Consumer: mma_tidx in [0, kMmaThreads). acc_o: cleared (MMA, MMA_M, MMA_N) fragment of TiledMmaPV; on return
-  // it holds the unnormalised output and softmax the row statistics. q_phase: the phase of barrier_q that this
-  // block's Q completes (the CTA's count of earlier blocks, mod 2).
-  template <class AccO, class Softmax>
+  // Consumer: mma_tidx in [0, kMmaThreads). rows: the tile's rows (PlainRows, or PackedTileRows). acc_o: cleared
+  // (MMA, MMA_M, MMA_N) fragment of TiledMmaPV; on return it holds the unnormalised output and softmax the row
+  // statistics. q_phase: the phase of barrier_q that this block's Q completes (the CTA's count of earlier blocks,
+  // mod 2), or -1 where the consumers have loaded Q themselves (load_q_rows).
+  template <class Rows, class AccO, class Softmax>
   CUTE_DEVICE static void mma(FwdParams const& params, Arguments const& args, SharedStorage& shared,
                               Pipeline& pipeline_k, Pipeline& pipeline_v, PipelineState& state, SeqlenInfo const& seq,
-                              int m_block, int n_block_min, int n_block_max, Alibi const& alibi, int mma_tidx,
-                              AccO& acc_o, Softmax& softmax, int q_phase) {
+                              Rows const& rows, int n_block_min, int n_block_max, int mma_tidx, AccO& acc_o,
+                              Softmax& softmax, int q_phase) {
     int const seqlen_q = seq.seqlen_q, seqlen_k = seq.seqlen_k;
     typename Traits::TiledMmaQK mma_qk;
     typename Traits::TiledMmaPV mma_pv;
     auto [tSrQ, tSrK, tOrVt, score_coords] = operands(shared, mma_tidx);
     Tensor acc_o_rows = make_tensor(acc_o.data(), acc_to_rowcol(acc_o.layout()));
 
-    shared.barrier_q.wait(q_phase);
+    if (q_phase >= 0) { shared.barrier_q.wait(q_phase); }
     auto step = [&](int n_block, auto is_first) {
       constexpr bool kIsFirst = decltype(is_first)::value;
       Tensor acc_s = partition_fragment_C(mma_qk, TileS{});
@@ -293,7 +351,7 @@ struct FwdMainloop {
       warpgroup_wait<0>();
       pipeline_k.consumer_release(state);
       Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
-      prepare_scores(params, alibi, scores, score_coords, m_block, n_block, seqlen_q, seqlen_k);
+      prepare_scores(params, rows, scores, score_coords, n_block, seqlen_q, seqlen_k);
       auto const correction = softmax.template update_scores<kIsFirst>(scores, args.rescale_threshold_log2);
       if constexpr (!kIsFirst) { Softmax::rescale_o_where_needed(acc_o_rows, correction); }
       Tensor rP = convert_fragment<Element>(acc_s);
@@ -319,10 +377,9 @@ struct FwdMainloop {
   template <class AccO, class Softmax>
   CUTE_DEVICE static void mma_overlapped(FwdParams const& params, Arguments const& args, SharedStorage& shared,
                                          Pipeline& pipeline_k, Pipeline& pipeline_v, PipelineState& state_k,
-                                         PipelineState& state_v,
-                                         SeqlenInfo const& seq, int m_block, int n_block_min, int n_block_max,
-                                         Alibi const& alibi, int mma_tidx, AccO& acc_o, Softmax& softmax,
-                                         int q_phase) {
+                                         PipelineState& state_v, SeqlenInfo const& seq, PlainRows const& rows,
+                                         int n_block_min, int n_block_max, int mma_tidx, AccO& acc_o,
+                                         Softmax& softmax, int q_phase) {
     int const seqlen_q = seq.seqlen_q, seqlen_k = seq.seqlen_k;
     typename Traits::TiledMmaQK mma_qk;
     typename Traits::TiledMmaPV mma_pv;
@@ -353,7 +410,7 @@ struct FwdMainloop {
     wgmma_wait<0>(acc_s);
     pipeline_k.consumer_release(state_k);
     ++state_k;
-    prepare_scores(params, alibi, scores, score_coords, m_block, n_block, seqlen_q, seqlen_k);
+    prepare_scores(params, rows, scores, score_coords, n_block, seqlen_q, seqlen_k);
     softmax.template update_scores</*kIsFirst=*/true>(scores);
     convert_fragment_into(acc_s, rP);
 
@@ -368,7 +425,7 @@ struct FwdMainloop {
       wgmma_wait<1>(acc_s);  // S(j) is done; P(j-1)·V(j-1) may still run
       pipeline_k.consumer_release(state_k);
       ++state_k;
-      prepare_scores(params, alibi, scores, score_coords, m_block, n_block, seqlen_q, seqlen_k);
+      prepare_scores(params, rows, scores, score_coords, n_block, seqlen_q, seqlen_k);
       auto const correction =
           softmax.template update_scores</*kIsFirst=*/false>(scores, args.rescale_threshold_log2);
       // P(j-1)·V(j-1) is done (waited for behind the softmax above, which ran under it): acc_o may be rescaled

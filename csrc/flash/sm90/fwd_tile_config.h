@@ -49,4 +49,16 @@ constexpr FwdVariant default_variant(FwdTile const& tile, bool has_window, int s
           tile.tall_block_m > 0 && (!has_window || seqlen_k >= tile.tall_min_window_keys)};
 }
 
+// Whether a GQA call (head_ratio query heads per KV head) runs in packed tiles (tile_rows.h): where they number at
+// most 4/5 of the plain tiles, i.e. short queries, whose plain tiles are mostly rows past the sequence. (Calls of
+// at most 64 packed rows take the split-KV kernel before this: host/split_plan.h.) kPackGqaByDefault: whether the
+// rule applies without FLASH_ATTN_SM90_FWD_PACK_GQA (on this branch: to be validated on a GPU before it merges).
+inline constexpr bool kPackGqaByDefault = true;
+
+constexpr bool pack_gqa_pays(int seqlen_q, int head_ratio, int block_m) {
+  long long const plain = (long long)head_ratio * ((seqlen_q + block_m - 1) / block_m);
+  long long const packed = ((long long)seqlen_q * head_ratio + block_m - 1) / block_m;
+  return head_ratio > 1 && packed * 5 <= plain * 4;
+}
+
 }  // namespace flash::sm90
