@@ -4,7 +4,9 @@
 Every backend runs in the same process on the same tensors: ours (flash_attn.flash_attn_func)
 takes q, k, v as (batch, seqlen, heads, head_dim); SDPA takes transposed views of the same data,
 (batch, heads, seqlen, head_dim), under sdpa_kernel(FLASH_ATTENTION / CUDNN_ATTENTION /
-EFFICIENT_ATTENTION). Timing: CUDA events around each call, warm-up first, median of the runs.
+EFFICIENT_ATTENTION). Timing: CUDA events around each call, warm-up first, median of the runs; with --cuda-graph
+the calls are captured in a CUDA graph and replayed (kernel time alone: eager calls whose kernels are shorter than
+the host's per-call cost read low and noisy).
 FLOPs: forward 4*b*h*sq*sk*d (halved when causal); backward 2.5x forward.
 
 Standard grid (shared README): bf16, hidden 2048 (h = 2048/d), d in {64, 128, 256},
@@ -235,6 +237,31 @@ def time_ms(fn, warmup: int, reps: int) -> float:
     return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
 
 
+def time_ms_graph(fn, warmup: int, reps: int, replays: int = 10) -> float:
+    """Median milliseconds of `fn` with its launches captured once in a CUDA graph: CUDA events around `replays`
+    replays, `reps` times. The kernels alone, without the host's per-call cost (which bounds eager calls whose
+    kernels are short: ours costs about 0.12 ms of CPU per call)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(replays):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / replays)
+    del graph
+    return statistics.median(times)
+
+
 def warm_up_gpu(seconds: float = 1.0) -> None:
     """Run matmuls for about `seconds` so clocks have ramped up before the first timed case (otherwise
     the first case reads low)."""
@@ -304,7 +331,8 @@ def run_case(case: Case, backends, args, errors: dict) -> Result:
     for b in backends:
         try:
             fn = make_fn(b, q, k, v, dout, case.causal, args.direction, ours_kwargs(case, args), case.lengths)
-            res.ms[b] = time_ms(fn, args.warmup, args.reps)
+            timer = time_ms_graph if args.cuda_graph else time_ms
+            res.ms[b] = timer(fn, args.warmup, args.reps)
             if args.verify:
                 out = fn()
                 out = (out if args.direction == "fwd" else out[0]).float().reshape(q.shape)  # out, or dq
@@ -405,6 +433,9 @@ def main(argv=None) -> int:
     ap.add_argument("--varlen", action="store_true",
                     help="ours through flash_attn_varlen_func on random lengths of mean seqlen (same token count); "
                          "SDPA columns stay dense")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="time each backend's calls captured in a CUDA graph (kernel time without the host's per-call "
+                         "cost; forward only)")
     ap.add_argument("--verify", action="store_true", help="also print max |out - first backend's out|")
     ap.add_argument("--output", help="also write the markdown table to this path")
     ap.add_argument("--csv", help="also write the results as CSV to this path")
@@ -412,6 +443,8 @@ def main(argv=None) -> int:
 
     if args.reps < 10:
         ap.error("--reps must be >= 10")
+    if args.cuda_graph and args.direction != "fwd":
+        ap.error("--cuda-graph times the forward only (--direction fwd)")
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown or not backends:
@@ -424,7 +457,8 @@ def main(argv=None) -> int:
     ver = getattr(flash_attn, "__version__", "not importable") if flash_attn is not None else "not importable"
     print(f"# device: {torch.cuda.get_device_name()}, torch {torch.__version__}, flash_attn {ver}, "
           f"{args.dtype}, {args.direction}{variant_note(args)}, hidden {args.hidden}, tokens {args.tokens}, "
-          f"median of {args.reps} (warm-up {args.warmup}); TFLOP/s", flush=True)
+          f"median of {args.reps} (warm-up {args.warmup}){', CUDA graphs' if args.cuda_graph else ''}; TFLOP/s",
+          flush=True)
     if FLASH_ATTN_IMPORT_ERROR:
         print(f"# flash_attn import failed: {FLASH_ATTN_IMPORT_ERROR}", flush=True)
 
