@@ -66,6 +66,7 @@ BACKENDS = {
     "ours-tall": ("ours-tall", None),  # FLASH_ATTN_SM90_FWD_TALL=1: the taller query tile (d <= 64)
     "ours-pack-gqa": ("ours-pack-gqa", None),  # FLASH_ATTN_SM90_FWD_PACK_GQA=1: GQA query heads packed into tiles
     "ours-no-pack": ("ours-no-pack", None),  # FLASH_ATTN_SM90_FWD_PACK_GQA=0
+    "ours-eager-direct": ("ours-eager-direct", None),  # FLASH_ATTN_EAGER_DIRECT=1: no custom-op dispatch when eager
     "flash": ("SDPA-flash", SDPBackend.FLASH_ATTENTION),
     "cudnn": ("cuDNN", SDPBackend.CUDNN_ATTENTION),
     "efficient": ("efficient", SDPBackend.EFFICIENT_ATTENTION),
@@ -84,7 +85,8 @@ BACKEND_ENV = {"ours-sm80": {"FLASH_ATTN_FORCE_SM80": "1"}, "ours-plain": {**_PL
                "ours-compact-varlen": {"FLASH_ATTN_SM90_FWD_COMPACT_VARLEN": "1"},
                "ours-tall": {"FLASH_ATTN_SM90_FWD_TALL": "1"},
                "ours-pack-gqa": {"FLASH_ATTN_SM90_FWD_PACK_GQA": "1"},
-               "ours-no-pack": {"FLASH_ATTN_SM90_FWD_PACK_GQA": "0"}}
+               "ours-no-pack": {"FLASH_ATTN_SM90_FWD_PACK_GQA": "0"},
+               "ours-eager-direct": {"FLASH_ATTN_EAGER_DIRECT": "1"}}
 DIRECTIONS = {"fwd": 1.0, "bwd": 2.5, "fwd_bwd": 3.5}  # FLOPs relative to the forward
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -367,17 +367,19 @@ def _flash_attn_varlen_backward_fake(dout, q, k, v, out, softmax_lse, dq, dk, dv
 
 def _unchecked(name, private, launch, fake, mutates_args=()):
     """An op with `private`'s schema, mutations and fake whose body calls the launcher named `launch` (looked up per
-    call: tests swap it) with every argument, without validating."""
+    call: tests swap it) with every argument, without validating. The body is also the op's `_eager_body`
+    (op_or_launcher)."""
     signature = inspect.signature(private._init_fn)
 
     @functools.wraps(private._init_fn)
     def body(*args, **kwargs):
-        bound = signature.bind(*args, **kwargs)  # the dispatcher leaves trailing defaults out
+        bound = signature.bind(*args, **kwargs)  # the dispatcher and callers leave trailing defaults out
         bound.apply_defaults()
         return globals()[launch](*bound.args)
 
     op = torch.library.custom_op(name, body, mutates_args=mutates_args)
     op.register_fake(fake)
+    op._eager_body = body
     return op
 
 
@@ -388,6 +390,37 @@ bwd = _unchecked("flash_attn::bwd", _flash_attn_backward, "_launch_bwd", _flash_
                  ("dq", "dk", "dv"))
 varlen_bwd = _unchecked("flash_attn::varlen_bwd", _flash_attn_varlen_backward, "_launch_varlen_bwd",
                         _flash_attn_varlen_backward_fake, ("dq", "dk", "dv"))
+
+# An eager call through the ops above costs about 40 us of host time in torch's custom-op dispatch, a third of
+# flash_attn_func's ~0.12 ms (benchmarks/NOTES.md, fourth session of 2026-12-06), which bounds short calls.
+# FLASH_ATTN_EAGER_DIRECT=1 lets the public functions call the launchers directly where nothing could see the
+# difference (eager_direct). Off until it has run the GPU suite.
+EAGER_DIRECT_ENV = "FLASH_ATTN_EAGER_DIRECT"
+
+
+def eager_direct(*tensors) -> bool:
+    """Whether a public function may call a launcher instead of its op: the switch is on, nothing traces or
+    intercepts ops (torch.compile or export, a dispatch mode such as fake tensors, proxies or FlopCounterMode, a
+    torch-function mode such as `with torch.device(...)`, a functorch transform, the autograd profiler), and every
+    tensor given (None aside) is a plain CUDA tensor (no subclass, meta or CPU tensor). Private torch predicates
+    that this torch lacks count as "maybe": the op."""
+    if os.environ.get(EAGER_DIRECT_ENV, "0") != "1":
+        return False
+    try:
+        from torch.utils._python_dispatch import is_in_torch_dispatch_mode
+
+        if (torch.compiler.is_compiling() or is_in_torch_dispatch_mode() or torch._C._is_torch_function_mode_enabled()
+                or torch.autograd._profiler_enabled() or torch._C._functorch.maybe_current_level() is not None):
+            return False
+    except (ImportError, AttributeError):
+        return False
+    return all(t is None or (type(t) is torch.Tensor and t.is_cuda) for t in tensors)
+
+
+def op_or_body(op, *tensors):
+    """`op` (one of fwd, varlen_fwd, bwd, varlen_bwd), or its body, which fills in the defaults and calls the launcher
+    as the op would, where eager_direct(*tensors) allows."""
+    return op._eager_body if eager_direct(*tensors) else op
 
 
 # flash_attn_with_kvcache: appends k/v into the caches in place (when given), then attends. cache_seqlens and the

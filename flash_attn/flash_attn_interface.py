@@ -72,7 +72,8 @@ def _return(out, softmax_lse, s_dmask, return_softmax):
 def _run_dense(ctx, q, k, v, head_size_og, dropout_p, softmax_scale, causal, window_size, softcap,
                alibi_slopes, deterministic, return_softmax, is_grad):
     """q, k, v: last dim contiguous, already padded; options validated and normalised on the unpadded tensors."""
-    out_padded, softmax_lse, s_dmask, rng_state = _ops.fwd(
+    fwd = _ops.op_or_body(_ops.fwd, q, k, v, alibi_slopes)
+    out_padded, softmax_lse, s_dmask, rng_state = fwd(
         q, k, v, dropout_p, softmax_scale, causal, window_size[0], window_size[1], softcap, alibi_slopes,
         bool(return_softmax and dropout_p > 0),
     )
@@ -92,7 +93,8 @@ def _run_dense(ctx, q, k, v, head_size_og, dropout_p, softmax_scale, causal, win
 def _run_varlen(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, head_size_og, dropout_p,
                 softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic, return_softmax,
                 block_table, is_grad):
-    out_padded, softmax_lse, s_dmask, rng_state = _ops.varlen_fwd(
+    varlen_fwd = _ops.op_or_body(_ops.varlen_fwd, q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, block_table)
+    out_padded, softmax_lse, s_dmask, rng_state = varlen_fwd(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
         window_size[0], window_size[1], softcap, alibi_slopes, bool(return_softmax and dropout_p > 0),
         block_table,
@@ -117,7 +119,8 @@ def _bwd_dense(ctx, dout, dq, dk, dv):
     """Run the backward op into dq, dk, dv (padded head dim; may be views of one packed buffer)."""
     q, k, v, out, softmax_lse, rng_state = ctx.saved_tensors
     dout = _pad_head_dim(maybe_contiguous(dout))
-    _ops.bwd(
+    bwd = _ops.op_or_body(_ops.bwd, dout, q, k, v, out, softmax_lse, dq, dk, dv, ctx.alibi_slopes, rng_state)
+    bwd(
         dout, q, k, v, out, softmax_lse, dq, dk, dv, ctx.dropout_p, ctx.softmax_scale, ctx.causal,
         ctx.window_size[0], ctx.window_size[1], ctx.softcap, ctx.alibi_slopes, ctx.deterministic, rng_state,
     )
@@ -126,7 +129,9 @@ def _bwd_dense(ctx, dout, dq, dk, dv):
 def _bwd_varlen(ctx, dout, dq, dk, dv):
     q, k, v, out, softmax_lse, cu_seqlens_q, cu_seqlens_k, rng_state = ctx.saved_tensors
     dout = _pad_head_dim(maybe_contiguous(dout))
-    _ops.varlen_bwd(
+    varlen_bwd = _ops.op_or_body(_ops.varlen_bwd, dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q,
+                                 cu_seqlens_k, ctx.alibi_slopes, rng_state)
+    varlen_bwd(
         dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_seqlens_q, cu_seqlens_k, ctx.max_seqlen_q,
         ctx.max_seqlen_k, ctx.dropout_p, ctx.softmax_scale, ctx.causal, ctx.window_size[0], ctx.window_size[1],
         ctx.softcap, ctx.alibi_slopes, ctx.deterministic, rng_state,

@@ -1,0 +1,113 @@
+"""FLASH_ATTN_EAGER_DIRECT=1: the public functions call the ops' bodies directly in plain eager calls.
+
+CPU: the switch and every tracing or intercepting context keep the op (flash_attn._ops.eager_direct), and a CPU or
+meta tensor never takes the direct path. GPU: with the switch on, dense, varlen and GQA calls, forward and
+backward, give the same bits as through the ops (the same launchers run the same kernels).
+"""
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from flash_attn import _ops, flash_attn_func, flash_attn_varlen_func
+from helpers import DRYRUN, attention_inputs, built_dtype, built_head_dim, cu_seqlens, requires_gpu
+
+ENV = _ops.EAGER_DIRECT_ENV
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_direct_needs_the_switch_and_cuda_tensors(monkeypatch, device):
+    t = torch.empty(2, 3, device=device)
+    monkeypatch.delenv(ENV, raising=False)
+    assert not _ops.eager_direct(t)
+    assert _ops.op_or_body(_ops.fwd, t) is _ops.fwd
+    monkeypatch.setenv(ENV, "1")
+    assert not _ops.eager_direct(t)  # not a CUDA tensor
+    assert not _ops.eager_direct(None, t)
+    assert _ops.op_or_body(_ops.fwd, t) is _ops.fwd
+
+
+def test_direct_never_under_modes_or_transforms(monkeypatch):
+    monkeypatch.setenv(ENV, "1")
+    with FakeTensorMode():
+        assert not _ops.eager_direct()
+    with FlopCounterMode(display=False):
+        assert not _ops.eager_direct()
+    with torch.device("meta"):
+        assert not _ops.eager_direct()
+    seen = []
+    torch.func.vmap(lambda x: seen.append(_ops.eager_direct()) or x)(torch.ones(2))
+    assert seen == [False]
+    with torch.autograd.profiler.profile():
+        assert not _ops.eager_direct()
+
+
+def test_every_op_has_its_body():
+    for op in (_ops.fwd, _ops.varlen_fwd, _ops.bwd, _ops.varlen_bwd):
+        assert callable(op._eager_body)
+
+
+@pytest.mark.parametrize("kind", ["dense", "varlen"])
+def test_direct_plumbing_cpu(ref_extension, monkeypatch, kind):
+    """The bodies' own work on CPU (the reference stands in for the extension): a direct call passes the launchers
+    what the op would, defaults included (varlen's leftpad_k ... num_splits, its backward's zero_tensors)."""
+    lengths = [5, 9]
+    q, k, v, dout = (torch.randn(14, 2, 8).to(torch.bfloat16) for _ in range(4))
+    cu = torch.tensor([0, 5, 14], dtype=torch.int32)
+    if kind == "dense":
+        q, k, v, dout = (t.reshape(2, 7, 2, 8) for t in (q, k, v, dout))
+
+        def fn(q, k, v):
+            return flash_attn_func(q, k, v, causal=True)
+    else:
+
+        def fn(q, k, v):
+            return flash_attn_varlen_func(q, k, v, cu, cu, max(lengths), max(lengths), causal=True)
+
+    inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+    monkeypatch.setattr(_ops, "eager_direct", lambda *tensors: False)
+    out_op, grads_op = _run(monkeypatch, False, fn, inputs, dout)
+    calls_op = [c[0] for c in ref_extension.calls]
+    ref_extension.calls.clear()
+    monkeypatch.setattr(_ops, "eager_direct", lambda *tensors: True)
+    out_direct, grads_direct = _run(monkeypatch, True, fn, inputs, dout)
+    assert [c[0] for c in ref_extension.calls] == calls_op and len(calls_op) == 2  # forward and backward
+    assert torch.equal(out_direct, out_op)
+    for g_direct, g_op in zip(grads_direct, grads_op):
+        assert torch.equal(g_direct, g_op)
+
+
+def _run(monkeypatch, direct, fn, inputs, dout):
+    monkeypatch.setenv(ENV, "1" if direct else "0")
+    for t in inputs:
+        t.grad = None
+    out = fn(*inputs)
+    out.backward(dout)
+    return out.detach().clone(), [t.grad.clone() for t in inputs]
+
+
+@requires_gpu
+@pytest.mark.skipif(DRYRUN, reason="compares the real launchers")
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kind", ["dense", "gqa", "varlen"])
+def test_direct_matches_the_ops(monkeypatch, kind, causal):
+    dtype, d = built_dtype(), built_head_dim()
+    heads_k = 2 if kind == "gqa" else 6
+    if kind == "varlen":
+        lengths = [77, 130, 1]
+        q, k, v, dout = attention_inputs((sum(lengths), 6, d), (sum(lengths), heads_k, d), dtype, seed=11)
+        cu = cu_seqlens(lengths)
+
+        def fn(q, k, v):
+            return flash_attn_varlen_func(q, k, v, cu, cu, max(lengths), max(lengths), causal=causal)
+    else:
+        q, k, v, dout = attention_inputs((2, 113, 6, d), (2, 257, heads_k, d), dtype, seed=7)
+
+        def fn(q, k, v):
+            return flash_attn_func(q, k, v, causal=causal)
+
+    out_op, grads_op = _run(monkeypatch, False, fn, (q, k, v), dout)
+    out_direct, grads_direct = _run(monkeypatch, True, fn, (q, k, v), dout)
+    assert torch.equal(out_direct, out_op)
+    for g_direct, g_op in zip(grads_direct, grads_op):
+        assert torch.equal(g_direct, g_op)
