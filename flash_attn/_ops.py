@@ -368,7 +368,7 @@ def _flash_attn_varlen_backward_fake(dout, q, k, v, out, softmax_lse, dq, dk, dv
 def _unchecked(name, private, launch, fake, mutates_args=()):
     """An op with `private`'s schema, mutations and fake whose body calls the launcher named `launch` (looked up per
     call: tests swap it) with every argument, without validating. The body is also the op's `_eager_body`
-    (op_or_launcher)."""
+    (op_or_body)."""
     signature = inspect.signature(private._init_fn)
     params = list(signature.parameters.values())
     # Positional calls (the usual ones) take the trailing defaults from here, without binding (~5 us a call).
@@ -399,13 +399,13 @@ varlen_bwd = _unchecked("flash_attn::varlen_bwd", _flash_attn_varlen_backward, "
 
 # An eager call through the ops above costs about 40 us of host time in torch's custom-op dispatch, a third of
 # flash_attn_func's ~0.12 ms (benchmarks/NOTES.md, fourth session of 2026-12-06), which bounds short calls.
-# FLASH_ATTN_EAGER_DIRECT=1 lets the public functions call the launchers directly where nothing could see the
+# FLASH_ATTN_EAGER_DIRECT=1 lets the public functions call the ops' bodies directly where nothing could see the
 # difference (eager_direct). Off until it has run the GPU suite.
 EAGER_DIRECT_ENV = "FLASH_ATTN_EAGER_DIRECT"
 
 
 def eager_direct(*tensors) -> bool:
-    """Whether a public function may call a launcher instead of its op: the switch is on, nothing traces or
+    """Whether a public function may call an op's body instead of the op: the switch is on, nothing traces or
     intercepts ops (torch.compile or export, a dispatch mode such as fake tensors, proxies or FlopCounterMode, a
     torch-function mode such as `with torch.device(...)`, a functorch transform, the autograd profiler), and every
     tensor given (None aside) is a plain CUDA tensor (no subclass, meta or CPU tensor). Private torch predicates
