@@ -66,7 +66,7 @@ BACKENDS = {
     "ours-tall": ("ours-tall", None),  # FLASH_ATTN_SM90_FWD_TALL=1: the taller query tile (d <= 64)
     "ours-pack-gqa": ("ours-pack-gqa", None),  # FLASH_ATTN_SM90_FWD_PACK_GQA=1: GQA query heads packed into tiles
     "ours-no-pack": ("ours-no-pack", None),  # FLASH_ATTN_SM90_FWD_PACK_GQA=0
-    "ours-eager-direct": ("ours-eager-direct", None),  # FLASH_ATTN_EAGER_DIRECT=1: no custom-op dispatch when eager
+    "ours-ops": ("ours-ops", None),  # FLASH_ATTN_EAGER_DIRECT=0: torch's custom-op dispatch on every call
     "flash": ("SDPA-flash", SDPBackend.FLASH_ATTENTION),
     "cudnn": ("cuDNN", SDPBackend.CUDNN_ATTENTION),
     "efficient": ("efficient", SDPBackend.EFFICIENT_ATTENTION),
@@ -86,7 +86,7 @@ BACKEND_ENV = {"ours-sm80": {"FLASH_ATTN_FORCE_SM80": "1"}, "ours-plain": {**_PL
                "ours-tall": {"FLASH_ATTN_SM90_FWD_TALL": "1"},
                "ours-pack-gqa": {"FLASH_ATTN_SM90_FWD_PACK_GQA": "1"},
                "ours-no-pack": {"FLASH_ATTN_SM90_FWD_PACK_GQA": "0"},
-               "ours-eager-direct": {"FLASH_ATTN_EAGER_DIRECT": "1"}}
+               "ours-ops": {"FLASH_ATTN_EAGER_DIRECT": "0"}}
 DIRECTIONS = {"fwd": 1.0, "bwd": 2.5, "fwd_bwd": 3.5}  # FLOPs relative to the forward
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

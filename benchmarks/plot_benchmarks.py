@@ -16,9 +16,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-LABELS = {"ours": "flash_attn (ours)", "flash": "SDPA flash", "cudnn": "SDPA cuDNN", "efficient": "SDPA efficient"}
-STYLES = {"ours": dict(color="tab:red", marker="o", linewidth=2.2), "flash": dict(color="tab:blue", marker="s"),
-          "cudnn": dict(color="tab:green", marker="^"), "efficient": dict(color="tab:gray", marker="v")}
+LABELS = {"ours": "flash_attn (ours)", "ours-sm80": "flash_attn, sm80 kernels", "flash": "SDPA flash",
+          "cudnn": "SDPA cuDNN", "efficient": "SDPA efficient"}
+STYLES = {"ours": dict(color="tab:red", marker="o", linewidth=2.2), "ours-sm80": dict(color="tab:orange", marker="D"),
+          "flash": dict(color="tab:blue", marker="s"), "cudnn": dict(color="tab:green", marker="^"),
+          "efficient": dict(color="tab:gray", marker="v")}
 DIRECTION_TITLES = {"fwd": "forward", "bwd": "backward", "fwd_bwd": "forward + backward"}
 
 

@@ -399,18 +399,19 @@ varlen_bwd = _unchecked("flash_attn::varlen_bwd", _flash_attn_varlen_backward, "
 
 # An eager call through the ops above costs about 40 us of host time in torch's custom-op dispatch, a third of
 # flash_attn_func's ~0.12 ms (benchmarks/NOTES.md, fourth session of 2026-12-06), which bounds short calls.
-# FLASH_ATTN_EAGER_DIRECT=1 lets the public functions call the ops' bodies directly where nothing could see the
-# difference (eager_direct). Off until it has run the GPU suite.
+# So the public functions call the ops' bodies directly where nothing could see the difference (eager_direct):
+# 72 instead of 101 us per forward, 310 instead of 403 per forward + backward (H200, benchmark_call_overhead.py;
+# the GPU suite passes both ways). FLASH_ATTN_EAGER_DIRECT=0 keeps the ops for every call.
 EAGER_DIRECT_ENV = "FLASH_ATTN_EAGER_DIRECT"
 
 
 def eager_direct(*tensors) -> bool:
-    """Whether a public function may call an op's body instead of the op: the switch is on, nothing traces or
+    """Whether a public function may call an op's body instead of the op: the switch is not 0, nothing traces or
     intercepts ops (torch.compile or export, a dispatch mode such as fake tensors, proxies or FlopCounterMode, a
     torch-function mode such as `with torch.device(...)`, a functorch transform, the autograd profiler), and every
     tensor given (None aside) is a plain CUDA tensor (no subclass, meta or CPU tensor). Private torch predicates
     that this torch lacks count as "maybe": the op."""
-    if os.environ.get(EAGER_DIRECT_ENV, "0") != "1":
+    if os.environ.get(EAGER_DIRECT_ENV, "1") == "0":
         return False
     try:
         from torch.utils._python_dispatch import is_in_torch_dispatch_mode

@@ -1,7 +1,7 @@
-"""FLASH_ATTN_EAGER_DIRECT=1: the public functions call the ops' bodies directly in plain eager calls.
+"""The public functions call the ops' bodies directly in plain eager calls (FLASH_ATTN_EAGER_DIRECT=0: never).
 
 CPU: the switch and every tracing or intercepting context keep the op (flash_attn._ops.eager_direct), and a CPU or
-meta tensor never takes the direct path. GPU: with the switch on, dense, varlen and GQA calls, forward and
+meta tensor never takes the direct path. GPU: with the switch on and off, dense, varlen and GQA calls, forward and
 backward, give the same bits as through the ops (the same launchers run the same kernels; the backward in its
 deterministic mode, whose dQ sums do not depend on the order the key blocks finish in).
 """
@@ -19,10 +19,12 @@ ENV = _ops.EAGER_DIRECT_ENV
 @pytest.mark.parametrize("device", ["cpu", "meta"])
 def test_direct_needs_the_switch_and_cuda_tensors(monkeypatch, device):
     t = torch.empty(2, 3, device=device)
-    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.setenv(ENV, "0")
+    assert not _ops.eager_direct()
     assert not _ops.eager_direct(t)
     assert _ops.op_or_body(_ops.fwd, t) is _ops.fwd
-    monkeypatch.setenv(ENV, "1")
+    monkeypatch.delenv(ENV)
+    assert _ops.eager_direct()  # on by default: nothing traces, no tensor rules it out
     assert not _ops.eager_direct(t)  # not a CUDA tensor
     assert not _ops.eager_direct(None, t)
     assert _ops.op_or_body(_ops.fwd, t) is _ops.fwd
