@@ -27,11 +27,14 @@ TALL_ENV = "FLASH_ATTN_SM90_FWD_TALL"  # the taller query tile where the tile ta
 # GQA calls in packed tiles (a KV head's query heads share a tile's rows; plain consumers, one tile per CTA): "1"
 # always, "0" never, "" where the tile table's rule says it pays (short queries).
 PACK_ENV = "FLASH_ATTN_SM90_FWD_PACK_GQA"
+# persistent CTAs' two Q buffers where they fit (d <= 128); "0": one, each block's Q loaded after the last one's
+Q_DOUBLE_ENV = "FLASH_ATTN_SM90_FWD_Q_DOUBLE_BUFFER"
 
 
-def _path(force="0", overlap="0", persistent="0", tma_store="1", lazy="0", compact="0", tall="0", pack="0"):
+def _path(force="0", overlap="0", persistent="0", tma_store="1", lazy="0", compact="0", tall="0", pack="0",
+          q_double="1"):
     return {FORCE_ENV: force, OVERLAP_ENV: overlap, PERSISTENT_ENV: persistent, TMA_STORE_ENV: tma_store,
-            LAZY_ENV: lazy, COMPACT_ENV: compact, TALL_ENV: tall, PACK_ENV: pack}
+            LAZY_ENV: lazy, COMPACT_ENV: compact, TALL_ENV: tall, PACK_ENV: pack, Q_DOUBLE_ENV: q_double}
 
 
 PATHS = {
@@ -40,13 +43,15 @@ PATHS = {
     "sm90 persistent": _path(persistent="1"),
     "sm90 overlapped persistent": _path(overlap="1", persistent="1"),
     "sm90 overlapped persistent, direct stores": _path(overlap="1", persistent="1", tma_store="0"),
+    "sm90 overlapped persistent, one Q buffer": _path(overlap="1", persistent="1", q_double="0"),
     "sm90, lazy rescale": _path(lazy="1"),
     "sm90 overlapped, lazy rescale": _path(overlap="1", lazy="1"),
     "sm90 overlapped, compact varlen grid": _path(overlap="1", compact="1"),
     "sm90 persistent, tall query tile": _path(persistent="1", tall="1"),
     # every switch unset: what a call gets by default (the tile table's choices)
     "sm90, packed GQA": _path(pack="1"),
-    "sm90, the table's choices": _path(overlap="", persistent="", tma_store="", lazy="", compact="", tall="", pack=""),
+    "sm90, the table's choices": _path(overlap="", persistent="", tma_store="", lazy="", compact="", tall="", pack="",
+                                       q_double=""),
     "sm80": _path(force="1"),
 }
 

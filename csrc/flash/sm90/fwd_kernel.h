@@ -27,15 +27,18 @@ using namespace cute;
 // consumer warpgroups) instead of FwdMainloop::mma. kPersistent: persistent CTAs (StaticPersistentScheduler) instead
 // of one tile per CTA. kPacked: packed GQA tiles (tile_rows.h; plain consumers): the scheduler's heads are KV heads
 // and its blocks run over a sequence's queries times the group, Q is gathered by the consumers and O stored row by
-// row. Either way a CTA may compute several query blocks in turn (rounds), so the producer loads a
-// block's Q only once the consumers are done with the last one's (barrier_q_empty).
+// row. Either way a CTA may compute several query blocks in turn (rounds), so the producer loads a block's Q into
+// a buffer only once the consumers are done with the buffer's last block (barrier_q_empty). Persistent CTAs have two
+// Q buffers where they fit, so that a block's Q loads while the last block's S GEMMs still run.
 template <class Traits, bool kHasWindow, bool kOverlap, bool kPersistent, bool kPacked = false>
 struct FwdKernel {
   static_assert(!(kPacked && kOverlap), "packed tiles run the plain consumers");
   using Traits_ = Traits;
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kHeadDim = Traits::kHeadDim;
-  using Mainloop = FwdMainloop<Traits, kHasWindow>;
+  // Persistent CTAs take their blocks' Q in turn from two buffers where they fit (Traits::kQBuffersFit).
+  using Mainloop = FwdMainloop<Traits, kHasWindow, kPersistent && !kPacked ? Traits::kQBuffersFit : 1>;
+  using QTurn = typename Mainloop::QTurn;
   using Epilogue = FwdEpilogue<Traits>;
   using Scheduler = std::conditional_t<kPersistent, StaticPersistentScheduler, SingleTileScheduler>;
   using Range = typename Mainloop::Range;
@@ -117,18 +120,24 @@ struct FwdKernel {
     scheduler.prepare();  // every warp, before the roles split
     __syncthreads();  // barriers initialised before any thread uses them
 
-    int round = 0;  // query blocks this CTA has started: barrier_q and barrier_q_empty complete once per block
+    // Query blocks this CTA has started: block `round` takes Q buffer QTurn::of_round(round).buffer, whose barrier_q
+    // and barrier_q_empty complete once per block that uses it.
+    int round = 0;
+    int const q_buffers_log2 = args.mainloop.q_buffers_log2;
     if (is_producer) {
       cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
       if (Mainloop::is_load_thread(args.mainloop)) {
         auto state = cutlass::make_producer_start_state<typename Mainloop::Pipeline>();
         for_each_block(args, scheduler, [&](SeqlenInfo const& seq, WorkTile const& tile) {
-          // The last block's Q is consumed (packed tiles: the consumers load their own).
-          if (!kPacked && round > 0) { shared.barrier_q_empty.wait((round - 1) & 1); }
+          // The Q buffer's last block is done with it (packed tiles: the consumers load their own).
+          QTurn const q = QTurn::of_round(round, q_buffers_log2);
+          if (!kPacked && QTurn::reuses(round, q_buffers_log2)) {
+            shared.barrier_q_empty[q.buffer].wait(q.phase ^ 1);
+          }
           KeyBlocks const keys(params, seq, tile);
           int const kv_head = kPacked ? tile.head : tile.head / params.head_ratio;
           Mainloop::load(params, args.mainloop, shared, pipeline_k, pipeline_v, state, seq, /*q_by_tma=*/!kPacked,
-                         tile.block, tile.head, kv_head, tile.batch, keys.min, keys.max);
+                         q.buffer, tile.block, tile.head, kv_head, tile.batch, keys.min, keys.max);
           ++round;
         });
       }
@@ -137,7 +146,7 @@ struct FwdKernel {
       typename Mainloop::PipelineState state_k, state_v;
       for_each_block(args, scheduler, [&](SeqlenInfo const& seq, WorkTile const& tile) {
         consume(args, storage, pipeline_k, pipeline_v, state_k, state_v, seq, tile, KeyBlocks(params, seq, tile),
-                round & 1);
+                QTurn::of_round(round, q_buffers_log2));
         ++round;
       });
       Epilogue::drain(threadIdx.x - 128);
@@ -150,7 +159,7 @@ struct FwdKernel {
                                   typename Mainloop::Pipeline& pipeline_k, typename Mainloop::Pipeline& pipeline_v,
                                   typename Mainloop::PipelineState& state_k,
                                   typename Mainloop::PipelineState& state_v, SeqlenInfo const& seq,
-                                  WorkTile const& tile, KeyBlocks const& keys, int q_phase) {
+                                  WorkTile const& tile, KeyBlocks const& keys, QTurn q) {
     FwdParams const& params = args.params;
     typename Mainloop::SharedStorage& shared = storage.mainloop;
     int const mma_tidx = threadIdx.x - 128;
@@ -167,30 +176,30 @@ struct FwdKernel {
                                        Int<kBlockM>{}, tile.block, tile.head, tile.batch);
       Mainloop::load_q_rows(params, shared, seq, tile.block, tile.head, tile.batch, mma_tidx);
       Mainloop::mma(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, seq, rows, keys.min, keys.max,
-                    mma_tidx, acc_o, softmax, /*q_phase=*/-1);
+                    mma_tidx, acc_o, softmax, QTurn{0, -1});
     } else {
       typename Mainloop::PlainRows const rows{tile.block,
                                               make_alibi(params, tile.batch, tile.head, seq.seqlen_q, seq.seqlen_k)};
       if constexpr (kOverlap) {
         Mainloop::mma_overlapped(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, state_v, seq, rows,
-                                 keys.min, keys.max, mma_tidx, acc_o, softmax, q_phase);
+                                 keys.min, keys.max, mma_tidx, acc_o, softmax, q);
       } else {
         Mainloop::mma(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, seq, rows, keys.min, keys.max,
-                      mma_tidx, acc_o, softmax, q_phase);
+                      mma_tidx, acc_o, softmax, q);
       }
     }
     // Every S GEMM of the block is done: the producer may load the next Q, unless the epilogue stages the output
     // in Q's buffer (then after the epilogue, whose TMA store has read it by then).
-    if constexpr (!Traits::kOInQ) { shared.barrier_q_empty.arrive(); }
+    if constexpr (!Traits::kOInQ) { shared.barrier_q_empty[q.buffer].arrive(); }
     // Rows that saw no key end with output 0 and lse +inf.
     Tensor lse = softmax.finalize(acc_o_rows, params.score_scale);
     if constexpr (kPacked) {
       Epilogue::store_packed(params, seq, acc_o, lse, tile.block, tile.head, tile.batch, mma_tidx);
     } else {
-      Epilogue::store(args.epilogue, params, Epilogue::buffer(storage.epilogue, shared.q.data()), seq, acc_o, lse,
+      Epilogue::store(args.epilogue, params, Epilogue::buffer(storage.epilogue, Mainloop::q_smem(shared, q.buffer)), seq, acc_o, lse,
                       tile.block, tile.head, tile.batch, mma_tidx);
     }
-    if constexpr (Traits::kOInQ) { shared.barrier_q_empty.arrive(); }
+    if constexpr (Traits::kOInQ) { shared.barrier_q_empty[q.buffer].arrive(); }
   }
 };
 

@@ -47,7 +47,10 @@ void launch_fwd(FwdParams const& params, cudaStream_t stream) {
   // FLASH_ATTN_SM90_FWD_LAZY_RESCALE=1: row maxima move only past a threshold (FwdMainloop::kLazyRescaleLog2), so
   // most key blocks of a long row skip the rescale of O. Off by default until measured.
   bool const lazy_rescale = env_switch("FLASH_ATTN_SM90_FWD_LAZY_RESCALE", false);
-  typename Kernel::Arguments const args{params, Kernel::Mainloop::make_arguments(params, lazy_rescale),
+  // FLASH_ATTN_SM90_FWD_Q_DOUBLE_BUFFER=0: persistent CTAs use one of their two Q buffers (the next block's Q loads
+  // only after the last block's S GEMMs), to measure what the second one gains.
+  bool const one_q_buffer = !env_switch("FLASH_ATTN_SM90_FWD_Q_DOUBLE_BUFFER", true);
+  typename Kernel::Arguments const args{params, Kernel::Mainloop::make_arguments(params, lazy_rescale, one_q_buffer),
                                         Kernel::Epilogue::make_arguments(params, tma_store), counts,
                                         Kernel::Scheduler::make_arguments(counts)};
   auto const kernel = &fwd_kernel<Kernel>;

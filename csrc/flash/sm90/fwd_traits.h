@@ -99,6 +99,10 @@ struct FwdTraits {
   using SmemLayoutO = SmemLayoutQ;
   static constexpr int kSmemLimitBytes = 227 * 1024 - 1024;  // less the pipelines' barriers and alignment
   static constexpr bool kOInQ = 2 * kQBytes + 2 * kStages * kKVStageBytes > kSmemLimitBytes;
+  // Q buffers a persistent CTA can use in turn (FwdMainloop's kQBuffers): two where they fit beside the output's
+  // buffer and the K/V stages (d <= 128), so that the next block's Q loads while this block's S GEMMs still read the
+  // current one.
+  static constexpr int kQBuffersFit = 3 * kQBytes + 2 * kStages * kKVStageBytes <= kSmemLimitBytes ? 2 : 1;
 };
 
 }  // namespace flash::sm90
