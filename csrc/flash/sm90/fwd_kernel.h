@@ -29,7 +29,9 @@ using namespace cute;
 // and its blocks run over a sequence's queries times the group, Q is gathered by the consumers and O stored row by
 // row. Either way a CTA may compute several query blocks in turn (rounds), so the producer loads a block's Q into
 // a buffer only once the consumers are done with the buffer's last block (barrier_q_empty). Persistent CTAs have two
-// Q buffers where they fit, so that a block's Q loads while the last block's S GEMMs still run.
+// Q buffers where they fit, so that a block's Q loads while the last block's S GEMMs still run. kTurnsAcrossTiles:
+// persistent overlapped consumers keep one PingPong for all their blocks and store their rows warpgroup by
+// warpgroup, so one warpgroup's epilogue runs under the other's GEMMs (switchable: Arguments::turns_across_tiles).
 template <class Traits, bool kHasWindow, bool kOverlap, bool kPersistent, bool kPacked = false>
 struct FwdKernel {
   static_assert(!(kPacked && kOverlap), "packed tiles run the plain consumers");
@@ -39,6 +41,9 @@ struct FwdKernel {
   // Persistent CTAs take their blocks' Q in turn from two buffers where they fit (Traits::kQBuffersFit).
   using Mainloop = FwdMainloop<Traits, kHasWindow, kPersistent && !kPacked ? Traits::kQBuffersFit : 1>;
   using QTurn = typename Mainloop::QTurn;
+  // Not where the output is staged in Q's buffer: a warpgroup could not store its rows before the other's S GEMMs
+  // are done with Q.
+  static constexpr bool kTurnsAcrossTiles = kPersistent && kOverlap && !Traits::kOInQ;
   using Epilogue = FwdEpilogue<Traits>;
   using Scheduler = std::conditional_t<kPersistent, StaticPersistentScheduler, SingleTileScheduler>;
   using Range = typename Mainloop::Range;
@@ -54,6 +59,7 @@ struct FwdKernel {
     typename Epilogue::Arguments epilogue;
     TileCounts tile_counts;
     typename Scheduler::Arguments scheduler;
+    bool turns_across_tiles;  // kTurnsAcrossTiles' switch (FLASH_ATTN_SM90_FWD_TURNS_ACROSS_TILES)
   };
 
   // A tile's rows in a sequence of seqlen_q queries: packed tiles hold each query once per head of the group.
@@ -144,22 +150,25 @@ struct FwdKernel {
     } else {
       cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
       typename Mainloop::PipelineState state_k, state_v;
+      bool const across_tiles = kTurnsAcrossTiles && args.turns_across_tiles;
+      PingPong turns(warpgroup - 1, across_tiles);  // used by the overlapped consumers
       for_each_block(args, scheduler, [&](SeqlenInfo const& seq, WorkTile const& tile) {
         consume(args, storage, pipeline_k, pipeline_v, state_k, state_v, seq, tile, KeyBlocks(params, seq, tile),
-                QTurn::of_round(round, q_buffers_log2));
+                QTurn::of_round(round, q_buffers_log2), turns);
         ++round;
       });
+      turns.finish();
       Epilogue::drain(threadIdx.x - 128);
     }
   }
 
   // One query block on the consumer warpgroups: mainloop, softmax finalisation, epilogue. state_v is used only by
-  // the overlapped mainloop (the plain one keeps K and V in step with state_k).
+  // the overlapped mainloop (the plain one keeps K and V in step with state_k), and turns (the CTA's PingPong).
   CUTE_DEVICE static void consume(Arguments const& args, SharedStorage& storage,
                                   typename Mainloop::Pipeline& pipeline_k, typename Mainloop::Pipeline& pipeline_v,
                                   typename Mainloop::PipelineState& state_k,
                                   typename Mainloop::PipelineState& state_v, SeqlenInfo const& seq,
-                                  WorkTile const& tile, KeyBlocks const& keys, QTurn q) {
+                                  WorkTile const& tile, KeyBlocks const& keys, QTurn q, PingPong& turns) {
     FwdParams const& params = args.params;
     typename Mainloop::SharedStorage& shared = storage.mainloop;
     int const mma_tidx = threadIdx.x - 128;
@@ -182,7 +191,7 @@ struct FwdKernel {
                                               make_alibi(params, tile.batch, tile.head, seq.seqlen_q, seq.seqlen_k)};
       if constexpr (kOverlap) {
         Mainloop::mma_overlapped(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, state_v, seq, rows,
-                                 keys.min, keys.max, mma_tidx, acc_o, softmax, q);
+                                 keys.min, keys.max, mma_tidx, acc_o, softmax, q, turns);
       } else {
         Mainloop::mma(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, seq, rows, keys.min, keys.max,
                       mma_tidx, acc_o, softmax, q);
@@ -196,8 +205,9 @@ struct FwdKernel {
     if constexpr (kPacked) {
       Epilogue::store_packed(params, seq, acc_o, lse, tile.block, tile.head, tile.batch, mma_tidx);
     } else {
-      Epilogue::store(args.epilogue, params, Epilogue::buffer(storage.epilogue, Mainloop::q_smem(shared, q.buffer)), seq, acc_o, lse,
-                      tile.block, tile.head, tile.batch, mma_tidx);
+      Epilogue::store(args.epilogue, params, Epilogue::buffer(storage.epilogue, Mainloop::q_smem(shared, q.buffer)),
+                      seq, acc_o, lse, tile.block, tile.head, tile.batch, mma_tidx,
+                      /*per_warpgroup=*/kTurnsAcrossTiles && args.turns_across_tiles);
     }
     if constexpr (Traits::kOInQ) { shared.barrier_q_empty[q.buffer].arrive(); }
   }

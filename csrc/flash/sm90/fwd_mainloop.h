@@ -293,7 +293,9 @@ struct FwdMainloop {
         seqlen_q, seqlen_k);
   }
 
-  static constexpr int kQRowsBarrier = 4;  // named barriers 4 .. 4 + kMmaWarpgroups - 1 (the epilogue has 3)
+  // Named barriers 4 .. 4 + kMmaWarpgroups - 1, one per warpgroup (the epilogue has 3, and its per-warpgroup stores
+  // use these ids too).
+  static constexpr int kQRowsBarrier = 4;
 
   // A packed GQA tile's Q (its rows are spread over the group's heads, which one TMA box cannot address): each
   // consumer warpgroup copies its own 64 rows with cp.async, zero-filled past the sequence and the head dim, and
@@ -392,13 +394,13 @@ struct FwdMainloop {
   // Consumer with overlapped GEMMs: S(j) = Q·K(j)ᵀ is issued together with O += P(j-1)·V(j-1), and S(j)'s softmax
   // runs while P·V does (O is rescaled once it is done); the two consumer warpgroups take turns issuing (PingPong),
   // so one's softmax also runs under the other's GEMMs. Same contract as mma(); K and V keep their own pipeline
-  // states because V trails K by one block.
+  // states because V trails K by one block. turns: the consumers' PingPong (one per CTA).
   template <class AccO, class Softmax>
   CUTE_DEVICE static void mma_overlapped(FwdParams const& params, Arguments const& args, SharedStorage& shared,
                                          Pipeline& pipeline_k, Pipeline& pipeline_v, PipelineState& state_k,
                                          PipelineState& state_v, SeqlenInfo const& seq, PlainRows const& rows,
                                          int n_block_min, int n_block_max, int mma_tidx, AccO& acc_o,
-                                         Softmax& softmax, QTurn q) {
+                                         Softmax& softmax, QTurn q, PingPong& turns) {
     int const seqlen_q = seq.seqlen_q, seqlen_k = seq.seqlen_k;
     typename Traits::TiledMmaQK mma_qk;
     typename Traits::TiledMmaPV mma_pv;
@@ -420,7 +422,7 @@ struct FwdMainloop {
     int const num_blocks = n_block_max - n_block_min;
     if (num_blocks <= 0) { return; }
     // Sections: the first S, then (S(j), P(j-1)·V(j-1)) for every later block, then the last P·V.
-    PingPong turns(mma_tidx / 128, num_blocks + 1);
+    turns.begin_tile(num_blocks + 1);
     int n_block = n_block_max - 1;
     pipeline_k.consumer_wait(state_k);
     turns.wait_turn();
