@@ -29,15 +29,16 @@ TALL_ENV = "FLASH_ATTN_SM90_FWD_TALL"  # the taller query tile where the tile ta
 PACK_ENV = "FLASH_ATTN_SM90_FWD_PACK_GQA"
 # persistent CTAs' two Q buffers where they fit (d <= 128); "0": one, each block's Q loaded after the last one's
 Q_DOUBLE_ENV = "FLASH_ATTN_SM90_FWD_Q_DOUBLE_BUFFER"
-# persistent overlapped consumers: turns run on across tiles, each warpgroup stores its own rows; "0": tile by tile
-ACROSS_ENV = "FLASH_ATTN_SM90_FWD_TURNS_ACROSS_TILES"
+# persistent consumers' warpgroups do not meet at a tile's end (each stores its own rows; overlapped turns run on
+# across tiles); "0": they meet at every tile's end
+CROSS_TILE_ENV = "FLASH_ATTN_SM90_FWD_CROSS_TILE"
 
 
 def _path(force="0", overlap="0", persistent="0", tma_store="1", lazy="0", compact="0", tall="0", pack="0",
-          q_double="1", across="1"):
+          q_double="1", cross_tile="1"):
     return {FORCE_ENV: force, OVERLAP_ENV: overlap, PERSISTENT_ENV: persistent, TMA_STORE_ENV: tma_store,
             LAZY_ENV: lazy, COMPACT_ENV: compact, TALL_ENV: tall, PACK_ENV: pack, Q_DOUBLE_ENV: q_double,
-            ACROSS_ENV: across}
+            CROSS_TILE_ENV: cross_tile}
 
 
 PATHS = {
@@ -47,7 +48,7 @@ PATHS = {
     "sm90 overlapped persistent": _path(overlap="1", persistent="1"),
     "sm90 overlapped persistent, direct stores": _path(overlap="1", persistent="1", tma_store="0"),
     "sm90 overlapped persistent, one Q buffer": _path(overlap="1", persistent="1", q_double="0"),
-    "sm90 overlapped persistent, turns tile by tile": _path(overlap="1", persistent="1", across="0"),
+    "sm90 overlapped persistent, warpgroups meet per tile": _path(overlap="1", persistent="1", cross_tile="0"),
     "sm90, lazy rescale": _path(lazy="1"),
     "sm90 overlapped, lazy rescale": _path(overlap="1", lazy="1"),
     "sm90 overlapped, compact varlen grid": _path(overlap="1", compact="1"),
@@ -55,7 +56,7 @@ PATHS = {
     # every switch unset: what a call gets by default (the tile table's choices)
     "sm90, packed GQA": _path(pack="1"),
     "sm90, the table's choices": _path(overlap="", persistent="", tma_store="", lazy="", compact="", tall="", pack="",
-                                       q_double="", across=""),
+                                       q_double="", cross_tile=""),
     "sm80": _path(force="1"),
 }
 

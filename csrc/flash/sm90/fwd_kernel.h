@@ -29,9 +29,10 @@ using namespace cute;
 // and its blocks run over a sequence's queries times the group, Q is gathered by the consumers and O stored row by
 // row. Either way a CTA may compute several query blocks in turn (rounds), so the producer loads a block's Q into
 // a buffer only once the consumers are done with the buffer's last block (barrier_q_empty). Persistent CTAs have two
-// Q buffers where they fit, so that a block's Q loads while the last block's S GEMMs still run. kTurnsAcrossTiles:
-// persistent overlapped consumers keep one PingPong for all their blocks and store their rows warpgroup by
-// warpgroup, so one warpgroup's epilogue runs under the other's GEMMs (switchable: Arguments::turns_across_tiles).
+// Q buffers where they fit, so that a block's Q loads while the last block's S GEMMs still run. kCrossTile: the
+// consumer warpgroups of persistent CTAs do not meet at a block's end: each stores its own rows, and overlapped ones
+// keep one PingPong for all their blocks, so one warpgroup's epilogue runs under another's GEMMs (switchable:
+// Arguments::cross_tile).
 template <class Traits, bool kHasWindow, bool kOverlap, bool kPersistent, bool kPacked = false>
 struct FwdKernel {
   static_assert(!(kPacked && kOverlap), "packed tiles run the plain consumers");
@@ -41,9 +42,9 @@ struct FwdKernel {
   // Persistent CTAs take their blocks' Q in turn from two buffers where they fit (Traits::kQBuffersFit).
   using Mainloop = FwdMainloop<Traits, kHasWindow, kPersistent && !kPacked ? Traits::kQBuffersFit : 1>;
   using QTurn = typename Mainloop::QTurn;
-  // Not where the output is staged in Q's buffer: a warpgroup could not store its rows before the other's S GEMMs
-  // are done with Q.
-  static constexpr bool kTurnsAcrossTiles = kPersistent && kOverlap && !Traits::kOInQ;
+  // Not where the output is staged in Q's buffer (a warpgroup could not store its rows before the others' S GEMMs
+  // are done with Q), nor in the three-warpgroup tile, whose consumers' 160 registers then spill (60 B at d 64).
+  static constexpr bool kCrossTile = kPersistent && !kPacked && !Traits::kOInQ && Traits::kMmaWarpgroups == 2;
   using Epilogue = FwdEpilogue<Traits>;
   using Scheduler = std::conditional_t<kPersistent, StaticPersistentScheduler, SingleTileScheduler>;
   using Range = typename Mainloop::Range;
@@ -59,7 +60,7 @@ struct FwdKernel {
     typename Epilogue::Arguments epilogue;
     TileCounts tile_counts;
     typename Scheduler::Arguments scheduler;
-    bool turns_across_tiles;  // kTurnsAcrossTiles' switch (FLASH_ATTN_SM90_FWD_TURNS_ACROSS_TILES)
+    bool cross_tile;  // kCrossTile's switch (FLASH_ATTN_SM90_FWD_CROSS_TILE)
   };
 
   // A tile's rows in a sequence of seqlen_q queries: packed tiles hold each query once per head of the group.
@@ -150,8 +151,7 @@ struct FwdKernel {
     } else {
       cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
       typename Mainloop::PipelineState state_k, state_v;
-      bool const across_tiles = kTurnsAcrossTiles && args.turns_across_tiles;
-      PingPong turns(warpgroup - 1, across_tiles);  // used by the overlapped consumers
+      PingPong turns(warpgroup - 1, /*across_tiles=*/kOverlap && kCrossTile && args.cross_tile);  // overlapped
       for_each_block(args, scheduler, [&](SeqlenInfo const& seq, WorkTile const& tile) {
         consume(args, storage, pipeline_k, pipeline_v, state_k, state_v, seq, tile, KeyBlocks(params, seq, tile),
                 QTurn::of_round(round, q_buffers_log2), turns);
@@ -207,7 +207,7 @@ struct FwdKernel {
     } else {
       Epilogue::store(args.epilogue, params, Epilogue::buffer(storage.epilogue, Mainloop::q_smem(shared, q.buffer)),
                       seq, acc_o, lse, tile.block, tile.head, tile.batch, mma_tidx,
-                      /*per_warpgroup=*/kTurnsAcrossTiles && args.turns_across_tiles);
+                      /*per_warpgroup=*/kCrossTile && args.cross_tile);
     }
     if constexpr (Traits::kOInQ) { shared.barrier_q_empty[q.buffer].arrive(); }
   }

@@ -50,12 +50,12 @@ void launch_fwd(FwdParams const& params, cudaStream_t stream) {
   // FLASH_ATTN_SM90_FWD_Q_DOUBLE_BUFFER=0: persistent CTAs use one of their two Q buffers (the next block's Q loads
   // only after the last block's S GEMMs), to measure what the second one gains.
   bool const one_q_buffer = !env_switch("FLASH_ATTN_SM90_FWD_Q_DOUBLE_BUFFER", true);
-  // FLASH_ATTN_SM90_FWD_TURNS_ACROSS_TILES=0: persistent overlapped consumers take turns block by block and store
-  // each block's rows together (FwdKernel::kTurnsAcrossTiles), to measure what running on across blocks gains.
-  bool const turns_across_tiles = env_switch("FLASH_ATTN_SM90_FWD_TURNS_ACROSS_TILES", true);
+  // FLASH_ATTN_SM90_FWD_CROSS_TILE=0: the consumer warpgroups of persistent CTAs meet at every block's end (one
+  // store of the whole block; overlapped turns start afresh), to measure what FwdKernel::kCrossTile gains.
+  bool const cross_tile = env_switch("FLASH_ATTN_SM90_FWD_CROSS_TILE", true);
   typename Kernel::Arguments const args{params, Kernel::Mainloop::make_arguments(params, lazy_rescale, one_q_buffer),
                                         Kernel::Epilogue::make_arguments(params, tma_store), counts,
-                                        Kernel::Scheduler::make_arguments(counts), turns_across_tiles};
+                                        Kernel::Scheduler::make_arguments(counts), cross_tile};
   auto const kernel = &fwd_kernel<Kernel>;
   constexpr int kSmemBytes = Kernel::kSmemBytes;
   check_smem_fits(kSmemBytes, "flash_attn forward kernel (sm90)");
