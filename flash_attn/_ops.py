@@ -401,7 +401,8 @@ varlen_bwd = _unchecked("flash_attn::varlen_bwd", _flash_attn_varlen_backward, "
 # flash_attn_func's ~0.12 ms (benchmarks/NOTES.md, fourth session of 2026-12-06), which bounds short calls.
 # So the public functions call the ops' bodies directly where nothing could see the difference (eager_direct):
 # 72 instead of 101 us per forward, 310 instead of 403 per forward + backward (H200, benchmark_call_overhead.py;
-# the GPU suite passes both ways). FLASH_ATTN_EAGER_DIRECT=0 keeps the ops for every call.
+# the GPU suite passes both ways). The same condition lets calls that need no gradient skip the autograd Function
+# (flash_attn_interface._apply). FLASH_ATTN_EAGER_DIRECT=0 keeps the ops and the Function for every call.
 EAGER_DIRECT_ENV = "FLASH_ATTN_EAGER_DIRECT"
 
 

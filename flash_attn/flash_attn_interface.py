@@ -146,6 +146,15 @@ def _needs_grad(is_grad_enabled, *tensors):
     return bool(is_grad_enabled) and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
 
 
+def _apply(function, inputs, *args):
+    """function.apply(*args), or, in a plain eager call (_ops.eager_direct) where none of the differentiable inputs
+    needs a gradient, function.forward alone: the autograd Function would record nothing, and skipping it saves its
+    host cost per call. Each Function's forward takes is_grad_enabled last and touches ctx only when it records."""
+    if not _needs_grad(args[-1], *inputs) and _ops.eager_direct(*inputs):
+        return function.forward(None, *args)
+    return function.apply(*args)
+
+
 class FlashAttnQKVPackedFunc(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
@@ -297,7 +306,8 @@ def flash_attn_qkvpacked_func(
     qkv = maybe_contiguous(qkv)
     cfg = _checks.validate_fwd_args(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], dropout_p, softmax_scale, causal,
                                     window_size, softcap, alibi_slopes)
-    return FlashAttnQKVPackedFunc.apply(
+    return _apply(
+        FlashAttnQKVPackedFunc, (qkv,),
         qkv, dropout_p, cfg.softmax_scale, cfg.causal, cfg.window_size, softcap, alibi_slopes, deterministic,
         return_attn_probs, torch.is_grad_enabled(),
     )
@@ -324,7 +334,8 @@ def flash_attn_kvpacked_func(
     q, kv = maybe_contiguous(q), maybe_contiguous(kv)
     cfg = _checks.validate_fwd_args(q, kv[:, :, 0], kv[:, :, 1], dropout_p, softmax_scale, causal, window_size,
                                     softcap, alibi_slopes)
-    return FlashAttnKVPackedFunc.apply(
+    return _apply(
+        FlashAttnKVPackedFunc, (q, kv),
         q, kv, dropout_p, cfg.softmax_scale, cfg.causal, cfg.window_size, softcap, alibi_slopes, deterministic,
         return_attn_probs, torch.is_grad_enabled(),
     )
@@ -354,7 +365,8 @@ def flash_attn_func(
     """
     q, k, v = maybe_contiguous(q), maybe_contiguous(k), maybe_contiguous(v)
     cfg = _checks.validate_fwd_args(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes)
-    return FlashAttnFunc.apply(
+    return _apply(
+        FlashAttnFunc, (q, k, v),
         q, k, v, dropout_p, cfg.softmax_scale, cfg.causal, cfg.window_size, softcap, alibi_slopes, deterministic,
         return_attn_probs, torch.is_grad_enabled(),
     )
@@ -381,7 +393,8 @@ def flash_attn_varlen_qkvpacked_func(
     cfg, max_seqlen_q, _ = _checks.validate_varlen_fwd_args(
         qkv[:, 0], qkv[:, 1], qkv[:, 2], cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, dropout_p, softmax_scale,
         causal, window_size, softcap, alibi_slopes)
-    return FlashAttnVarlenQKVPackedFunc.apply(
+    return _apply(
+        FlashAttnVarlenQKVPackedFunc, (qkv,),
         qkv, cu_seqlens, max_seqlen_q, dropout_p, cfg.softmax_scale, cfg.causal, cfg.window_size, softcap,
         alibi_slopes, deterministic, return_attn_probs, torch.is_grad_enabled(),
     )
@@ -411,7 +424,8 @@ def flash_attn_varlen_kvpacked_func(
     cfg, max_seqlen_q, max_seqlen_k = _checks.validate_varlen_fwd_args(
         q, kv[:, 0], kv[:, 1], cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale,
         causal, window_size, softcap, alibi_slopes)
-    return FlashAttnVarlenKVPackedFunc.apply(
+    return _apply(
+        FlashAttnVarlenKVPackedFunc, (q, kv),
         q, kv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, cfg.softmax_scale, cfg.causal,
         cfg.window_size, softcap, alibi_slopes, deterministic, return_attn_probs, torch.is_grad_enabled(),
     )
@@ -447,7 +461,8 @@ def flash_attn_varlen_func(
     cfg, max_seqlen_q, max_seqlen_k = _checks.validate_varlen_fwd_args(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
         window_size, softcap, alibi_slopes, block_table)
-    return FlashAttnVarlenFunc.apply(
+    return _apply(
+        FlashAttnVarlenFunc, (q, k, v),
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, cfg.softmax_scale, cfg.causal,
         cfg.window_size, softcap, alibi_slopes, deterministic, return_attn_probs, block_table,
         torch.is_grad_enabled(),

@@ -3,7 +3,8 @@
 CPU: the switch and every tracing or intercepting context keep the op (flash_attn._ops.eager_direct), and a CPU or
 meta tensor never takes the direct path. GPU: with the switch on and off, dense, varlen and GQA calls, forward and
 backward, give the same bits as through the ops (the same launchers run the same kernels; the backward in its
-deterministic mode, whose dQ sums do not depend on the order the key blocks finish in).
+deterministic mode, whose dQ sums do not depend on the order the key blocks finish in). Calls whose inputs need no
+gradient also skip the autograd Function (CPU: through the reference extension).
 """
 import pytest
 import torch
@@ -78,6 +79,38 @@ def test_direct_plumbing_cpu(ref_extension, monkeypatch, kind):
     assert torch.equal(out_direct, out_op)
     for g_direct, g_op in zip(grads_direct, grads_op):
         assert torch.equal(g_direct, g_op)
+
+
+@pytest.mark.parametrize("kind", ["dense", "qkvpacked", "varlen"])
+def test_no_grad_calls_skip_the_autograd_function(ref_extension, monkeypatch, kind):
+    """A direct call whose inputs need no gradient runs the Function's forward alone (flash_attn_interface._apply):
+    the same output as through Function.apply, which such a call never reaches; a call whose inputs need one still
+    goes through apply."""
+    from flash_attn import flash_attn_interface as fi
+    from flash_attn import flash_attn_qkvpacked_func
+
+    q, k, v = (torch.randn(2, 7, 2, 8).to(torch.bfloat16) for _ in range(3))
+    cu = torch.tensor([0, 5, 14], dtype=torch.int32)
+    function, call = {
+        "dense": (fi.FlashAttnFunc, lambda q, k, v: flash_attn_func(q, k, v, causal=True)),
+        "qkvpacked": (fi.FlashAttnQKVPackedFunc,
+                      lambda q, k, v: flash_attn_qkvpacked_func(torch.stack((q, k, v), dim=2), causal=True)),
+        "varlen": (fi.FlashAttnVarlenFunc, lambda q, k, v: flash_attn_varlen_func(
+            q.reshape(14, 2, 8), k.reshape(14, 2, 8), v.reshape(14, 2, 8), cu, cu, 9, 9, causal=True)),
+    }[kind]
+    monkeypatch.setattr(_ops, "eager_direct", lambda *tensors: False)
+    through_apply = call(q, k, v)
+    monkeypatch.setattr(_ops, "eager_direct", lambda *tensors: True)
+
+    def refuse(*args):
+        raise AssertionError("Function.apply reached by a call that needs no gradient")
+
+    monkeypatch.setattr(function, "apply", refuse)
+    assert torch.equal(call(q, k, v), through_apply)
+    with torch.no_grad():
+        assert torch.equal(call(*(t.clone().requires_grad_() for t in (q, k, v))), through_apply)
+    with pytest.raises(AssertionError, match="Function.apply reached"):
+        call(*(t.clone().requires_grad_() for t in (q, k, v)))
 
 
 def _run(monkeypatch, direct, fn, inputs, dout):
