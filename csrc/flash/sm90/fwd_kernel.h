@@ -42,9 +42,10 @@ struct FwdKernel {
   // Persistent CTAs take their blocks' Q in turn from two buffers where they fit (Traits::kQBuffersFit).
   using Mainloop = FwdMainloop<Traits, kHasWindow, kPersistent && !kPacked ? Traits::kQBuffersFit : 1>;
   using QTurn = typename Mainloop::QTurn;
-  // Not where the output is staged in Q's buffer (a warpgroup could not store its rows before the others' S GEMMs
-  // are done with Q), nor in the three-warpgroup tile, whose consumers' 160 registers then spill (60 B at d 64).
-  static constexpr bool kCrossTile = kPersistent && !kPacked && !Traits::kOInQ && Traits::kMmaWarpgroups == 2;
+  // Not where the output is staged in Q's buffer: a warpgroup could not store its rows before the others' S GEMMs
+  // are done with Q. (In the three-warpgroup tile, whose consumers have 160 registers, the per-warpgroup stores
+  // cost 60 B of spills, tile state loaded twice per key block: to be weighed against what they gain.)
+  static constexpr bool kCrossTile = kPersistent && !kPacked && !Traits::kOInQ;
   using Epilogue = FwdEpilogue<Traits>;
   using Scheduler = std::conditional_t<kPersistent, StaticPersistentScheduler, SingleTileScheduler>;
   using Range = typename Mainloop::Range;
