@@ -341,8 +341,13 @@ struct FwdMainloop {
         params.block_table == nullptr && seq.start_k + seq.seqlen_k >= get<0>(kv_extent(params));
     if (valid >= kBlockN || ends_with_tensor) { return; }
     Tensor sV = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutKV{});
-    for (int i = mma_tidx; i < (kBlockN - valid) * kHeadDim; i += Traits::kMmaThreads) {
-      sV(valid + i / kHeadDim, i % kHeadDim, stage) = Element(0);
+    // 16 bytes per store: the swizzle moves whole 16-byte chunks, so a row's 8-element chunks stay contiguous and
+    // aligned (checked on the host by tests/cpp/sm90_smem_layouts.cu).
+    constexpr int kChunk = 16 / int(sizeof(Element));
+    constexpr int kChunksPerRow = kHeadDim / kChunk;
+    for (int i = mma_tidx; i < (kBlockN - valid) * kChunksPerRow; i += Traits::kMmaThreads) {
+      Element& chunk = sV(valid + i / kChunksPerRow, i % kChunksPerRow * kChunk, stage);
+      *reinterpret_cast<uint4*>(&chunk) = make_uint4(0, 0, 0, 0);
     }
     cutlass::arch::fence_view_async_shared();  // the generic-proxy stores, visible to wgmma's reads
     cutlass::arch::NamedBarrier::sync(Traits::kMmaThreads, kVTailBarrier);
