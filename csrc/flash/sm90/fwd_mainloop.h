@@ -346,8 +346,9 @@ struct FwdMainloop {
     constexpr int kChunk = 16 / int(sizeof(Element));
     constexpr int kChunksPerRow = kHeadDim / kChunk;
     for (int i = mma_tidx; i < (kBlockN - valid) * kChunksPerRow; i += Traits::kMmaThreads) {
-      Element& chunk = sV(valid + i / kChunksPerRow, i % kChunksPerRow * kChunk, stage);
-      *reinterpret_cast<uint4*>(&chunk) = make_uint4(0, 0, 0, 0);
+      uint32_t const chunk = cute::cast_smem_ptr_to_uint(&sV(valid + i / kChunksPerRow, i % kChunksPerRow * kChunk,
+                                                                 stage));
+      asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};" ::"r"(chunk), "r"(0u) : "memory");
     }
     cutlass::arch::fence_view_async_shared();  // the generic-proxy stores, visible to wgmma's reads
     cutlass::arch::NamedBarrier::sync(Traits::kMmaThreads, kVTailBarrier);
