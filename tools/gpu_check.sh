@@ -12,7 +12,8 @@
 #   NVCC_THREADS    passed through to setup.py (nvcc --threads) if set
 #   BUILD           inplace (default: python3 setup.py build_ext --inplace, incremental via build/),
 #                   pip (python3 -m pip install --no-build-isolation --no-deps -e .), 0 (skip)
-#   TESTS           1 (default) or 0;   PYTEST_ARGS   extra pytest arguments (e.g. "-x -k fwd", "-m slow")
+#   TESTS           1 (default) or 0;   PYTEST_ARGS   extra pytest arguments (e.g. "-x -k fwd", "-m slow"; quotes
+#                   inside are honoured, as in every *_TESTS and *_ARGS setting: '-k "varlen and not paged"')
 #   TEST_PATHS      what pytest collects (default tests)
 #   SM80_TESTS      pytest arguments run a second time with FLASH_ATTN_FORCE_SM80=1, so the sm80 kernels are tested
 #                   on a Hopper GPU too (default: the forward-path modules below; "" to skip)
@@ -45,6 +46,8 @@ TESTS=${TESTS:-1}
 BENCH=${BENCH:-quick}
 T0=$(date +%s)
 section() { printf '\n===== [%4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
+# The shell words of a setting's value into array $1, quotes honoured: PYTEST_ARGS='-x -k "varlen and not paged"'.
+words() { local -n words_out=$1; eval "words_out=($2)"; }
 
 build_status="skipped"; build_secs="-"; test_status="skipped"; test_line="-"; bench_status="skipped"
 sanitize_status="skipped"
@@ -100,8 +103,9 @@ if [[ "$TESTS" != 0 && $fail -eq 0 ]]; then
     tt=$(date +%s)
     timeout_cmd=()
     [[ -n "${TESTS_TIMEOUT:-}" ]] && timeout_cmd=(timeout "$TESTS_TIMEOUT")
-    # shellcheck disable=SC2086
-    "${timeout_cmd[@]}" python3 -m pytest -q ${TEST_PATHS:-tests} ${PYTEST_ARGS:-} 2>&1 | tee -a "$OUT/tests.log"
+    words test_paths "${TEST_PATHS:-tests}"
+    words pytest_args "${PYTEST_ARGS:-}"
+    "${timeout_cmd[@]}" python3 -m pytest -q "${test_paths[@]}" "${pytest_args[@]}" 2>&1 | tee -a "$OUT/tests.log"
     rc=$?
     test_line=$(grep -E '(passed|failed|error|skipped|deselected|no tests ran)' "$OUT/tests.log" | grep -E ' in [0-9.]+s' | tail -1)
     [[ -z "$test_line" ]] && test_line="(no pytest summary line)"
@@ -117,8 +121,8 @@ sm80_status="skipped"
 if [[ "$TESTS" != 0 && -n "$SM80_TESTS" && "$build_status" != FAILED* ]]; then
     section "tests on the sm80 kernels: FLASH_ATTN_FORCE_SM80=1 python3 -m pytest -q $SM80_TESTS" | tee "$OUT/tests_sm80.log"
     tt=$(date +%s)
-    # shellcheck disable=SC2086
-    FLASH_ATTN_FORCE_SM80=1 python3 -m pytest -q $SM80_TESTS 2>&1 | tee -a "$OUT/tests_sm80.log"
+    words sm80_tests "$SM80_TESTS"
+    FLASH_ATTN_FORCE_SM80=1 python3 -m pytest -q "${sm80_tests[@]}" 2>&1 | tee -a "$OUT/tests_sm80.log"
     rc=$?
     line=$(grep -E ' in [0-9.]+s' "$OUT/tests_sm80.log" | tail -1)
     if [[ $rc -eq 0 ]]; then sm80_status="ok"; else sm80_status="FAILED (rc $rc)"; fail=1; fi
@@ -139,10 +143,9 @@ if [[ "$TESTS" != 0 && "${SANITIZE:-1}" != 0 && "$build_status" != FAILED* ]]; t
     section "memcheck: compute-sanitizer --tool memcheck pytest ${SANITIZE_TESTS:-$SANITIZE_DEFAULT}" \
         | tee "$OUT/sanitize.log"
     ts=$(date +%s)
-    # shellcheck disable=SC2086
+    words sanitize_tests "${SANITIZE_TESTS:-$SANITIZE_DEFAULT}"
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 99 --print-limit 20 \
-        python3 -m pytest -q -p no:cacheprovider ${SANITIZE_TESTS:-$SANITIZE_DEFAULT} 2>&1 \
-        | tee -a "$OUT/sanitize.log"
+        python3 -m pytest -q -p no:cacheprovider "${sanitize_tests[@]}" 2>&1 | tee -a "$OUT/sanitize.log"
     rc=$?
     errors=$(grep -E '^========= ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)
     if [[ $rc -eq 0 ]]; then sanitize_status="ok"; else sanitize_status="FAILED (rc $rc)"; fail=1; fi
@@ -155,9 +158,9 @@ if [[ "$TESTS" != 0 && "${RACECHECK:-1}" != 0 && "$build_status" != FAILED* ]]; 
     section "racecheck: compute-sanitizer --tool racecheck pytest ${RACECHECK_TESTS:-$RACECHECK_DEFAULT}" \
         | tee "$OUT/racecheck.log"
     ts=$(date +%s)
-    # shellcheck disable=SC2086
+    words racecheck_tests "${RACECHECK_TESTS:-$RACECHECK_DEFAULT}"
     compute-sanitizer --tool racecheck --error-exitcode 99 --print-limit 20 \
-        python3 -m pytest -q -p no:cacheprovider ${RACECHECK_TESTS:-$RACECHECK_DEFAULT} 2>&1 | tee -a "$OUT/racecheck.log"
+        python3 -m pytest -q -p no:cacheprovider "${racecheck_tests[@]}" 2>&1 | tee -a "$OUT/racecheck.log"
     rc=$?
     errors=$(grep -E '^========= (ERROR|RACECHECK) SUMMARY' "$OUT/racecheck.log" | tail -1)
     if [[ $rc -eq 0 ]]; then racecheck_status="ok"; else racecheck_status="FAILED (rc $rc)"; fail=1; fi
@@ -174,8 +177,8 @@ if [[ "$BENCH" != 0 && "$build_status" != FAILED* ]]; then
         section "benchmark: benchmarks/benchmark_flash_attn.py --direction $direction ${bench_args[*]} ${BENCH_ARGS:-}" \
             | tee -a "$OUT/bench.log"
         rm -f "$OUT/bench_$direction.md"
-        # shellcheck disable=SC2086
-        python3 benchmarks/benchmark_flash_attn.py --direction "$direction" "${bench_args[@]}" ${BENCH_ARGS:-} \
+        words bench_extra "${BENCH_ARGS:-}"
+        python3 benchmarks/benchmark_flash_attn.py --direction "$direction" "${bench_args[@]}" "${bench_extra[@]}" \
             --output "$OUT/bench_$direction.md" --csv "$OUT/bench_$direction.csv" 2>&1 | tee -a "$OUT/bench.log"
         rc=$?
         [[ $rc -ne 0 ]] && bench_status="FAILED (rc $rc, $direction)"
