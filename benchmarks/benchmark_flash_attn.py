@@ -248,7 +248,7 @@ def time_ms(fn, warmup: int, reps: int) -> float:
 def time_ms_graph(fn, warmup: int, reps: int, replays: int = 10) -> float:
     """Median milliseconds of `fn` with its launches captured once in a CUDA graph: CUDA events around `replays`
     replays, `reps` times. The kernels alone, without the host's per-call cost (which bounds eager calls whose
-    kernels are short: ours costs about 0.12 ms of CPU per call)."""
+    kernels are short: benchmarks/benchmark_call_overhead.py measures it)."""
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()

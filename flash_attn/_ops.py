@@ -404,6 +404,10 @@ varlen_bwd = _unchecked("flash_attn::varlen_bwd", _flash_attn_varlen_backward, "
 # the GPU suite passes both ways). The same condition lets calls that need no gradient skip the autograd Function
 # (flash_attn_interface._apply). FLASH_ATTN_EAGER_DIRECT=0 keeps the ops and the Function for every call.
 EAGER_DIRECT_ENV = "FLASH_ATTN_EAGER_DIRECT"
+try:  # looked up once here, not on every call
+    from torch.utils._python_dispatch import is_in_torch_dispatch_mode as _in_dispatch_mode
+except ImportError:  # a torch without it: always the op
+    _in_dispatch_mode = None
 
 
 def eager_direct(*tensors) -> bool:
@@ -412,15 +416,13 @@ def eager_direct(*tensors) -> bool:
     torch-function mode such as `with torch.device(...)`, a functorch transform, the autograd profiler), and every
     tensor given (None aside) is a plain CUDA tensor (no subclass, meta or CPU tensor). Private torch predicates
     that this torch lacks count as "maybe": the op."""
-    if os.environ.get(EAGER_DIRECT_ENV, "1") == "0":
+    if _in_dispatch_mode is None or os.environ.get(EAGER_DIRECT_ENV, "1") == "0":
         return False
     try:
-        from torch.utils._python_dispatch import is_in_torch_dispatch_mode
-
-        if (torch.compiler.is_compiling() or is_in_torch_dispatch_mode() or torch._C._is_torch_function_mode_enabled()
+        if (torch.compiler.is_compiling() or _in_dispatch_mode() or torch._C._is_torch_function_mode_enabled()
                 or torch.autograd._profiler_enabled() or torch._C._functorch.maybe_current_level() is not None):
             return False
-    except (ImportError, AttributeError):
+    except AttributeError:
         return False
     return all(t is None or (type(t) is torch.Tensor and t.is_cuda) for t in tensors)
 
