@@ -94,7 +94,8 @@ void run_fwd(FwdParams const& params, cudaStream_t stream) {
   // Variant switches (core/env_switch.h; unset: the table's choice, default_variant), for tests and benchmarks:
   // FLASH_ATTN_SM90_FWD_OVERLAP, the overlapped consumers; FLASH_ATTN_SM90_FWD_PERSISTENT, persistent CTAs;
   // FLASH_ATTN_SM90_FWD_TALL, the bucket's taller query tile (plain consumers) where the table has one.
-  FwdVariant const table = default_variant(kTile, params.has_window, params.seqlen_k);
+  FwdVariant const table = default_variant(kTile, params.has_window, params.seqlen_k,
+                                               params.cu_seqlens_q != nullptr || params.cu_seqlens_k != nullptr);
   bool const overlap = env_switch("FLASH_ATTN_SM90_FWD_OVERLAP", table.overlap);
   bool const persistent = env_switch("FLASH_ATTN_SM90_FWD_PERSISTENT", table.persistent);
   // GQA calls in packed tiles (tile_rows.h; plain consumers, one tile per CTA) where the table's rule says it pays;
