@@ -67,6 +67,10 @@ BACKENDS = {
     "ours-pack-gqa": ("ours-pack-gqa", None),  # FLASH_ATTN_SM90_FWD_PACK_GQA=1: GQA query heads packed into tiles
     "ours-no-pack": ("ours-no-pack", None),  # FLASH_ATTN_SM90_FWD_PACK_GQA=0
     "ours-ops": ("ours-ops", None),  # FLASH_ATTN_EAGER_DIRECT=0: torch's custom-op dispatch on every call
+    # FLASH_ATTN_SM90_FWD_Q_DOUBLE_BUFFER=0: persistent CTAs load each block's Q after the last block's S GEMMs
+    "ours-one-q-buffer": ("ours-one-q-buffer", None),
+    # FLASH_ATTN_SM90_FWD_CROSS_TILE=0: persistent consumers' warpgroups meet at every tile's end
+    "ours-no-cross-tile": ("ours-no-cross-tile", None),
     "flash": ("SDPA-flash", SDPBackend.FLASH_ATTENTION),
     "cudnn": ("cuDNN", SDPBackend.CUDNN_ATTENTION),
     "efficient": ("efficient", SDPBackend.EFFICIENT_ATTENTION),
@@ -86,7 +90,9 @@ BACKEND_ENV = {"ours-sm80": {"FLASH_ATTN_FORCE_SM80": "1"}, "ours-plain": {**_PL
                "ours-tall": {"FLASH_ATTN_SM90_FWD_TALL": "1"},
                "ours-pack-gqa": {"FLASH_ATTN_SM90_FWD_PACK_GQA": "1"},
                "ours-no-pack": {"FLASH_ATTN_SM90_FWD_PACK_GQA": "0"},
-               "ours-ops": {"FLASH_ATTN_EAGER_DIRECT": "0"}}
+               "ours-ops": {"FLASH_ATTN_EAGER_DIRECT": "0"},
+               "ours-one-q-buffer": {"FLASH_ATTN_SM90_FWD_Q_DOUBLE_BUFFER": "0"},
+               "ours-no-cross-tile": {"FLASH_ATTN_SM90_FWD_CROSS_TILE": "0"}}
 DIRECTIONS = {"fwd": 1.0, "bwd": 2.5, "fwd_bwd": 3.5}  # FLOPs relative to the forward
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

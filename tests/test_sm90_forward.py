@@ -27,11 +27,18 @@ TALL_ENV = "FLASH_ATTN_SM90_FWD_TALL"  # the taller query tile where the tile ta
 # GQA calls in packed tiles (a KV head's query heads share a tile's rows; plain consumers, one tile per CTA): "1"
 # always, "0" never, "" where the tile table's rule says it pays (short queries).
 PACK_ENV = "FLASH_ATTN_SM90_FWD_PACK_GQA"
+# persistent CTAs' two Q buffers where they fit (d <= 128); "0": one, each block's Q loaded after the last one's
+Q_DOUBLE_ENV = "FLASH_ATTN_SM90_FWD_Q_DOUBLE_BUFFER"
+# persistent consumers' warpgroups do not meet at a tile's end (each stores its own rows; overlapped turns run on
+# across tiles); "0": they meet at every tile's end
+CROSS_TILE_ENV = "FLASH_ATTN_SM90_FWD_CROSS_TILE"
 
 
-def _path(force="0", overlap="0", persistent="0", tma_store="1", lazy="0", compact="0", tall="0", pack="0"):
+def _path(force="0", overlap="0", persistent="0", tma_store="1", lazy="0", compact="0", tall="0", pack="0",
+          q_double="1", cross_tile="1"):
     return {FORCE_ENV: force, OVERLAP_ENV: overlap, PERSISTENT_ENV: persistent, TMA_STORE_ENV: tma_store,
-            LAZY_ENV: lazy, COMPACT_ENV: compact, TALL_ENV: tall, PACK_ENV: pack}
+            LAZY_ENV: lazy, COMPACT_ENV: compact, TALL_ENV: tall, PACK_ENV: pack, Q_DOUBLE_ENV: q_double,
+            CROSS_TILE_ENV: cross_tile}
 
 
 PATHS = {
@@ -40,13 +47,16 @@ PATHS = {
     "sm90 persistent": _path(persistent="1"),
     "sm90 overlapped persistent": _path(overlap="1", persistent="1"),
     "sm90 overlapped persistent, direct stores": _path(overlap="1", persistent="1", tma_store="0"),
+    "sm90 overlapped persistent, one Q buffer": _path(overlap="1", persistent="1", q_double="0"),
+    "sm90 overlapped persistent, warpgroups meet per tile": _path(overlap="1", persistent="1", cross_tile="0"),
     "sm90, lazy rescale": _path(lazy="1"),
     "sm90 overlapped, lazy rescale": _path(overlap="1", lazy="1"),
     "sm90 overlapped, compact varlen grid": _path(overlap="1", compact="1"),
     "sm90 persistent, tall query tile": _path(persistent="1", tall="1"),
     # every switch unset: what a call gets by default (the tile table's choices)
     "sm90, packed GQA": _path(pack="1"),
-    "sm90, the table's choices": _path(overlap="", persistent="", tma_store="", lazy="", compact="", tall="", pack=""),
+    "sm90, the table's choices": _path(overlap="", persistent="", tma_store="", lazy="", compact="", tall="", pack="",
+                                       q_double="", cross_tile=""),
     "sm80": _path(force="1"),
 }
 
@@ -92,6 +102,9 @@ CASES = [
     (128, 1024, 1024, 8, 2, 2, True, (-1, -1)),
     (128, 2048, 700, 4, 4, 1, False, (200, 0)),
     (128, 700, 2048, 4, 2, 1, True, (-1, -1)),
+    # more persistent slots (3 per head: query blocks 4 + 0, 3 + 1, then 2 alone) than an H100/H200 has SMs, so
+    # persistent CTAs run different numbers of tiles, one of them a slot's single middle block
+    (128, 640, 640, 16, 4, 4, False, (-1, -1)),
     (160, 333, 333, 4, 4, 2, False, (100, 100)),
     (192, 256, 1023, 4, 4, 2, False, (-1, -1)),
     (192, 1023, 256, 4, 2, 1, True, (-1, -1)),

@@ -82,22 +82,32 @@ int main() {
   expect("paged in pages of 40 (not a multiple of 16)", false, [&](FwdParams& p) { paged(p, 40); });
   expect("paged, appended keys", false, [&](FwdParams& p) { paged(p, 256), p.k_new_ptr = p.k_ptr; });
   // The tile table's default variants (sm90/fwd_tile_config.h: default_variant), as measured (benchmarks/NOTES.md):
-  // d 64 plain persistent, on the 192-row tile except windowed calls of at most 1k keys; d 128 overlapped,
-  // persistent up to 2k keys; d 256 overlapped, one tile per CTA.
+  // d 64 plain persistent, on the 192-row tile from 1k keys (windowed: above 2k), varlen too; d 96 plain persistent;
+  // d 128 plain persistent up to 1k keys (windowed: 2k), then overlapped, persistent up to 2k; d 192 overlapped,
+  // persistent up to 2k; d 256 plain persistent at 512 keys, else overlapped, one tile per CTA. Varlen calls run the
+  // 128-row tile one tile per CTA.
   struct VariantCase {
     int head_dim, seqlen_k;
-    bool window, overlap, persistent, tall;
+    bool window, varlen, overlap, persistent, tall;
   };
   using V = VariantCase;
-  for (V const c : {V{64, 512, false, false, true, true}, V{64, 1024, true, false, true, false},
-                    V{64, 1025, true, false, true, true}, V{64, 16384, true, false, true, true},
-                    V{128, 2048, false, true, true, false}, V{128, 2049, true, true, false, false},
-                    V{256, 1024, false, true, false, false}, V{96, 512, false, false, false, false}}) {
+  for (V const c : {V{64, 512, false, false, false, true, false}, V{64, 1024, false, false, false, true, true},
+                    V{64, 2048, true, false, false, true, false}, V{64, 2049, true, false, false, true, true},
+                    V{64, 16384, true, false, false, true, true}, V{64, 1474, false, true, false, true, true},
+                    V{64, 1474, true, true, false, false, false}, V{96, 512, false, false, false, true, false},
+                    V{96, 16384, true, true, false, false, false}, V{128, 512, false, false, false, true, false},
+                    V{128, 1024, false, false, false, true, false}, V{128, 1025, false, false, true, true, false},
+                    V{128, 2048, true, false, false, true, false}, V{128, 2048, false, false, true, true, false},
+                    V{128, 2049, true, false, true, false, false}, V{128, 1024, true, true, true, false, false},
+                    V{192, 2048, true, false, true, true, false}, V{192, 4096, false, false, true, false, false},
+                    V{256, 512, false, false, false, true, false}, V{256, 512, true, false, true, false, false},
+                    V{256, 1024, false, false, true, false, false}, V{256, 512, false, true, true, false, false}}) {
     flash::sm90::FwdVariant const v =
-        flash::sm90::default_variant(flash::sm90::fwd_tile(c.head_dim), c.window, c.seqlen_k);
+        flash::sm90::default_variant(flash::sm90::fwd_tile(c.head_dim), c.window, c.seqlen_k, c.varlen);
     if (v.overlap != c.overlap || v.persistent != c.persistent || v.tall != c.tall) {
-      std::printf("d %d, %d keys%s: overlap %d persistent %d tall %d, expected %d %d %d\n", c.head_dim, c.seqlen_k,
-                  c.window ? ", windowed" : "", v.overlap, v.persistent, v.tall, c.overlap, c.persistent, c.tall);
+      std::printf("d %d, %d keys%s%s: overlap %d persistent %d tall %d, expected %d %d %d\n", c.head_dim, c.seqlen_k,
+                  c.window ? ", windowed" : "", c.varlen ? ", varlen" : "", v.overlap, v.persistent, v.tall,
+                  c.overlap, c.persistent, c.tall);
       ++failures;
     }
   }

@@ -1,11 +1,12 @@
 // Host-side check of the sm90 persistent tile scheduler (csrc/flash/sm90/tile_scheduler.h): for each tile count and
 // number of CTAs, the CTAs' tile lists together hold every (query block, head, batch) tile exactly once, and each
 // CTA's causal work (sum over its tiles of block + 1) is within one slot (num_m_blocks + 1) of the balanced share;
-// and the compact varlen grid's longest-first order of up to 32 sequences. Built and run by
-// tests/test_sm90_scheduler.py.
+// the compact varlen grid's longest-first order of up to 32 sequences; and the Q buffers' turns of a CTA's query
+// blocks (q_turn.h). Built and run by tests/test_sm90_scheduler.py.
 #include <cstdio>
 #include <vector>
 
+#include "flash/sm90/q_turn.h"
 #include "flash/sm90/tile_scheduler.h"
 
 using flash::WorkTile;
@@ -78,8 +79,32 @@ int check_longest_first(std::vector<int> const& blocks) {
   return 0;
 }
 
+// A CTA's query blocks over 1 << buffers_log2 Q buffers: they take the buffers in turn; a block's barrier_q wait
+// and the producer's barrier_q_empty wait name the phases of the completions they wait for (the k-th completion of
+// a barrier, counting from 0, is phase k mod 2), and the producer waits exactly where the buffer was used before.
+int check_q_turns(int buffers_log2) {
+  int const buffers = 1 << buffers_log2;
+  std::vector<int> uses(buffers, 0);  // blocks that have used each buffer so far
+  for (int round = 0; round < 20; ++round) {
+    flash::sm90::QTurn const q = flash::sm90::QTurn::of_round(round, buffers_log2);
+    bool const ok = q.buffer == round % buffers && q.phase == uses[q.buffer] % 2 &&
+                    flash::sm90::QTurn::reuses(round, buffers_log2) == (uses[q.buffer] > 0) &&
+                    (uses[q.buffer] == 0 || (q.phase ^ 1) == (uses[q.buffer] - 1) % 2);
+    if (!ok) {
+      std::printf("Q turns, %d buffers: round %d takes buffer %d phase %d\n", buffers, round, q.buffer, q.phase);
+      return 1;
+    }
+    ++uses[q.buffer];
+  }
+  return 0;
+}
+
 int main() {
   int failures = 0, cases = 0;
+  for (int buffers_log2 : {0, 1}) {
+    failures += check_q_turns(buffers_log2);
+    ++cases;
+  }
   unsigned seed = 12345;
   auto next_random = [&]() { return (seed = seed * 1664525u + 1013904223u) >> 8; };
   for (int round = 0; round < 200; ++round) {

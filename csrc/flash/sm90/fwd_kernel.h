@@ -27,15 +27,25 @@ using namespace cute;
 // consumer warpgroups) instead of FwdMainloop::mma. kPersistent: persistent CTAs (StaticPersistentScheduler) instead
 // of one tile per CTA. kPacked: packed GQA tiles (tile_rows.h; plain consumers): the scheduler's heads are KV heads
 // and its blocks run over a sequence's queries times the group, Q is gathered by the consumers and O stored row by
-// row. Either way a CTA may compute several query blocks in turn (rounds), so the producer loads a
-// block's Q only once the consumers are done with the last one's (barrier_q_empty).
+// row. Either way a CTA may compute several query blocks in turn (rounds), so the producer loads a block's Q into
+// a buffer only once the consumers are done with the buffer's last block (barrier_q_empty). Persistent CTAs have two
+// Q buffers where they fit, so that a block's Q loads while the last block's S GEMMs still run. kCrossTile: the
+// consumer warpgroups of persistent CTAs do not meet at a block's end: each stores its own rows, and overlapped ones
+// keep one PingPong for all their blocks, so one warpgroup's epilogue runs under another's GEMMs (switchable:
+// Arguments::cross_tile).
 template <class Traits, bool kHasWindow, bool kOverlap, bool kPersistent, bool kPacked = false>
 struct FwdKernel {
   static_assert(!(kPacked && kOverlap), "packed tiles run the plain consumers");
   using Traits_ = Traits;
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kHeadDim = Traits::kHeadDim;
-  using Mainloop = FwdMainloop<Traits, kHasWindow>;
+  // Persistent CTAs take their blocks' Q in turn from two buffers where they fit (Traits::kQBuffersFit).
+  using Mainloop = FwdMainloop<Traits, kHasWindow, kPersistent && !kPacked ? Traits::kQBuffersFit : 1>;
+  using QTurn = typename Mainloop::QTurn;
+  // Not where the output is staged in Q's buffer: a warpgroup could not store its rows before the others' S GEMMs
+  // are done with Q. (In the three-warpgroup tile, whose consumers have 160 registers, the per-warpgroup stores
+  // cost 60 B of spills, tile state loaded twice per key block: to be weighed against what they gain.)
+  static constexpr bool kCrossTile = kPersistent && !kPacked && !Traits::kOInQ;
   using Epilogue = FwdEpilogue<Traits>;
   using Scheduler = std::conditional_t<kPersistent, StaticPersistentScheduler, SingleTileScheduler>;
   using Range = typename Mainloop::Range;
@@ -51,6 +61,7 @@ struct FwdKernel {
     typename Epilogue::Arguments epilogue;
     TileCounts tile_counts;
     typename Scheduler::Arguments scheduler;
+    bool cross_tile;  // kCrossTile's switch (FLASH_ATTN_SM90_FWD_CROSS_TILE)
   };
 
   // A tile's rows in a sequence of seqlen_q queries: packed tiles hold each query once per head of the group.
@@ -117,40 +128,48 @@ struct FwdKernel {
     scheduler.prepare();  // every warp, before the roles split
     __syncthreads();  // barriers initialised before any thread uses them
 
-    int round = 0;  // query blocks this CTA has started: barrier_q and barrier_q_empty complete once per block
+    // Query blocks this CTA has started: block `round` takes Q buffer QTurn::of_round(round).buffer, whose barrier_q
+    // and barrier_q_empty complete once per block that uses it.
+    int round = 0;
+    int const q_buffers_log2 = args.mainloop.q_buffers_log2;
     if (is_producer) {
       cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
       if (Mainloop::is_load_thread(args.mainloop)) {
         auto state = cutlass::make_producer_start_state<typename Mainloop::Pipeline>();
         for_each_block(args, scheduler, [&](SeqlenInfo const& seq, WorkTile const& tile) {
-          // The last block's Q is consumed (packed tiles: the consumers load their own).
-          if (!kPacked && round > 0) { shared.barrier_q_empty.wait((round - 1) & 1); }
+          // The Q buffer's last block is done with it (packed tiles: the consumers load their own).
+          QTurn const q = QTurn::of_round(round, q_buffers_log2);
+          if (!kPacked && QTurn::reuses(round, q_buffers_log2)) {
+            shared.barrier_q_empty[q.buffer].wait(q.phase ^ 1);
+          }
           KeyBlocks const keys(params, seq, tile);
           int const kv_head = kPacked ? tile.head : tile.head / params.head_ratio;
           Mainloop::load(params, args.mainloop, shared, pipeline_k, pipeline_v, state, seq, /*q_by_tma=*/!kPacked,
-                         tile.block, tile.head, kv_head, tile.batch, keys.min, keys.max);
+                         q.buffer, tile.block, tile.head, kv_head, tile.batch, keys.min, keys.max);
           ++round;
         });
       }
     } else {
       cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
       typename Mainloop::PipelineState state_k, state_v;
+      PingPong turns(warpgroup - 1, /*across_tiles=*/kOverlap && kCrossTile && args.cross_tile);  // overlapped
       for_each_block(args, scheduler, [&](SeqlenInfo const& seq, WorkTile const& tile) {
         consume(args, storage, pipeline_k, pipeline_v, state_k, state_v, seq, tile, KeyBlocks(params, seq, tile),
-                round & 1);
+                QTurn::of_round(round, q_buffers_log2), turns);
         ++round;
       });
+      turns.finish();
       Epilogue::drain(threadIdx.x - 128);
     }
   }
 
   // One query block on the consumer warpgroups: mainloop, softmax finalisation, epilogue. state_v is used only by
-  // the overlapped mainloop (the plain one keeps K and V in step with state_k).
+  // the overlapped mainloop (the plain one keeps K and V in step with state_k), and turns (the CTA's PingPong).
   CUTE_DEVICE static void consume(Arguments const& args, SharedStorage& storage,
                                   typename Mainloop::Pipeline& pipeline_k, typename Mainloop::Pipeline& pipeline_v,
                                   typename Mainloop::PipelineState& state_k,
                                   typename Mainloop::PipelineState& state_v, SeqlenInfo const& seq,
-                                  WorkTile const& tile, KeyBlocks const& keys, int q_phase) {
+                                  WorkTile const& tile, KeyBlocks const& keys, QTurn q, PingPong& turns) {
     FwdParams const& params = args.params;
     typename Mainloop::SharedStorage& shared = storage.mainloop;
     int const mma_tidx = threadIdx.x - 128;
@@ -167,30 +186,31 @@ struct FwdKernel {
                                        Int<kBlockM>{}, tile.block, tile.head, tile.batch);
       Mainloop::load_q_rows(params, shared, seq, tile.block, tile.head, tile.batch, mma_tidx);
       Mainloop::mma(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, seq, rows, keys.min, keys.max,
-                    mma_tidx, acc_o, softmax, /*q_phase=*/-1);
+                    mma_tidx, acc_o, softmax, QTurn{0, -1});
     } else {
       typename Mainloop::PlainRows const rows{tile.block,
                                               make_alibi(params, tile.batch, tile.head, seq.seqlen_q, seq.seqlen_k)};
       if constexpr (kOverlap) {
         Mainloop::mma_overlapped(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, state_v, seq, rows,
-                                 keys.min, keys.max, mma_tidx, acc_o, softmax, q_phase);
+                                 keys.min, keys.max, mma_tidx, acc_o, softmax, q, turns);
       } else {
         Mainloop::mma(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, seq, rows, keys.min, keys.max,
-                      mma_tidx, acc_o, softmax, q_phase);
+                      mma_tidx, acc_o, softmax, q);
       }
     }
     // Every S GEMM of the block is done: the producer may load the next Q, unless the epilogue stages the output
     // in Q's buffer (then after the epilogue, whose TMA store has read it by then).
-    if constexpr (!Traits::kOInQ) { shared.barrier_q_empty.arrive(); }
+    if constexpr (!Traits::kOInQ) { shared.barrier_q_empty[q.buffer].arrive(); }
     // Rows that saw no key end with output 0 and lse +inf.
     Tensor lse = softmax.finalize(acc_o_rows, params.score_scale);
     if constexpr (kPacked) {
       Epilogue::store_packed(params, seq, acc_o, lse, tile.block, tile.head, tile.batch, mma_tidx);
     } else {
-      Epilogue::store(args.epilogue, params, Epilogue::buffer(storage.epilogue, shared.q.data()), seq, acc_o, lse,
-                      tile.block, tile.head, tile.batch, mma_tidx);
+      Epilogue::store(args.epilogue, params, Epilogue::buffer(storage.epilogue, Mainloop::q_smem(shared, q.buffer)),
+                      seq, acc_o, lse, tile.block, tile.head, tile.batch, mma_tidx,
+                      /*per_warpgroup=*/kCrossTile && args.cross_tile);
     }
-    if constexpr (Traits::kOInQ) { shared.barrier_q_empty.arrive(); }
+    if constexpr (Traits::kOInQ) { shared.barrier_q_empty[q.buffer].arrive(); }
   }
 };
 

@@ -47,9 +47,15 @@ void launch_fwd(FwdParams const& params, cudaStream_t stream) {
   // FLASH_ATTN_SM90_FWD_LAZY_RESCALE=1: row maxima move only past a threshold (FwdMainloop::kLazyRescaleLog2), so
   // most key blocks of a long row skip the rescale of O. Off by default until measured.
   bool const lazy_rescale = env_switch("FLASH_ATTN_SM90_FWD_LAZY_RESCALE", false);
-  typename Kernel::Arguments const args{params, Kernel::Mainloop::make_arguments(params, lazy_rescale),
+  // FLASH_ATTN_SM90_FWD_Q_DOUBLE_BUFFER=0: persistent CTAs use one of their two Q buffers (the next block's Q loads
+  // only after the last block's S GEMMs), to measure what the second one gains.
+  bool const one_q_buffer = !env_switch("FLASH_ATTN_SM90_FWD_Q_DOUBLE_BUFFER", true);
+  // FLASH_ATTN_SM90_FWD_CROSS_TILE=0: the consumer warpgroups of persistent CTAs meet at every block's end (one
+  // store of the whole block; overlapped turns start afresh), to measure what FwdKernel::kCrossTile gains.
+  bool const cross_tile = env_switch("FLASH_ATTN_SM90_FWD_CROSS_TILE", true);
+  typename Kernel::Arguments const args{params, Kernel::Mainloop::make_arguments(params, lazy_rescale, one_q_buffer),
                                         Kernel::Epilogue::make_arguments(params, tma_store), counts,
-                                        Kernel::Scheduler::make_arguments(counts)};
+                                        Kernel::Scheduler::make_arguments(counts), cross_tile};
   auto const kernel = &fwd_kernel<Kernel>;
   constexpr int kSmemBytes = Kernel::kSmemBytes;
   check_smem_fits(kSmemBytes, "flash_attn forward kernel (sm90)");
@@ -88,7 +94,8 @@ void run_fwd(FwdParams const& params, cudaStream_t stream) {
   // Variant switches (core/env_switch.h; unset: the table's choice, default_variant), for tests and benchmarks:
   // FLASH_ATTN_SM90_FWD_OVERLAP, the overlapped consumers; FLASH_ATTN_SM90_FWD_PERSISTENT, persistent CTAs;
   // FLASH_ATTN_SM90_FWD_TALL, the bucket's taller query tile (plain consumers) where the table has one.
-  FwdVariant const table = default_variant(kTile, params.has_window, params.seqlen_k);
+  FwdVariant const table = default_variant(kTile, params.has_window, params.seqlen_k,
+                                               params.cu_seqlens_q != nullptr || params.cu_seqlens_k != nullptr);
   bool const overlap = env_switch("FLASH_ATTN_SM90_FWD_OVERLAP", table.overlap);
   bool const persistent = env_switch("FLASH_ATTN_SM90_FWD_PERSISTENT", table.persistent);
   // GQA calls in packed tiles (tile_rows.h; plain consumers, one tile per CTA) where the table's rule says it pays;

@@ -20,6 +20,7 @@
 #include "fragment_layouts.h"
 #include "gmem_extents.h"
 #include "pingpong.h"
+#include "q_turn.h"
 #include "tile_rows.h"
 #include "wgmma.h"
 
@@ -27,8 +28,10 @@ namespace flash::sm90 {
 
 using namespace cute;
 
-template <class Traits, bool kHasWindow>
+// kQBuffers: Q buffers used in turn by a CTA's query blocks (1, or Traits::kQBuffersFit for persistent CTAs).
+template <class Traits, bool kHasWindow, int kQBuffers = 1>
 struct FwdMainloop {
+  static_assert(kQBuffers == 1 || kQBuffers == 2);
   using Element = typename Traits::Element;
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kBlockN = Traits::kBlockN;
@@ -59,7 +62,10 @@ struct FwdMainloop {
     TmaKVChunk tma_v_chunk;
     bool chunked;
     float rescale_threshold_log2;  // OnlineSoftmax::update_scores' threshold: 0, or kLazyRescaleLog2
+    int q_buffers_log2;  // the Q buffers in use: 1 << q_buffers_log2 of the kQBuffers
   };
+
+  using QTurn = flash::sm90::QTurn;
 
   // Whether a call's key blocks are loaded in chunks (a paged cache in pages that kBlockN does not divide).
   CUTE_HOST_DEVICE static bool loads_in_chunks(FwdParams const& params) {
@@ -71,18 +77,26 @@ struct FwdMainloop {
   // them; the fp32 sums and O accumulators have room to spare).
   static constexpr float kLazyRescaleLog2 = 8.f;
 
+  static constexpr int kQElements = int(cosize_v<typename Traits::SmemLayoutQ>);
+  static_assert(kQElements * int(sizeof(Element)) % 1024 == 0, "each Q buffer keeps the swizzle's alignment");
+
   struct SharedStorage {
-    alignas(1024) cute::array_aligned<Element, cosize_v<typename Traits::SmemLayoutQ>> q;
+    alignas(1024) cute::array_aligned<Element, kQBuffers * kQElements> q;
     alignas(1024) cute::array_aligned<Element, cosize_v<typename Traits::SmemLayoutKV>> k;
     alignas(1024) cute::array_aligned<Element, cosize_v<typename Traits::SmemLayoutKV>> v;
     typename Pipeline::SharedStorage pipeline_k;
     typename Pipeline::SharedStorage pipeline_v;
-    alignas(8) cutlass::arch::ClusterTransactionBarrier barrier_q;
-    // The consumers are done with this query block's Q (a CTA's next block may load its own).
-    alignas(8) cutlass::arch::ClusterBarrier barrier_q_empty;
+    alignas(8) cutlass::arch::ClusterTransactionBarrier barrier_q[kQBuffers];
+    // The consumers are done with the Q in a buffer (a later block of the CTA may load its own there).
+    alignas(8) cutlass::arch::ClusterBarrier barrier_q_empty[kQBuffers];
   };
 
-  static Arguments make_arguments(FwdParams const& params, bool lazy_rescale) {
+  CUTE_DEVICE static Element* q_smem(SharedStorage& shared, int buffer) {
+    return shared.q.data() + buffer * kQElements;
+  }
+
+  // one_q_buffer: use one Q buffer even where kQBuffers has two (FLASH_ATTN_SM90_FWD_Q_BUFFERS=1, fwd_launch.h).
+  static Arguments make_arguments(FwdParams const& params, bool lazy_rescale, bool one_q_buffer) {
     auto const q = gmem_tensor(static_cast<Element const*>(params.q_ptr), q_extent(params), params.q_batch_stride,
                                params.q_row_stride, params.q_head_stride);
     auto const k = gmem_tensor(static_cast<Element const*>(params.k_ptr), kv_extent(params), params.k_batch_stride,
@@ -97,7 +111,8 @@ struct FwdMainloop {
             chunked ? make_tma_copy(SM90_TMA_LOAD{}, k, SmemLayoutKVChunk{}) : TmaKVChunk{},
             chunked ? make_tma_copy(SM90_TMA_LOAD{}, v, SmemLayoutKVChunk{}) : TmaKVChunk{},
             chunked,
-            lazy_rescale ? kLazyRescaleLog2 : 0.f};
+            lazy_rescale ? kLazyRescaleLog2 : 0.f,
+            kQBuffers == 2 && !one_q_buffer ? 1 : 0};
   }
 
   CUTE_DEVICE static void prefetch_descriptors(Arguments const& args) {
@@ -114,8 +129,10 @@ struct FwdMainloop {
   // Barrier set-up, by one thread, before the CTA-wide barrier that precedes any use.
   CUTE_DEVICE static void init_barriers(SharedStorage& shared) {
     if (threadIdx.x == 0) {
-      shared.barrier_q.init(/*arrive_count=*/1);
-      shared.barrier_q_empty.init(/*arrive_count=*/Traits::kMmaThreads);
+      for (int buffer = 0; buffer < kQBuffers; ++buffer) {
+        shared.barrier_q[buffer].init(/*arrive_count=*/1);
+        shared.barrier_q_empty[buffer].init(/*arrive_count=*/Traits::kMmaThreads);
+      }
     }
   }
 
@@ -143,21 +160,22 @@ struct FwdMainloop {
   }
 
   // Producer: run by the load threads (is_load_thread). Key blocks are visited last to first (the consumers' order).
-  // q_by_tma: thread 0 loads the tile's Q (of query head `head`); else the consumers do (a packed GQA tile,
-  // load_q_rows).
+  // q_by_tma: thread 0 loads the tile's Q (of query head `head`) into Q buffer q_buffer; else the consumers do (a
+  // packed GQA tile, load_q_rows).
   CUTE_DEVICE static void load(FwdParams const& params, Arguments const& args, SharedStorage& shared,
                                Pipeline& pipeline_k, Pipeline& pipeline_v, PipelineState& state, SeqlenInfo const& seq,
-                               bool q_by_tma, int m_block, int head, int kv_head, int batch, int n_block_min,
-                               int n_block_max) {
+                               bool q_by_tma, int q_buffer, int m_block, int head, int kv_head, int batch,
+                               int n_block_min, int n_block_max) {
     if (q_by_tma && threadIdx.x == 0) {
       // The sequence's rows: from its start row (varlen, or left padding) of its batch entry.
       Tensor mQ = domain_offset(make_coord(seq.start_q, _0{}),
                                 args.tma_q.get_tma_tensor(q_extent(params))(_, _, head, seq.varlen_q ? 0 : batch));
       Tensor gQ = local_tile(mQ, Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, _0{}));
-      Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
+      Tensor sQ = make_tensor(make_smem_ptr(q_smem(shared, q_buffer)), typename Traits::SmemLayoutQ{});
       auto tma_q = args.tma_q.get_slice(0);
-      shared.barrier_q.arrive_and_expect_tx(Traits::kQBytes);
-      copy(args.tma_q.with(reinterpret_cast<uint64_t&>(shared.barrier_q)), tma_q.partition_S(gQ),
+      auto& barrier_q = shared.barrier_q[q_buffer];
+      barrier_q.arrive_and_expect_tx(Traits::kQBytes);
+      copy(args.tma_q.with(reinterpret_cast<uint64_t&>(barrier_q)), tma_q.partition_S(gQ),
            tma_q.partition_D(sQ));
     }
     if (args.chunked) {
@@ -227,10 +245,10 @@ struct FwdMainloop {
   using TileS = Shape<Int<kBlockM>, Int<kBlockN>>;
   static constexpr int kVTailBarrier = 2;  // named barrier id of zero_v_tail (PingPong has 0 and 1)
 
-  // A consumer thread's wgmma operands (descriptors of Q, of the K stages (MMA, MMA_N, MMA_K, stages) and of the
-  // Vᵀ stages) and the tile coordinates of its scores, as a rowcol view.
-  CUTE_DEVICE static auto operands(SharedStorage& shared, int mma_tidx) {
-    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
+  // A consumer thread's wgmma operands (descriptors of Q in buffer q_buffer, of the K stages (MMA, MMA_N, MMA_K,
+  // stages) and of the Vᵀ stages) and the tile coordinates of its scores, as a rowcol view.
+  CUTE_DEVICE static auto operands(SharedStorage& shared, int q_buffer, int mma_tidx) {
+    Tensor sQ = make_tensor(make_smem_ptr(q_smem(shared, q_buffer)), typename Traits::SmemLayoutQ{});
     Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutKV{});
     Tensor sVt = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutVt{});
     auto thr_qk = typename Traits::TiledMmaQK{}.get_thread_slice(mma_tidx);
@@ -275,7 +293,9 @@ struct FwdMainloop {
         seqlen_q, seqlen_k);
   }
 
-  static constexpr int kQRowsBarrier = 4;  // named barriers 4 .. 4 + kMmaWarpgroups - 1 (the epilogue has 3)
+  // Named barriers 4 .. 4 + kMmaWarpgroups - 1, one per warpgroup (the epilogue has 3, and its per-warpgroup stores
+  // use these ids too).
+  static constexpr int kQRowsBarrier = 4;
 
   // A packed GQA tile's Q (its rows are spread over the group's heads, which one TMA box cannot address): each
   // consumer warpgroup copies its own 64 rows with cp.async, zero-filled past the sequence and the head dim, and
@@ -283,7 +303,8 @@ struct FwdMainloop {
   // GEMMs of its last tile are done by then, and no other warpgroup reads these rows.
   CUTE_DEVICE static void load_q_rows(FwdParams const& params, SharedStorage& shared, SeqlenInfo const& seq,
                                       int m_block, int kv_head, int batch, int mma_tidx) {
-    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
+    static_assert(kQBuffers == 1, "packed tiles run one per CTA, in Q buffer 0");
+    Tensor sQ = make_tensor(make_smem_ptr(q_smem(shared, 0)), typename Traits::SmemLayoutQ{});
     constexpr int kChunksPerRow = kHeadDim / 8;  // 16 bytes each; head_dim is a multiple of 8
     PackedRows const packing{params.head_ratio};
     int const warpgroup = mma_tidx / 128;
@@ -320,8 +341,14 @@ struct FwdMainloop {
         params.block_table == nullptr && seq.start_k + seq.seqlen_k >= get<0>(kv_extent(params));
     if (valid >= kBlockN || ends_with_tensor) { return; }
     Tensor sV = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutKV{});
-    for (int i = mma_tidx; i < (kBlockN - valid) * kHeadDim; i += Traits::kMmaThreads) {
-      sV(valid + i / kHeadDim, i % kHeadDim, stage) = Element(0);
+    // 16 bytes per store: the swizzle moves whole 16-byte chunks, so a row's 8-element chunks stay contiguous and
+    // aligned (checked on the host by tests/cpp/sm90_smem_layouts.cu).
+    constexpr int kChunk = 16 / int(sizeof(Element));
+    constexpr int kChunksPerRow = kHeadDim / kChunk;
+    for (int i = mma_tidx; i < (kBlockN - valid) * kChunksPerRow; i += Traits::kMmaThreads) {
+      uint32_t const chunk = cute::cast_smem_ptr_to_uint(&sV(valid + i / kChunksPerRow, i % kChunksPerRow * kChunk,
+                                                                 stage));
+      asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};" ::"r"(chunk), "r"(0u) : "memory");
     }
     cutlass::arch::fence_view_async_shared();  // the generic-proxy stores, visible to wgmma's reads
     cutlass::arch::NamedBarrier::sync(Traits::kMmaThreads, kVTailBarrier);
@@ -329,20 +356,20 @@ struct FwdMainloop {
 
   // Consumer: mma_tidx in [0, kMmaThreads). rows: the tile's rows (PlainRows, or PackedTileRows). acc_o: cleared
   // (MMA, MMA_M, MMA_N) fragment of TiledMmaPV; on return it holds the unnormalised output and softmax the row
-  // statistics. q_phase: the phase of barrier_q that this block's Q completes (the CTA's count of earlier blocks,
-  // mod 2), or -1 where the consumers have loaded Q themselves (load_q_rows).
+  // statistics. q: the block's Q buffer and the phase of its barrier_q that this block's Q completes (QTurn), or
+  // phase -1 where the consumers have loaded Q themselves (load_q_rows, buffer 0).
   template <class Rows, class AccO, class Softmax>
   CUTE_DEVICE static void mma(FwdParams const& params, Arguments const& args, SharedStorage& shared,
                               Pipeline& pipeline_k, Pipeline& pipeline_v, PipelineState& state, SeqlenInfo const& seq,
                               Rows const& rows, int n_block_min, int n_block_max, int mma_tidx, AccO& acc_o,
-                              Softmax& softmax, int q_phase) {
+                              Softmax& softmax, QTurn q) {
     int const seqlen_q = seq.seqlen_q, seqlen_k = seq.seqlen_k;
     typename Traits::TiledMmaQK mma_qk;
     typename Traits::TiledMmaPV mma_pv;
-    auto [tSrQ, tSrK, tOrVt, score_coords] = operands(shared, mma_tidx);
+    auto [tSrQ, tSrK, tOrVt, score_coords] = operands(shared, q.buffer, mma_tidx);
     Tensor acc_o_rows = make_tensor(acc_o.data(), acc_to_rowcol(acc_o.layout()));
 
-    if (q_phase >= 0) { shared.barrier_q.wait(q_phase); }
+    if (q.phase >= 0) { shared.barrier_q[q.buffer].wait(q.phase); }
     auto step = [&](int n_block, auto is_first) {
       constexpr bool kIsFirst = decltype(is_first)::value;
       Tensor acc_s = partition_fragment_C(mma_qk, TileS{});
@@ -373,17 +400,17 @@ struct FwdMainloop {
   // Consumer with overlapped GEMMs: S(j) = Q·K(j)ᵀ is issued together with O += P(j-1)·V(j-1), and S(j)'s softmax
   // runs while P·V does (O is rescaled once it is done); the two consumer warpgroups take turns issuing (PingPong),
   // so one's softmax also runs under the other's GEMMs. Same contract as mma(); K and V keep their own pipeline
-  // states because V trails K by one block.
+  // states because V trails K by one block. turns: the consumers' PingPong (one per CTA).
   template <class AccO, class Softmax>
   CUTE_DEVICE static void mma_overlapped(FwdParams const& params, Arguments const& args, SharedStorage& shared,
                                          Pipeline& pipeline_k, Pipeline& pipeline_v, PipelineState& state_k,
                                          PipelineState& state_v, SeqlenInfo const& seq, PlainRows const& rows,
                                          int n_block_min, int n_block_max, int mma_tidx, AccO& acc_o,
-                                         Softmax& softmax, int q_phase) {
+                                         Softmax& softmax, QTurn q, PingPong& turns) {
     int const seqlen_q = seq.seqlen_q, seqlen_k = seq.seqlen_k;
     typename Traits::TiledMmaQK mma_qk;
     typename Traits::TiledMmaPV mma_pv;
-    auto [tSrQ, tSrK, tOrVt, score_coords] = operands(shared, mma_tidx);
+    auto [tSrQ, tSrK, tOrVt, score_coords] = operands(shared, q.buffer, mma_tidx);
     Tensor acc_o_rows = make_tensor(acc_o.data(), acc_to_rowcol(acc_o.layout()));
     Tensor acc_s = partition_fragment_C(mma_qk, TileS{});
     Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
@@ -397,11 +424,11 @@ struct FwdMainloop {
       wgmma_gemm</*kClear=*/false>(mma_pv, tOrP, tOrVt(_, _, _, state_v.index()), acc_o);
     };
 
-    shared.barrier_q.wait(q_phase);
+    shared.barrier_q[q.buffer].wait(q.phase);
     int const num_blocks = n_block_max - n_block_min;
     if (num_blocks <= 0) { return; }
     // Sections: the first S, then (S(j), P(j-1)·V(j-1)) for every later block, then the last P·V.
-    PingPong turns(mma_tidx / 128, num_blocks + 1);
+    turns.begin_tile(num_blocks + 1);
     int n_block = n_block_max - 1;
     pipeline_k.consumer_wait(state_k);
     turns.wait_turn();

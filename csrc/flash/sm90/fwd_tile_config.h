@@ -1,17 +1,23 @@
 // Tile sizes and consumer schedule of the sm90 forward per head-dim bucket, one table for the kernel and the host
 // heuristics. kBlockM = 64 query rows per consumer warpgroup; K/V tiles of kBlockN keys stream through kStages
-// buffers. overlap: the overlapped consumers (FwdMainloop::mma_overlapped) serve the bucket by default; measured on
-// H100 (benchmarks/NOTES.md, 2026-12-05) they gain 5-20% from d 128 up and lose up to 20% at d 64, where the
-// softmax is too short to hide a GEMM. persistent: persistent CTAs (balanced slots, tile_scheduler.h); measured on
-// H100 (NOTES, 2026-12-06) they gain 2-23% at d 64 (most on short sequences, within noise at 16k) and are mixed
-// from d 128 up. persistent_max_keys: persistent CTAs also for calls of at most this many keys per sequence
-// (seqlen_k, the grid's bound for varlen), whose tiles are short enough that overlapping a tile's start with the
-// last one's end pays: at d 128 with the overlapped consumers +10% at s 1k, +5-8% at 2k, -2..-4% at 4k and 16k
-// (NOTES, second and third sessions of 2026-12-06); at d 256 -13% at 1k. tall_block_m: a taller query tile (three
-// consumer warpgroups, plain consumers: PingPong pairs two; 0: none), the default except for windowed (causal)
-// calls of at most tall_min_window_keys keys; FLASH_ATTN_SM90_FWD_TALL=1 / 0 forces it on / off. At d 64 the 192-row
-// tile (160 registers per consumer thread, no spills) measured +8% at 1k, +13-26% at 4k and 16k, -11% at 1k
-// causal (NOTES, third session of 2026-12-06).
+// buffers. The choices below were measured with CUDA graphs on an H100 (benchmarks/NOTES.md, sessions of
+// 2026-12-05 and 2026-12-06; the last table is the sixth session's).
+//   overlap: the overlapped consumers (FwdMainloop::mma_overlapped) for long tiles: they gain 5-20% from d 128 up
+//     and lose up to 20% at d 64, where the softmax is too short to hide a GEMM.
+//   persistent: persistent CTAs (balanced slots, tile_scheduler.h) for every fixed-length call: d 64 and d 96,
+//     +5-50% at 512-2k keys, even at 16k.
+//   plain_max_keys / plain_max_window_keys: calls of at most this many keys per sequence (windowed: causal or local)
+//     run the plain consumers in persistent CTAs. Their tiles are too short for the overlapped schedule's fill and
+//     drain to pay: d 128 +20% at 512, +2-4% at 1k, +10-20% at 1k causal, +2-5% at 2k causal; d 256 +20% at 512.
+//   persistent_max_keys: calls of at most this many keys keep the overlapped consumers but in persistent CTAs
+//     (a tile's start overlaps the last one's end): d 128 and d 192 +0-10% up to 2k, -2..-4% at 4k; d 256 -13% at 1k.
+//   Varlen calls (cu_seqlens) never run the 128-row tile in persistent CTAs: static slots cut by the longest
+//     sequence leave CTAs idle (d 128 at 1k-4k tokens a sequence: -15..-35% against one tile per CTA), so they run
+//     the bucket's consumers one tile per CTA.
+//   tall_block_m: a taller query tile (three consumer warpgroups, plain consumers: PingPong pairs two; 0: none) for
+//     calls of at least tall_min_keys keys (windowed: tall_min_window_keys); FLASH_ATTN_SM90_FWD_TALL=1 / 0 forces
+//     it on / off. At d 64 the 192-row tile (no spills) +8% at 1k, +13-26% at 4k and 16k, but -20% at 512 (a third
+//     of its last tile idle) and -5..-11% at 1k-2k causal. It stays persistent for varlen calls, where it gains.
 #pragma once
 
 namespace flash::sm90 {
@@ -22,31 +28,39 @@ struct FwdTile {
   int stages;
   bool overlap;
   bool persistent;
+  int plain_max_keys;
+  int plain_max_window_keys;
   int persistent_max_keys;
   int tall_block_m;
+  int tall_min_keys;
   int tall_min_window_keys;
 };
 
 constexpr FwdTile fwd_tile(int head_dim) {
-  if (head_dim <= 64) { return {128, 128, 2, false, true, 0, 192, 1025}; }
-  if (head_dim <= 96) { return {128, 128, 2, false, false, 0, 0, 0}; }  // d 96 not measured: d 64's consumers
-  if (head_dim <= 128) { return {128, 128, 2, true, false, 2048, 0, 0}; }
-  if (head_dim <= 192) { return {128, 96, 2, true, false, 0, 0, 0}; }
-  return {128, 80, 2, true, false, 0, 0, 0};
+  //       block_m  n  stages overlap persistent plain_max(,window) persistent_max tall(_min, _min_window)
+  if (head_dim <= 64) { return {128, 128, 2, false, true, 0, 0, 0, 192, 1024, 2049}; }
+  if (head_dim <= 96) { return {128, 128, 2, false, true, 0, 0, 0, 0, 0, 0}; }
+  if (head_dim <= 128) { return {128, 128, 2, true, false, 1024, 2048, 2048, 0, 0, 0}; }
+  if (head_dim <= 192) { return {128, 96, 2, true, false, 0, 0, 2048, 0, 0, 0}; }
+  return {128, 80, 2, true, false, 512, 0, 0, 0, 0, 0};
 }
 
-// The variant a call runs unless the FLASH_ATTN_SM90_FWD_* switches say otherwise (fwd_launch.h): the bucket's
-// consumers, persistent CTAs where the table has them or the call's keys are few, the tall tile where the table has
-// one and the call is not a short windowed one. seqlen_k: the call's keys per sequence (varlen: max_seqlen_k).
+// The variant a call runs unless the FLASH_ATTN_SM90_FWD_* switches say otherwise (fwd_launch.h), by the rules of
+// the table above. seqlen_k: the call's keys per sequence (varlen: max_seqlen_k); varlen: cu_seqlens given.
 struct FwdVariant {
   bool overlap;
   bool persistent;
   bool tall;
 };
 
-constexpr FwdVariant default_variant(FwdTile const& tile, bool has_window, int seqlen_k) {
-  return {tile.overlap, tile.persistent || seqlen_k <= tile.persistent_max_keys,
-          tile.tall_block_m > 0 && (!has_window || seqlen_k >= tile.tall_min_window_keys)};
+constexpr FwdVariant default_variant(FwdTile const& tile, bool has_window, int seqlen_k, bool varlen) {
+  bool const tall =
+      tile.tall_block_m > 0 && seqlen_k >= (has_window ? tile.tall_min_window_keys : tile.tall_min_keys);
+  if (tall) { return {false, tile.persistent, true}; }
+  if (varlen) { return {tile.overlap, false, false}; }
+  bool const short_tiles = seqlen_k <= (has_window ? tile.plain_max_window_keys : tile.plain_max_keys);
+  return {tile.overlap && !short_tiles, tile.persistent || short_tiles || seqlen_k <= tile.persistent_max_keys,
+          false};
 }
 
 // Whether a GQA call (head_ratio query heads per KV head) runs in packed tiles (tile_rows.h): where they number at

@@ -94,11 +94,19 @@ struct FwdTraits {
   static constexpr int kQBytes = kBlockM * kHeadDim * int(sizeof(Element));
   static constexpr int kKVStageBytes = kBlockN * kHeadDim * int(sizeof(Element));
 
-  // The output tile is staged in shared memory for its TMA store, in Q's layout: in a buffer of its own where the
-  // CTA's 227 KB hold one (d <= 128), else in Q's buffer, which is free once the block's S GEMMs are done.
-  using SmemLayoutO = SmemLayoutQ;
+  // The output tile is staged in shared memory for its TMA stores: in a buffer of its own where the CTA's 227 KB hold
+  // one (d <= 128), else in Q's buffer, which is free once the block's S GEMMs are done. Each consumer warpgroup's 64
+  // rows are one swizzled (64, head dim) tile of their own, stored by a TMA box of their own (fwd_epilogue.h), so a
+  // warpgroup may store its rows without waiting for the others.
+  using SmemLayoutOWarpgroup = decltype(tile_to_shape(k_major_smem_atom<Element, kHeadDim>(),
+                                                      Shape<_64, Int<kHeadDim>>{}));
+  using SmemLayoutO = decltype(tile_to_shape(SmemLayoutOWarpgroup{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
   static constexpr int kSmemLimitBytes = 227 * 1024 - 1024;  // less the pipelines' barriers and alignment
   static constexpr bool kOInQ = 2 * kQBytes + 2 * kStages * kKVStageBytes > kSmemLimitBytes;
+  // Q buffers a persistent CTA can use in turn (FwdMainloop's kQBuffers): two where they fit beside the output's
+  // buffer and the K/V stages (d <= 128), so that the next block's Q loads while this block's S GEMMs still read the
+  // current one.
+  static constexpr int kQBuffersFit = 3 * kQBytes + 2 * kStages * kKVStageBytes <= kSmemLimitBytes ? 2 : 1;
 };
 
 }  // namespace flash::sm90

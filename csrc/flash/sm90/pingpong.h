@@ -2,7 +2,9 @@
 // hands the turn over, so one warpgroup's softmax runs while the other's GEMMs do. Warpgroup w waits at named
 // barrier kFirstBarrier + w (its 128 threads sync, the other warpgroup's 128 arrive). The turns alternate strictly:
 // a warpgroup can hand over its next turn only after taking the other's, so no barrier ever collects two
-// generations of arrivals.
+// generations of arrivals. The turns start afresh with every tile, or (across_tiles, persistent CTAs) run on from
+// one tile to the next: then warpgroup 0's first turn of a tile follows warpgroup 1's last one of the tile before,
+// and each warpgroup's epilogue runs while the other issues GEMMs.
 #pragma once
 
 #include <cutlass/arch/barrier.h>
@@ -12,21 +14,34 @@ namespace flash::sm90 {
 
 class PingPong {
  public:
-  // warpgroup: 0 or 1, the consumer warpgroup; sections: how many GEMM-issuing sections each warpgroup runs (the
-  // same for both). Warpgroup 0 goes first.
-  CUTLASS_DEVICE PingPong(int warpgroup, int sections) : warpgroup_(warpgroup), sections_left_(sections) {
-    if (warpgroup_ == 1 && sections_left_ > 0) { arrive(0); }
+  // warpgroup: 0 or 1, the consumer warpgroup. Warpgroup 0 goes first.
+  CUTLASS_DEVICE PingPong(int warpgroup, bool across_tiles) : warpgroup_(warpgroup), across_tiles_(across_tiles) {
+    if (across_tiles_ && warpgroup_ == 1) { arrive(0); }
+  }
+
+  // Before a tile's first turn, by both warpgroups: sections, how many GEMM-issuing sections each warpgroup runs in
+  // the tile (the same for both; 0 for none).
+  CUTLASS_DEVICE void begin_tile(int sections) {
+    if (across_tiles_) { return; }
+    sections_left_ = sections;
+    if (warpgroup_ == 1 && sections > 0) { arrive(0); }
   }
 
   CUTLASS_DEVICE void wait_turn() const {
     cutlass::arch::NamedBarrier::sync(kThreads, kFirstBarrier + warpgroup_);
   }
 
-  // After the turn's GEMMs are issued. Warpgroup 1's last hand-over is skipped: warpgroup 0 takes no turn after it
-  // (its first turn was handed over in the constructor).
+  // After the turn's GEMMs are issued. Tile by tile, warpgroup 1's last hand-over is skipped: warpgroup 0 takes no
+  // turn after it (its first turn of the next tile is handed over in begin_tile).
   CUTLASS_DEVICE void pass_turn() {
     --sections_left_;
-    if (warpgroup_ == 0 || sections_left_ > 0) { arrive(1 - warpgroup_); }
+    if (warpgroup_ == 0 || across_tiles_ || sections_left_ > 0) { arrive(1 - warpgroup_); }
+  }
+
+  // After the CTA's last tile: across tiles, warpgroup 0 takes the turn warpgroup 1 handed over last (or, where
+  // there was no section at all, in the constructor), so that no arrival is left on a barrier.
+  CUTLASS_DEVICE void finish() const {
+    if (across_tiles_ && warpgroup_ == 0) { wait_turn(); }
   }
 
  private:
@@ -38,7 +53,8 @@ class PingPong {
   }
 
   int warpgroup_;
-  int sections_left_;
+  bool across_tiles_;
+  int sections_left_ = 0;
 };
 
 }  // namespace flash::sm90
