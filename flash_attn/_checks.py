@@ -452,7 +452,8 @@ def check_kvcache_capacity(cache_seqlens, seqlen_new: int, capacity: int) -> Non
     if isinstance(cache_seqlens, torch.Tensor):
         if _values_unreadable(cache_seqlens) or cache_seqlens.numel() == 0:
             return
-        lo, hi = int(cache_seqlens.min()), int(cache_seqlens.max())
+        host = cache_seqlens.cpu()  # one copy (a synchronisation), not a reduction kernel and a copy per bound
+        lo, hi = int(host.min()), int(host.max())
     else:
         lo = hi = cache_seqlens
     if lo < 0:

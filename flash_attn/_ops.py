@@ -428,7 +428,7 @@ def eager_direct(*tensors) -> bool:
 
 
 def op_or_body(op, *tensors):
-    """`op` (one of fwd, varlen_fwd, bwd, varlen_bwd), or its body, which fills in the defaults and calls the launcher
+    """`op` (one of fwd, varlen_fwd, bwd, varlen_bwd, fwd_kvcache), or its body, which fills in the defaults and calls the launcher
     as the op would, where eager_direct(*tensors) allows."""
     return op._eager_body if eager_direct(*tensors) else op
 
@@ -468,6 +468,18 @@ def _fwd_kvcache_fake(q, k_cache, v_cache, k, v, cache_seqlens, rotary_cos, rota
                       window_size_right, softcap, rotary_interleaved, num_splits):
     b, sq, h, _ = q.shape
     return _out_like(q), q.new_empty((b, h, sq), dtype=torch.float32)
+
+
+def _fwd_kvcache_eager(q, k_cache, v_cache, *args):
+    """fwd_kvcache's body for eager_direct calls (op_or_body): the launch, then what the op's in-place schema does
+    besides, bumping the caches' version counters (autograd checks them against saved tensors)."""
+    result = _launch_fwd_kvcache(q, k_cache, v_cache, *args)
+    torch.autograd.graph.increment_version(k_cache)
+    torch.autograd.graph.increment_version(v_cache)
+    return result
+
+
+fwd_kvcache._eager_body = _fwd_kvcache_eager
 
 
 # Rotary embeddings (flash_attn.ops.triton.rotary.apply_rotary): out of place into a new contiguous tensor, or in

@@ -507,7 +507,9 @@ def flash_attn_with_kvcache(
     if head_dim % 8 != 0:  # the kernels need a multiple of 8: padded copies, written back below
         q, k, v, k_cache, v_cache = (None if x is None else _pad_head_dim(x) for x in (q, k, v, k_cache, v_cache))
     opts = cfg.fwd
-    out, softmax_lse = _ops.fwd_kvcache(
+    fwd_kvcache = _ops.op_or_body(_ops.fwd_kvcache, q, k_cache, v_cache, k, v, cfg.cache_seqlens, rotary_cos,
+                                  rotary_sin, cache_batch_idx, cache_leftpad, block_table, alibi_slopes)
+    out, softmax_lse = fwd_kvcache(
         q, k_cache, v_cache, k, v, cfg.cache_seqlens, rotary_cos, rotary_sin, cache_batch_idx, cache_leftpad,
         block_table, alibi_slopes, opts.softmax_scale, opts.causal, opts.window_size_left, opts.window_size_right,
         float(softcap), rotary_interleaved, cfg.num_splits,

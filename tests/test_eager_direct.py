@@ -3,16 +3,17 @@
 CPU: the switch and every tracing or intercepting context keep the op (flash_attn._ops.eager_direct), and a CPU or
 meta tensor never takes the direct path. GPU: with the switch on and off, dense, varlen and GQA calls, forward and
 backward, give the same bits as through the ops (the same launchers run the same kernels; the backward in its
-deterministic mode, whose dQ sums do not depend on the order the key blocks finish in). Calls whose inputs need no
-gradient also skip the autograd Function (CPU: through the reference extension).
+deterministic mode, whose dQ sums do not depend on the order the key blocks finish in), and so do KV-cache calls
+appending to dense and paged caches. Calls whose inputs need no gradient also skip the autograd Function (CPU:
+through the reference extension).
 """
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from flash_attn import _ops, flash_attn_func, flash_attn_varlen_func
-from helpers import DRYRUN, attention_inputs, built_dtype, built_head_dim, cu_seqlens, requires_gpu
+from flash_attn import _ops, flash_attn_func, flash_attn_varlen_func, flash_attn_with_kvcache
+from helpers import DRYRUN, attention_inputs, built_dtype, built_head_dim, cu_seqlens, randn, requires_gpu
 
 ENV = _ops.EAGER_DIRECT_ENV
 
@@ -47,7 +48,7 @@ def test_direct_never_under_modes_or_transforms(monkeypatch):
 
 
 def test_every_op_has_its_body():
-    for op in (_ops.fwd, _ops.varlen_fwd, _ops.bwd, _ops.varlen_bwd):
+    for op in (_ops.fwd, _ops.varlen_fwd, _ops.bwd, _ops.varlen_bwd, _ops.fwd_kvcache):
         assert callable(op._eager_body)
 
 
@@ -79,6 +80,32 @@ def test_direct_plumbing_cpu(ref_extension, monkeypatch, kind):
     assert torch.equal(out_direct, out_op)
     for g_direct, g_op in zip(grads_direct, grads_op):
         assert torch.equal(g_direct, g_op)
+
+
+@pytest.mark.parametrize("append", [False, True])
+def test_kvcache_direct_plumbing_cpu(ref_extension, monkeypatch, append):
+    """flash_attn_with_kvcache's direct call (CPU, the reference standing in for the extension) passes the binding
+    what the op would, appends to the caches the same way and bumps their version counters as the op's in-place
+    schema does."""
+    q = torch.randn(2, 3, 4, 8).to(torch.bfloat16)
+    caches = [torch.randn(2, 16, 2, 8).to(torch.bfloat16) for _ in range(2)]
+    k, v = (torch.randn(2, 3, 2, 8).to(torch.bfloat16) if append else None for _ in range(2))
+    seqlens = torch.tensor([5, 9], dtype=torch.int32)
+    results = []
+    for direct in (False, True):
+        monkeypatch.setattr(_ops, "eager_direct", lambda *tensors, direct=direct: direct)
+        k_cache, v_cache = (c.clone() for c in caches)
+        versions = (k_cache._version, v_cache._version)
+        ref_extension.calls.clear()
+        out, lse = flash_attn_with_kvcache(q, k_cache, v_cache, k, v, cache_seqlens=seqlens, causal=True,
+                                           return_softmax_lse=True)
+        bumps = (k_cache._version - versions[0], v_cache._version - versions[1])
+        results.append((out, lse, k_cache, v_cache, bumps, [c[0] for c in ref_extension.calls]))
+    (out_op, lse_op, k_op, v_op, bumps_op, calls_op), (out_d, lse_d, k_d, v_d, bumps_d, calls_d) = results
+    assert calls_d == calls_op == ["fwd_kvcache"]
+    for direct_t, op_t in ((out_d, out_op), (lse_d, lse_op), (k_d, k_op), (v_d, v_op)):
+        assert torch.equal(direct_t, op_t)
+    assert bumps_d == bumps_op and min(bumps_op) >= 1
 
 
 @pytest.mark.parametrize("kind", ["dense", "qkvpacked", "varlen"])
@@ -148,3 +175,30 @@ def test_direct_matches_the_ops(monkeypatch, kind, causal):
     assert torch.equal(out_direct, out_op)
     for g_direct, g_op in zip(grads_direct, grads_op):
         assert torch.equal(g_direct, g_op)
+
+
+@requires_gpu
+@pytest.mark.skipif(DRYRUN, reason="compares the real launchers")
+@pytest.mark.parametrize("paged", [False, True])
+def test_kvcache_direct_matches_the_op(monkeypatch, paged):
+    """flash_attn_with_kvcache appending 3 tokens into a dense or paged cache: the same output, lse and caches with
+    the switch on and off."""
+    dtype, d = built_dtype(), built_head_dim()
+    q = randn((2, 3, 4, d), dtype, 31)
+    k_new, v_new = randn((2, 3, 2, d), dtype, 32), randn((2, 3, 2, d), dtype, 33)
+    seqlens = torch.tensor([70, 129], dtype=torch.int32, device=q.device)
+    if paged:
+        caches = [randn((8, 64, 2, d), dtype, 34 + i) for i in range(2)]
+        block_table = torch.tensor([[5, 1, 7], [0, 3, 6]], dtype=torch.int32, device=q.device)
+    else:
+        caches = [randn((2, 200, 2, d), dtype, 34 + i) for i in range(2)]
+        block_table = None
+    results = []
+    for direct in ("0", "1"):
+        monkeypatch.setenv(ENV, direct)
+        k_cache, v_cache = (c.clone() for c in caches)
+        out, lse = flash_attn_with_kvcache(q, k_cache, v_cache, k_new, v_new, cache_seqlens=seqlens, causal=True,
+                                           block_table=block_table, return_softmax_lse=True)
+        results.append((out, lse, k_cache, v_cache))
+    for direct_t, op_t in zip(*results):
+        assert torch.equal(direct_t, op_t)
