@@ -72,7 +72,8 @@ def _return(out, softmax_lse, s_dmask, return_softmax):
 def _run_dense(ctx, q, k, v, head_size_og, dropout_p, softmax_scale, causal, window_size, softcap,
                alibi_slopes, deterministic, return_softmax, is_grad):
     """q, k, v: last dim contiguous, already padded; options validated and normalised on the unpadded tensors."""
-    fwd = _ops.op_or_body(_ops.fwd, q, k, v, alibi_slopes)
+    # ctx None: _apply found the call eager_direct and skipped the Function, so the op's body runs too.
+    fwd = _ops.fwd._eager_body if ctx is None else _ops.op_or_body(_ops.fwd, q, k, v, alibi_slopes)
     out_padded, softmax_lse, s_dmask, rng_state = fwd(
         q, k, v, dropout_p, softmax_scale, causal, window_size[0], window_size[1], softcap, alibi_slopes,
         bool(return_softmax and dropout_p > 0),
@@ -93,7 +94,8 @@ def _run_dense(ctx, q, k, v, head_size_og, dropout_p, softmax_scale, causal, win
 def _run_varlen(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, head_size_og, dropout_p,
                 softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic, return_softmax,
                 block_table, is_grad):
-    varlen_fwd = _ops.op_or_body(_ops.varlen_fwd, q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, block_table)
+    varlen_fwd = (_ops.varlen_fwd._eager_body if ctx is None else  # as in _run_dense
+                  _ops.op_or_body(_ops.varlen_fwd, q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, block_table))
     out_padded, softmax_lse, s_dmask, rng_state = varlen_fwd(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
         window_size[0], window_size[1], softcap, alibi_slopes, bool(return_softmax and dropout_p > 0),

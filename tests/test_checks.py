@@ -534,3 +534,23 @@ def test_vector_alignment():
     assert _checks.is_vector_aligned(_checks.vector_aligned(shifted))
     packed = torch.randn(2, 16, 3, 4, 64, dtype=F16)[:, :, 1]  # a packed projection's k: aligned, no copy
     assert _checks.vector_aligned(packed) is packed
+    assert not _checks.is_vector_aligned(torch.randn(2, 3, 68, dtype=F16))  # contiguous, 136-byte rows
+
+
+def test_vector_alignment_matches_its_definition():
+    """The contiguous fast path of is_vector_aligned agrees with the definition (storage offset and every stride
+    but the last, of dims longer than 1, a multiple of 16 bytes) on contiguous tensors, views and singleton dims."""
+    def by_definition(t):
+        elems = 16 // t.element_size()
+        return t.storage_offset() % elems == 0 and all(
+            size <= 1 or stride % elems == 0 for size, stride in zip(t.shape[:-1], t.stride()[:-1]))
+
+    base = torch.randn(3 * 5 * 7 * 80 + 8, dtype=F16)
+    cases = []
+    for last in (1, 4, 8, 12, 16, 64, 72, 80):
+        for offset in (0, 4, 8):
+            t = base[offset:offset + 3 * 5 * last].view(3, 5, last)
+            cases += [t, t[:, :1], t[:1], t.transpose(0, 1), t[..., : max(1, last // 2)]]
+    cases.append(torch.randn(1, 7, 1, 64, dtype=torch.float32).as_strided((1, 7, 1, 64), (3, 64, 5, 1)))
+    for t in cases:
+        assert _checks.is_vector_aligned(t) == by_definition(t), (tuple(t.shape), t.stride(), t.storage_offset())
