@@ -67,6 +67,8 @@ def _require_tensor(name: str, t) -> None:
 
 def as_int(name: str, value) -> int:
     """Python int from an int-like argument (int, 0-d/1-element integer tensor, numpy integer)."""
+    if type(value) is int:  # the usual case, first: this runs several times a call
+        return value
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise FlashAttnValueError(
@@ -86,6 +88,8 @@ def as_int(name: str, value) -> int:
 
 
 def _as_float(name: str, value) -> float:
+    if type(value) is float:  # the usual case, first
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float, torch.SymInt, torch.SymFloat)):
         try:
             return float(value)
