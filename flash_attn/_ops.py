@@ -428,8 +428,8 @@ def eager_direct(*tensors) -> bool:
 
 
 def op_or_body(op, *tensors):
-    """`op` (one of fwd, varlen_fwd, bwd, varlen_bwd, fwd_kvcache), or its body, which fills in the defaults and calls the launcher
-    as the op would, where eager_direct(*tensors) allows."""
+    """`op` (one of fwd, varlen_fwd, bwd, varlen_bwd, fwd_kvcache), or its body, which calls the launcher as the op
+    would (defaults filled in), where eager_direct(*tensors) allows."""
     return op._eager_body if eager_direct(*tensors) else op
 
 

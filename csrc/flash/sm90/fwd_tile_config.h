@@ -8,7 +8,8 @@
 //     +5-50% at 512-2k keys, even at 16k.
 //   plain_max_keys / plain_max_window_keys: calls of at most this many keys per sequence (windowed: causal or local)
 //     run the plain consumers in persistent CTAs. Their tiles are too short for the overlapped schedule's fill and
-//     drain to pay: d 128 +20% at 512, +2-4% at 1k, +10-20% at 1k causal, +2-5% at 2k causal; d 256 +20% at 512.
+//     drain to pay: d 128 +4-21% at 512, +28-36% at 512 causal, +2-4% at 1k, +9-20% at 1k causal, +2-5% at 2k
+//     causal; d 256 +20% at 512.
 //   persistent_max_keys: calls of at most this many keys keep the overlapped consumers but in persistent CTAs
 //     (a tile's start overlaps the last one's end): d 128 and d 192 +0-10% up to 2k, -2..-4% at 4k; d 256 -13% at 1k.
 //   Varlen calls (cu_seqlens) never run the 128-row tile in persistent CTAs: static slots cut by the longest

@@ -27,11 +27,11 @@ struct TileCounts {
 // One tile per CTA, each sequence's query blocks last to first so that the longest causal tiles start first and the
 // CTAs resident at one time share a head's K/V in L2: grid (query blocks, heads, batch). A varlen call of at most
 // kMaxCompactBatch sequences whose tile counts carry the query prefix sums (fwd_launch.h passes them under
-// FLASH_ATTN_SM90_FWD_COMPACT_VARLEN=1) instead gets a compact grid (a bound on its real query blocks, heads), CTA x taking the
-// x-th real block with the sequences longest first (prepare): a grid sized by max_seqlen_q launches a CTA, with
-// all its shared memory, for every block past a shorter sequence's end too (a third of them for lengths spread
-// over [mean / 2, 3 mean / 2]). One warp finds a CTA's block among 32 sequences at once; more sequences keep the
-// max_seqlen_q grid, whose empty CTAs cost less than a longer search in every CTA.
+// FLASH_ATTN_SM90_FWD_COMPACT_VARLEN=1) instead gets a compact grid (a bound on its real query blocks, heads), CTA x
+// taking the x-th real block with the sequences longest first (prepare): a grid sized by max_seqlen_q launches a
+// CTA, with all its shared memory, for every block past a shorter sequence's end too (a third of them for lengths
+// spread over [mean / 2, 3 mean / 2]). One warp finds a CTA's block among 32 sequences at once; more sequences keep
+// the max_seqlen_q grid, whose empty CTAs cost less than a longer search in every CTA.
 class SingleTileScheduler {
  public:
   struct Arguments {};
