@@ -471,12 +471,11 @@ def _fwd_kvcache_fake(q, k_cache, v_cache, k, v, cache_seqlens, rotary_cos, rota
 
 
 def _fwd_kvcache_eager(q, k_cache, v_cache, *args):
-    """fwd_kvcache's body for eager_direct calls (op_or_body): the launch, then what the op's in-place schema does
-    besides, bumping the caches' version counters (autograd checks them against saved tensors)."""
-    result = _launch_fwd_kvcache(q, k_cache, v_cache, *args)
+    """fwd_kvcache's body for eager_direct calls (op_or_body): what the op's in-place schema does besides the launch,
+    bumping the caches' version counters (autograd checks them against saved tensors), then the launch."""
     torch.autograd.graph.increment_version(k_cache)
     torch.autograd.graph.increment_version(v_cache)
-    return result
+    return _launch_fwd_kvcache(q, k_cache, v_cache, *args)
 
 
 fwd_kvcache._eager_body = _fwd_kvcache_eager

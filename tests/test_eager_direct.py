@@ -108,6 +108,25 @@ def test_kvcache_direct_plumbing_cpu(ref_extension, monkeypatch, append):
     assert bumps_d == bumps_op and min(bumps_op) >= 1
 
 
+def test_kvcache_direct_inference_tensors_cpu(ref_extension, monkeypatch):
+    """Caches made and appended to under torch.inference_mode (inference tensors, whose version counters the
+    direct path bumps as the op does): the same output and caches on both paths."""
+    with torch.inference_mode():
+        q = torch.randn(2, 1, 4, 8).to(torch.bfloat16)
+        caches = [torch.randn(2, 16, 2, 8).to(torch.bfloat16) for _ in range(2)]
+        k, v = (torch.randn(2, 1, 2, 8).to(torch.bfloat16) for _ in range(2))
+        seqlens = torch.tensor([5, 9], dtype=torch.int32)
+    results = []
+    for direct in (False, True):
+        monkeypatch.setattr(_ops, "eager_direct", lambda *tensors, direct=direct: direct)
+        with torch.inference_mode():
+            k_cache, v_cache = (c.clone() for c in caches)
+            out = flash_attn_with_kvcache(q, k_cache, v_cache, k, v, cache_seqlens=seqlens)
+        results.append((out, k_cache, v_cache))
+    for direct_t, op_t in zip(*results):
+        assert torch.equal(direct_t, op_t)
+
+
 @pytest.mark.parametrize("kind", ["dense", "qkvpacked", "varlen"])
 def test_no_grad_calls_skip_the_autograd_function(ref_extension, monkeypatch, kind):
     """A direct call whose inputs need no gradient runs the Function's forward alone (flash_attn_interface._apply):
