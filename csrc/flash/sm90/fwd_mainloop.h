@@ -95,7 +95,7 @@ struct FwdMainloop {
     return shared.q.data() + buffer * kQElements;
   }
 
-  // one_q_buffer: use one Q buffer even where kQBuffers has two (FLASH_ATTN_SM90_FWD_Q_BUFFERS=1, fwd_launch.h).
+  // one_q_buffer: use one Q buffer even where kQBuffers has two (FLASH_ATTN_SM90_FWD_Q_DOUBLE_BUFFER=0, fwd_launch.h).
   static Arguments make_arguments(FwdParams const& params, bool lazy_rescale, bool one_q_buffer) {
     auto const q = gmem_tensor(static_cast<Element const*>(params.q_ptr), q_extent(params), params.q_batch_stride,
                                params.q_row_stride, params.q_head_stride);
