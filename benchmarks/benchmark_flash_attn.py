@@ -71,6 +71,8 @@ BACKENDS = {
     "ours-one-q-buffer": ("ours-one-q-buffer", None),
     # FLASH_ATTN_SM90_FWD_CROSS_TILE=0: persistent consumers' warpgroups meet at every tile's end
     "ours-no-cross-tile": ("ours-no-cross-tile", None),
+    # FLASH_ATTN_SM90_FWD_EXP_TURNS=0: plain consumers' warpgroups exponentiate whenever ready, not in turns
+    "ours-no-exp-turns": ("ours-no-exp-turns", None),
     "flash": ("SDPA-flash", SDPBackend.FLASH_ATTENTION),
     "cudnn": ("cuDNN", SDPBackend.CUDNN_ATTENTION),
     "efficient": ("efficient", SDPBackend.EFFICIENT_ATTENTION),
@@ -92,7 +94,8 @@ BACKEND_ENV = {"ours-sm80": {"FLASH_ATTN_FORCE_SM80": "1"}, "ours-plain": {**_PL
                "ours-no-pack": {"FLASH_ATTN_SM90_FWD_PACK_GQA": "0"},
                "ours-ops": {"FLASH_ATTN_EAGER_DIRECT": "0"},
                "ours-one-q-buffer": {"FLASH_ATTN_SM90_FWD_Q_DOUBLE_BUFFER": "0"},
-               "ours-no-cross-tile": {"FLASH_ATTN_SM90_FWD_CROSS_TILE": "0"}}
+               "ours-no-cross-tile": {"FLASH_ATTN_SM90_FWD_CROSS_TILE": "0"},
+               "ours-no-exp-turns": {"FLASH_ATTN_SM90_FWD_EXP_TURNS": "0"}}
 DIRECTIONS = {"fwd": 1.0, "bwd": 2.5, "fwd_bwd": 3.5}  # FLOPs relative to the forward
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -32,19 +32,22 @@ Q_DOUBLE_ENV = "FLASH_ATTN_SM90_FWD_Q_DOUBLE_BUFFER"
 # persistent consumers' warpgroups do not meet at a tile's end (each stores its own rows; overlapped turns run on
 # across tiles); "0": they meet at every tile's end
 CROSS_TILE_ENV = "FLASH_ATTN_SM90_FWD_CROSS_TILE"
+# plain consumers' two warpgroups exponentiate in turns; "0": whenever they are ready
+EXP_TURNS_ENV = "FLASH_ATTN_SM90_FWD_EXP_TURNS"
 
 
 def _path(force="0", overlap="0", persistent="0", tma_store="1", lazy="0", compact="0", tall="0", pack="0",
-          q_double="1", cross_tile="1"):
+          q_double="1", cross_tile="1", exp_turns="1"):
     return {FORCE_ENV: force, OVERLAP_ENV: overlap, PERSISTENT_ENV: persistent, TMA_STORE_ENV: tma_store,
             LAZY_ENV: lazy, COMPACT_ENV: compact, TALL_ENV: tall, PACK_ENV: pack, Q_DOUBLE_ENV: q_double,
-            CROSS_TILE_ENV: cross_tile}
+            CROSS_TILE_ENV: cross_tile, EXP_TURNS_ENV: exp_turns}
 
 
 PATHS = {
     "sm90": _path(),
     "sm90 overlapped": _path(overlap="1"),
     "sm90 persistent": _path(persistent="1"),
+    "sm90 persistent, no exponential turns": _path(persistent="1", exp_turns="0"),
     "sm90 overlapped persistent": _path(overlap="1", persistent="1"),
     "sm90 overlapped persistent, direct stores": _path(overlap="1", persistent="1", tma_store="0"),
     "sm90 overlapped persistent, one Q buffer": _path(overlap="1", persistent="1", q_double="0"),
@@ -56,7 +59,7 @@ PATHS = {
     # every switch unset: what a call gets by default (the tile table's choices)
     "sm90, packed GQA": _path(pack="1"),
     "sm90, the table's choices": _path(overlap="", persistent="", tma_store="", lazy="", compact="", tall="", pack="",
-                                       q_double="", cross_tile=""),
+                                       q_double="", cross_tile="", exp_turns=""),
     "sm80": _path(force="1"),
 }
 

@@ -2,6 +2,7 @@
 // wgmma (sm90) accumulator layouts a row is spread over the 4 lanes of a quad.
 #pragma once
 
+#include <cute/tensor.hpp>
 #include <cutlass/cutlass.h>
 
 namespace flash {
@@ -18,6 +19,26 @@ CUTLASS_DEVICE float quad_allreduce(float x, Op op) {
   x = op(x, __shfl_xor_sync(0xffffffffu, x, 2));
   x = op(x, __shfl_xor_sync(0xffffffffu, x, 1));
   return x;
+}
+
+// Row r of a thread's (rows, cols) register tensor reduced by op in kChains independent chains (column c feeds
+// chain c % kChains), combined pairwise at the end: the chains' instructions do not wait on each other.
+template <int kChains, class Tensor, class Op>
+CUTLASS_DEVICE float reduce_row(Tensor const& t, int r, Op op) {
+  constexpr int kCols = decltype(cute::size<1>(t))::value;
+  constexpr int kN = kCols < kChains ? kCols : kChains;
+  float chain[kN];
+  CUTLASS_PRAGMA_UNROLL
+  for (int i = 0; i < kN; ++i) { chain[i] = t(r, i); }
+  CUTLASS_PRAGMA_UNROLL
+  for (int c = kN; c < kCols; ++c) { chain[c % kN] = op(chain[c % kN], t(r, c)); }
+  CUTLASS_PRAGMA_UNROLL
+  for (int width = kN / 2; width > 0; width /= 2) {
+    CUTLASS_PRAGMA_UNROLL
+    for (int i = 0; i < width; ++i) { chain[i] = op(chain[i], chain[i + width]); }
+  }
+  if constexpr (kN % 2 != 0 && kN > 1) { chain[0] = op(chain[0], chain[kN - 1]); }
+  return chain[0];
 }
 
 // Across the whole warp (every lane ends with the result).

@@ -19,6 +19,9 @@ struct OnlineSoftmax {
   cute::Tensor<cute::ArrayEngine<float, kRows>, cute::Layout<cute::Shape<cute::Int<kRows>>>> row_max;
   cute::Tensor<cute::ArrayEngine<float, kRows>, cute::Layout<cute::Shape<cute::Int<kRows>>>> row_sum;
   float const scale_log2;
+  // A row's max and sum over a thread's columns run in this many independent chains: one chain would make every
+  // FMNMX or FADD wait for the one before it, and during a warpgroup's softmax little else hides that latency.
+  static constexpr int kChains = 4;
 
   CUTLASS_DEVICE explicit OnlineSoftmax(float scale_log2_) : scale_log2(scale_log2_) {
     CUTE_UNROLL
@@ -28,37 +31,78 @@ struct OnlineSoftmax {
     }
   }
 
-  // Turns scores into unnormalised probabilities in place and rescales acc_o for the new row max.
-  // kIsFirst: no earlier tile contributed, so there is nothing to rescale.
-  template <bool kIsFirst, class Scores, class AccO>
-  CUTLASS_DEVICE void update(Scores& scores, AccO& acc_o) {
+  // A tile's row update in two steps, so that a kernel may run something between them (the sm90 consumers take
+  // their turn for the exponentials there): new_maxima() moves each row's running max and returns the factor
+  // exp(scale * (m_old - m_new)) that the row's earlier partial output needs (1 if kIsFirst), exponentiate() then
+  // turns the scores into unnormalised probabilities and adds them to the row sums (rescaled by that factor).
+  // threshold_log2 (>= 0, kMayKeepMax): a row's running max moves only when the tile's max exceeds it by more
+  // than that many powers of two of exp2's argument. 0 moves it whenever it grows; above 0 the unnormalised
+  // probabilities reach up to 2^threshold_log2 and most tiles of a long row leave O as it is. Either way
+  // finalize() normalises with the same max, so the result is the same attention.
+  struct RowUpdate {
+    cute::Tensor<cute::ArrayEngine<float, kRows>, cute::Layout<cute::Shape<cute::Int<kRows>>>> correction;
+    float max_scaled[kRows];  // exp2's offset: the new max times scale_log2 (0 for a row that saw only masked keys)
+  };
+
+  template <bool kIsFirst, bool kMayKeepMax = false, class Scores>
+  CUTLASS_DEVICE RowUpdate new_maxima(Scores const& scores, float threshold_log2 = 0.f) {
     using namespace cute;
     static_assert(decltype(size<0>(scores))::value == kRows);
+    RowUpdate update;
+    float tile_max[kRows];
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) {
-      update_row<kIsFirst>(scores, r, [&](float correction) {
-        CUTE_UNROLL
-        for (int c = 0; c < size<1>(acc_o); ++c) { acc_o(r, c) *= correction; }
-      });
+      tile_max[r] = fmaxf(reduce_row<kChains>(scores, r, MaxOp{}), kIsFirst ? -INFINITY : row_max(r));
+    }
+    // Every row's shuffles issued together: the rows' reductions overlap instead of waiting on each other.
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) { tile_max[r] = quad_allreduce(tile_max[r], MaxOp{}); }
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      float const prev_max = row_max(r);
+      // (A NaN comparison, -inf - -inf, keeps a row that has seen only masked keys at -inf.)
+      bool const moves = kIsFirst || !kMayKeepMax || (tile_max[r] - prev_max) * scale_log2 > threshold_log2;
+      float const new_max = moves ? tile_max[r] : prev_max;
+      row_max(r) = new_max;
+      // A row that has seen only masked keys keeps max -inf; use 0 so exp2 gives 0, not NaN.
+      update.max_scaled[r] = new_max == -INFINITY ? 0.f : new_max * scale_log2;
+      update.correction(r) = kIsFirst ? 1.f : exp2f(prev_max * scale_log2 - update.max_scaled[r]);
+    }
+    return update;
+  }
+
+  template <bool kIsFirst, class Scores>
+  CUTLASS_DEVICE void exponentiate(Scores& scores, RowUpdate const& update) {
+    using namespace cute;
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(scores); ++c) {
+        scores(r, c) = exp2f(scores(r, c) * scale_log2 - update.max_scaled[r]);
+      }
+    }
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      float const tile_sum = reduce_row<kChains>(scores, r, SumOp{});
+      row_sum(r) = kIsFirst ? tile_sum : row_sum(r) * update.correction(r) + tile_sum;
     }
   }
 
-  // The same in two steps, for kernels whose P·V of the previous tile still runs while this tile's scores are
-  // exponentiated: update_scores returns each row's rescale factor, rescale_o applies it once that GEMM is done.
-  // threshold_log2 (>= 0): a row's running max moves only when the tile's max exceeds it by more than that many
-  // powers of two of exp2's argument. 0 is update()'s arithmetic exactly (the max moves whenever it grows);
-  // above 0 the unnormalised probabilities reach up to 2^threshold_log2 and most tiles of a long row leave O as
-  // it is. Either way finalize() normalises with the same max, so the result is the same attention.
+  // Both steps; returns the factors for rescale_o, for kernels whose P·V of the previous tile may still run while
+  // this tile's scores are exponentiated.
   template <bool kIsFirst, class Scores>
   CUTLASS_DEVICE auto update_scores(Scores& scores, float threshold_log2 = 0.f) {
-    using namespace cute;
-    static_assert(decltype(size<0>(scores))::value == kRows);
-    auto correction = make_tensor<float>(Shape<Int<kRows>>{});
-    CUTE_UNROLL
-    for (int r = 0; r < kRows; ++r) {
-      correction(r) = update_row<kIsFirst, /*kMayKeepMax=*/true>(scores, r, [](float) {}, threshold_log2);
-    }
-    return correction;
+    RowUpdate const update = new_maxima<kIsFirst, /*kMayKeepMax=*/true>(scores, threshold_log2);
+    exponentiate<kIsFirst>(scores, update);
+    return update.correction;
+  }
+
+  // Both steps and the rescale of acc_o, for the new row max.
+  template <bool kIsFirst, class Scores, class AccO>
+  CUTLASS_DEVICE void update(Scores& scores, AccO& acc_o) {
+    RowUpdate const update = new_maxima<kIsFirst>(scores);
+    if constexpr (!kIsFirst) { rescale_o(acc_o, update.correction); }
+    exponentiate<kIsFirst>(scores, update);
   }
 
   template <class AccO, class Correction>
@@ -79,41 +123,6 @@ struct OnlineSoftmax {
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) { needed |= correction(r) != 1.f; }
     if (__any_sync(0xffffffffu, needed)) { rescale_o(acc_o, correction); }
-  }
-
-  // Row r: the new running max, the running sum rescaled to it (rescale(factor) is called then, before the
-  // exponentials, unless kIsFirst), the row's scores exponentiated and summed. Returns the factor
-  // exp(scale * (m_old - m_new)) that earlier partial outputs of the row need (1 if kIsFirst). kMayKeepMax: the
-  // max moves only past threshold_log2 (update_scores).
-  template <bool kIsFirst, bool kMayKeepMax = false, class Scores, class Rescale>
-  CUTLASS_DEVICE float update_row(Scores& scores, int r, Rescale&& rescale, float threshold_log2 = 0.f) {
-    using namespace cute;
-    float const prev_max = row_max(r);
-    float tile_max = kIsFirst ? -INFINITY : prev_max;
-    CUTE_UNROLL
-    for (int c = 0; c < size<1>(scores); ++c) { tile_max = fmaxf(tile_max, scores(r, c)); }
-    float const tile_row_max = quad_allreduce(tile_max, MaxOp{});
-    // (A NaN comparison, -inf - -inf, keeps a row that has seen only masked keys at -inf.)
-    bool const moves = kIsFirst || !kMayKeepMax || (tile_row_max - prev_max) * scale_log2 > threshold_log2;
-    float const new_max = moves ? tile_row_max : prev_max;
-    row_max(r) = new_max;
-    // A row that has seen only masked keys keeps max -inf; use 0 so exp2 gives 0, not NaN.
-    float const max_scaled = new_max == -INFINITY ? 0.f : new_max * scale_log2;
-    float correction = 1.f;
-    if constexpr (!kIsFirst) {
-      correction = exp2f(prev_max * scale_log2 - max_scaled);
-      row_sum(r) *= correction;
-      rescale(correction);
-    }
-    float tile_sum = 0.f;
-    CUTE_UNROLL
-    for (int c = 0; c < size<1>(scores); ++c) {
-      float const p = exp2f(scores(r, c) * scale_log2 - max_scaled);
-      scores(r, c) = p;
-      tile_sum += p;
-    }
-    row_sum(r) = kIsFirst ? tile_sum : row_sum(r) + tile_sum;
-    return correction;
   }
 
   // Normalises acc_o by the row sums and returns lse = scale * m + log(l) per row (+inf when the row

@@ -152,7 +152,8 @@ struct FwdKernel {
     } else {
       cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
       typename Mainloop::PipelineState state_k, state_v;
-      PingPong turns(warpgroup - 1, /*across_tiles=*/kOverlap && kCrossTile && args.cross_tile);  // overlapped
+      // Overlapped consumers take turns to issue GEMMs, plain ones to exponentiate (FwdMainloop::kExpTurns).
+      PingPong turns(warpgroup - 1, /*across_tiles=*/kOverlap && kCrossTile && args.cross_tile);
       for_each_block(args, scheduler, [&](SeqlenInfo const& seq, WorkTile const& tile) {
         consume(args, storage, pipeline_k, pipeline_v, state_k, state_v, seq, tile, KeyBlocks(params, seq, tile),
                 QTurn::of_round(round, q_buffers_log2), turns);
@@ -186,7 +187,7 @@ struct FwdKernel {
                                        Int<kBlockM>{}, tile.block, tile.head, tile.batch);
       Mainloop::load_q_rows(params, shared, seq, tile.block, tile.head, tile.batch, mma_tidx);
       Mainloop::mma(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, seq, rows, keys.min, keys.max,
-                    mma_tidx, acc_o, softmax, QTurn{0, -1});
+                    mma_tidx, acc_o, softmax, QTurn{0, -1}, turns);
     } else {
       typename Mainloop::PlainRows const rows{tile.block,
                                               make_alibi(params, tile.batch, tile.head, seq.seqlen_q, seq.seqlen_k)};
@@ -195,7 +196,7 @@ struct FwdKernel {
                                  keys.min, keys.max, mma_tidx, acc_o, softmax, q, turns);
       } else {
         Mainloop::mma(params, args.mainloop, shared, pipeline_k, pipeline_v, state_k, seq, rows, keys.min, keys.max,
-                      mma_tidx, acc_o, softmax, q);
+                      mma_tidx, acc_o, softmax, q, turns);
       }
     }
     // Every S GEMM of the block is done: the producer may load the next Q, unless the epilogue stages the output

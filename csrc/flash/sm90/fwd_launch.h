@@ -53,7 +53,11 @@ void launch_fwd(FwdParams const& params, cudaStream_t stream) {
   // FLASH_ATTN_SM90_FWD_CROSS_TILE=0: the consumer warpgroups of persistent CTAs meet at every block's end (one
   // store of the whole block; overlapped turns start afresh), to measure what FwdKernel::kCrossTile gains.
   bool const cross_tile = env_switch("FLASH_ATTN_SM90_FWD_CROSS_TILE", true);
-  typename Kernel::Arguments const args{params, Kernel::Mainloop::make_arguments(params, lazy_rescale, one_q_buffer),
+  // FLASH_ATTN_SM90_FWD_EXP_TURNS=0: the plain consumers' warpgroups exponentiate whenever they are ready instead of
+  // in turns (FwdMainloop::kExpTurns), to measure what the turns gain.
+  bool const exp_turns = env_switch("FLASH_ATTN_SM90_FWD_EXP_TURNS", true);
+  typename Kernel::Arguments const args{params,
+                                        Kernel::Mainloop::make_arguments(params, lazy_rescale, one_q_buffer, exp_turns),
                                         Kernel::Epilogue::make_arguments(params, tma_store), counts,
                                         Kernel::Scheduler::make_arguments(counts), cross_tile};
   auto const kernel = &fwd_kernel<Kernel>;

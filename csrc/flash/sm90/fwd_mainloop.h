@@ -63,6 +63,7 @@ struct FwdMainloop {
     bool chunked;
     float rescale_threshold_log2;  // OnlineSoftmax::update_scores' threshold: 0, or kLazyRescaleLog2
     int q_buffers_log2;  // the Q buffers in use: 1 << q_buffers_log2 of the kQBuffers
+    bool exp_turns;  // mma(): the consumer warpgroups exponentiate in turns (kExpTurns)
   };
 
   using QTurn = flash::sm90::QTurn;
@@ -78,6 +79,11 @@ struct FwdMainloop {
   static constexpr float kLazyRescaleLog2 = 8.f;
 
   static constexpr int kQElements = int(cosize_v<typename Traits::SmemLayoutQ>);
+
+  // mma() with two consumer warpgroups: each takes a PingPong turn for its exponentials, so that the warpgroups'
+  // exp2 phases (MUFU-bound: one warp of each warpgroup shares an SM sub-partition's MUFU unit) alternate and each
+  // runs while the other warpgroup's GEMMs do, instead of both warpgroups waiting on their GEMMs at once.
+  static constexpr bool kExpTurns = Traits::kMmaWarpgroups == 2;
   static_assert(kQElements * int(sizeof(Element)) % 1024 == 0, "each Q buffer keeps the swizzle's alignment");
 
   struct SharedStorage {
@@ -96,7 +102,8 @@ struct FwdMainloop {
   }
 
   // one_q_buffer: use one Q buffer even where kQBuffers has two (FLASH_ATTN_SM90_FWD_Q_DOUBLE_BUFFER=0, fwd_launch.h).
-  static Arguments make_arguments(FwdParams const& params, bool lazy_rescale, bool one_q_buffer) {
+  // exp_turns: see kExpTurns (FLASH_ATTN_SM90_FWD_EXP_TURNS).
+  static Arguments make_arguments(FwdParams const& params, bool lazy_rescale, bool one_q_buffer, bool exp_turns) {
     auto const q = gmem_tensor(static_cast<Element const*>(params.q_ptr), q_extent(params), params.q_batch_stride,
                                params.q_row_stride, params.q_head_stride);
     auto const k = gmem_tensor(static_cast<Element const*>(params.k_ptr), kv_extent(params), params.k_batch_stride,
@@ -112,7 +119,8 @@ struct FwdMainloop {
             chunked ? make_tma_copy(SM90_TMA_LOAD{}, v, SmemLayoutKVChunk{}) : TmaKVChunk{},
             chunked,
             lazy_rescale ? kLazyRescaleLog2 : 0.f,
-            kQBuffers == 2 && !one_q_buffer ? 1 : 0};
+            kQBuffers == 2 && !one_q_buffer ? 1 : 0,
+            exp_turns && kExpTurns};
   }
 
   CUTE_DEVICE static void prefetch_descriptors(Arguments const& args) {
@@ -362,7 +370,7 @@ struct FwdMainloop {
   CUTE_DEVICE static void mma(FwdParams const& params, Arguments const& args, SharedStorage& shared,
                               Pipeline& pipeline_k, Pipeline& pipeline_v, PipelineState& state, SeqlenInfo const& seq,
                               Rows const& rows, int n_block_min, int n_block_max, int mma_tidx, AccO& acc_o,
-                              Softmax& softmax, QTurn q) {
+                              Softmax& softmax, QTurn q, PingPong& turns) {
     int const seqlen_q = seq.seqlen_q, seqlen_k = seq.seqlen_k;
     typename Traits::TiledMmaQK mma_qk;
     typename Traits::TiledMmaPV mma_pv;
@@ -370,6 +378,7 @@ struct FwdMainloop {
     Tensor acc_o_rows = make_tensor(acc_o.data(), acc_to_rowcol(acc_o.layout()));
 
     if (q.phase >= 0) { shared.barrier_q[q.buffer].wait(q.phase); }
+    bool const exp_turns = kExpTurns && args.exp_turns;
     auto step = [&](int n_block, auto is_first) {
       constexpr bool kIsFirst = decltype(is_first)::value;
       Tensor acc_s = partition_fragment_C(mma_qk, TileS{});
@@ -379,8 +388,12 @@ struct FwdMainloop {
       pipeline_k.consumer_release(state);
       Tensor scores = make_tensor(acc_s.data(), acc_to_rowcol(acc_s.layout()));
       prepare_scores(params, rows, scores, score_coords, n_block, seqlen_q, seqlen_k);
-      auto const correction = softmax.template update_scores<kIsFirst>(scores, args.rescale_threshold_log2);
-      if constexpr (!kIsFirst) { Softmax::rescale_o_where_needed(acc_o_rows, correction); }
+      auto const update =
+          softmax.template new_maxima<kIsFirst, /*kMayKeepMax=*/true>(scores, args.rescale_threshold_log2);
+      if (exp_turns) { turns.wait_turn(); }
+      softmax.template exponentiate<kIsFirst>(scores, update);
+      if (exp_turns) { turns.pass_turn(); }
+      if constexpr (!kIsFirst) { Softmax::rescale_o_where_needed(acc_o_rows, update.correction); }
       Tensor rP = convert_fragment<Element>(acc_s);
       Tensor tOrP = make_tensor(rP.data(), acc_to_a_operand(rP.layout()));
       pipeline_v.consumer_wait(state);
@@ -391,6 +404,7 @@ struct FwdMainloop {
       ++state;
     };
     int n_block = n_block_max - 1;
+    if (exp_turns) { turns.begin_tile(n_block_max > n_block_min ? n_block_max - n_block_min : 0); }
     if (n_block >= n_block_min) {
       step(n_block, std::true_type{});
       for (--n_block; n_block >= n_block_min; --n_block) { step(n_block, std::false_type{}); }
