@@ -37,6 +37,7 @@ template <class Traits, bool kHasWindow, bool kOverlap, bool kPersistent, bool k
 struct FwdKernel {
   static_assert(!(kPacked && kOverlap), "packed tiles run the plain consumers");
   using Traits_ = Traits;
+  static constexpr bool kPersistent_ = kPersistent;
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kHeadDim = Traits::kHeadDim;
   // Persistent CTAs take their blocks' Q in turn from two buffers where they fit (Traits::kQBuffersFit).
