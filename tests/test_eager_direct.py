@@ -105,7 +105,9 @@ def test_kvcache_direct_plumbing_cpu(ref_extension, monkeypatch, append):
     assert calls_d == calls_op == ["fwd_kvcache"]
     for direct_t, op_t in ((out_d, out_op), (lse_d, lse_op), (k_d, k_op), (v_d, v_op)):
         assert torch.equal(direct_t, op_t)
-    assert bumps_d == bumps_op and min(bumps_op) >= 1
+    # Autograd compares a saved tensor's version with its current one, so what matters is that both paths bump
+    # each cache's counter; how many times the op's dispatch does it differs between torch releases (torch 2.11: 2).
+    assert min(bumps_d) >= 1 and min(bumps_op) >= 1
 
 
 def test_kvcache_direct_inference_tensors_cpu(ref_extension, monkeypatch):
