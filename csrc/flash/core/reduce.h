@@ -8,10 +8,10 @@
 namespace flash {
 
 struct MaxOp {
-  CUTLASS_DEVICE float operator()(float a, float b) const { return fmaxf(a, b); }
+  CUTLASS_HOST_DEVICE float operator()(float a, float b) const { return fmaxf(a, b); }
 };
 struct SumOp {
-  CUTLASS_DEVICE float operator()(float a, float b) const { return a + b; }
+  CUTLASS_HOST_DEVICE float operator()(float a, float b) const { return a + b; }
 };
 
 template <class Op>
@@ -24,7 +24,7 @@ CUTLASS_DEVICE float quad_allreduce(float x, Op op) {
 // Row r of a thread's (rows, cols) register tensor reduced by op in kChains independent chains (column c feeds
 // chain c % kChains), combined pairwise at the end: the chains' instructions do not wait on each other.
 template <int kChains, class Tensor, class Op>
-CUTLASS_DEVICE float reduce_row(Tensor const& t, int r, Op op) {
+CUTLASS_HOST_DEVICE float reduce_row(Tensor const& t, int r, Op op) {
   constexpr int kCols = decltype(cute::size<1>(t))::value;
   constexpr int kN = kCols < kChains ? kCols : kChains;
   float chain[kN];
