@@ -1,5 +1,6 @@
-// Turn-taking of the two consumer warpgroups of the sm90 forward: each issues its GEMMs only in its turn and then
-// hands the turn over, so one warpgroup's softmax runs while the other's GEMMs do. Warpgroup w waits at named
+// Turn-taking of the two consumer warpgroups of the sm90 forward: each issues its GEMMs (overlapped consumers) or
+// exponentiates (plain ones) only in its turn and then hands the turn over, so one warpgroup's softmax runs while
+// the other's GEMMs do. Warpgroup w waits at named
 // barrier kFirstBarrier + w (its 128 threads sync, the other warpgroup's 128 arrive). The turns alternate strictly:
 // a warpgroup can hand over its next turn only after taking the other's, so no barrier ever collects two
 // generations of arrivals. The turns start afresh with every tile, or (across_tiles, persistent CTAs) run on from
@@ -19,8 +20,8 @@ class PingPong {
     if (across_tiles_ && warpgroup_ == 1) { arrive(0); }
   }
 
-  // Before a tile's first turn, by both warpgroups: sections, how many GEMM-issuing sections each warpgroup runs in
-  // the tile (the same for both; 0 for none).
+  // Before a tile's first turn, by both warpgroups: sections, how many turns each warpgroup takes in the tile (the
+  // same for both; 0 for none).
   CUTLASS_DEVICE void begin_tile(int sections) {
     if (across_tiles_) { return; }
     sections_left_ = sections;
@@ -31,7 +32,7 @@ class PingPong {
     cutlass::arch::NamedBarrier::sync(kThreads, kFirstBarrier + warpgroup_);
   }
 
-  // After the turn's GEMMs are issued. Tile by tile, warpgroup 1's last hand-over is skipped: warpgroup 0 takes no
+  // At the end of a turn (its GEMMs issued, or its exponentials done). Tile by tile, warpgroup 1's last hand-over is skipped: warpgroup 0 takes no
   // turn after it (its first turn of the next tile is handed over in begin_tile).
   CUTLASS_DEVICE void pass_turn() {
     --sections_left_;
