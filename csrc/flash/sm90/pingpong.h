@@ -2,9 +2,9 @@
 // exponentiates (plain ones) only in its turn and then hands the turn over, so one warpgroup's softmax runs while
 // the other's GEMMs do. Warpgroup w waits at named barrier kFirstBarrier + w (its 128 threads sync, the other
 // warpgroup's 128 arrive). The turns alternate strictly: a warpgroup can hand over its next turn only after taking
-// the other's, so no barrier ever collects two generations of arrivals. The turns start afresh with every tile, or (across_tiles, persistent CTAs) run on from
-// one tile to the next: then warpgroup 0's first turn of a tile follows warpgroup 1's last one of the tile before,
-// and each warpgroup's epilogue runs while the other issues GEMMs.
+// the other's, so no barrier ever collects two generations of arrivals. The turns start afresh with every tile, or
+// (across_tiles, persistent CTAs) run on from one tile to the next: then warpgroup 0's first turn of a tile follows
+// warpgroup 1's last one of the tile before, and each warpgroup's epilogue runs while the other takes its turns.
 #pragma once
 
 #include <cutlass/arch/barrier.h>
