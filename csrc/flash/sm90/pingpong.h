@@ -31,8 +31,8 @@ class PingPong {
     cutlass::arch::NamedBarrier::sync(kThreads, kFirstBarrier + warpgroup_);
   }
 
-  // At the end of a turn (its GEMMs issued, or its exponentials done). Tile by tile, warpgroup 1's last hand-over is skipped: warpgroup 0 takes no
-  // turn after it (its first turn of the next tile is handed over in begin_tile).
+  // At the end of a turn (its GEMMs issued, or its exponentials done). Tile by tile, warpgroup 1's last hand-over
+  // is skipped: warpgroup 0 takes no turn after it (its first turn of the next tile is handed over in begin_tile).
   CUTLASS_DEVICE void pass_turn() {
     --sections_left_;
     if (warpgroup_ == 0 || across_tiles_ || sections_left_ > 0) { arrive(1 - warpgroup_); }
