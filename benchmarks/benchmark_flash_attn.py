@@ -4,9 +4,10 @@
 Every backend runs in the same process on the same tensors: ours (flash_attn.flash_attn_func)
 takes q, k, v as (batch, seqlen, heads, head_dim); SDPA takes transposed views of the same data,
 (batch, heads, seqlen, head_dim), under sdpa_kernel(FLASH_ATTENTION / CUDNN_ATTENTION /
-EFFICIENT_ATTENTION). Timing: CUDA events around each call, warm-up first, median of the runs; with --cuda-graph
-the calls are captured in a CUDA graph and replayed (kernel time alone: eager calls whose kernels are shorter than
-the host's per-call cost read low and noisy).
+EFFICIENT_ATTENTION). Timing: CUDA events around batches of 10 calls, warm-up first, then the backends of a case
+take turns batch by batch and each reports its median (so clock changes fall on all alike); with --cuda-graph the
+calls are captured in a CUDA graph and replayed (kernel time alone: eager calls whose kernels are shorter than the
+host's per-call cost read low and noisy).
 FLOPs: forward 4*b*h*sq*sk*d (halved when causal); backward 2.5x forward.
 
 Standard grid (shared README): bf16, hidden 2048 (h = 2048/d), d in {64, 128, 256},
@@ -248,29 +249,50 @@ def time_ms(fn, warmup: int, reps: int) -> float:
     return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
 
 
-def time_ms_graph(fn, warmup: int, reps: int, replays: int = 10) -> float:
-    """Median milliseconds of `fn` with its launches captured once in a CUDA graph: CUDA events around `replays`
-    replays, `reps` times. The kernels alone, without the host's per-call cost (which bounds eager calls whose
-    kernels are short: benchmarks/benchmark_call_overhead.py measures it)."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
+class BatchTimer:
+    """Times batches of `replays` back-to-back calls of `fn` (one CUDA event pair a batch, milliseconds per call).
+    cuda_graph: the calls are replays of one CUDA graph capturing fn's launches, i.e. the kernels alone without
+    the host's per-call cost (which bounds eager calls whose kernels are short: benchmark_call_overhead.py
+    measures it)."""
+
+    def __init__(self, fn, warmup: int, cuda_graph: bool, replays: int = 10):
+        for _ in range(warmup):
+            fn()
+        torch.cuda.synchronize()
+        self.graph = None
+        if cuda_graph:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                fn()
+            self.graph.replay()
+            torch.cuda.synchronize()
+        self.call = self.graph.replay if self.graph is not None else fn
+        self.replays = replays
+
+    def sample(self) -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        for _ in range(replays):
-            graph.replay()
+        for _ in range(self.replays):
+            self.call()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end) / replays)
-    del graph
-    return statistics.median(times)
+        return start.elapsed_time(end) / self.replays
+
+
+def time_interleaved(timers: dict, reps: int, warm_ms: float = 50.0) -> dict:
+    """Median milliseconds per call of each timer. Each first runs batches for at least warm_ms, then the timers
+    take turns, one batch each per round, `reps` rounds: clock changes during a case (the GPU idles while the host
+    prepares the next one, and the first backend timed used to read up to 20% low at 512-1k keys) fall on all
+    backends alike."""
+    for timer in timers.values():
+        spent = 0.0
+        while spent < warm_ms:
+            spent += timer.sample() * timer.replays
+    samples = {name: [] for name in timers}
+    for _ in range(reps):
+        for name, timer in timers.items():
+            samples[name].append(timer.sample())
+    return {name: statistics.median(ms) for name, ms in samples.items()}
 
 
 def warm_up_gpu(seconds: float = 1.0) -> None:
@@ -338,24 +360,28 @@ def run_case(case: Case, backends, args, errors: dict) -> Result:
                for sh in (shape, shape_kv, shape_kv))
     dout = torch.randn(shape, device="cuda", dtype=dtype, generator=g)
     res = Result(case)
-    ref = None
+    fns, timers = {}, {}
     for b in backends:
         try:
-            fn = make_fn(b, q, k, v, dout, case.causal, args.direction, ours_kwargs(case, args), case.lengths)
-            timer = time_ms_graph if args.cuda_graph else time_ms
-            res.ms[b] = timer(fn, args.warmup, args.reps)
-            if args.verify:
-                out = fn()
-                out = (out if args.direction == "fwd" else out[0]).float().reshape(q.shape)  # out, or dq
-                if b == backends[0]:
-                    ref = out
-                elif ref is not None:
-                    res.ms[f"{b}_maxdiff"] = (out - ref).abs().max().item()
+            fns[b] = make_fn(b, q, k, v, dout, case.causal, args.direction, ours_kwargs(case, args), case.lengths)
+            timers[b] = BatchTimer(fns[b], args.warmup, args.cuda_graph)
         except Exception as e:  # tolerate a backend that cannot run this case
             res.ms[b] = None
             lines = str(e).strip().splitlines()
             msg = f"{type(e).__name__}: {lines[0][:300]}" if lines else type(e).__name__
             errors.setdefault(b, f"d={case.dim} s={case.seqlen} causal={case.causal}: {msg}")
+    res.ms.update(time_interleaved(timers, args.reps))
+    del timers
+    if args.verify:
+        ref = None
+        for b, fn in fns.items():
+            out = fn()
+            out = (out if args.direction == "fwd" else out[0]).float().reshape(q.shape)  # out, or dq
+            if ref is None:
+                ref = out
+            else:
+                res.ms[f"{b}_maxdiff"] = (out - ref).abs().max().item()
+    del fns
     del q, k, v, dout
     return res
 
@@ -433,7 +459,7 @@ def main(argv=None) -> int:
     ap.add_argument("--backends", default="ours,flash,cudnn,efficient",
                     help="comma-separated subset of: " + ",".join(BACKENDS))
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--reps", type=int, default=30, help="timed runs per case, median reported (>= 10)")
+    ap.add_argument("--reps", type=int, default=30, help="timed batches per backend and case, median reported (>= 10)")
     ap.add_argument("--deterministic", action="store_true", help="ours with deterministic=True (backward)")
     ap.add_argument("--window", type=lambda t: tuple(int(x) for x in t.split(",")), default=(-1, -1),
                     help="ours with window_size=(left, right), e.g. 512,0 (ours' FLOPs count the visible pairs only)")
@@ -468,7 +494,8 @@ def main(argv=None) -> int:
     ver = getattr(flash_attn, "__version__", "not importable") if flash_attn is not None else "not importable"
     print(f"# device: {torch.cuda.get_device_name()}, torch {torch.__version__}, flash_attn {ver}, "
           f"{args.dtype}, {args.direction}{variant_note(args)}, hidden {args.hidden}, tokens {args.tokens}, "
-          f"median of {args.reps} (warm-up {args.warmup}){', CUDA graphs' if args.cuda_graph else ''}; TFLOP/s",
+          f"median of {args.reps} interleaved batches of 10 (warm-up {args.warmup} calls + 50 ms)"
+          f"{', CUDA graphs' if args.cuda_graph else ''}; TFLOP/s",
           flush=True)
     if FLASH_ATTN_IMPORT_ERROR:
         print(f"# flash_attn import failed: {FLASH_ATTN_IMPORT_ERROR}", flush=True)
