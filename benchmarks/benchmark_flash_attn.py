@@ -281,9 +281,8 @@ class BatchTimer:
 
 def time_interleaved(timers: dict, reps: int, warm_ms: float = 50.0) -> dict:
     """Median milliseconds per call of each timer. Each first runs batches for at least warm_ms, then the timers
-    take turns, one batch each per round, `reps` rounds: clock changes during a case (the GPU idles while the host
-    prepares the next one, and the first backend timed used to read up to 20% low at 512-1k keys) fall on all
-    backends alike."""
+    take turns, one batch each per round, `reps` rounds, so that clock changes during a case fall on all backends
+    alike (timed one after the other, the first backend of a run read up to 20% low at 512-1k keys)."""
     for timer in timers.values():
         spent = 0.0
         while spent < warm_ms:
