@@ -26,6 +26,8 @@
 #                   memory hazards: the sm90 forward's TMA/mbarrier/named-barrier ordering); 0 to skip
 #   RACECHECK_TESTS pytest arguments for that run (default: tests/test_sm90_forward.py::test_forward_small and
 #                   ::test_kvcache_paged_prefill)
+#   SANITIZE_PARALLEL  1 (default): memcheck and racecheck run in the background beside the tests (logs only in
+#                   sanitize.log / racecheck.log, their tails printed once done); 0: one after the other, after them
 #   BENCH           quick (default), full, 0;   BENCH_ARGS   extra benchmark arguments
 #   BENCH_DIRECTIONS  space-separated benchmark directions (default "fwd"; e.g. "fwd fwd_bwd bwd")
 #
@@ -97,6 +99,62 @@ if [[ "$BUILD" != 0 ]]; then
     echo "build: $build_status in ${build_secs}s" | tee -a "$OUT/build.log"
 fi
 
+# Odd shapes on the sm90 forward: partial tiles, GQA, windows (test_forward_small), varlen with empty and more than
+# 32 sequences (test_varlen), paged caches loaded by block or in chunks (test_kvcache_paged_prefill).
+SMALL_SM90_CASES="tests/test_sm90_forward.py::test_forward_small"
+PAGED_SM90_CASES="tests/test_sm90_forward.py::test_kvcache_paged_prefill"
+SM90_ODD_SHAPES="$SMALL_SM90_CASES tests/test_sm90_forward.py::test_varlen $PAGED_SM90_CASES"
+SANITIZE_DEFAULT="tests/test_bad_inputs.py $SM90_ODD_SHAPES"
+RACECHECK_DEFAULT="$SMALL_SM90_CASES $PAGED_SM90_CASES"
+
+# --- memcheck and racecheck ------------------------------------------------------------------------
+# Each a pytest run under compute-sanitizer: its log in $OUT/<name>.log, its status line in $OUT/<name>.status.
+# SANITIZE_PARALLEL=1 (default): both start before the tests, in the background, and run beside them and each other
+# on the same GPU, to save device time (one after the other, after the suite, they took 208 s and 207 s on an
+# H100; the suite alone 125 s); the script waits for them before the benchmark. 0: each in turn, after the tests.
+run_sanitizer() {  # name tool summary-regex pytest-arguments [VAR=value ...]: environment of the run
+    local name=$1 tool=$2 summary=$3 args=$4 ts rc errors status
+    shift 4
+    ts=$(date +%s)
+    section "$name: $* compute-sanitizer --tool $tool pytest $args" > "$OUT/$name.log"
+    words sanitizer_tests "$args"
+    env "$@" compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 \
+        python3 -m pytest -q -p no:cacheprovider "${sanitizer_tests[@]}" >> "$OUT/$name.log" 2>&1
+    rc=$?
+    errors=$(grep -E "$summary" "$OUT/$name.log" | tail -1)
+    if [[ $rc -eq 0 ]]; then status="ok"; else status="FAILED (rc $rc)"; fi
+    echo "$status in $(( $(date +%s) - ts ))s: ${errors:-no summary}" > "$OUT/$name.status"
+}
+# The runs that SANITIZE / RACECHECK ask for, as run_sanitizer's arguments (one run a line).
+# PYTORCH_NO_CUDA_MEMORY_CACHING: every tensor its own allocation, so an access past a tensor is past an allocation.
+sanitizer_runs() {
+    [[ "${SANITIZE:-1}" != 0 ]] && run_sanitizer sanitize memcheck '^========= ERROR SUMMARY' \
+        "${SANITIZE_TESTS:-$SANITIZE_DEFAULT}" PYTORCH_NO_CUDA_MEMORY_CACHING=1 &
+    [[ "${SANITIZE_PARALLEL:-1}" == 0 ]] && wait
+    [[ "${RACECHECK:-1}" != 0 ]] && run_sanitizer racecheck racecheck '^========= (ERROR|RACECHECK) SUMMARY' \
+        "${RACECHECK_TESTS:-$RACECHECK_DEFAULT}" &
+    wait
+}
+# Collects the runs' statuses (after sanitizer_runs has finished).
+sanitize_status="skipped"
+racecheck_status="skipped"
+collect_sanitizers() {
+    local name status
+    for name in sanitize racecheck; do
+        [[ -f "$OUT/$name.status" ]] || continue
+        tail -4 "$OUT/$name.log"
+        status=$(cat "$OUT/$name.status")
+        [[ "$status" == ok* ]] || fail=1
+        if [[ $name == sanitize ]]; then sanitize_status=$status; else racecheck_status=$status; fi
+    done
+}
+rm -f "$OUT/sanitize.status" "$OUT/racecheck.status"
+sanitizers_pid=""
+if [[ "$TESTS" != 0 && "$build_status" != FAILED* && "${SANITIZE_PARALLEL:-1}" != 0 ]]; then
+    sanitizer_runs &
+    sanitizers_pid=$!
+fi
+
 # --- tests -----------------------------------------------------------------------------------------
 if [[ "$TESTS" != 0 && $fail -eq 0 ]]; then
     section "tests: python3 -m pytest -q ${TEST_PATHS:-tests} ${PYTEST_ARGS:-}" | tee "$OUT/tests.log"
@@ -129,43 +187,13 @@ if [[ "$TESTS" != 0 && -n "$SM80_TESTS" && "$build_status" != FAILED* ]]; then
     sm80_status="$sm80_status in $(( $(date +%s) - tt ))s: ${line:-no summary}"
 fi
 
-# Odd shapes on the sm90 forward: partial tiles, GQA, windows (test_forward_small), varlen with empty and more than
-# 32 sequences (test_varlen), paged caches loaded by block or in chunks (test_kvcache_paged_prefill).
-SMALL_SM90_CASES="tests/test_sm90_forward.py::test_forward_small"
-PAGED_SM90_CASES="tests/test_sm90_forward.py::test_kvcache_paged_prefill"
-SM90_ODD_SHAPES="$SMALL_SM90_CASES tests/test_sm90_forward.py::test_varlen $PAGED_SM90_CASES"
-SANITIZE_DEFAULT="tests/test_bad_inputs.py $SM90_ODD_SHAPES"
-RACECHECK_DEFAULT="$SMALL_SM90_CASES $PAGED_SM90_CASES"
-
-# --- memcheck --------------------------------------------------------------------------------------
-# PYTORCH_NO_CUDA_MEMORY_CACHING: every tensor its own allocation, so an access past a tensor is past an allocation.
-if [[ "$TESTS" != 0 && "${SANITIZE:-1}" != 0 && "$build_status" != FAILED* ]]; then
-    section "memcheck: compute-sanitizer --tool memcheck pytest ${SANITIZE_TESTS:-$SANITIZE_DEFAULT}" \
-        | tee "$OUT/sanitize.log"
-    ts=$(date +%s)
-    words sanitize_tests "${SANITIZE_TESTS:-$SANITIZE_DEFAULT}"
-    PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 99 --print-limit 20 \
-        python3 -m pytest -q -p no:cacheprovider "${sanitize_tests[@]}" 2>&1 | tee -a "$OUT/sanitize.log"
-    rc=$?
-    errors=$(grep -E '^========= ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)
-    if [[ $rc -eq 0 ]]; then sanitize_status="ok"; else sanitize_status="FAILED (rc $rc)"; fail=1; fi
-    sanitize_status="$sanitize_status in $(( $(date +%s) - ts ))s: ${errors:-no summary}"
+if [[ -n "$sanitizers_pid" ]]; then
+    section "waiting for memcheck and racecheck (logs: sanitize.log, racecheck.log)"
+    wait "$sanitizers_pid"
+elif [[ "$TESTS" != 0 && "$build_status" != FAILED* ]]; then
+    sanitizer_runs
 fi
-
-# --- racecheck -------------------------------------------------------------------------------------
-racecheck_status="skipped"
-if [[ "$TESTS" != 0 && "${RACECHECK:-1}" != 0 && "$build_status" != FAILED* ]]; then
-    section "racecheck: compute-sanitizer --tool racecheck pytest ${RACECHECK_TESTS:-$RACECHECK_DEFAULT}" \
-        | tee "$OUT/racecheck.log"
-    ts=$(date +%s)
-    words racecheck_tests "${RACECHECK_TESTS:-$RACECHECK_DEFAULT}"
-    compute-sanitizer --tool racecheck --error-exitcode 99 --print-limit 20 \
-        python3 -m pytest -q -p no:cacheprovider "${racecheck_tests[@]}" 2>&1 | tee -a "$OUT/racecheck.log"
-    rc=$?
-    errors=$(grep -E '^========= (ERROR|RACECHECK) SUMMARY' "$OUT/racecheck.log" | tail -1)
-    if [[ $rc -eq 0 ]]; then racecheck_status="ok"; else racecheck_status="FAILED (rc $rc)"; fail=1; fi
-    racecheck_status="$racecheck_status in $(( $(date +%s) - ts ))s: ${errors:-no summary}"
-fi
+collect_sanitizers
 
 # --- benchmark -------------------------------------------------------------------------------------
 if [[ "$BENCH" != 0 && "$build_status" != FAILED* ]]; then
