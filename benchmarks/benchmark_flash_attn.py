@@ -279,19 +279,34 @@ class BatchTimer:
         return start.elapsed_time(end) / self.replays
 
 
-def time_interleaved(timers: dict, reps: int, warm_ms: float = 50.0) -> dict:
+def time_interleaved(timers: dict, reps: int, warm_ms: float = 50.0, failures: dict | None = None) -> dict:
     """Median milliseconds per call of each timer. Each first runs batches for at least warm_ms, then the timers
     take turns, one batch each per round, `reps` rounds, so that clock changes during a case fall on all backends
-    alike (timed one after the other, the first backend of a run read up to 20% low at 512-1k keys)."""
-    for timer in timers.values():
-        spent = 0.0
-        while spent < warm_ms:
-            spent += timer.sample() * timer.replays
+    alike (timed one after the other, the first backend of a run read up to 20% low at 512-1k keys). A timer whose
+    batch raises is dropped: its exception goes to failures[name]."""
     samples = {name: [] for name in timers}
+    live = dict(timers)
+
+    def sample(name, timer):
+        try:
+            return timer.sample()
+        except Exception as e:  # tolerate a backend that fails while timed
+            live.pop(name, None)
+            if failures is not None:
+                failures[name] = e
+            return None
+
+    for name, timer in timers.items():
+        spent = 0.0
+        while name in live and spent < warm_ms:
+            ms = sample(name, timer)
+            spent += 0.0 if ms is None else ms * timer.replays
     for _ in range(reps):
-        for name, timer in timers.items():
-            samples[name].append(timer.sample())
-    return {name: statistics.median(ms) for name, ms in samples.items()}
+        for name, timer in list(live.items()):
+            ms = sample(name, timer)
+            if ms is not None:
+                samples[name].append(ms)
+    return {name: statistics.median(samples[name]) if name in live else None for name in timers}
 
 
 def warm_up_gpu(seconds: float = 1.0) -> None:
@@ -359,18 +374,22 @@ def run_case(case: Case, backends, args, errors: dict) -> Result:
                for sh in (shape, shape_kv, shape_kv))
     dout = torch.randn(shape, device="cuda", dtype=dtype, generator=g)
     res = Result(case)
-    fns, timers = {}, {}
+    fns, timers, failures = {}, {}, {}
     for b in backends:
         try:
             fns[b] = make_fn(b, q, k, v, dout, case.causal, args.direction, ours_kwargs(case, args), case.lengths)
             timers[b] = BatchTimer(fns[b], args.warmup, args.cuda_graph)
         except Exception as e:  # tolerate a backend that cannot run this case
-            res.ms[b] = None
-            lines = str(e).strip().splitlines()
-            msg = f"{type(e).__name__}: {lines[0][:300]}" if lines else type(e).__name__
-            errors.setdefault(b, f"d={case.dim} s={case.seqlen} causal={case.causal}: {msg}")
-    res.ms.update(time_interleaved(timers, args.reps))
+            fns.pop(b, None)
+            failures[b] = e
+    res.ms.update(time_interleaved(timers, args.reps, failures=failures))
     del timers
+    for b, e in failures.items():
+        res.ms[b] = None
+        fns.pop(b, None)
+        lines = str(e).strip().splitlines()
+        msg = f"{type(e).__name__}: {lines[0][:300]}" if lines else type(e).__name__
+        errors.setdefault(b, f"d={case.dim} s={case.seqlen} causal={case.causal}: {msg}")
     if args.verify:
         ref = None
         for b, fn in fns.items():

@@ -58,3 +58,28 @@ def test_batch_timer_times_a_call(cuda_graph):
     ms = timer.sample()
     assert ms > 0
     torch.testing.assert_close(out, a @ a)
+
+
+class FailingTimer(FakeTimer):
+    """A stand-in whose batches raise from the `fail_at`-th on."""
+
+    def __init__(self, name, log, fail_at):
+        super().__init__(name, [1.0], log)
+        self.fail_at, self.calls = fail_at, 0
+
+    def sample(self):
+        self.calls += 1
+        if self.calls >= self.fail_at:
+            raise RuntimeError("boom")
+        return super().sample()
+
+
+@pytest.mark.parametrize("fail_at", [1, 7])  # in its warm-up, or in the timed rounds
+def test_time_interleaved_drops_a_failing_backend(fail_at):
+    log, failures = [], {}
+    timers = {"a": FakeTimer("a", [1.0], log), "bad": FailingTimer("bad", log, fail_at),
+              "b": FakeTimer("b", [2.0], log)}
+    ms = bench.time_interleaved(timers, reps=4, warm_ms=50.0, failures=failures)
+    assert ms == {"a": 1.0, "bad": None, "b": 2.0}
+    assert list(failures) == ["bad"] and str(failures["bad"]) == "boom"
+    assert log.count("a") == 5 + 4 and log.count("b") == 3 + 4  # warm-up batches of 10 and 20 ms, then 4 rounds
