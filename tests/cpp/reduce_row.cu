@@ -1,6 +1,6 @@
 // Host-side check of core/reduce.h's reduce_row: a row reduced in kChains independent chains gives the serial
 // reduction's max exactly and its sum to within float rounding, for every column count (fewer columns than chains,
-// an odd number of chains, the wgmma fragments' 32 and 64). Built and run by tests/test_reduce_row.py.
+// odd and other non-power-of-two chain counts, the wgmma fragments' 32 and 64). Built and run by tests/test_reduce_row.py.
 #include <cmath>
 #include <cstdio>
 #include <cute/tensor.hpp>
@@ -55,7 +55,8 @@ int check_all(unsigned& seed) {
 
 int main() {
   unsigned seed = 12345u;
-  int const failures = check_all<1>(seed) + check_all<2>(seed) + check_all<3>(seed) + check_all<4>(seed);
+  int const failures = check_all<1>(seed) + check_all<2>(seed) + check_all<3>(seed) + check_all<4>(seed) +
+                       check_all<5>(seed) + check_all<6>(seed) + check_all<7>(seed) + check_all<8>(seed);
   if (failures == 0) { std::printf("reduce_row: ok\n"); }
   return failures == 0 ? 0 : 1;
 }

@@ -32,12 +32,12 @@ CUTLASS_HOST_DEVICE float reduce_row(Tensor const& t, int r, Op op) {
   for (int i = 0; i < kN; ++i) { chain[i] = t(r, i); }
   CUTLASS_PRAGMA_UNROLL
   for (int c = kN; c < kCols; ++c) { chain[c % kN] = op(chain[c % kN], t(r, c)); }
+  // Fold the upper half of the n live chains onto the lower (the middle one of an odd n stays), until one is left.
   CUTLASS_PRAGMA_UNROLL
-  for (int width = kN / 2; width > 0; width /= 2) {
+  for (int n = kN; n > 1; n = (n + 1) / 2) {
     CUTLASS_PRAGMA_UNROLL
-    for (int i = 0; i < width; ++i) { chain[i] = op(chain[i], chain[i + width]); }
+    for (int i = 0; i < n / 2; ++i) { chain[i] = op(chain[i], chain[i + (n + 1) / 2]); }
   }
-  if constexpr (kN % 2 != 0 && kN > 1) { chain[0] = op(chain[0], chain[kN - 1]); }
   return chain[0];
 }
 
