@@ -54,8 +54,9 @@ void launch_fwd(FwdParams const& params, cudaStream_t stream) {
   // store of the whole block; overlapped turns start afresh), to measure what FwdKernel::kCrossTile gains.
   bool const cross_tile = env_switch("FLASH_ATTN_SM90_FWD_CROSS_TILE", true);
   // FLASH_ATTN_SM90_FWD_EXP_TURNS: whether the plain consumers' warpgroups exponentiate in turns
-  // (FwdMainloop::kExpTurns). By default in persistent CTAs only: d 128 gained 6-14% there at 512-1k keys, but lost
-  // 4-11% on varlen at 1k, one tile per CTA (H100, graph-timed).
+  // (FwdMainloop::kExpTurns). By default in persistent CTAs only: d 128 gained 6-14% there at 512-1k keys (H100,
+  // graph-timed); one tile per CTA (varlen at 1k) read 4-11% lower, in a run's first cell, which reads low
+  // (benchmarks/NOTES.md, eighth session): to be measured again.
   bool const exp_turns = env_switch("FLASH_ATTN_SM90_FWD_EXP_TURNS", Kernel::kPersistent_);
   typename Kernel::Arguments const args{params,
                                         Kernel::Mainloop::make_arguments(params, lazy_rescale, one_q_buffer, exp_turns),

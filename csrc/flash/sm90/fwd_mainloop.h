@@ -83,9 +83,9 @@ struct FwdMainloop {
   // mma() with two consumer warpgroups: each takes a PingPong turn for its exponentials, so that the warpgroups'
   // exp2 phases (MUFU-bound: one warp of each warpgroup shares an SM sub-partition's MUFU unit) alternate and each
   // runs while the other warpgroup's GEMMs do, instead of both warpgroups waiting on their GEMMs at once. From d 128
-  // up: d 128 gained 6-14% at 512-1k keys (H100, graph-timed), d 64, whose GEMMs (half of d 128's) hide less than
-  // the exponentials take, lost 14% at 512, and with the turns ptxas spills 144 B in d 96's producer (24
-  // registers), which it does not without them.
+  // up: d 128 gained 6-14% at 512-1k keys (H100, graph-timed). d 64 read 14% lower with them at 512, but in a
+  // run's first cell, which reads low (benchmarks/NOTES.md, eighth session): to be measured again. With the turns
+  // ptxas spills 144 B in d 96's producer (24 registers), and none without them.
   static constexpr bool kExpTurns = Traits::kMmaWarpgroups == 2 && Traits::kHeadDim >= 128;
   static_assert(kQElements * int(sizeof(Element)) % 1024 == 0, "each Q buffer keeps the swizzle's alignment");
 
