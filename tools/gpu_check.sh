@@ -52,7 +52,6 @@ section() { printf '\n===== [%4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
 words() { local -n words_out=$1; eval "words_out=($2)"; }
 
 build_status="skipped"; build_secs="-"; test_status="skipped"; test_line="-"; bench_status="skipped"
-sanitize_status="skipped"
 fail=0
 
 # --- environment -----------------------------------------------------------------------------------
